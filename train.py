@@ -1,0 +1,175 @@
+"""Train the tutorial's CNN on MNIST, print its test accuracy and save a checkpoint.
+
+Usage: python train.py [--device cuda] [--epochs 3] [--out model.pt]
+"""
+import argparse
+import math
+import time
+
+import torch
+import torch.nn as nn
+
+from data import (UserError, device_name, load_mnist, output_path, positive_int, run_main,
+                  save_atomically, train_batches)
+from model import Net
+from test import EVAL_BATCH_SIZE, evaluate
+
+# Training counts as diverged when a step's loss is NaN, infinite or above this. Guessing
+# uniformly costs ln(10) = 2.30; a loss 40 times that means the weights have blown up (a huge
+# --lr such as 1e6 gives losses of 1e9 and more that may never become NaN).
+DIVERGED_LOSS = 100.0
+
+
+def positive_float(text):
+    """argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text!r}")
+    return value
+
+
+def momentum_value(text):
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, not {text!r}")
+    return value
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Train the tutorial's CNN on MNIST.")
+    parser.add_argument("--epochs", type=positive_int, default=3,
+                        help="passes over the training set (default: 3)")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="images per training step (default: 64)")
+    parser.add_argument("--lr", type=positive_float, default=0.01,
+                        help="learning rate; with --schedule onecycle, the peak (default: 0.01)")
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+                        help="adam, as the tutorial trains, or sgd with --momentum (default: adam)")
+    parser.add_argument("--momentum", type=momentum_value, default=0.5,
+                        help="momentum for sgd; adam does not use it (default: 0.5)")
+    parser.add_argument("--schedule", choices=["constant", "onecycle"], default="constant",
+                        help="learning rate over the run: constant as in the tutorial, or onecycle "
+                             "(warm up to --lr, then anneal to almost 0) (default: constant)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for initial weights, dropout and shuffling (default: 0)")
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="auto, cpu, cuda, cuda:N or mps; auto picks the accelerator when "
+                             "there is one (default: auto)")
+    parser.add_argument("--data-dir", default="./files",
+                        help="MNIST folder; downloaded into when empty (default: ./files)")
+    parser.add_argument("--out", type=output_path, default="model.pt",
+                        help="checkpoint file to write (default: model.pt)")
+    parser.add_argument("--log-interval", type=positive_int, default=100,
+                        help="steps between printed lines (default: 100)")
+    return parser.parse_args(argv)
+
+
+def make_optimizer(model, args, steps_per_epoch):
+    """Return the optimizer and a per-step learning rate scheduler (None for a constant rate)."""
+    if args.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    if args.schedule == "constant":
+        return optimizer, None
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps_per_epoch)
+    return optimizer, scheduler
+
+
+def check_diverged(losses, epoch, step):
+    """Raise UserError if any of these step losses shows that training has blown up."""
+    bad = ~torch.isfinite(losses) | (losses > DIVERGED_LOSS)
+    if bad.any():
+        worst = losses[bad][0].item()
+        raise UserError(f"training diverged (loss {worst:.4g} at epoch {epoch}, step {step}); "
+                        "try a smaller --lr; nothing was saved")
+
+
+def train_epoch(model, optimizer, scheduler, train_images, train_labels, shuffle, epoch, args):
+    """Train one epoch; return each step's loss and accuracy as tensors (steps,)."""
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    steps = len(train_labels) // args.batch_size
+    # The tutorial prints len(train_loader), which also counts the incomplete batch it skips.
+    shown_steps = math.ceil(len(train_labels) / args.batch_size)
+    # Per-step numbers stay on the device: reading loss.item() at every step would make the CPU
+    # wait for the GPU each time. They are read only at log lines.
+    losses = torch.zeros(steps, device=train_labels.device)
+    accuracies = torch.zeros(steps, device=train_labels.device)
+    checked = 0  # steps before this one have passed check_diverged
+    batches = train_batches(train_images, train_labels, args.batch_size, shuffle)
+    for step, (images, labels) in enumerate(batches):  # images (B, 1, 28, 28), labels (B,)
+        output = model(images)                          # (B, 10)
+        loss = criterion(output, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        losses[step] = loss.detach()
+        accuracies[step] = (output.argmax(dim=1) == labels).float().mean()
+        if step % args.log_interval == 0:
+            check_diverged(losses[checked:step + 1], epoch, step + 1)
+            checked = step + 1
+            print(f"Epoch: {epoch}/{args.epochs}, Step: {step + 1}/{shown_steps}, "
+                  f"Loss: {losses[step].item():.4f}, Accuracy: {accuracies[step].item() * 100:.2f}%")
+    check_diverged(losses[checked:], epoch, steps)
+    return losses, accuracies
+
+
+def train(model, train_images, train_labels, args):
+    """Run all epochs; return the optimizer and the tutorial's per-step history (Python lists)."""
+    steps = len(train_labels) // args.batch_size
+    if steps == 0:
+        raise UserError(f"--batch-size {args.batch_size} is larger than the "
+                        f"{len(train_labels)} training images")
+    optimizer, scheduler = make_optimizer(model, args, steps)
+    shuffle = torch.Generator().manual_seed(args.seed)
+    losses, accuracies = [], []
+    for epoch in range(1, args.epochs + 1):
+        epoch_losses, epoch_accuracies = train_epoch(
+            model, optimizer, scheduler, train_images, train_labels, shuffle, epoch, args)
+        losses.append(epoch_losses)
+        accuracies.append(epoch_accuracies)
+    history = {"loss": torch.cat(losses).tolist(), "accuracy": torch.cat(accuracies).tolist()}
+    return optimizer, history
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print(f"Device: {args.device}")
+    torch.manual_seed(args.seed)  # initial weights and dropout masks
+    train_images, train_labels = load_mnist(args.data_dir, train=True, device=args.device)
+    test_images, test_labels = load_mnist(args.data_dir, train=False, device=args.device)
+    model = Net().to(args.device)
+
+    start_time = time.time()
+    optimizer, history = train(model, train_images, train_labels, args)
+    # history came back as Python lists, so the device has finished all its work by now.
+    print(f"Run Time: {time.time() - start_time:.2f} s")
+
+    test_accuracy = evaluate(model, test_images, test_labels, EVAL_BATCH_SIZE)
+    print(f"Test Accuracy: {test_accuracy * 100:.2f}%")
+
+    checkpoint = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": args.epochs,
+        "args": vars(args),  # plain str, int and float values only
+        "history": history,  # per step, as in the tutorial: loss, accuracy (fraction correct)
+        "test_accuracy": test_accuracy,  # fraction correct on the 10,000 test images
+    }
+    save_atomically(args.out, lambda file: torch.save(checkpoint, file))
+    print(f"Saved {args.out}")
+
+
+if __name__ == "__main__":
+    run_main(main)
