@@ -23,26 +23,11 @@ def read_state_dict(path):
     for anything else is refused before any of its code can run.
     """
     try:
-        with warnings.catch_warnings():  # an old pickle protocol only warns; the errors below say more
+        with warnings.catch_warnings():  # an old pickle protocol only warns; errors say more
             warnings.simplefilter("ignore")
             saved = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file; train one with: python train.py --out {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, not a checkpoint file") from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot be read ({error.strerror})") from None
-    except pickle.UnpicklingError as error:
-        wanted = re.search(r"GLOBAL (\S+)", str(error))
-        if wanted:
-            raise UserError(f"{path}: refused: it asks to load {wanted.group(1)}, which could run "
-                            "code; only tensors and plain types are loaded") from None
-        raise UserError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
-    except EOFError:
-        raise UserError(f"{path}: empty or truncated, not a PyTorch checkpoint") from None
-    except Exception as error:  # torch reports damaged archives as RuntimeError, others vary
-        reason = str(error).split(". ")[0] or type(error).__name__
-        raise UserError(f"{path}: not a PyTorch checkpoint ({reason})") from None
+    except Exception as error:
+        raise UserError(f"{path}: {load_problem(error, path)}") from None
     state_dict = saved.get("model", saved) if isinstance(saved, dict) else saved
     if not (isinstance(state_dict, dict) and state_dict
             and all(isinstance(value, torch.Tensor) for value in state_dict.values())):
@@ -51,18 +36,40 @@ def read_state_dict(path):
     return state_dict
 
 
+def load_problem(error, path):
+    """Say in a few words why torch.load failed on path."""
+    if isinstance(error, FileNotFoundError):
+        return f"no such file; train one with: python train.py --out {path}"
+    if isinstance(error, IsADirectoryError):
+        return "is a folder, not a checkpoint file"
+    if isinstance(error, PermissionError):
+        return "cannot be read (permission denied)"
+    wanted = re.search(r"GLOBAL (\S+)", str(error))
+    if isinstance(error, pickle.UnpicklingError) and wanted:
+        return (f"refused: it asks to load {wanted.group(1)}, which could run code; "
+                "only tensors and plain types are loaded")
+    if isinstance(error, EOFError):
+        return "empty or truncated, not a PyTorch checkpoint"
+    if isinstance(error, RuntimeError):  # torch's words for a damaged archive
+        return f"not a PyTorch checkpoint ({str(error).split('. ')[0]})"
+    # Anything else: a damaged zip archive (OSError), text or foreign pickle data, ...
+    return "not a PyTorch checkpoint (damaged, or saved in another format)"
+
+
 def load_model(path, device):
     """Return the network with the weights in path, on device, in eval mode."""
     state_dict = read_state_dict(path)
     model = Net()
     expected = model.state_dict()
-    problems = [f"missing {key}" for key in expected if key not in state_dict]
-    problems += [f"unexpected {key}" for key in state_dict if key not in expected]
-    problems += [f"{key} is {tuple(state_dict[key].shape)}, this model needs {tuple(value.shape)}"
-                 for key, value in expected.items()
-                 if key in state_dict and state_dict[key].shape != value.shape]
-    if problems:
-        raise UserError(f"{path}: weights of another architecture: {'; '.join(problems)}")
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    reshaped = [f"{key} {tuple(state_dict[key].shape)} instead of {tuple(value.shape)}"
+                for key, value in expected.items()
+                if key in state_dict and state_dict[key].shape != value.shape]
+    if missing or unexpected or reshaped:
+        problems = [f"{what}: {', '.join(keys)}" for what, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("shape", reshaped)) if keys]
+        raise UserError(f"{path}: weights of another architecture ({'; '.join(problems)})")
     model.load_state_dict(state_dict)  # strict: every key and shape was checked above
     return model.to(device).eval()
 

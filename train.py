@@ -20,14 +20,14 @@ from test import EVAL_BATCH_SIZE, evaluate
 DIVERGED_LOSS = 100.0
 
 
-def positive_float(text):
-    """argparse type: a finite number above 0."""
+def learning_rate(text):
+    """argparse type: a number above 0 and at most 1e6 (larger rates overflow float32 in Adam)."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text!r}")
+    if not 0 < value <= 1e6:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1e6, not {text!r}")
     return value
 
 
@@ -48,7 +48,7 @@ def parse_args(argv=None):
                         help="passes over the training set (default: 3)")
     parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="images per training step (default: 64)")
-    parser.add_argument("--lr", type=positive_float, default=0.01,
+    parser.add_argument("--lr", type=learning_rate, default=0.01,
                         help="learning rate; with --schedule onecycle, the peak (default: 0.01)")
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
                         help="adam, as the tutorial trains, or sgd with --momentum (default: adam)")

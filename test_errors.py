@@ -1,0 +1,271 @@
+"""Tests that every user mistake ends in one clear line, a non-zero exit and no half-written file.
+
+Usage: python -m unittest -v test_errors
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import unittest
+from unittest import mock
+
+import torch
+import torch.nn as nn
+import torchvision
+
+import data
+import test
+import train
+import test_smoke
+from test_smoke import HERE, TutorialModel, make_fake_mnist, run_script, run_subprocess
+
+
+def setUpModule():
+    global TEMP, DATA_DIR
+    TEMP = tempfile.TemporaryDirectory()
+    DATA_DIR = make_fake_mnist(os.path.join(TEMP.name, "data"), train_size=300, test_size=50)
+
+
+def tearDownModule():
+    TEMP.cleanup()
+
+
+def temp_path(name):
+    return os.path.join(TEMP.name, name)
+
+
+class ErrorTestCase(unittest.TestCase):
+    def assertOneLineError(self, code, err, expected_code, *fragments):
+        """The run failed with expected_code and said so in one line holding every fragment."""
+        self.assertEqual(code, expected_code, err)
+        self.assertNotIn("Traceback", err)
+        last_line = err.strip().splitlines()[-1]
+        for fragment in fragments:
+            self.assertIn(fragment, last_line)
+
+
+class HostileCheckpointTest(ErrorTestCase):
+    def check(self, path, *fragments):
+        code, out, err = run_script(test, [path, "--data-dir", DATA_DIR, "--device", "cpu"])
+        self.assertOneLineError(code, err, 1, "error: " + path, *fragments)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertEqual(out, "")
+
+    def write_bytes(self, name, content):
+        path = temp_path(name)
+        with open(path, "wb") as file:
+            file.write(content)
+        return path
+
+    def test_missing_file_and_folder(self):
+        self.check(temp_path("nothing.pt"), "no such file")
+        self.check(TEMP.name, "is a folder")
+
+    def test_empty_random_text_and_truncated_files(self):
+        self.check(self.write_bytes("empty.pt", b""), "empty or truncated")
+        self.check(self.write_bytes("random.pt", bytes(range(256)) * 40), "not a PyTorch checkpoint")
+        self.check(self.write_bytes("text.pt", b"weights = [1, 2, 3]\n"), "not a PyTorch checkpoint")
+        whole = temp_path("whole.pt")
+        torch.save({"model": TutorialModel().state_dict()}, whole)
+        with open(whole, "rb") as file:
+            content = file.read()
+        self.check(self.write_bytes("truncated.pt", content[:len(content) // 2]),
+                   "not a PyTorch checkpoint")
+
+    def test_tensor_or_list_instead_of_a_dict(self):
+        torch.save(torch.zeros(3), temp_path("tensor.pt"))
+        self.check(temp_path("tensor.pt"), "holds a Tensor")
+        torch.save([1, 2], temp_path("list.pt"))
+        self.check(temp_path("list.pt"), "holds a list")
+
+    def test_other_architecture_names_keys_and_shapes(self):
+        torch.save(nn.Linear(784, 10).state_dict(), temp_path("linear.pt"))
+        self.check(temp_path("linear.pt"), "another architecture",
+                   "missing: convolution1.weight", "unexpected: weight, bias")
+        state_dict = TutorialModel().state_dict()
+        state_dict["fc1.weight"] = torch.zeros(30, 320)  # the tutorial text's 4x4x20 = 320
+        torch.save({"model": state_dict}, temp_path("wide.pt"))
+        self.check(temp_path("wide.pt"), "fc1.weight (30, 320) instead of (30, 256)")
+
+    def test_pickle_that_would_run_code_is_refused_unrun(self):
+        marker = temp_path("pwned")
+        path = temp_path("evil.pt")
+        torch.save({"model": Payload(marker)}, path)
+        self.check(path, "refused", "posix.system" if os.name == "posix" else "system")
+        result = run_subprocess("test.py", path, "--data-dir", DATA_DIR, "--device", "cpu")
+        self.assertOneLineError(result.returncode, result.stderr, 1, "refused")
+        self.assertFalse(os.path.exists(marker), "code from the checkpoint ran")
+
+
+class Payload:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+class BadArgumentTest(ErrorTestCase):
+    def check_train(self, *argv_and_fragment):
+        *argv, fragment = argv_and_fragment
+        code, out, err = run_script(train, [*argv, "--data-dir", DATA_DIR,
+                                            "--out", temp_path("never.pt")])
+        self.assertOneLineError(code, err, 2, fragment)
+        self.assertEqual(out, "")  # refused before anything started
+        self.assertFalse(os.path.exists(temp_path("never.pt")))
+
+    def test_numbers_out_of_range(self):
+        for flag, value in [("--epochs", "0"), ("--epochs", "two"), ("--batch-size", "-3"),
+                            ("--batch-size", "1.5"), ("--log-interval", "0")]:
+            self.check_train(flag, value, f"argument {flag}: must be a whole number of at least 1")
+        for value in ["0", "-0.1", "nan", "inf", "1e7", "fast"]:
+            self.check_train("--lr", value, "argument --lr: must be above 0 and at most 1e6")
+        for value in ["-0.1", "1", "1.5", "nan"]:
+            self.check_train("--momentum", value, "argument --momentum: must be at least 0 and below 1")
+
+    def test_unknown_or_unavailable_device_lists_the_available_ones(self):
+        self.check_train("--device", "tpu9", "'tpu9' is not available on this machine; choose auto, cpu")
+        if not torch.cuda.is_available():
+            self.check_train("--device", "cuda", "'cuda' is not available")
+        if not torch.backends.mps.is_available():
+            self.check_train("--device", "mps", "'mps' is not available")
+        result = run_subprocess("train.py", "--device", "tpu9")
+        self.assertOneLineError(result.returncode, result.stderr, 2, "train.py: error: argument --device")
+
+    def test_output_folder_must_exist_before_training(self):
+        code, out, err = run_script(train, ["--data-dir", DATA_DIR,
+                                            "--out", temp_path("no/such/folder/model.pt")])
+        self.assertOneLineError(code, err, 2, "argument --out", "does not exist")
+        code, out, err = run_script(train, ["--data-dir", DATA_DIR, "--out", TEMP.name])
+        self.assertOneLineError(code, err, 2, "argument --out", "is a folder")
+
+    def test_test_script_arguments(self):
+        code, _, err = run_script(test, ["model.pt", "--batch-size", "0"])
+        self.assertOneLineError(code, err, 2, "argument --batch-size")
+        code, _, err = run_script(test, ["model.pt", "--device", "tpu9"])
+        self.assertOneLineError(code, err, 2, "argument --device")
+
+
+class BadDataTest(ErrorTestCase):
+    def copy_of_data(self, name):
+        root = temp_path(name)
+        shutil.copytree(DATA_DIR, root)
+        return root, os.path.join(root, "MNIST", "raw")
+
+    def test_failed_download_says_where_to_put_the_files(self):
+        empty = temp_path("empty_data")
+        # A mirror that fails at once, without touching the network.
+        with mock.patch.object(torchvision.datasets.MNIST, "mirrors", ["file:///no/such/mirror/"]):
+            code, out, err = run_script(train, ["--data-dir", empty, "--out", temp_path("x.pt")])
+        raw_dir = os.path.join(empty, "MNIST", "raw")
+        self.assertOneLineError(code, err, 1, "could not download MNIST",
+                                *(os.path.join(raw_dir, name) for name in data.RAW_FILES))
+        self.assertFalse(os.path.exists(temp_path("x.pt")))
+
+    def test_truncated_file_is_named(self):
+        root, raw_dir = self.copy_of_data("truncated")
+        path = os.path.join(raw_dir, "t10k-images-idx3-ubyte")
+        os.truncate(path, os.path.getsize(path) - 100)
+        code, _, err = run_script(train, ["--data-dir", root, "--out", temp_path("x.pt")])
+        self.assertOneLineError(code, err, 1, path, "truncated or corrupt")
+
+    def test_corrupt_header_and_mismatched_counts_are_named(self):
+        root, raw_dir = self.copy_of_data("corrupt")
+        path = os.path.join(raw_dir, "train-labels-idx1-ubyte")
+        with open(path, "r+b") as file:
+            file.write(b"GIF8")
+        code, _, err = run_script(train, ["--data-dir", root, "--out", temp_path("x.pt")])
+        self.assertOneLineError(code, err, 1, path, "not an MNIST IDX file")
+        test_smoke.write_idx(path, torch.zeros(299, dtype=torch.uint8))  # one label short
+        code, _, err = run_script(train, ["--data-dir", root, "--out", temp_path("x.pt")])
+        self.assertOneLineError(code, err, 1, raw_dir, "300 train images but 299 labels")
+
+
+class InterruptAndDivergenceTest(ErrorTestCase):
+    def test_ctrl_c_exits_130_and_keeps_the_old_checkpoint(self):
+        out = temp_path("interrupted.pt")
+        with open(out, "wb") as file:
+            file.write(b"old checkpoint")
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "train.py"), "--data-dir", DATA_DIR, "--device",
+             "cpu", "--epochs", "100000", "--log-interval", "1", "--out", out],
+            cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        for line in process.stdout:  # wait until training has started
+            if line.startswith("Epoch:"):
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        self.assertOneLineError(process.returncode, err, 130, "Interrupted")
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        with open(out, "rb") as file:
+            self.assertEqual(file.read(), b"old checkpoint")
+
+    def test_exploding_loss_stops_without_saving(self):
+        out = temp_path("diverged.pt")
+        code, out_text, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu",
+                                                 "--lr", "1e6", "--log-interval", "1", "--out", out])
+        self.assertOneLineError(code, err, 1, "training diverged", "smaller --lr")
+        self.assertFalse(os.path.exists(out))
+
+    def test_nan_or_huge_loss_counts_as_diverged(self):
+        for bad in (float("nan"), float("inf"), train.DIVERGED_LOSS + 1):
+            with self.assertRaises(data.UserError):
+                train.check_diverged(torch.tensor([2.3, bad, 1.0]), epoch=1, step=3)
+        train.check_diverged(torch.tensor([2.3, 40.0, 0.01]), epoch=1, step=3)  # spiky but sane
+
+
+class AtomicSaveTest(unittest.TestCase):
+    def test_replaces_whole_file_with_usual_permissions_and_no_leftovers(self):
+        path = temp_path("atomic.bin")
+        data.save_atomically(path, lambda file: file.write(b"first"))
+        data.save_atomically(path, lambda file: file.write(b"second"))
+        with open(path, "rb") as file:
+            self.assertEqual(file.read(), b"second")
+        with open(temp_path("plain.bin"), "wb"):
+            pass
+        self.assertEqual(os.stat(path).st_mode, os.stat(temp_path("plain.bin")).st_mode)
+        self.assertEqual([name for name in os.listdir(TEMP.name) if name.endswith(".tmp")], [])
+
+    def test_failed_write_keeps_the_old_file(self):
+        path = temp_path("kept.bin")
+        data.save_atomically(path, lambda file: file.write(b"old"))
+
+        def fail_halfway(file):
+            file.write(b"half of the new")
+            raise KeyboardInterrupt
+
+        with self.assertRaises(KeyboardInterrupt):
+            data.save_atomically(path, fail_halfway)
+        with open(path, "rb") as file:
+            self.assertEqual(file.read(), b"old")
+        self.assertEqual([name for name in os.listdir(TEMP.name) if name.endswith(".tmp")], [])
+
+    def test_sigkill_mid_write_keeps_the_old_file(self):
+        path = temp_path("killed.pt")
+        torch.save({"generation": 1}, path)
+        # The child writes half a checkpoint, says so, and waits to be killed.
+        child_code = (
+            "import sys, torch, data\n"
+            "def write(file):\n"
+            "    file.write(b'PK' * 1000)\n"
+            "    file.flush()\n"
+            "    print('halfway', flush=True)\n"
+            "    sys.stdin.read()\n"
+            f"data.save_atomically({path!r}, write)\n")
+        process = subprocess.Popen([sys.executable, "-c", child_code], cwd=HERE, text=True,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.assertEqual(process.stdout.readline().strip(), "halfway")
+        process.kill()
+        process.wait(timeout=60)
+        process.stdin.close()
+        process.stdout.close()
+        self.assertEqual(torch.load(path, weights_only=True), {"generation": 1})
+
+
+if __name__ == "__main__":
+    unittest.main()
