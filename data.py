@@ -13,6 +13,7 @@ import sys
 import torch
 import torchvision
 import torchvision.transforms as transforms
+from PIL import Image
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -91,6 +92,41 @@ def check_idx_file(path, ndim):
     return dims[0]
 
 
+def prepare_digit(picture):
+    """Return a PIL picture of one handwritten digit as a (1, 28, 28) tensor, prepared as MNIST was.
+
+    MNIST's digits are bright ink on black, cropped to the ink, scaled to fit 20x20 keeping their
+    aspect ratio, and centred by their centre of mass in a 28x28 field; any size and colours work.
+    """
+    if "A" in picture.getbands() or "transparency" in picture.info:  # transparent: lay on white
+        white = Image.new("RGBA", picture.size, "white")
+        picture = Image.alpha_composite(white, picture.convert("RGBA"))
+    gray = transforms.functional.pil_to_tensor(picture.convert("L"))[0].float() / 255  # (H, W)
+    background = gray.median()
+    if background > 0.5:  # mostly light: dark ink on a light page, so turn it into light on dark
+        gray, background = 1 - gray, 1 - background
+    ink = (gray - background).clamp(min=0)  # paper is rarely pure white: its level becomes 0
+    if ink.max() < 0.1:
+        raise UserError("no digit found: the picture has (almost) one colour")
+    ink = ink / ink.max()
+    rows = (ink > 0.2).any(dim=1).nonzero()
+    columns = (ink > 0.2).any(dim=0).nonzero()
+    ink = ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]  # cropped to the ink
+    scale = 20 / max(ink.shape)
+    height, width = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
+    ink = torch.nn.functional.interpolate(ink[None, None], size=(height, width), mode="bilinear",
+                                          antialias=True)[0, 0]  # (height, width), both <= 20
+    # MNIST's digits have their centre of mass at row 14, column 14 (measured: 13.99, 14.01).
+    mass_row = (ink.sum(dim=1) * torch.arange(height)).sum() / ink.sum()
+    mass_column = (ink.sum(dim=0) * torch.arange(width)).sum() / ink.sum()
+    top = min(max(round(14 - mass_row.item()), 0), 28 - height)
+    left = min(max(round(14 - mass_column.item()), 0), 28 - width)
+    field = torch.zeros(28, 28)
+    field[top:top + height, left:left + width] = ink
+    # Back to 8-bit pixels as MNIST stores them, then the tutorial's transform.
+    return transform((field * 255).round().to(torch.uint8).numpy())  # (1, 28, 28)
+
+
 def train_batches(images, labels, batch_size, generator):
     """Yield (images, labels) batches in a fresh random order, as the tutorial's shuffling loader.
 
@@ -101,6 +137,29 @@ def train_batches(images, labels, batch_size, generator):
     for start in range(0, len(labels) - batch_size + 1, batch_size):
         index = order[start:start + batch_size]
         yield images[index], labels[index]
+
+
+def augment(images, generator, degrees=10.0, scale=0.1, shift=2.0):
+    """Return images (N, 1, 28, 28) each turned, resized and moved a little at random.
+
+    Handwriting varies in slant, size and position; small random changes of each kind teach the
+    network to ignore them. Drawn from the CPU generator, so a seed gives the same on every device.
+    """
+    count = len(images)
+
+    def uniform(size, limit):  # values in [-limit, limit)
+        return (torch.rand(size, generator=generator) * 2 - 1) * limit
+
+    angle = uniform(count, math.radians(degrees))
+    zoom = 1 + uniform(count, scale)
+    offset = uniform((count, 2), shift / 14)  # affine_grid measures 14 pixels as 1
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], dim=1),
+                         torch.stack([sin, cos, offset[:, 1]], dim=1)], dim=1)  # (N, 2, 3)
+    grid = torch.nn.functional.affine_grid(theta.to(images.device), images.shape,
+                                           align_corners=False)  # (N, 28, 28, 2)
+    # grid_sample fills the uncovered border with 0, and the background is -1 after Normalize.
+    return torch.nn.functional.grid_sample(images + 1, grid, align_corners=False) - 1
 
 
 def device_name(name):
@@ -164,6 +223,9 @@ def run_main(main):
         main()
     except UserError as error:
         sys.exit(f"error: {error}")
+    except BrokenPipeError:  # output piped into a program that stopped reading, such as head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        sys.exit(1)
     except KeyboardInterrupt:
         print("Interrupted (Ctrl-C); files are only written when complete, so none is half-written.",
               file=sys.stderr)

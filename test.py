@@ -1,15 +1,19 @@
 """Evaluate a trained checkpoint on the 10,000 MNIST test images.
 
 Usage: python test.py model.pt [--device cuda] [--per-class] [--save-errors errors.png]
+       python test.py model.pt --image my_digit.png
 """
 import argparse
 import pickle
 import re
+import sys
 import warnings
 
 import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from data import UserError, device_name, load_mnist, positive_int, run_main
+from data import (UserError, device_name, load_mnist, output_path, positive_int,
+                  prepare_digit, run_main, save_atomically)
 from model import Net
 
 # Evaluation keeps no gradients, so large batches are cheap and much faster than the tutorial's 64.
@@ -87,6 +91,72 @@ def evaluate(model, images, labels, batch_size):
     return (predictions == labels).float().mean().item()
 
 
+def print_per_class(labels, predictions):
+    """Print each digit's accuracy and the confusion matrix (rows: true digit, columns: predicted)."""
+    confusion = torch.bincount(labels * 10 + predictions, minlength=100).view(10, 10).cpu()
+    print("Accuracy per digit (correct/images):")
+    for digit in range(10):
+        correct, total = confusion[digit, digit].item(), confusion[digit].sum().item()
+        print(f"{digit}  {correct / max(total, 1) * 100:.2f}%  ({correct}/{total})")
+    print("Confusion matrix: row = true digit, column = predicted digit")
+    print("    " + "".join(f"{digit:>6}" for digit in range(10)))
+    for digit in range(10):
+        print(f"{digit:>4}" + "".join(f"{count:>6}" for count in confusion[digit].tolist()))
+
+
+def save_error_grid(path, images, labels, predictions, limit=100, columns=10):
+    """Save the first misclassified test images as a PNG grid, each under 'true->predicted'."""
+    wrong = (predictions != labels).nonzero().view(-1)[:limit].cpu()
+    scale, band = 3, 14  # pixels per MNIST pixel; height of the label strip above each digit
+    tile = 28 * scale
+    rows = max(1, -(-len(wrong) // columns))
+    sheet = Image.new("L", (columns * tile, rows * (tile + band)))
+    draw = ImageDraw.Draw(sheet)
+    for position, index in enumerate(wrong.tolist()):
+        pixels = ((images[index, 0] * 0.5 + 0.5) * 255).round().byte().cpu().numpy()  # undo Normalize
+        x, y = position % columns * tile, position // columns * (tile + band)
+        sheet.paste(Image.fromarray(pixels).resize((tile, tile), Image.NEAREST), (x, y + band))
+        draw.text((x + 2, y + 1), f"{labels[index]}->{predictions[index]}", fill=255)
+    save_atomically(path, lambda file: sheet.save(file, format="PNG"))
+    print(f"Saved {path}: {len(wrong)} of {int((predictions != labels).sum())} misclassified test "
+          f"images, {columns} per row, labelled true->predicted:")
+    for start in range(0, len(wrong), columns):
+        print("  " + "  ".join(f"#{index}:{labels[index]}->{predictions[index]}"
+                               for index in wrong[start:start + columns].tolist()))
+
+
+def read_picture(path):
+    """Return the digit pictured in the file at path as a (1, 28, 28) tensor, or raise UserError."""
+    try:
+        with Image.open(path) as picture:
+            return prepare_digit(picture)
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image file that Pillow can read") from None
+    except Image.DecompressionBombError:
+        raise UserError(f"{path}: too many pixels to be a picture of one digit") from None
+    except OSError as error:  # missing, a folder, unreadable, a truncated image
+        raise UserError(f"{path}: {error.strerror or error}") from None
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def classify_pictures(model, paths, device):
+    """Print 'PATH: digit (confidence)' for each picture; return how many could not be read."""
+    failures = 0
+    for path in paths:
+        try:
+            digit = read_picture(path)  # (1, 28, 28)
+        except UserError as error:  # one bad file should not hide the answers for the others
+            print(f"error: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        with torch.no_grad():
+            probabilities = model(digit[None].to(device)).softmax(dim=1)[0]  # (10,)
+        confidence, predicted = probabilities.max(dim=0)
+        print(f"{path}: {predicted.item()} ({confidence.item() * 100:.1f}%)")
+    return failures
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Evaluate a checkpoint on the MNIST test set.")
     parser.add_argument("checkpoint", help="checkpoint written by train.py, or a saved state_dict")
@@ -96,15 +166,31 @@ def parse_args(argv=None):
                         help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE,
                         help=f"images per forward pass (default: {EVAL_BATCH_SIZE})")
+    parser.add_argument("--per-class", action="store_true",
+                        help="also print accuracy per digit and the confusion matrix (default: off)")
+    parser.add_argument("--save-errors", type=output_path, metavar="PNG",
+                        help="save a grid of misclassified test digits to this PNG (default: none)")
+    parser.add_argument("--image", nargs="+", metavar="PATH",
+                        help="classify your own pictures of digits (any size, dark ink on light or "
+                             "the reverse); the test set is then skipped unless --per-class or "
+                             "--save-errors asks for it (default: none)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     model = load_model(args.checkpoint, args.device)
-    test_images, test_labels = load_mnist(args.data_dir, train=False, device=args.device)
-    accuracy = evaluate(model, test_images, test_labels, args.batch_size)
-    print(f"Test Accuracy: {accuracy * 100:.2f}%")
+    if not args.image or args.per_class or args.save_errors:
+        test_images, test_labels = load_mnist(args.data_dir, train=False, device=args.device)
+        predictions = predict(model, test_images, args.batch_size)
+        accuracy = (predictions == test_labels).float().mean().item()
+        print(f"Test Accuracy: {accuracy * 100:.2f}%")
+        if args.per_class:
+            print_per_class(test_labels, predictions)
+        if args.save_errors:
+            save_error_grid(args.save_errors, test_images, test_labels, predictions)
+    if args.image and classify_pictures(model, args.image, args.device):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import time
 import torch
 import torch.nn as nn
 
-from data import (UserError, device_name, load_mnist, output_path, positive_int, run_main,
+from data import (UserError, augment, device_name, load_mnist, output_path, positive_int, run_main,
                   save_atomically, train_batches)
 from model import Net
 from test import EVAL_BATCH_SIZE, evaluate
@@ -57,6 +57,9 @@ def parse_args(argv=None):
     parser.add_argument("--schedule", choices=["constant", "onecycle"], default="constant",
                         help="learning rate over the run: constant as in the tutorial, or onecycle "
                              "(warm up to --lr, then anneal to almost 0) (default: constant)")
+    parser.add_argument("--augment", action="store_true",
+                        help="turn, resize and move each training image a little at random "
+                             "(up to 10 degrees, 10%% and 2 pixels) (default: off)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed for initial weights, dropout and shuffling (default: 0)")
     parser.add_argument("--device", type=device_name, default="auto",
@@ -68,7 +71,16 @@ def parse_args(argv=None):
                         help="checkpoint file to write (default: model.pt)")
     parser.add_argument("--log-interval", type=positive_int, default=100,
                         help="steps between printed lines (default: 100)")
-    return parser.parse_args(argv)
+    parser.add_argument("--plot", type=output_path, metavar="PNG",
+                        help="also save the loss and accuracy curves to this PNG; needs matplotlib "
+                             "(default: none)")
+    args = parser.parse_args(argv)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (optional: only --plot needs it)
+        except ImportError:
+            parser.error("--plot needs matplotlib, which is not installed: pip install matplotlib")
+    return args
 
 
 def make_optimizer(model, args, steps_per_epoch):
@@ -107,6 +119,8 @@ def train_epoch(model, optimizer, scheduler, train_images, train_labels, shuffle
     checked = 0  # steps before this one have passed check_diverged
     batches = train_batches(train_images, train_labels, args.batch_size, shuffle)
     for step, (images, labels) in enumerate(batches):  # images (B, 1, 28, 28), labels (B,)
+        if args.augment:
+            images = augment(images, shuffle)
         output = model(images)                          # (B, 10)
         loss = criterion(output, labels)
         optimizer.zero_grad()
@@ -143,6 +157,41 @@ def train(model, train_images, train_labels, args):
     return optimizer, history
 
 
+def running_mean(values, window):
+    """Mean of each value and the window - 1 values before it (fewer at the start)."""
+    totals = torch.cat([torch.zeros(1), torch.tensor(values).double().cumsum(0)])  # (n + 1,)
+    ends = torch.arange(1, len(values) + 1)
+    starts = (ends - window).clamp(min=0)
+    return ((totals[ends] - totals[starts]) / (ends - starts)).tolist()
+
+
+def save_curves(path, history, test_accuracy, epochs):
+    """Save the tutorial's per-step loss and accuracy, and the final test accuracy, as a PNG."""
+    from matplotlib.figure import Figure  # optional dependency; a Figure needs no display
+
+    steps_per_epoch = len(history["loss"]) / epochs
+    epoch = [(step + 1) / steps_per_epoch for step in range(len(history["loss"]))]
+    window = max(1, round(steps_per_epoch / 10))  # a tenth of an epoch smooths the batch noise
+    loss = history["loss"]
+    accuracy = [value * 100 for value in history["accuracy"]]
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    loss_axes.plot(epoch, loss, linewidth=0.5, alpha=0.35, label="each step")
+    loss_axes.plot(epoch, running_mean(loss, window), label=f"mean of {window} steps")
+    loss_axes.set(title="Training loss", xlabel="epoch", ylabel="cross-entropy (log scale)",
+                  yscale="log")
+    loss_axes.legend(loc="upper right")
+    accuracy_axes.plot(epoch, accuracy, linewidth=0.5, alpha=0.35, label="each training batch")
+    accuracy_axes.plot(epoch, running_mean(accuracy, window), label=f"mean of {window} batches")
+    accuracy_axes.axhline(test_accuracy * 100, color="C3", linestyle="--",
+                          label=f"test set after training: {test_accuracy * 100:.2f}%")
+    accuracy_axes.set(title="Accuracy (training batches with dropout on)", xlabel="epoch",
+                      ylabel="% correct", ylim=(max(0, min(accuracy[len(accuracy) // 10:]) - 2), 100.5))
+    accuracy_axes.legend(loc="lower right")
+    save_atomically(path, lambda file: figure.savefig(file, format="png", dpi=100))
+    print(f"Saved {path}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     print(f"Device: {args.device}")
@@ -169,6 +218,8 @@ def main(argv=None):
     }
     save_atomically(args.out, lambda file: torch.save(checkpoint, file))
     print(f"Saved {args.out}")
+    if args.plot:
+        save_curves(args.plot, history, test_accuracy, args.epochs)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,162 @@
+"""Time one training epoch three ways (the tutorial's DataLoader over PIL images, ours, and the bare
+compute floor), then the whole scripts, and print the ratios from this one run.
+
+Usage: python benchmark.py --data-dir ../shared/mnist [--device cuda]
+"""
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn as nn
+import torchvision
+
+import train
+from data import device_name, load_mnist, positive_int, transform
+from model import Net
+
+# glibc may hand freed memory back to the OS between steps and make timings 10-40% noisier, so
+# every timed process runs with these (32 MiB is the largest mmap threshold glibc accepts).
+QUIET_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**40)}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description="Benchmark the training data paths.")
+    parser.add_argument("--data-dir", default="./files", help="MNIST folder (default: ./files)")
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="images per step (default: 64)")
+    parser.add_argument("--tutorial-workers", type=int, default=8,
+                        help="DataLoader workers for the tutorial's pipeline, 8 as written (default: 8)")
+    parser.add_argument("--skip-scripts", action="store_true",
+                        help="time only the epochs, not whole train.py and test.py runs (default: off)")
+    return parser.parse_args()
+
+
+def synchronize(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def fresh_model(device):
+    torch.manual_seed(0)
+    model = Net().to(device).train()
+    return model, torch.optim.Adam(model.parameters(), lr=0.01)
+
+
+def tutorial_epoch(args):
+    """The tutorial's pipeline as written: per-image PIL -> ToTensor -> Normalize in workers."""
+    model, optimizer = fresh_model(args.device)
+    criterion = nn.CrossEntropyLoss()
+    trainset = torchvision.datasets.MNIST(root=args.data_dir, train=True, transform=transform)
+    train_loader = torch.utils.data.DataLoader(trainset, batch_size=args.batch_size, shuffle=True,
+                                               num_workers=args.tutorial_workers)
+    start = time.perf_counter()
+    loss, accuracy = [], []
+    for batch_idx, (X_train_batch, Y_train_batch) in enumerate(train_loader):
+        if Y_train_batch.shape[0] < args.batch_size:
+            continue
+        X_train_batch, Y_train_batch = X_train_batch.to(args.device), Y_train_batch.to(args.device)
+        output = model(X_train_batch)
+        curr_loss = criterion(output, Y_train_batch)
+        loss.append(curr_loss.item())
+        optimizer.zero_grad()
+        curr_loss.backward()
+        optimizer.step()
+        _, predicted = torch.max(output.data, 1)
+        correct = (predicted == Y_train_batch).sum().item()
+        accuracy.append(correct / Y_train_batch.size(0))
+        if batch_idx % 100 == 0:
+            print(f"Epoch: 1/1, Step: {batch_idx + 1}/{len(train_loader)}, Loss: {curr_loss.item()}")
+    synchronize(args.device)
+    return time.perf_counter() - start, len(loss)
+
+
+def our_epoch(args, train_images, train_labels):
+    """train.py's epoch: preprocessed tensors on the device, indexed by a fresh permutation."""
+    model, optimizer = fresh_model(args.device)
+    train_args = train.parse_args(["--epochs", "1", "--batch-size", str(args.batch_size)])
+    shuffle = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    losses, _ = train.train_epoch(model, optimizer, None, train_images, train_labels, shuffle,
+                                  1, train_args)
+    losses.tolist()  # as train.py does; this also waits for the device to finish
+    return time.perf_counter() - start, len(losses)
+
+
+def floor_epoch(args, train_images, train_labels, steps=None):
+    """The compute floor: the same steps on batches cut in advance, with nothing else."""
+    model, optimizer = fresh_model(args.device)
+    criterion = nn.CrossEntropyLoss()
+    count = len(train_labels) // args.batch_size if steps is None else steps
+    batches = list(zip(train_images.split(args.batch_size)[:count],
+                       train_labels.split(args.batch_size)[:count]))
+    synchronize(args.device)
+    start = time.perf_counter()
+    for images, labels in batches:
+        loss = criterion(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    synchronize(args.device)
+    return time.perf_counter() - start, count
+
+
+def time_command(*argv):
+    """Wall time of one whole process, as a user would see it."""
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env={**os.environ, **QUIET_MALLOC})
+    return time.perf_counter() - start
+
+
+def time_scripts(args, floor_seconds):
+    here = os.path.dirname(os.path.abspath(__file__))
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "model.pt")
+        common = ["--data-dir", args.data_dir, "--device", args.device, "--out", out]
+        imports = time_command(python, "-c", "import torch, torchvision")
+        one = time_command(python, os.path.join(here, "train.py"), "--epochs", "1", *common)
+        two = time_command(python, os.path.join(here, "train.py"), "--epochs", "2", *common)
+        evaluation = time_command(python, os.path.join(here, "test.py"), out,
+                                  "--data-dir", args.data_dir, "--device", args.device)
+    rows = [("python -c 'import torch, torchvision'", imports, "1.00x"),
+            ("python test.py model.pt", evaluation, f"{evaluation / imports:.2f}x the import"),
+            ("python train.py --epochs 1", one, ""),
+            ("python train.py --epochs 2", two, ""),
+            ("marginal epoch (2 minus 1)", two - one,
+             f"{(two - one) / floor_seconds:.2f}x the compute floor")]
+    print(f"\n{'whole process (wall)':<38}{'seconds':>9}  ratio")
+    for name, seconds, ratio in rows:
+        print(f"{name:<38}{seconds:>9.2f}  {ratio}")
+
+
+def main():
+    args = parse_args()
+    print(f"Device: {args.device}, batch size {args.batch_size}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads")
+    train_images, train_labels = load_mnist(args.data_dir, train=True, device=args.device)
+    floor_epoch(args, train_images, train_labels, steps=50)  # warm-up: kernels, caches, allocator
+    with contextlib.redirect_stdout(open(os.devnull, "w")):  # the loops' progress lines
+        results = [("(a) tutorial: DataLoader over PIL", *tutorial_epoch(args)),
+                   ("(b) ours: tensors, indexed batches", *our_epoch(args, train_images, train_labels)),
+                   ("(c) compute floor: pre-cut batches", *floor_epoch(args, train_images, train_labels))]
+    tutorial_seconds, floor_seconds = results[0][1], results[2][1]
+    print(f"\n{'one epoch':<36}{'seconds':>9}{'images/s':>10}{'vs floor':>10}{'vs tutorial':>13}")
+    for name, seconds, steps in results:
+        print(f"{name:<36}{seconds:>9.2f}{steps * args.batch_size / seconds:>10,.0f}"
+              f"{seconds / floor_seconds:>9.2f}x{tutorial_seconds / seconds:>11.2f}x faster")
+    if not args.skip_scripts:
+        time_scripts(args, floor_seconds)
+
+
+if __name__ == "__main__":
+    if any(os.environ.get(name) != value for name, value in QUIET_MALLOC.items()):
+        # glibc reads these only at start-up, so start again with them set.
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **QUIET_MALLOC})
+    main()
