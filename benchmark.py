@@ -16,7 +16,7 @@ import torch.nn as nn
 import torchvision
 
 import train
-from data import device_name, load_mnist, positive_int, transform
+from data import add_data_and_device_arguments, load_mnist, positive_int, transform
 from model import Net
 
 # glibc may hand freed memory back to the OS between steps and make timings 10-40% noisier, so
@@ -26,9 +26,7 @@ QUIET_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOL
 
 def parse_args():
     parser = argparse.ArgumentParser(description="Benchmark the training data paths.")
-    parser.add_argument("--data-dir", default="./files", help="MNIST folder (default: ./files)")
-    parser.add_argument("--device", type=device_name, default="auto",
-                        help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    add_data_and_device_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="images per step (default: 64)")
     parser.add_argument("--tutorial-workers", type=int, default=8,

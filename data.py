@@ -75,9 +75,12 @@ def check_idx_file(path, ndim):
     torchvision's parser fails on a damaged file with a bare assertion or shape error, so the
     header and the length are checked here first.
     """
-    size = os.path.getsize(path)
-    with open(path, "rb") as file:
-        header = file.read(4 + 4 * ndim)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as file:
+            header = file.read(4 + 4 * ndim)
+    except OSError as error:  # a folder in its place, no permission to read, ...
+        raise UserError(f"{path}: cannot be read ({error.strerror})") from None
     # Magic number: two zero bytes, type 0x08 (unsigned byte), number of dimensions.
     if len(header) < 4 + 4 * ndim or header[:4] != bytes([0, 0, 8, ndim]):
         raise UserError(f"{path}: not an MNIST IDX file of {ndim} dimension(s); "
@@ -179,11 +182,29 @@ def device_name(name):
     return name
 
 
-def positive_int(text):
-    """argparse type: a whole number of at least 1."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
-    return int(text)
+def add_data_and_device_arguments(parser):
+    """Add the --data-dir and --device flags that every script takes."""
+    parser.add_argument("--data-dir", default="./files",
+                        help="MNIST folder; downloaded into when empty (default: ./files)")
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="auto, cpu, cuda, cuda:N or mps; auto picks the accelerator when "
+                             "there is one (default: auto)")
+
+
+def checked(convert, is_valid, requirement):
+    """Return an argparse type that converts the text and refuses values that fail is_valid."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not is_valid(value):  # nan fails every comparison, so it is refused
+            raise argparse.ArgumentTypeError(f"must be {requirement}, not {text!r}")
+        return value
+    return parse
+
+
+positive_int = checked(int, lambda value: value >= 1, "a whole number of at least 1")
 
 
 def output_path(path):

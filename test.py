@@ -12,7 +12,7 @@ import warnings
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from data import (UserError, device_name, load_mnist, output_path, positive_int,
+from data import (UserError, add_data_and_device_arguments, load_mnist, output_path, positive_int,
                   prepare_digit, run_main, save_atomically)
 from model import Net
 
@@ -160,10 +160,7 @@ def classify_pictures(model, paths, device):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Evaluate a checkpoint on the MNIST test set.")
     parser.add_argument("checkpoint", help="checkpoint written by train.py, or a saved state_dict")
-    parser.add_argument("--data-dir", default="./files",
-                        help="MNIST folder; downloaded into when empty (default: ./files)")
-    parser.add_argument("--device", type=device_name, default="auto",
-                        help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    add_data_and_device_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE,
                         help=f"images per forward pass (default: {EVAL_BATCH_SIZE})")
     parser.add_argument("--per-class", action="store_true",

@@ -126,6 +126,8 @@ class BadArgumentTest(ErrorTestCase):
             self.check_train("--lr", value, "argument --lr: must be above 0 and at most 1e6")
         for value in ["-0.1", "1", "1.5", "nan"]:
             self.check_train("--momentum", value, "argument --momentum: must be at least 0 and below 1")
+        for value in ["-1", "1.5", str(2**63)]:
+            self.check_train("--seed", value, "argument --seed: must be a whole number from 0")
 
     def test_unknown_or_unavailable_device_lists_the_available_ones(self):
         self.check_train("--device", "tpu9", "'tpu9' is not available on this machine; choose auto, cpu")

@@ -4,7 +4,6 @@ Usage: python -m unittest -v   (set MNIST_ROOT=../shared/mnist to add the real-d
 """
 import contextlib
 import io
-import math
 import os
 import re
 import struct

@@ -9,8 +9,8 @@ import time
 import torch
 import torch.nn as nn
 
-from data import (UserError, augment, device_name, load_mnist, output_path, positive_int, run_main,
-                  save_atomically, train_batches)
+from data import (UserError, add_data_and_device_arguments, augment, checked, load_mnist,
+                  output_path, positive_int, run_main, save_atomically, train_batches)
 from model import Net
 from test import EVAL_BATCH_SIZE, evaluate
 
@@ -20,26 +20,11 @@ from test import EVAL_BATCH_SIZE, evaluate
 DIVERGED_LOSS = 100.0
 
 
-def learning_rate(text):
-    """argparse type: a number above 0 and at most 1e6 (larger rates overflow float32 in Adam)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 1e6:  # also false for nan
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1e6, not {text!r}")
-    return value
-
-
-def momentum_value(text):
-    """argparse type: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, not {text!r}")
-    return value
+# argparse types that refuse bad values before any work starts.
+learning_rate = checked(float, lambda value: 0 < value <= 1e6,  # larger rates overflow float32
+                        "above 0 and at most 1e6")
+momentum_value = checked(float, lambda value: 0 <= value < 1, "at least 0 and below 1")
+seed_value = checked(int, lambda value: 0 <= value < 2**63, "a whole number from 0 to 2**63 - 1")
 
 
 def parse_args(argv=None):
@@ -60,13 +45,9 @@ def parse_args(argv=None):
     parser.add_argument("--augment", action="store_true",
                         help="turn, resize and move each training image a little at random "
                              "(up to 10 degrees, 10%% and 2 pixels) (default: off)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=seed_value, default=0,
                         help="seed for initial weights, dropout and shuffling (default: 0)")
-    parser.add_argument("--device", type=device_name, default="auto",
-                        help="auto, cpu, cuda, cuda:N or mps; auto picks the accelerator when "
-                             "there is one (default: auto)")
-    parser.add_argument("--data-dir", default="./files",
-                        help="MNIST folder; downloaded into when empty (default: ./files)")
+    add_data_and_device_arguments(parser)
     parser.add_argument("--out", type=output_path, default="model.pt",
                         help="checkpoint file to write (default: model.pt)")
     parser.add_argument("--log-interval", type=positive_int, default=100,
