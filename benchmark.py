@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import torch
 import torch.nn as nn
@@ -52,6 +53,8 @@ def tutorial_epoch(args):
     model, optimizer = fresh_model(args.device)
     criterion = nn.CrossEntropyLoss()
     trainset = torchvision.datasets.MNIST(root=args.data_dir, train=True, transform=transform)
+    # PyTorch warns that 8 workers are too many for a small machine: that is the point measured.
+    warnings.filterwarnings("ignore", message="This DataLoader will create")
     train_loader = torch.utils.data.DataLoader(trainset, batch_size=args.batch_size, shuffle=True,
                                                num_workers=args.tutorial_workers)
     start = time.perf_counter()

@@ -142,7 +142,7 @@ def train_batches(images, labels, batch_size, generator):
         yield images[index], labels[index]
 
 
-def augment(images, generator, degrees=10.0, scale=0.1, shift=2.0):
+def augment(images, generator, degrees=5.0, scale=0.05, shift=1.0):
     """Return images (N, 1, 28, 28) each turned, resized and moved a little at random.
 
     Handwriting varies in slant, size and position; small random changes of each kind teach the

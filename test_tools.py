@@ -2,7 +2,9 @@
 
 Usage: python -m unittest -v test_tools
 """
+import contextlib
 import importlib.util
+import io
 import os
 import re
 import tempfile
@@ -210,13 +212,32 @@ class RecipeFlagsTest(unittest.TestCase):
         self.assertGreaterEqual(first.min().item(), -1.0 - 1e-6)
         self.assertLessEqual(first.max().item(), 1.0 + 1e-6)
 
+    def test_no_dropout_epochs_turn_dropout_off_only_at_the_end(self):
+        args = train.parse_args(["--epochs", "3", "--no-dropout-epochs", "1", "--batch-size", "100"])
+        images, labels = data.load_mnist(DATA_DIR, train=True)
+        model = Net()
+        optimizer, _ = train.make_optimizer(model, args, steps_per_epoch=5)
+        shuffle = torch.Generator().manual_seed(0)
+        dropout_on = []
+        for epoch in (1, 2, 3):
+            with contextlib.redirect_stdout(io.StringIO()):  # its progress lines
+                train.train_epoch(model, optimizer, None, images, labels, shuffle, epoch, args)
+            dropout_on.append(model.conv_dropout.training)
+            self.assertTrue(model.training)
+        self.assertEqual(dropout_on, [True, True, False])
+        code, _, err = run_script(train, ["--epochs", "2", "--no-dropout-epochs", "3"])
+        self.assertEqual(code, 2)
+        self.assertIn("--no-dropout-epochs 3 is more than --epochs 2", err)
+
     def test_recipe_flags_train_end_to_end(self):
         code, out, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu", "--epochs",
                                             "2", "--batch-size", "128", "--schedule", "onecycle",
-                                            "--augment", "--out", temp_path("recipe.pt")])
+                                            "--augment", "--no-dropout-epochs", "1",
+                                            "--out", temp_path("recipe.pt")])
         self.assertEqual(code, 0, err)
         args = torch.load(temp_path("recipe.pt"), weights_only=True)["args"]
-        self.assertEqual((args["schedule"], args["augment"]), ("onecycle", True))
+        self.assertEqual((args["schedule"], args["augment"], args["no_dropout_epochs"]),
+                         ("onecycle", True, 1))
 
 
 @unittest.skipUnless(os.path.isfile(os.path.join(MNIST_ROOT, "MNIST", "raw", "t10k-images-idx3-ubyte")),

@@ -25,6 +25,7 @@ learning_rate = checked(float, lambda value: 0 < value <= 1e6,  # larger rates o
                         "above 0 and at most 1e6")
 momentum_value = checked(float, lambda value: 0 <= value < 1, "at least 0 and below 1")
 seed_value = checked(int, lambda value: 0 <= value < 2**63, "a whole number from 0 to 2**63 - 1")
+non_negative_int = checked(int, lambda value: value >= 0, "a whole number of at least 0")
 
 
 def parse_args(argv=None):
@@ -44,7 +45,10 @@ def parse_args(argv=None):
                              "(warm up to --lr, then anneal to almost 0) (default: constant)")
     parser.add_argument("--augment", action="store_true",
                         help="turn, resize and move each training image a little at random "
-                             "(up to 10 degrees, 10%% and 2 pixels) (default: off)")
+                             "(up to 5 degrees, 5%% and 1 pixel) (default: off)")
+    parser.add_argument("--no-dropout-epochs", type=non_negative_int, default=0, metavar="N",
+                        help="train the last N epochs with dropout off, so the network fine-tunes "
+                             "with all its units (default: 0)")
     parser.add_argument("--seed", type=seed_value, default=0,
                         help="seed for initial weights, dropout and shuffling (default: 0)")
     add_data_and_device_arguments(parser)
@@ -56,6 +60,9 @@ def parse_args(argv=None):
                         help="also save the loss and accuracy curves to this PNG; needs matplotlib "
                              "(default: none)")
     args = parser.parse_args(argv)
+    if args.no_dropout_epochs > args.epochs:
+        parser.error(f"--no-dropout-epochs {args.no_dropout_epochs} is more than "
+                     f"--epochs {args.epochs}")
     if args.plot:
         try:
             import matplotlib  # noqa: F401  (optional: only --plot needs it)
@@ -89,6 +96,8 @@ def check_diverged(losses, epoch, step):
 def train_epoch(model, optimizer, scheduler, train_images, train_labels, shuffle, epoch, args):
     """Train one epoch; return each step's loss and accuracy as tensors (steps,)."""
     model.train()
+    if epoch > args.epochs - args.no_dropout_epochs:
+        model.conv_dropout.eval()  # dropout off: the last epochs fine-tune with every unit
     criterion = nn.CrossEntropyLoss()
     steps = len(train_labels) // args.batch_size
     # The tutorial prints len(train_loader), which also counts the incomplete batch it skips.
