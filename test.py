@@ -85,10 +85,14 @@ def predict(model, images, batch_size):
     return torch.cat([model(batch).argmax(dim=1) for batch in images.split(batch_size)])
 
 
+def accuracy(predictions, labels):
+    """Return the fraction of predictions equal to their labels (counted exactly, not in float32)."""
+    return (predictions == labels).sum().item() / len(labels)
+
+
 def evaluate(model, images, labels, batch_size):
     """Return the fraction of images whose predicted digit equals the label."""
-    predictions = predict(model, images, batch_size)
-    return (predictions == labels).float().mean().item()
+    return accuracy(predict(model, images, batch_size), labels)
 
 
 def print_per_class(labels, predictions):
@@ -180,8 +184,7 @@ def main(argv=None):
     if not args.image or args.per_class or args.save_errors:
         test_images, test_labels = load_mnist(args.data_dir, train=False, device=args.device)
         predictions = predict(model, test_images, args.batch_size)
-        accuracy = (predictions == test_labels).float().mean().item()
-        print(f"Test Accuracy: {accuracy * 100:.2f}%")
+        print(f"Test Accuracy: {accuracy(predictions, test_labels) * 100:.2f}%")
         if args.per_class:
             print_per_class(test_labels, predictions)
         if args.save_errors:
