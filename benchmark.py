@@ -31,9 +31,11 @@ def parse_args():
     parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="images per step (default: 64)")
     parser.add_argument("--tutorial-workers", type=int, default=8,
-                        help="DataLoader workers for the tutorial's pipeline, 8 as written (default: 8)")
+                        help="DataLoader workers for the tutorial's pipeline, 8 as written "
+                             "(default: 8)")
     parser.add_argument("--skip-scripts", action="store_true",
-                        help="time only the epochs, not whole train.py and test.py runs (default: off)")
+                        help="time only the epochs, not whole train.py and test.py runs "
+                             "(default: off)")
     return parser.parse_args()
 
 
@@ -73,7 +75,7 @@ def tutorial_epoch(args):
         correct = (predicted == Y_train_batch).sum().item()
         accuracy.append(correct / Y_train_batch.size(0))
         if batch_idx % 100 == 0:
-            print(f"Epoch: 1/1, Step: {batch_idx + 1}/{len(train_loader)}, Loss: {curr_loss.item()}")
+            print(f"Step: {batch_idx + 1}/{len(train_loader)}, Loss: {curr_loss.item()}")
     synchronize(args.device)
     return time.perf_counter() - start, len(loss)
 
@@ -144,9 +146,11 @@ def main():
     train_images, train_labels = load_mnist(args.data_dir, train=True, device=args.device)
     floor_epoch(args, train_images, train_labels, steps=50)  # warm-up: kernels, caches, allocator
     with contextlib.redirect_stdout(open(os.devnull, "w")):  # the loops' progress lines
-        results = [("(a) tutorial: DataLoader over PIL", *tutorial_epoch(args)),
-                   ("(b) ours: tensors, indexed batches", *our_epoch(args, train_images, train_labels)),
-                   ("(c) compute floor: pre-cut batches", *floor_epoch(args, train_images, train_labels))]
+        results = [
+            ("(a) tutorial: DataLoader over PIL", *tutorial_epoch(args)),
+            ("(b) ours: tensors, indexed batches", *our_epoch(args, train_images, train_labels)),
+            ("(c) compute floor: pre-cut batches", *floor_epoch(args, train_images, train_labels)),
+        ]
     tutorial_seconds, floor_seconds = results[0][1], results[2][1]
     print(f"\n{'one epoch':<36}{'seconds':>9}{'images/s':>10}{'vs floor':>10}{'vs tutorial':>13}")
     for name, seconds, steps in results:

@@ -43,7 +43,7 @@ def load_mnist(data_dir, train, device="cpu"):
 
 
 def open_mnist(data_dir, train):
-    """Return torchvision's MNIST dataset for one split, downloading it first if files are missing."""
+    """Return torchvision's MNIST dataset for one split, downloading the files if any is missing."""
     raw_dir = os.path.join(data_dir, "MNIST", "raw")
     if not all(os.path.isfile(os.path.join(raw_dir, name)) for name in RAW_FILES):
         download_mnist(data_dir, raw_dir)
@@ -166,7 +166,7 @@ def augment(images, generator, degrees=5.0, scale=0.05, shift=1.0):
 
 
 def device_name(name):
-    """argparse type for --device: 'auto' (the accelerator if present) or a device this machine has."""
+    """argparse type for --device: 'auto' (the accelerator, if any) or a device this machine has."""
     if name == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -248,6 +248,6 @@ def run_main(main):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         sys.exit(1)
     except KeyboardInterrupt:
-        print("Interrupted (Ctrl-C); files are only written when complete, so none is half-written.",
-              file=sys.stderr)
+        print("Interrupted (Ctrl-C); files are only written when complete, so none is "
+              "half-written.", file=sys.stderr)
         sys.exit(130)

@@ -86,7 +86,7 @@ def predict(model, images, batch_size):
 
 
 def accuracy(predictions, labels):
-    """Return the fraction of predictions equal to their labels (counted exactly, not in float32)."""
+    """Return the fraction of predictions equal to their labels, counted exactly."""
     return (predictions == labels).sum().item() / len(labels)
 
 
@@ -96,7 +96,7 @@ def evaluate(model, images, labels, batch_size):
 
 
 def print_per_class(labels, predictions):
-    """Print each digit's accuracy and the confusion matrix (rows: true digit, columns: predicted)."""
+    """Print each digit's accuracy and the confusion matrix (row: true digit, column: predicted)."""
     confusion = torch.bincount(labels * 10 + predictions, minlength=100).view(10, 10).cpu()
     print("Accuracy per digit (correct/images):")
     for digit in range(10):
@@ -117,9 +117,10 @@ def save_error_grid(path, images, labels, predictions, limit=100, columns=10):
     sheet = Image.new("L", (columns * tile, rows * (tile + band)))
     draw = ImageDraw.Draw(sheet)
     for position, index in enumerate(wrong.tolist()):
-        pixels = ((images[index, 0] * 0.5 + 0.5) * 255).round().byte().cpu().numpy()  # undo Normalize
+        pixels = ((images[index, 0] * 0.5 + 0.5) * 255).round().byte()  # undo Normalize: 0..255
         x, y = position % columns * tile, position // columns * (tile + band)
-        sheet.paste(Image.fromarray(pixels).resize((tile, tile), Image.NEAREST), (x, y + band))
+        digit = Image.fromarray(pixels.cpu().numpy()).resize((tile, tile), Image.NEAREST)
+        sheet.paste(digit, (x, y + band))
         draw.text((x + 2, y + 1), f"{labels[index]}->{predictions[index]}", fill=255)
     save_atomically(path, lambda file: sheet.save(file, format="PNG"))
     print(f"Saved {path}: {len(wrong)} of {int((predictions != labels).sum())} misclassified test "
@@ -168,7 +169,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE,
                         help=f"images per forward pass (default: {EVAL_BATCH_SIZE})")
     parser.add_argument("--per-class", action="store_true",
-                        help="also print accuracy per digit and the confusion matrix (default: off)")
+                        help="also print accuracy per digit and the confusion matrix "
+                             "(default: off)")
     parser.add_argument("--save-errors", type=output_path, metavar="PNG",
                         help="save a grid of misclassified test digits to this PNG (default: none)")
     parser.add_argument("--image", nargs="+", metavar="PATH",

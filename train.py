@@ -124,7 +124,8 @@ def train_epoch(model, optimizer, scheduler, train_images, train_labels, shuffle
             check_diverged(losses[checked:step + 1], epoch, step + 1)
             checked = step + 1
             print(f"Epoch: {epoch}/{args.epochs}, Step: {step + 1}/{shown_steps}, "
-                  f"Loss: {losses[step].item():.4f}, Accuracy: {accuracies[step].item() * 100:.2f}%")
+                  f"Loss: {losses[step].item():.4f}, "
+                  f"Accuracy: {accuracies[step].item() * 100:.2f}%")
     check_diverged(losses[checked:], epoch, steps)
     return losses, accuracies
 
@@ -175,8 +176,9 @@ def save_curves(path, history, test_accuracy, epochs):
     accuracy_axes.plot(epoch, running_mean(accuracy, window), label=f"mean of {window} batches")
     accuracy_axes.axhline(test_accuracy * 100, color="C3", linestyle="--",
                           label=f"test set after training: {test_accuracy * 100:.2f}%")
-    accuracy_axes.set(title="Accuracy (training batches with dropout on)", xlabel="epoch",
-                      ylabel="% correct", ylim=(max(0, min(accuracy[len(accuracy) // 10:]) - 2), 100.5))
+    lowest_after_start = min(accuracy[len(accuracy) // 10:])  # the first steps squash the scale
+    accuracy_axes.set(title="Accuracy of each training batch", xlabel="epoch", ylabel="% correct",
+                      ylim=(max(0, lowest_after_start - 2), 100.5))
     accuracy_axes.legend(loc="lower right")
     save_atomically(path, lambda file: figure.savefig(file, format="png", dpi=100))
     print(f"Saved {path}")
