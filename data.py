@@ -233,6 +233,8 @@ def save_atomically(path, write):
             file.flush()
             os.fsync(file.fileno())  # the bytes reach the disk before the name points at them
         os.replace(temporary, path)
+    except OSError as error:  # disk full, folder removed meanwhile, ...
+        raise UserError(f"{path}: could not be written ({error.strerror or error})") from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

@@ -247,6 +247,18 @@ class AtomicSaveTest(unittest.TestCase):
             self.assertEqual(file.read(), b"old")
         self.assertEqual([name for name in os.listdir(TEMP.name) if name.endswith(".tmp")], [])
 
+    def test_full_disk_is_one_clear_error_and_keeps_the_old_file(self):
+        path = temp_path("full.bin")
+        data.save_atomically(path, lambda file: file.write(b"old"))
+
+        def disk_full(file):
+            raise OSError(28, "No space left on device")
+
+        with self.assertRaisesRegex(data.UserError, "could not be written .No space left"):
+            data.save_atomically(path, disk_full)
+        with open(path, "rb") as file:
+            self.assertEqual(file.read(), b"old")
+
     def test_sigkill_mid_write_keeps_the_old_file(self):
         path = temp_path("killed.pt")
         torch.save({"generation": 1}, path)
