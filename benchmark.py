@@ -30,7 +30,7 @@ def parse_args():
     add_data_and_device_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="images per step (default: 64)")
-    parser.add_argument("--tutorial-workers", type=int, default=8,
+    parser.add_argument("--tutorial-workers", type=train.non_negative_int, default=8,
                         help="DataLoader workers for the tutorial's pipeline, 8 as written "
                              "(default: 8)")
     parser.add_argument("--skip-scripts", action="store_true",

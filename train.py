@@ -106,7 +106,7 @@ def train_epoch(model, optimizer, scheduler, train_images, train_labels, shuffle
     # wait for the GPU each time. They are read only at log lines.
     losses = torch.zeros(steps, device=train_labels.device)
     accuracies = torch.zeros(steps, device=train_labels.device)
-    checked = 0  # steps before this one have passed check_diverged
+    verified = 0  # steps before this one have passed check_diverged
     batches = train_batches(train_images, train_labels, args.batch_size, shuffle)
     for step, (images, labels) in enumerate(batches):  # images (B, 1, 28, 28), labels (B,)
         if args.augment:
@@ -121,12 +121,12 @@ def train_epoch(model, optimizer, scheduler, train_images, train_labels, shuffle
         losses[step] = loss.detach()
         accuracies[step] = (output.argmax(dim=1) == labels).float().mean()
         if step % args.log_interval == 0:
-            check_diverged(losses[checked:step + 1], epoch, step + 1)
-            checked = step + 1
+            check_diverged(losses[verified:step + 1], epoch, step + 1)
+            verified = step + 1
             print(f"Epoch: {epoch}/{args.epochs}, Step: {step + 1}/{shown_steps}, "
                   f"Loss: {losses[step].item():.4f}, "
                   f"Accuracy: {accuracies[step].item() * 100:.2f}%")
-    check_diverged(losses[checked:], epoch, steps)
+    check_diverged(losses[verified:], epoch, steps)
     return losses, accuracies
 
 
