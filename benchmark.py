@@ -1,10 +1,13 @@
-"""Time one training epoch three ways (the tutorial's DataLoader over PIL images, ours, and the bare
-compute floor), then the whole scripts, and print the ratios from this one run.
+"""Time one training epoch several ways (the tutorial's DataLoader over PIL images, ours, the bare
+compute floor, ours with augmentation), then the whole scripts, and print ratios from this one run.
 
 Usage: python benchmark.py --data-dir ../shared/mnist [--device cuda]
 """
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
+import math
 import os
 import subprocess
 import sys
@@ -17,12 +20,14 @@ import torch.nn as nn
 import torchvision
 
 import train
-from data import add_data_and_device_arguments, load_mnist, positive_int, transform
+from cli import add_data_and_device_arguments, non_negative_int, positive_int
+from data import AUGMENTATIONS, load_mnist, train_batches, transform
 from model import Net
 
 # glibc may hand freed memory back to the OS between steps and make timings 10-40% noisier, so
 # every timed process runs with these (32 MiB is the largest mmap threshold glibc accepts).
 QUIET_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**40)}
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's names for the same two settings
 
 
 def parse_args():
@@ -30,7 +35,7 @@ def parse_args():
     add_data_and_device_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="images per step (default: 64)")
-    parser.add_argument("--tutorial-workers", type=train.non_negative_int, default=8,
+    parser.add_argument("--tutorial-workers", type=non_negative_int, default=8,
                         help="DataLoader workers for the tutorial's pipeline, 8 as written "
                              "(default: 8)")
     parser.add_argument("--skip-scripts", action="store_true",
@@ -39,9 +44,23 @@ def parse_args():
     return parser.parse_args()
 
 
+def quiet_malloc():
+    """Set QUIET_MALLOC in this running process too, where glibc is the C library."""
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name) if libc_name else None
+    if libc is not None and hasattr(libc, "mallopt"):  # glibc only; elsewhere nothing to do
+        libc.mallopt(M_MMAP_THRESHOLD, int(QUIET_MALLOC["MALLOC_MMAP_THRESHOLD_"]))
+        libc.mallopt(M_TRIM_THRESHOLD, int(QUIET_MALLOC["MALLOC_TRIM_THRESHOLD_"]))
+
+
 def synchronize(device):
+    """Wait until the device has finished its queued work, so the clock measures all of it."""
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
+    elif device.startswith("mps"):
+        torch.mps.synchronize()
+    elif device != "cpu" and hasattr(torch, "accelerator"):
+        torch.accelerator.synchronize()
 
 
 def fresh_model(device):
@@ -80,14 +99,18 @@ def tutorial_epoch(args):
     return time.perf_counter() - start, len(loss)
 
 
-def our_epoch(args, train_images, train_labels):
+def our_epoch(args, train_images, train_labels, augment="none"):
     """train.py's epoch: preprocessed tensors on the device, indexed by a fresh permutation."""
     model, optimizer = fresh_model(args.device)
     train_args = train.parse_args(["--epochs", "1", "--batch-size", str(args.batch_size)])
-    shuffle = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    steps = len(train_labels) // args.batch_size
     start = time.perf_counter()
-    losses, _ = train.train_epoch(model, optimizer, None, train_images, train_labels, shuffle,
-                                  1, train_args)
+    batches = train_batches(train_images, train_labels, args.batch_size, generator,
+                            AUGMENTATIONS.get(augment))
+    log = train.StepLog(steps, math.ceil(len(train_labels) / args.batch_size), 1, train_args,
+                        train_labels.device)
+    losses, _ = train.train_epoch(model, optimizer, None, batches, log)
     losses.tolist()  # as train.py does; this also waits for the device to finish
     return time.perf_counter() - start, len(losses)
 
@@ -145,23 +168,27 @@ def main():
           f"{torch.get_num_threads()} CPU threads")
     train_images, train_labels = load_mnist(args.data_dir, train=True, device=args.device)
     floor_epoch(args, train_images, train_labels, steps=50)  # warm-up: kernels, caches, allocator
-    with contextlib.redirect_stdout(open(os.devnull, "w")):  # the loops' progress lines
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # progress lines
         results = [
             ("(a) tutorial: DataLoader over PIL", *tutorial_epoch(args)),
             ("(b) ours: tensors, indexed batches", *our_epoch(args, train_images, train_labels)),
             ("(c) compute floor: pre-cut batches", *floor_epoch(args, train_images, train_labels)),
+            ("(d) ours with --augment light",
+             *our_epoch(args, train_images, train_labels, "light")),
+            ("(e) ours with --augment handwriting",
+             *our_epoch(args, train_images, train_labels, "handwriting")),
         ]
-    tutorial_seconds, floor_seconds = results[0][1], results[2][1]
-    print(f"\n{'one epoch':<36}{'seconds':>9}{'images/s':>10}{'vs floor':>10}{'vs tutorial':>13}")
+    tutorial_seconds, ours_seconds, floor_seconds = (seconds for _, seconds, _ in results[:3])
+    print(f"\n{'one epoch':<36}{'seconds':>9}{'images/s':>10}{'vs floor':>10}{'vs tutorial':>13}"
+          f"{'vs (b)':>9}")
     for name, seconds, steps in results:
         print(f"{name:<36}{seconds:>9.2f}{steps * args.batch_size / seconds:>10,.0f}"
-              f"{seconds / floor_seconds:>9.2f}x{tutorial_seconds / seconds:>11.2f}x faster")
+              f"{seconds / floor_seconds:>9.2f}x{tutorial_seconds / seconds:>11.2f}x faster"
+              f"{seconds / ours_seconds:>8.2f}x")
     if not args.skip_scripts:
         time_scripts(args, floor_seconds)
 
 
 if __name__ == "__main__":
-    if any(os.environ.get(name) != value for name, value in QUIET_MALLOC.items()):
-        # glibc reads these only at start-up, so start again with them set.
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **QUIET_MALLOC})
+    quiet_malloc()
     main()

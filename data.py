@@ -1,32 +1,43 @@
-"""MNIST as preprocessed tensors, plus the small helpers every script shares.
+"""MNIST as preprocessed tensors, shuffled (and augmented) training batches, and pictures of your
+own digits prepared as MNIST's were.
 
-Usage: from data import load_mnist, train_batches
+Usage: from data import load_mnist, train_batches, read_picture
 """
-import argparse
 import contextlib
 import io
 import math
 import os
 import struct
-import sys
 
 import torch
 import torchvision
 import torchvision.transforms as transforms
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cli import UserError
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
+# The tutorial's normalisation, (x - 0.5) / 0.5, maps pixels 0..1 to -1..1. Everything else reads
+# these two numbers, so MNIST's own statistics (0.1307, 0.3081) can be tried by changing them here.
+MEAN, STD = 0.5, 0.5
+
 # The tutorial's preprocessing (it defines the same one twice, for training and testing).
 transform = transforms.Compose([
-    transforms.ToTensor(),                 # uint8 0..255 -> float 0..1
-    transforms.Normalize((0.5,), (0.5,)),  # (x - 0.5) / 0.5 -> -1..1
+    transforms.ToTensor(),                   # uint8 0..255 -> float 0..1
+    transforms.Normalize((MEAN,), (STD,)),   # (x - MEAN) / STD
 ])
 
 
-class UserError(Exception):
-    """A mistake the user can fix; the scripts print it as one line, without a traceback."""
+def background():
+    """The value of a black pixel (0) after normalisation: -1 with the tutorial's numbers."""
+    return (0 - MEAN) / STD
+
+
+def to_pixels(images):
+    """Undo the normalisation: return images as brightness 0..1."""
+    return images * STD + MEAN
 
 
 def load_mnist(data_dir, train, device="cpu"):
@@ -130,126 +141,112 @@ def prepare_digit(picture):
     return transform((field * 255).round().to(torch.uint8).numpy())  # (1, 28, 28)
 
 
-def train_batches(images, labels, batch_size, generator):
+def read_picture(file, name):
+    """Return the digit pictured in file (a path or a binary file) as a (1, 28, 28) tensor.
+
+    Any problem is a UserError that starts with name: a missing file, not a picture, a damaged one
+    (Pillow's decoders raise many kinds of exception on damaged bytes), or no digit in it.
+    """
+    try:
+        with Image.open(file) as picture:
+            if picture.width * picture.height > Image.MAX_IMAGE_PIXELS:  # checked before decoding
+                raise UserError(f"{name}: {picture.width} x {picture.height} pixels is too many "
+                                "for a picture of one digit; scale it down")
+            picture.load()  # decode every pixel now, so that damage shows here
+            # Phones store photos sideways plus an Orientation tag; turn them upright.
+            picture = ImageOps.exif_transpose(picture)
+    except UserError:
+        raise
+    except UnidentifiedImageError:
+        raise UserError(f"{name}: not an image file that Pillow can read") from None
+    except OSError as error:
+        if error.strerror:  # missing, a folder, no permission to read
+            raise UserError(f"{name}: {error.strerror}") from None
+        raise UserError(f"{name}: damaged picture ({error})") from None
+    except Exception as error:  # noqa: BLE001  (damaged bytes: SyntaxError, ValueError, ...)
+        raise UserError(f"{name}: damaged picture ({type(error).__name__}: {error})") from None
+    try:
+        return prepare_digit(picture)
+    except UserError as error:
+        raise UserError(f"{name}: {error}") from None
+
+
+def train_batches(images, labels, batch_size, generator, augmentation=None):
     """Yield (images, labels) batches in a fresh random order, as the tutorial's shuffling loader.
 
-    The last incomplete batch is dropped, as the tutorial skips it.
+    The last incomplete batch is dropped, as the tutorial skips it. With augmentation (one of
+    AUGMENTATIONS), each image is changed at random by augment().
     """
-    # The order is drawn on the CPU, so one seed gives the same batches on every device.
+    steps = len(labels) // batch_size
+    # Every random number of the epoch is drawn here, on the CPU, so one seed gives the same
+    # batches on every device, and each goes to the device in one copy rather than one per step.
     order = torch.randperm(len(labels), generator=generator).to(labels.device)
-    for start in range(0, len(labels) - batch_size + 1, batch_size):
+    if augmentation is not None:
+        changes = [None if change is None else change.to(labels.device)
+                   for change in draw_changes(steps * batch_size, generator, **augmentation)]
+    for start in range(0, steps * batch_size, batch_size):
         index = order[start:start + batch_size]
-        yield images[index], labels[index]
+        batch = images[index]                              # (B, 1, 28, 28)
+        if augmentation is not None:
+            batch = augment(batch, *(None if change is None else change[start:start + batch_size]
+                                     for change in changes))
+        yield batch, labels[index]
 
 
-def augment(images, generator, degrees=5.0, scale=0.05, shift=1.0):
-    """Return images (N, 1, 28, 28) each turned, resized and moved a little at random.
+# Limits of the random changes --augment makes, each drawn uniformly for every image.
+AUGMENTATIONS = {
+    # Slant, size and position vary a little (the 99% recipe).
+    "light": dict(degrees=5.0, scale=0.05, shift=1.0),
+    # Also how other people's handwriting differs from MNIST's writers: more slant and size,
+    # sheared and wider or narrower digits, thicker or thinner strokes, a little blur.
+    "handwriting": dict(degrees=10.0, scale=0.15, shift=2.0, shear=15.0, aspect=0.25,
+                        thickness=1.0, blur=0.5),
+}
 
-    Handwriting varies in slant, size and position; small random changes of each kind teach the
-    network to ignore them. Drawn from the CPU generator, so a seed gives the same on every device.
+
+def draw_changes(count, generator, degrees=0.0, scale=0.0, shift=0.0, shear=0.0, aspect=0.0,
+                 thickness=0.0, blur=0.0):
+    """Draw random changes for count images: affine maps (count, 2, 3), stroke (count,), blur (count,).
+
+    degrees: turn; scale: relative size; shift: pixels moved; shear: slant in degrees; aspect:
+    relative width; thickness: stroke weight, -1 thinnest to 1 thickest; blur: 0 sharp to 1.
     """
-    count = len(images)
-
-    def uniform(size, limit):  # values in [-limit, limit)
-        return (torch.rand(size, generator=generator) * 2 - 1) * limit
-
-    angle = uniform(count, math.radians(degrees))
-    zoom = 1 + uniform(count, scale)
-    offset = uniform((count, 2), shift / 14)  # affine_grid measures 14 pixels as 1
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], dim=1),
-                         torch.stack([sin, cos, offset[:, 1]], dim=1)], dim=1)  # (N, 2, 3)
-    grid = torch.nn.functional.affine_grid(theta.to(images.device), images.shape,
-                                           align_corners=False)  # (N, 28, 28, 2)
-    # grid_sample fills the uncovered border with 0, and the background is -1 after Normalize.
-    return torch.nn.functional.grid_sample(images + 1, grid, align_corners=False) - 1
-
-
-def device_name(name):
-    """argparse type for --device: 'auto' (the accelerator, if any) or a device this machine has."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "mps" if torch.backends.mps.is_available() else "cpu"
-    available = ["cpu"]
-    if torch.cuda.is_available():
-        available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        available.append("mps")
-    if name not in available:
-        raise argparse.ArgumentTypeError(
-            f"{name!r} is not available on this machine; choose auto, {', '.join(available)}")
-    return name
+    draws = torch.rand(count, 8, generator=generator) * 2 - 1  # all in [-1, 1), one row an image
+    angle = draws[:, 0] * math.radians(degrees)
+    zoom = 1 + draws[:, 1] * scale
+    offset = draws[:, 2:4] * shift / 14  # affine_grid measures 14 pixels as 1
+    slant = torch.tan(draws[:, 4] * math.radians(shear))
+    width = 1 + draws[:, 5] * aspect
+    cos, sin, zeros, ones = torch.cos(angle), torch.sin(angle), torch.zeros(count), torch.ones(count)
+    rotate = torch.stack([cos, -sin, sin, cos], dim=1).view(count, 2, 2)
+    shear_map = torch.stack([ones, slant, zeros, ones], dim=1).view(count, 2, 2)
+    # affine_grid maps each output pixel to where it samples the input: dividing by the size
+    # makes the digit larger.
+    resize = torch.diag_embed(torch.stack([1 / (zoom * width), 1 / zoom], dim=1))
+    theta = torch.cat([rotate @ shear_map @ resize, offset[:, :, None]], dim=2)  # (count, 2, 3)
+    stroke = draws[:, 6] * thickness if thickness else None  # None: augment() skips the work
+    blur_weight = (draws[:, 7] + 1) / 2 * blur if blur else None
+    return theta, stroke, blur_weight
 
 
-def add_data_and_device_arguments(parser):
-    """Add the --data-dir and --device flags that every script takes."""
-    parser.add_argument("--data-dir", default="./files",
-                        help="MNIST folder; downloaded into when empty (default: ./files)")
-    parser.add_argument("--device", type=device_name, default="auto",
-                        help="auto, cpu, cuda, cuda:N or mps; auto picks the accelerator when "
-                             "there is one (default: auto)")
+def augment(images, theta, stroke, blur):
+    """Return images (N, 1, 28, 28) moved by the affine maps theta (N, 2, 3), with strokes made
+    thicker (stroke > 0) or thinner (stroke < 0) and blurred by the weights blur (N,).
 
-
-def checked(convert, is_valid, requirement):
-    """Return an argparse type that converts the text and refuses values that fail is_valid."""
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not is_valid(value):  # nan fails every comparison, so it is refused
-            raise argparse.ArgumentTypeError(f"must be {requirement}, not {text!r}")
-        return value
-    return parse
-
-
-positive_int = checked(int, lambda value: value >= 1, "a whole number of at least 1")
-
-
-def output_path(path):
-    """argparse type for a file to write: refuse at once if it could not be written later."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError(f"folder {folder} does not exist; create it first")
-    if os.path.isdir(path):
-        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
-    if not os.access(folder, os.W_OK):
-        raise argparse.ArgumentTypeError(f"folder {folder} is not writable")
-    return path
-
-
-def save_atomically(path, write):
-    """Call write(file) on a temporary file beside path, then rename it to path.
-
-    The rename is atomic, so a crash or a kill at any moment leaves path either as it was or
-    complete: never half-written.
+    Each operation runs on the whole batch at once, on the images' device.
     """
-    temporary = os.path.join(os.path.dirname(os.path.abspath(path)),
-                             f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())  # the bytes reach the disk before the name points at them
-        os.replace(temporary, path)
-    except OSError as error:  # disk full, folder removed meanwhile, ...
-        raise UserError(f"{path}: could not be written ({error.strerror or error})") from None
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def run_main(main):
-    """Run a script's main(): a UserError becomes one line on stderr and exit 1, Ctrl-C exit 130."""
-    try:
-        main()
-    except UserError as error:
-        sys.exit(f"error: {error}")
-    except BrokenPipeError:  # output piped into a program that stopped reading, such as head
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("Interrupted (Ctrl-C); files are only written when complete, so none is "
-              "half-written.", file=sys.stderr)
-        sys.exit(130)
+    functional = torch.nn.functional
+    ink = images - background()  # black becomes 0, so what the operations fill in is background
+    grid = functional.affine_grid(theta, images.shape, align_corners=False)  # (N, 28, 28, 2)
+    ink = functional.grid_sample(ink, grid, align_corners=False)
+    if stroke is not None:
+        # A 3 x 3 maximum widens every stroke by a pixel on each side; a 3 x 3 minimum narrows
+        # it. Each image moves part of the way towards one of them, as far as |stroke|.
+        thicker = functional.max_pool2d(ink, 3, stride=1, padding=1)
+        thinner = -functional.max_pool2d(-ink, 3, stride=1, padding=1)
+        stroke = stroke.view(-1, 1, 1, 1)
+        ink = ink + stroke.abs() * (torch.where(stroke > 0, thicker, thinner) - ink)
+    if blur is not None:
+        blurred = functional.avg_pool2d(ink, 3, stride=1, padding=1)  # mean of each 3 x 3
+        ink = ink + blur.view(-1, 1, 1, 1) * (blurred - ink)
+    return ink + background()

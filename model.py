@@ -2,6 +2,7 @@
 
 Usage: from model import Net  (``tutorial_model`` is the same class under the tutorial's name)
 """
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -23,7 +24,9 @@ class Net(nn.Module):
         x = self.pool(F.relu(self.convolution1(x)))  # conv (N, 6, 24, 24) -> pool (N, 6, 12, 12)
         x = self.conv_dropout(x)                     # (N, 6, 12, 12)
         x = self.pool(F.relu(self.convolution2(x)))  # conv (N, 16, 8, 8) -> pool (N, 16, 4, 4)
-        x = x.view(-1, 16 * 4 * 4)                   # (N, 256)
+        # The tutorial's x.view(-1, 16 * 4 * 4) would turn a wrong input size into a wrong number
+        # of rows without a word; flattening each image keeps N, so fc1 refuses a wrong size.
+        x = torch.flatten(x, 1)                      # (N, 256)
         # As in the tutorial there is no activation between fc1 and fc2, so together they act
         # as one linear map of rank at most 30.
         x = self.fc1(x)                              # (N, 30)

@@ -2,6 +2,8 @@
 
 Usage: python -m unittest -v test_errors
 """
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -15,6 +17,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
+import cli
 import data
 import test
 import train
@@ -93,7 +96,7 @@ class HostileCheckpointTest(ErrorTestCase):
         marker = temp_path("pwned")
         path = temp_path("evil.pt")
         torch.save({"model": Payload(marker)}, path)
-        self.check(path, "refused", "posix.system" if os.name == "posix" else "system")
+        self.check(path, "refused", "could run code")
         result = run_subprocess("test.py", path, "--data-dir", DATA_DIR, "--device", "cpu")
         self.assertOneLineError(result.returncode, result.stderr, 1, "refused")
         self.assertFalse(os.path.exists(marker), "code from the checkpoint ran")
@@ -214,18 +217,30 @@ class InterruptAndDivergenceTest(ErrorTestCase):
         self.assertOneLineError(code, err, 1, "training diverged", "smaller --lr")
         self.assertFalse(os.path.exists(out))
 
-    def test_nan_or_huge_loss_counts_as_diverged(self):
+    def test_nan_or_huge_loss_counts_as_diverged_at_its_own_step(self):
         for bad in (float("nan"), float("inf"), train.DIVERGED_LOSS + 1):
-            with self.assertRaises(data.UserError):
-                train.check_diverged(torch.tensor([2.3, bad, 1.0]), epoch=1, step=3)
-        train.check_diverged(torch.tensor([2.3, 40.0, 0.01]), epoch=1, step=3)  # spiky but sane
+            losses = torch.tensor([2.3, 1.0, bad, float("nan"), 1.0])
+            # Steps 11 to 15 are checked together; the first bad loss is at step 13.
+            with self.assertRaisesRegex(cli.UserError, r"at epoch 2, step 13\)"):
+                train.check_diverged(losses, epoch=2, first_step=11)
+        train.check_diverged(torch.tensor([2.3, 40.0, 0.01]), epoch=1, first_step=1)  # spiky, sane
+
+    def test_divergence_names_the_step_of_the_first_bad_loss_between_log_lines(self):
+        log = train.StepLog(steps=8, shown_steps=8, epoch=1, device="cpu",
+                            args=train.parse_args(["--log-interval", "5"]))
+        with contextlib.redirect_stdout(io.StringIO()):
+            # The log line at step 1 passes; steps 2 to 4 wait for the next check.
+            for step, loss in enumerate([2.3, 2.0, 1.9, float("nan")]):
+                log.record(step, torch.tensor(loss), torch.zeros(1, 10), torch.zeros(1).long())
+        with self.assertRaisesRegex(cli.UserError, r"step 4\)"):
+            log.finish()
 
 
 class AtomicSaveTest(unittest.TestCase):
     def test_replaces_whole_file_with_usual_permissions_and_no_leftovers(self):
         path = temp_path("atomic.bin")
-        data.save_atomically(path, lambda file: file.write(b"first"))
-        data.save_atomically(path, lambda file: file.write(b"second"))
+        cli.save_atomically(path, lambda file: file.write(b"first"))
+        cli.save_atomically(path, lambda file: file.write(b"second"))
         with open(path, "rb") as file:
             self.assertEqual(file.read(), b"second")
         with open(temp_path("plain.bin"), "wb"):
@@ -235,27 +250,27 @@ class AtomicSaveTest(unittest.TestCase):
 
     def test_failed_write_keeps_the_old_file(self):
         path = temp_path("kept.bin")
-        data.save_atomically(path, lambda file: file.write(b"old"))
+        cli.save_atomically(path, lambda file: file.write(b"old"))
 
         def fail_halfway(file):
             file.write(b"half of the new")
             raise KeyboardInterrupt
 
         with self.assertRaises(KeyboardInterrupt):
-            data.save_atomically(path, fail_halfway)
+            cli.save_atomically(path, fail_halfway)
         with open(path, "rb") as file:
             self.assertEqual(file.read(), b"old")
         self.assertEqual([name for name in os.listdir(TEMP.name) if name.endswith(".tmp")], [])
 
     def test_full_disk_is_one_clear_error_and_keeps_the_old_file(self):
         path = temp_path("full.bin")
-        data.save_atomically(path, lambda file: file.write(b"old"))
+        cli.save_atomically(path, lambda file: file.write(b"old"))
 
         def disk_full(file):
             raise OSError(28, "No space left on device")
 
-        with self.assertRaisesRegex(data.UserError, "could not be written .No space left"):
-            data.save_atomically(path, disk_full)
+        with self.assertRaisesRegex(cli.UserError, "could not be written .No space left"):
+            cli.save_atomically(path, disk_full)
         with open(path, "rb") as file:
             self.assertEqual(file.read(), b"old")
 
@@ -264,13 +279,13 @@ class AtomicSaveTest(unittest.TestCase):
         torch.save({"generation": 1}, path)
         # The child writes half a checkpoint, says so, and waits to be killed.
         child_code = (
-            "import sys, torch, data\n"
+            "import sys, torch, cli\n"
             "def write(file):\n"
             "    file.write(b'PK' * 1000)\n"
             "    file.flush()\n"
             "    print('halfway', flush=True)\n"
             "    sys.stdin.read()\n"
-            f"data.save_atomically({path!r}, write)\n")
+            f"cli.save_atomically({path!r}, write)\n")
         process = subprocess.Popen([sys.executable, "-c", child_code], cwd=HERE, text=True,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.assertEqual(process.stdout.readline().strip(), "halfway")

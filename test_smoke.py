@@ -18,7 +18,9 @@ import torch.nn.functional as F
 import torchvision
 import torchvision.transforms as transforms
 
+import cli
 import data
+import evaluation
 import test
 import train
 from model import Net, tutorial_model
@@ -87,7 +89,7 @@ def run_script(module, argv):
     code = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            data.run_main(lambda: module.main(argv))
+            cli.run_main(lambda: module.main(argv))
         except SystemExit as exit:
             code = exit.code
             if isinstance(code, str):  # sys.exit("message") prints it and exits 1
@@ -134,6 +136,31 @@ class ModelTest(unittest.TestCase):
         theirs = TutorialModel()
         for key, value in theirs.state_dict().items():
             self.assertTrue(torch.equal(ours.state_dict()[key], value), key)
+
+
+    def test_a_wrong_input_size_is_refused(self):
+        with self.assertRaisesRegex(RuntimeError, "256"):  # fc1 expects 16 x 4 x 4 = 256 values
+            Net()(torch.zeros(16, 1, 32, 32))  # the tutorial's view() made 25 rows of these
+
+    def test_predict_leaves_the_model_in_the_mode_it_found(self):
+        model = Net().train()
+        images = torch.randn(8, 1, 28, 28)
+        first, again = evaluation.predict(model, images), evaluation.predict(model, images)
+        self.assertTrue(torch.equal(first, again))  # dropout was off while predicting
+        self.assertTrue(model.training and model.conv_dropout.training)
+        evaluation.predict(model.eval(), images)
+        self.assertFalse(model.training)
+
+    def test_scripts_import_from_a_notebook_in_another_folder(self):
+        # A notebook appends the project folder to sys.path, after the standard library, whose
+        # own 'test' package then shadows test.py: nothing may import from test.py.
+        code = (f"import sys; sys.path.append({HERE!r}); "
+                "import train, evaluation, data, model, cli; print(evaluation.EVAL_BATCH_SIZE)")
+        with tempfile.TemporaryDirectory() as elsewhere:
+            result = subprocess.run([sys.executable, "-c", code], cwd=elsewhere,
+                                    capture_output=True, text=True, timeout=120)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "1000")
 
 
 class DataTest(unittest.TestCase):
@@ -238,7 +265,7 @@ class RealMnistTest(unittest.TestCase):
         accuracy = torch.load(out, weights_only=True)["test_accuracy"]
         self.assertGreaterEqual(accuracy, 0.96, stdout)
         # An independent count on the same weights, one image at a time through torchvision.
-        model = test.load_model(out, "cpu")
+        model = evaluation.load_model(out, "cpu")
         reference = torchvision.datasets.MNIST(MNIST_ROOT, train=False, transform=TUTORIAL_TRANSFORM)
         loader = torch.utils.data.DataLoader(reference, batch_size=64)
         with torch.no_grad():

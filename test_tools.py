@@ -7,18 +7,22 @@ import importlib.util
 import io
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import unittest
+from unittest import mock
 
 import torch
 import torchvision
 from PIL import Image, ImageDraw, ImageOps
 
 import data
+import evaluation
 import test
 import train
 from model import Net
-from test_smoke import MNIST_ROOT, make_fake_mnist, run_script, run_subprocess
+from test_smoke import HERE, MNIST_ROOT, make_fake_mnist, run_script, run_subprocess
 
 
 def setUpModule():
@@ -93,6 +97,86 @@ class PrepareDigitTest(unittest.TestCase):
             data.prepare_digit(Image.new("L", (50, 50), 255))
 
 
+class ReadPictureTest(unittest.TestCase):
+    def test_exif_rotated_photo_is_read_upright(self):
+        upright = draw_digit((120, 160), (20, 20, 90, 140))  # an 'L': turning it changes it
+        path = temp_path("sideways.jpg")
+        # As a phone saves it: the pixels turned a quarter, Orientation 6 says to turn them back.
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+        expected = data.prepare_digit(upright)
+        self.assertLess((data.read_picture(path, path) - expected).abs().mean().item(), 0.02)
+        exif[0x0112] = 1  # the same pixels with no turn asked are read as they are
+        upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+        self.assertGreater((data.read_picture(path, path) - expected).abs().mean().item(), 0.1)
+
+    def test_file_objects_and_paths_give_the_same_digit(self):
+        path = temp_path("digit.png")
+        draw_digit((100, 100), (30, 20, 70, 80)).save(path)
+        with open(path, "rb") as file:
+            self.assertTrue(torch.equal(data.read_picture(file, "upload"),
+                                        data.read_picture(path, path)))
+
+
+class AugmentTest(unittest.TestCase):
+    def square(self):
+        """32 black images (after normalisation) with a bright 10 x 10 square in the middle."""
+        images = torch.full((32, 1, 28, 28), data.background())
+        images[:, :, 9:19, 9:19] = (1 - data.MEAN) / data.STD
+        return images
+
+    def augmented(self, images, seed=1, **limits):
+        return data.augment(images, *data.draw_changes(len(images), torch.Generator().manual_seed(seed),
+                                                       **limits))
+
+    def check_keeps_background(self):
+        images = self.square()
+        for name, limits in data.AUGMENTATIONS.items():
+            first, again = self.augmented(images, **limits), self.augmented(images, **limits)
+            self.assertEqual(first.shape, (32, 1, 28, 28), name)
+            self.assertTrue(torch.equal(first, again), name)  # seeded
+            self.assertFalse(torch.equal(first[0], first[1]), name)  # each image its own way
+            self.assertFalse(torch.equal(first, images), name)
+            corners = first[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
+            torch.testing.assert_close(corners, torch.full_like(corners, data.background()))
+            self.assertGreaterEqual(first.min().item(), data.background() - 1e-5, name)
+            self.assertLessEqual(first.max().item(), images.max().item() + 1e-5, name)
+
+    def test_seeded_shape_kept_background_stays_background(self):
+        self.check_keeps_background()
+
+    def test_background_stays_under_another_mean_and_std(self):
+        with mock.patch.multiple(data, MEAN=0.1307, STD=0.3081):
+            self.assertAlmostEqual(data.background(), -0.4242, places=4)
+            self.check_keeps_background()
+
+    def test_stroke_thickness_as_asked(self):
+        images = self.square()
+        images[:, :, 13:15, 5:23] = images.max()  # and a 2-pixel bar through it
+        ink = (images > data.background() + 0.5).sum()
+        thicker = data.augment(images, torch.eye(2, 3).expand(32, 2, 3), torch.ones(32), None)
+        thinner = data.augment(images, torch.eye(2, 3).expand(32, 2, 3), -torch.ones(32), None)
+        self.assertGreater((thicker > data.background() + 0.5).sum(), ink * 1.2)
+        self.assertLess((thinner > data.background() + 0.5).sum(), ink * 0.8)
+        same = data.augment(images, torch.eye(2, 3).expand(32, 2, 3), torch.zeros(32), None)
+        torch.testing.assert_close(same, images)  # no change asked: the identity map keeps all
+        blurred = data.augment(images, torch.eye(2, 3).expand(32, 2, 3), None, torch.ones(32))
+        self.assertLess(blurred[0, 0, 9, 9], images[0, 0, 9, 9])  # corners soften ...
+        self.assertGreater(blurred[0, 0, 8, 12], data.background())  # ... ink spreads out ...
+        self.assertAlmostEqual(blurred.sum().item(), images.sum().item(), delta=1e-2)  # ... ink kept
+
+    def test_training_batches_are_the_same_whatever_the_order_of_use(self):
+        """Augmentation draws come from the one generator, so a seed gives the same epoch."""
+        labels = torch.arange(100) % 10
+        images = self.square()[:1].repeat(100, 1, 1, 1)
+        epochs = [list(data.train_batches(images, labels, 32, torch.Generator().manual_seed(4),
+                                          data.AUGMENTATIONS["handwriting"])) for _ in range(2)]
+        for (first_images, first_labels), (again_images, again_labels) in zip(*epochs):
+            self.assertTrue(torch.equal(first_images, again_images))
+            self.assertTrue(torch.equal(first_labels, again_labels))
+
+
 class ImageFlagTest(unittest.TestCase):
     def test_each_picture_gets_a_line_and_bad_files_an_error(self):
         good = temp_path("my_digit.png")
@@ -139,9 +223,9 @@ class PerClassAndErrorsTest(unittest.TestCase):
         torch.manual_seed(0)
         untrained = temp_path("untrained.pt")
         torch.save(Net().state_dict(), untrained)
-        model = test.load_model(untrained, "cpu")
+        model = evaluation.load_model(untrained, "cpu")
         images, labels = data.load_mnist(DATA_DIR, train=False)
-        predictions = test.predict(model, images, 1000)
+        predictions = evaluation.predict(model, images)
         wrong = (predictions != labels).nonzero().view(-1).tolist()
         self.assertGreater(len(wrong), 100)
         path = temp_path("errors.png")
@@ -156,6 +240,19 @@ class PerClassAndErrorsTest(unittest.TestCase):
                              (labels[int(index)].item(), predictions[int(index)].item()))
         with Image.open(path) as picture:
             self.assertEqual(picture.size, (10 * 84, 10 * (84 + 14)))  # 10 x 10 tiles of 3x size
+
+
+    def test_error_grid_undoes_another_mean_and_std(self):
+        with mock.patch.multiple(data, MEAN=0.1307, STD=0.3081):
+            images = torch.full((2, 1, 28, 28), data.background())  # black ...
+            images[:, :, 4:24, 12:16] = (1 - data.MEAN) / data.STD  # ... with a white bar
+            path = temp_path("grid_other_mean.png")
+            with contextlib.redirect_stdout(io.StringIO()):
+                test.save_error_grid(path, images, torch.tensor([1, 1]), torch.tensor([7, 7]))
+        with Image.open(path) as sheet:
+            tile = sheet.crop((0, 14, 84, 98))  # the first digit, below its label strip
+            self.assertEqual(tile.getpixel((0, 0)), 0)
+            self.assertEqual(tile.getpixel((14 * 3, 14 * 3)), 255)
 
 
 @unittest.skipUnless(importlib.util.find_spec("matplotlib"), "matplotlib is not installed")
@@ -199,32 +296,44 @@ class RecipeFlagsTest(unittest.TestCase):
         self.assertAlmostEqual(max(rates), 0.02, places=4)
         self.assertLess(rates[-1], 0.02 / 1000)
 
-    def test_augment_keeps_background_and_is_seeded(self):
-        images = torch.full((32, 1, 28, 28), -1.0)  # black, as MNIST after Normalize
-        images[:, :, 9:19, 9:19] = 1.0                # a white square in the middle
-        first = data.augment(images, torch.Generator().manual_seed(1))
-        again = data.augment(images, torch.Generator().manual_seed(1))
-        self.assertEqual(first.shape, (32, 1, 28, 28))
-        self.assertTrue(torch.equal(first, again))
-        self.assertFalse(torch.equal(first, images))
-        self.assertFalse(torch.equal(first[0], first[1]))  # each image changed its own way
-        self.assertEqual(first[:, :, 0, 0].max().item(), -1.0)  # corners stay background
-        self.assertGreaterEqual(first.min().item(), -1.0 - 1e-6)
-        self.assertLessEqual(first.max().item(), 1.0 + 1e-6)
+    def test_momentum_is_what_the_flags_say(self):
+        model = torch.nn.Linear(1, 1)
+        args = train.parse_args(["--optimizer", "sgd", "--momentum", "0.9"])
+        optimizer, _ = train.make_optimizer(model, args, steps_per_epoch=10)
+        self.assertEqual(optimizer.param_groups[0]["momentum"], 0.9)
+        args = train.parse_args(["--optimizer", "sgd"])
+        self.assertEqual(train.make_optimizer(model, args, 10)[0].param_groups[0]["momentum"], 0.5)
+        # One-cycle moves sgd's momentum and adam's first beta from 0.95 to 0.85 and back.
+        for optimizer_name, read in (("sgd", lambda group: group["momentum"]),
+                                     ("adam", lambda group: group["betas"][0])):
+            args = train.parse_args(["--optimizer", optimizer_name, "--schedule", "onecycle"])
+            self.assertIsNone(args.momentum)
+            optimizer, scheduler = train.make_optimizer(model, args, steps_per_epoch=100)
+            values = []
+            for _ in range(300):
+                values.append(read(optimizer.param_groups[0]))
+                optimizer.step()
+                scheduler.step()
+            self.assertAlmostEqual(values[0], 0.95)
+            self.assertAlmostEqual(min(values), 0.85, places=3)
+            self.assertAlmostEqual(values[-1], 0.95, places=3)
+        code, _, err = run_script(train, ["--schedule", "onecycle", "--momentum", "0.9"])
+        self.assertEqual(code, 2)
+        self.assertIn("--momentum has no effect with --schedule onecycle", err)
 
     def test_no_dropout_epochs_turn_dropout_off_only_at_the_end(self):
         args = train.parse_args(["--epochs", "3", "--no-dropout-epochs", "1", "--batch-size", "100"])
         images, labels = data.load_mnist(DATA_DIR, train=True)
         model = Net()
-        optimizer, _ = train.make_optimizer(model, args, steps_per_epoch=5)
-        shuffle = torch.Generator().manual_seed(0)
-        dropout_on = []
-        for epoch in (1, 2, 3):
-            with contextlib.redirect_stdout(io.StringIO()):  # its progress lines
-                train.train_epoch(model, optimizer, None, images, labels, shuffle, epoch, args)
-            dropout_on.append(model.conv_dropout.training)
-            self.assertTrue(model.training)
-        self.assertEqual(dropout_on, [True, True, False])
+        with mock.patch.object(train, "set_dropout", wraps=train.set_dropout) as spy, \
+                contextlib.redirect_stdout(io.StringIO()):  # its progress lines
+            train.train(model, images, labels, args)
+        self.assertEqual([call.kwargs["active"] for call in spy.call_args_list],
+                         [True, True, False])
+        self.assertFalse(model.conv_dropout.training)
+        self.assertTrue(model.training and model.fc1.training)
+        train.set_dropout(model, active=True)
+        self.assertTrue(model.conv_dropout.training)
         code, _, err = run_script(train, ["--epochs", "2", "--no-dropout-epochs", "3"])
         self.assertEqual(code, 2)
         self.assertIn("--no-dropout-epochs 3 is more than --epochs 2", err)
@@ -237,7 +346,7 @@ class RecipeFlagsTest(unittest.TestCase):
         self.assertEqual(code, 0, err)
         args = torch.load(temp_path("recipe.pt"), weights_only=True)["args"]
         self.assertEqual((args["schedule"], args["augment"], args["no_dropout_epochs"]),
-                         ("onecycle", True, 1))
+                         ("onecycle", "light", 1))
 
 
 @unittest.skipUnless(os.path.isfile(os.path.join(MNIST_ROOT, "MNIST", "raw", "t10k-images-idx3-ubyte")),

@@ -9,23 +9,23 @@ import time
 import torch
 import torch.nn as nn
 
-from data import (UserError, add_data_and_device_arguments, augment, checked, load_mnist,
-                  output_path, positive_int, run_main, save_atomically, train_batches)
+from cli import (UserError, add_data_and_device_arguments, checked, non_negative_int, output_path,
+                 positive_int, run_main, save_atomically)
+from data import AUGMENTATIONS, load_mnist, train_batches
+from evaluation import evaluate
 from model import Net
-from test import EVAL_BATCH_SIZE, evaluate
 
 # Training counts as diverged when a step's loss is NaN, infinite or above this. Guessing
 # uniformly costs ln(10) = 2.30; a loss 40 times that means the weights have blown up (a huge
 # --lr such as 1e6 gives losses of 1e9 and more that may never become NaN).
 DIVERGED_LOSS = 100.0
-
+TUTORIAL_MOMENTUM = 0.5  # the tutorial sets it, though its Adam never reads it
 
 # argparse types that refuse bad values before any work starts.
 learning_rate = checked(float, lambda value: 0 < value <= 1e6,  # larger rates overflow float32
                         "above 0 and at most 1e6")
 momentum_value = checked(float, lambda value: 0 <= value < 1, "at least 0 and below 1")
 seed_value = checked(int, lambda value: 0 <= value < 2**63, "a whole number from 0 to 2**63 - 1")
-non_negative_int = checked(int, lambda value: value >= 0, "a whole number of at least 0")
 
 
 def parse_args(argv=None):
@@ -38,19 +38,26 @@ def parse_args(argv=None):
                         help="learning rate; with --schedule onecycle, the peak (default: 0.01)")
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
                         help="adam, as the tutorial trains, or sgd with --momentum (default: adam)")
-    parser.add_argument("--momentum", type=momentum_value, default=0.5,
-                        help="momentum for sgd; adam does not use it (default: 0.5)")
+    parser.add_argument("--momentum", type=momentum_value,
+                        help="momentum for sgd with a constant schedule; adam does not use it, "
+                             f"and onecycle sets it itself (default: {TUTORIAL_MOMENTUM})")
     parser.add_argument("--schedule", choices=["constant", "onecycle"], default="constant",
                         help="learning rate over the run: constant as in the tutorial, or onecycle "
-                             "(warm up to --lr, then anneal to almost 0) (default: constant)")
-    parser.add_argument("--augment", action="store_true",
-                        help="turn, resize and move each training image a little at random "
-                             "(up to 5 degrees, 5%% and 1 pixel) (default: off)")
+                             "(warm up to --lr, then anneal to almost 0, while sgd's momentum or "
+                             "adam's first beta moves from 0.95 to 0.85 and back) (default: "
+                             "constant)")
+    parser.add_argument("--augment", nargs="?", choices=["none", *AUGMENTATIONS], default="none",
+                        const="light",
+                        help="change each training image at random: light (turned up to 5 "
+                             "degrees, resized up to 5%%, moved up to 1 pixel; the value when the "
+                             "flag is given alone) or handwriting (also slant, width, stroke "
+                             "thickness and blur) (default: none)")
     parser.add_argument("--no-dropout-epochs", type=non_negative_int, default=0, metavar="N",
                         help="train the last N epochs with dropout off, so the network fine-tunes "
                              "with all its units (default: 0)")
     parser.add_argument("--seed", type=seed_value, default=0,
-                        help="seed for initial weights, dropout and shuffling (default: 0)")
+                        help="seed for initial weights, dropout, shuffling and augmentation "
+                             "(default: 0)")
     add_data_and_device_arguments(parser)
     parser.add_argument("--out", type=output_path, default="model.pt",
                         help="checkpoint file to write (default: model.pt)")
@@ -60,74 +67,104 @@ def parse_args(argv=None):
                         help="also save the loss and accuracy curves to this PNG; needs matplotlib "
                              "(default: none)")
     args = parser.parse_args(argv)
+    check_combinations(parser, args)
+    return args
+
+
+def check_combinations(parser, args):
+    """Refuse flags that contradict each other, and fill in --momentum's default."""
     if args.no_dropout_epochs > args.epochs:
         parser.error(f"--no-dropout-epochs {args.no_dropout_epochs} is more than "
                      f"--epochs {args.epochs}")
+    if args.schedule == "onecycle" and args.momentum is not None:
+        parser.error("--momentum has no effect with --schedule onecycle, which moves the "
+                     "momentum from 0.95 to 0.85 and back itself")
+    if args.momentum is None and args.schedule == "constant":
+        args.momentum = TUTORIAL_MOMENTUM  # stays None (recorded as such) under onecycle
     if args.plot:
         try:
             import matplotlib  # noqa: F401  (optional: only --plot needs it)
         except ImportError:
             parser.error("--plot needs matplotlib, which is not installed: pip install matplotlib")
-    return args
 
 
 def make_optimizer(model, args, steps_per_epoch):
     """Return the optimizer and a per-step learning rate scheduler (None for a constant rate)."""
     if args.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    else:  # args.momentum is None under onecycle, whose scheduler sets the momentum
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum or 0.0)
     if args.schedule == "constant":
         return optimizer, None
+    # The one-cycle policy lowers the momentum (adam: its first beta) from 0.95 to 0.85 while the
+    # rate rises, and raises it back as the rate falls: PyTorch's defaults, on purpose.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps_per_epoch)
+        optimizer, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
+        cycle_momentum=True, base_momentum=0.85, max_momentum=0.95)
     return optimizer, scheduler
 
 
-def check_diverged(losses, epoch, step):
-    """Raise UserError if any of these step losses shows that training has blown up."""
-    bad = ~torch.isfinite(losses) | (losses > DIVERGED_LOSS)
-    if bad.any():
-        worst = losses[bad][0].item()
-        raise UserError(f"training diverged (loss {worst:.4g} at epoch {epoch}, step {step}); "
-                        "try a smaller --lr; nothing was saved")
+def set_dropout(model, active):
+    """Switch every dropout layer on or off, leaving the rest of the model in training mode."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.train(active)
 
 
-def train_epoch(model, optimizer, scheduler, train_images, train_labels, shuffle, epoch, args):
-    """Train one epoch; return each step's loss and accuracy as tensors (steps,)."""
-    model.train()
-    if epoch > args.epochs - args.no_dropout_epochs:
-        model.conv_dropout.eval()  # dropout off: the last epochs fine-tune with every unit
+class StepLog:
+    """Each step's loss and accuracy, kept on the device; prints the tutorial's progress lines.
+
+    Reading loss.item() at every step would make the CPU wait for the GPU each time, so the
+    values are read, and checked for divergence, only at log lines and at the end of the epoch.
+    """
+
+    def __init__(self, steps, shown_steps, epoch, args, device):
+        self.losses = torch.zeros(steps, device=device)
+        self.accuracies = torch.zeros(steps, device=device)
+        self.shown_steps, self.epoch, self.args = shown_steps, epoch, args
+        self.checked = 0  # steps before this one have passed check_diverged
+
+    def record(self, step, loss, output, labels):
+        self.losses[step] = loss.detach()
+        self.accuracies[step] = (output.argmax(dim=1) == labels).float().mean()
+        if step % self.args.log_interval == 0:
+            self.check(step + 1)
+            print(f"Epoch: {self.epoch}/{self.args.epochs}, Step: {step + 1}/{self.shown_steps}, "
+                  f"Loss: {self.losses[step].item():.4f}, "
+                  f"Accuracy: {self.accuracies[step].item() * 100:.2f}%")
+
+    def check(self, end):
+        check_diverged(self.losses[self.checked:end], self.epoch, first_step=self.checked + 1)
+        self.checked = end
+
+    def finish(self):
+        """Check the steps since the last log line; return the losses and accuracies (steps,)."""
+        self.check(len(self.losses))
+        return self.losses, self.accuracies
+
+
+def check_diverged(losses, epoch, first_step):
+    """Raise UserError if any of these step losses (steps first_step, ...) shows a blow-up."""
+    bad = (~torch.isfinite(losses) | (losses > DIVERGED_LOSS)).nonzero()
+    if len(bad):
+        index = bad[0].item()
+        raise UserError(f"training diverged (loss {losses[index].item():.4g} at epoch {epoch}, "
+                        f"step {first_step + index}); try a smaller --lr; nothing was saved")
+
+
+def train_epoch(model, optimizer, scheduler, batches, log):
+    """Train one epoch on the (images, labels) batches, recording each step in log."""
     criterion = nn.CrossEntropyLoss()
-    steps = len(train_labels) // args.batch_size
-    # The tutorial prints len(train_loader), which also counts the incomplete batch it skips.
-    shown_steps = math.ceil(len(train_labels) / args.batch_size)
-    # Per-step numbers stay on the device: reading loss.item() at every step would make the CPU
-    # wait for the GPU each time. They are read only at log lines.
-    losses = torch.zeros(steps, device=train_labels.device)
-    accuracies = torch.zeros(steps, device=train_labels.device)
-    verified = 0  # steps before this one have passed check_diverged
-    batches = train_batches(train_images, train_labels, args.batch_size, shuffle)
     for step, (images, labels) in enumerate(batches):  # images (B, 1, 28, 28), labels (B,)
-        if args.augment:
-            images = augment(images, shuffle)
-        output = model(images)                          # (B, 10)
+        output = model(images)                          # (B, 10) logits
         loss = criterion(output, labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        losses[step] = loss.detach()
-        accuracies[step] = (output.argmax(dim=1) == labels).float().mean()
-        if step % args.log_interval == 0:
-            check_diverged(losses[verified:step + 1], epoch, step + 1)
-            verified = step + 1
-            print(f"Epoch: {epoch}/{args.epochs}, Step: {step + 1}/{shown_steps}, "
-                  f"Loss: {losses[step].item():.4f}, "
-                  f"Accuracy: {accuracies[step].item() * 100:.2f}%")
-    check_diverged(losses[verified:], epoch, steps)
-    return losses, accuracies
+        log.record(step, loss, output, labels)          # prints every --log-interval steps
+    return log.finish()
 
 
 def train(model, train_images, train_labels, args):
@@ -136,12 +173,18 @@ def train(model, train_images, train_labels, args):
     if steps == 0:
         raise UserError(f"--batch-size {args.batch_size} is larger than the "
                         f"{len(train_labels)} training images")
+    # The tutorial prints len(train_loader), which also counts the incomplete batch it skips.
+    shown_steps = math.ceil(len(train_labels) / args.batch_size)
     optimizer, scheduler = make_optimizer(model, args, steps)
-    shuffle = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)  # shuffling and augmentation
     losses, accuracies = [], []
     for epoch in range(1, args.epochs + 1):
-        epoch_losses, epoch_accuracies = train_epoch(
-            model, optimizer, scheduler, train_images, train_labels, shuffle, epoch, args)
+        model.train()
+        set_dropout(model, active=epoch <= args.epochs - args.no_dropout_epochs)
+        batches = train_batches(train_images, train_labels, args.batch_size, generator,
+                                AUGMENTATIONS.get(args.augment))
+        log = StepLog(steps, shown_steps, epoch, args, train_labels.device)
+        epoch_losses, epoch_accuracies = train_epoch(model, optimizer, scheduler, batches, log)
         losses.append(epoch_losses)
         accuracies.append(epoch_accuracies)
     history = {"loss": torch.cat(losses).tolist(), "accuracy": torch.cat(accuracies).tolist()}
@@ -197,7 +240,7 @@ def main(argv=None):
     # history came back as Python lists, so the device has finished all its work by now.
     print(f"Run Time: {time.time() - start_time:.2f} s")
 
-    test_accuracy = evaluate(model, test_images, test_labels, EVAL_BATCH_SIZE)
+    test_accuracy = evaluate(model, test_images, test_labels)
     print(f"Test Accuracy: {test_accuracy * 100:.2f}%")
 
     checkpoint = {

@@ -1,0 +1,126 @@
+"""Command-line plumbing the scripts share: one-line errors, flag types, device choice, atomic writes.
+
+Usage: from cli import UserError, run_main, add_data_and_device_arguments
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the scripts print it as one line, without a traceback."""
+
+
+def run_main(main):
+    """Run a script's main(): a UserError becomes one line on stderr and exit 1, Ctrl-C exit 130."""
+    try:
+        main()
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    except BrokenPipeError:  # output piped into a program that stopped reading, such as head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("Interrupted (Ctrl-C); files are only written when complete, so none is "
+              "half-written.", file=sys.stderr)
+        sys.exit(130)
+
+
+def checked(convert, is_valid, requirement):
+    """Return an argparse type that converts the text and refuses values that fail is_valid."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not is_valid(value):  # nan fails every comparison, so it is refused
+            raise argparse.ArgumentTypeError(f"must be {requirement}, not {text!r}")
+        return value
+    return parse
+
+
+positive_int = checked(int, lambda value: value >= 1, "a whole number of at least 1")
+non_negative_int = checked(int, lambda value: value >= 0, "a whole number of at least 0")
+
+
+def accelerator_type():
+    """Return the type of this machine's accelerator ('cuda', 'mps', ...), or None."""
+    if hasattr(torch, "accelerator"):  # PyTorch 2.6+: any backend it was built with
+        if not torch.accelerator.is_available():  # a CUDA build names CUDA even without a GPU
+            return None
+        return torch.accelerator.current_accelerator().type
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else None
+
+
+def available_devices():
+    """Return the device names this machine accepts: 'cpu', then the accelerator and its indices."""
+    kind = accelerator_type()
+    if kind is None:
+        return ["cpu"]
+    if hasattr(torch, "accelerator"):
+        count = torch.accelerator.device_count()
+    else:
+        count = torch.cuda.device_count() if kind == "cuda" else 1
+    return ["cpu", kind] + [f"{kind}:{index}" for index in range(count)]
+
+
+def device_name(name):
+    """argparse type for --device: 'auto' (the accelerator, if any) or a device this machine has."""
+    if name == "auto":
+        return accelerator_type() or "cpu"
+    available = available_devices()
+    if name not in available:
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not available on this machine; choose auto, {', '.join(available)}")
+    return name
+
+
+def add_data_and_device_arguments(parser):
+    """Add the --data-dir and --device flags that the training and testing scripts take."""
+    parser.add_argument("--data-dir", default="./files",
+                        help="MNIST folder; downloaded into when empty (default: ./files)")
+    add_device_argument(parser)
+
+
+def add_device_argument(parser):
+    """Add the --device flag that every script takes."""
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="auto, cpu, or this machine's accelerator (cuda, cuda:N, mps, ...); "
+                             "auto picks the accelerator when there is one (default: auto)")
+
+
+def output_path(path):
+    """argparse type for a file to write: refuse at once if it could not be written later."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"folder {folder} does not exist; create it first")
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"folder {folder} is not writable")
+    return path
+
+
+def save_atomically(path, write):
+    """Call write(file) on a temporary file beside path, then rename it to path.
+
+    The rename is atomic, so a crash or a kill at any moment leaves path either as it was or
+    complete: never half-written.
+    """
+    temporary = os.path.join(os.path.dirname(os.path.abspath(path)),
+                             f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())  # the bytes reach the disk before the name points at them
+        os.replace(temporary, path)
+    except OSError as error:  # disk full, folder removed meanwhile, ...
+        raise UserError(f"{path}: could not be written ({error.strerror or error})") from None
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

@@ -1,0 +1,92 @@
+"""Load a trained checkpoint and evaluate it: shared by train.py, test.py and draw.py.
+
+Usage: from evaluation import load_model, predict, evaluate
+"""
+import pickle
+import zipfile
+
+import torch
+
+from cli import UserError
+from model import Net
+
+# Evaluation keeps no gradients, so large batches are cheap and much faster than the tutorial's 64.
+EVAL_BATCH_SIZE = 1000
+
+
+def read_state_dict(path):
+    """Return the model weights in path: our checkpoint dict or a bare state_dict.
+
+    weights_only=True lets torch.load rebuild tensors and plain types only, so a file that asks
+    for anything else is refused before any of its code can run.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (each kind is named by load_problem)
+        raise UserError(f"{path}: {load_problem(error, path)}") from None
+    state_dict = saved.get("model", saved) if isinstance(saved, dict) else saved
+    if not (isinstance(state_dict, dict) and state_dict
+            and all(isinstance(value, torch.Tensor) for value in state_dict.values())):
+        raise UserError(f"{path}: holds a {type(saved).__name__}, "
+                        "not a checkpoint or a model state_dict")
+    return state_dict
+
+
+def load_problem(error, path):
+    """Say in a few words why torch.load failed on path, from the kind of error alone."""
+    if isinstance(error, FileNotFoundError):
+        return f"no such file; train one with: python train.py --out {path}"
+    if isinstance(error, IsADirectoryError):
+        return "is a folder, not a checkpoint file"
+    if isinstance(error, PermissionError):
+        return "cannot be read (permission denied)"
+    if isinstance(error, EOFError):
+        return "empty or truncated, not a PyTorch checkpoint"
+    # torch.save writes a zip archive; inside a whole one, a pickle that weights_only refuses
+    # asks for Python objects besides tensors and plain types.
+    if isinstance(error, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+        return ("refused: it holds Python objects besides tensors and plain types, and loading "
+                "those could run code; only tensors and plain types are loaded")
+    # A damaged archive (RuntimeError), text or foreign pickle data (UnpicklingError), ...
+    return "not a PyTorch checkpoint (damaged, truncated, or saved in another format)"
+
+
+def load_model(path, device):
+    """Return the network with the weights in path, on device, in eval mode."""
+    state_dict = read_state_dict(path)
+    model = Net()
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    reshaped = [f"{key} {tuple(state_dict[key].shape)} instead of {tuple(value.shape)}"
+                for key, value in expected.items()
+                if key in state_dict and state_dict[key].shape != value.shape]
+    if missing or unexpected or reshaped:
+        problems = [f"{what}: {', '.join(keys)}" for what, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("shape", reshaped)) if keys]
+        raise UserError(f"{path}: weights of another architecture ({'; '.join(problems)})")
+    model.load_state_dict(state_dict)  # strict: every key and shape was checked above
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict(model, images, batch_size=EVAL_BATCH_SIZE):
+    """Return the predicted digit (N,) for images (N, 1, 28, 28), with dropout off.
+
+    The model is left in the mode it came in, so predicting in the middle of training is safe.
+    """
+    was_training = model.training
+    model.eval()  # dropout off: every unit counts at test time
+    predictions = torch.cat([model(batch).argmax(dim=1) for batch in images.split(batch_size)])
+    model.train(was_training)
+    return predictions
+
+
+def accuracy(predictions, labels):
+    """Return the fraction of predictions equal to their labels, counted exactly."""
+    return (predictions == labels).sum().item() / len(labels)
+
+
+def evaluate(model, images, labels, batch_size=EVAL_BATCH_SIZE):
+    """Return the fraction of images whose predicted digit equals the label."""
+    return accuracy(predict(model, images, batch_size), labels)
