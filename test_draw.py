@@ -1,0 +1,417 @@
+"""Tests of draw.py: the server's routes and its answers to bad requests, and the page in a real
+headless Chromium (skipped, with the reason, only where no browser and driver are installed).
+
+Usage: python -m unittest -v test_draw   (DRAW_SCREENSHOT=docs/draw_page.png saves the screenshot)
+"""
+import base64
+import http.client
+import io
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import torch
+from PIL import Image, ImageDraw
+
+import data
+import draw
+import train
+from test_smoke import HERE, run_script, run_subprocess, write_idx
+
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+
+
+def draw_shape(label, generator):
+    """A picture (dark ink on white, 140 x 140) of a simple shape standing for digit label.
+
+    A 1 is a near-vertical stroke and a 0 an ellipse, as people draw them; the other digits get
+    other shapes, so that a network trained on these in a second tells 1 from 0 from the rest.
+    """
+    def jitter(limit):
+        return (torch.rand(1, generator=generator).item() * 2 - 1) * limit
+
+    picture = Image.new("L", (140, 140), 255)
+    pen = ImageDraw.Draw(picture)
+    width = int(8 + jitter(3))
+    centre_x, centre_y = 70 + jitter(15), 70 + jitter(15)
+    half_height, half_width = 45 + jitter(10), 28 + jitter(8)
+    slant = jitter(12)
+    strokes = {
+        1: [((centre_x + slant, centre_y - half_height), (centre_x - slant, centre_y + half_height))],
+        2: [((centre_x - half_width, centre_y), (centre_x + half_width, centre_y))],
+        3: [((centre_x - half_width, centre_y - half_height), (centre_x + half_width, centre_y + half_height))],
+        4: [((centre_x + half_width, centre_y - half_height), (centre_x - half_width, centre_y + half_height))],
+        5: [((centre_x - half_width, centre_y - half_height), (centre_x + half_width, centre_y - half_height)),
+            ((centre_x - half_width, centre_y - half_height), (centre_x - half_width, centre_y + half_height))],
+        6: [((centre_x - half_width, centre_y + half_height), (centre_x + half_width, centre_y + half_height)),
+            ((centre_x + half_width, centre_y - half_height), (centre_x + half_width, centre_y + half_height))],
+        7: [((centre_x - half_width, centre_y - half_height), (centre_x + half_width, centre_y - half_height)),
+            ((centre_x + half_width, centre_y - half_height), (centre_x, centre_y + half_height))],
+        8: [((centre_x - half_width, centre_y), (centre_x + half_width, centre_y)),
+            ((centre_x, centre_y - half_height), (centre_x, centre_y + half_height))],
+        9: [((centre_x - half_width, centre_y - half_height), (centre_x + half_width, centre_y + half_height)),
+            ((centre_x + half_width, centre_y - half_height), (centre_x - half_width, centre_y + half_height))],
+    }
+    if label == 0:
+        pen.ellipse((centre_x - half_width, centre_y - half_height, centre_x + half_width,
+                     centre_y + half_height), outline=0, width=width)
+    for start, end in strokes.get(label, []):
+        pen.line((start, end), fill=0, width=width)
+    return picture
+
+
+def make_shapes_mnist(root, train_size=1500, test_size=200):
+    """Write shape pictures, prepared as the page prepares drawings, as MNIST's raw IDX files."""
+    generator = torch.Generator().manual_seed(0)
+    raw_dir = os.path.join(root, "MNIST", "raw")
+    os.makedirs(raw_dir, exist_ok=True)
+    for prefix, size in (("train", train_size), ("t10k", test_size)):
+        labels = torch.arange(size) % 10
+        digits = torch.stack([data.prepare_digit(draw_shape(label, generator))
+                              for label in labels.tolist()])  # (N, 1, 28, 28)
+        pixels = (data.to_pixels(digits[:, 0]) * 255).round().to(torch.uint8)
+        write_idx(os.path.join(raw_dir, f"{prefix}-images-idx3-ubyte"), pixels)
+        write_idx(os.path.join(raw_dir, f"{prefix}-labels-idx1-ubyte"), labels.to(torch.uint8))
+    return root
+
+
+def stroke_pixels(label):
+    """A 280 x 280 drawing of label's shape as rows of grey levels, as the page sends it."""
+    picture = draw_shape(label, torch.Generator().manual_seed(label)).resize((280, 280))
+    return [[picture.getpixel((x, y)) for x in range(280)] for y in range(280)]
+
+
+def png_base64(picture):
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def setUpModule():
+    global TEMP, MODEL, SERVER, ORIGIN
+    TEMP = tempfile.TemporaryDirectory()
+    shapes = make_shapes_mnist(os.path.join(TEMP.name, "shapes"))
+    MODEL = os.path.join(TEMP.name, "shapes.pt")
+    code, _, err = run_script(train, ["--data-dir", shapes, "--device", "cpu", "--epochs", "4",
+                                      "--out", MODEL])
+    assert code == 0, err
+    SERVER = draw.make_server(draw.load_models([MODEL], "cpu"), "127.0.0.1", 0, "cpu")
+    threading.Thread(target=SERVER.serve_forever, daemon=True).start()
+    ORIGIN = f"http://127.0.0.1:{SERVER.server_address[1]}"
+
+
+def tearDownModule():
+    SERVER.shutdown()
+    SERVER.server_close()
+    TEMP.cleanup()
+
+
+def request(method, path, body=None, headers=None):
+    """Send one request to the test server; return (status, decoded JSON or raw bytes)."""
+    connection = http.client.HTTPConnection("127.0.0.1", SERVER.server_address[1], timeout=30)
+    try:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        content = response.read()
+    finally:
+        connection.close()
+    if response.getheader("Content-Type") == "application/json":
+        return response.status, json.loads(content)
+    return response.status, content
+
+
+class ServerTest(unittest.TestCase):
+    def test_page_and_model_list(self):
+        status, page = request("GET", "/")
+        self.assertEqual(status, 200)
+        self.assertIn(b'<canvas id="draw"', page)
+        self.assertIn(b'id="prediction"', page)
+        self.assertNotIn(b"http://", page.replace(b"http://127.0.0.1", b""))  # nothing from elsewhere
+        self.assertNotIn(b"https://", page)
+        self.assertEqual(request("GET", "/models"), (200, {"models": ["shapes.pt", draw.UNTRAINED]}))
+
+    def test_drawing_gives_prediction_and_every_layer_with_the_models_shapes(self):
+        status, answer = request("POST", "/predict", {"model": 0, "pixels": stroke_pixels(1)})
+        self.assertEqual(status, 200, str(answer)[:300])
+        self.assertEqual(answer["prediction"], 1)
+        self.assertAlmostEqual(sum(answer["probabilities"]), 1.0, places=4)
+        self.assertEqual([(layer["name"], layer["shape"]) for layer in answer["layers"]],
+                         [("convolution1 + ReLU", [6, 24, 24]), ("pool", [6, 12, 12]),
+                          ("convolution2 + ReLU", [16, 8, 8]), ("pool", [16, 4, 4]),
+                          ("fc1", [30]), ("softmax of fc2", [10])])
+        for layer in answer["layers"]:
+            self.assertEqual(len(layer["values"]), math.prod(layer["shape"]), layer["name"])
+        self.assertEqual(answer["input"]["shape"], [1, 28, 28])
+        # The layers are the model's own: the same input through model.py gives the same output.
+        model = draw.load_models([MODEL], "cpu")[0][1]
+        digit = data.prepare_digit(Image.fromarray(
+            torch.tensor(stroke_pixels(1), dtype=torch.uint8).numpy(), mode="L"))
+        with torch.no_grad():
+            expected = model(digit[None]).softmax(dim=1)[0]
+        torch.testing.assert_close(torch.tensor(answer["probabilities"]), expected,
+                                   atol=1e-5, rtol=0)
+
+    def test_uploaded_picture_is_prepared_as_test_py_prepares_it(self):
+        picture = draw_shape(0, torch.Generator().manual_seed(3))
+        status, answer = request("POST", "/predict", {"model": 0, "picture": "data:image/png;base64,"
+                                                      + png_base64(picture)})
+        self.assertEqual(status, 200, str(answer)[:300])
+        self.assertEqual(answer["prediction"], 0)
+        expected = data.to_pixels(data.prepare_digit(picture)).flatten()
+        torch.testing.assert_close(torch.tensor(answer["input"]["values"]), expected, atol=1e-4, rtol=0)
+
+    def test_kernels_of_each_model(self):
+        status, answer = request("GET", "/kernels?model=1")
+        self.assertEqual(status, 200)
+        self.assertEqual(answer["model"], draw.UNTRAINED)
+        self.assertEqual([(k["name"], k["shape"]) for k in answer["kernels"]],
+                         [("convolution1", [6, 1, 5, 5]), ("convolution2", [16, 6, 5, 5])])
+        self.assertEqual(len(answer["kernels"][1]["values"]), 16 * 6 * 5 * 5)
+
+    def test_every_bad_request_is_a_4xx_with_a_one_line_message(self):
+        white = [[255] * 50 for _ in range(50)]
+        whole_png = base64.b64decode(png_base64(draw_shape(1, torch.Generator())))
+        broken_png = whole_png[:len(whole_png) // 2]
+        cases = [
+            ("GET", "/../README.md", None, {}, 404),
+            ("GET", "/%2e%2e/%2e%2e/etc/passwd", None, {}, 404),
+            ("GET", "//etc/passwd", None, {}, 404),
+            ("GET", "/draw.py", None, {}, 404),
+            ("GET", "/kernels?model=9", None, {}, 400),
+            ("GET", "/kernels?model=x", None, {}, 400),
+            ("GET", "/predict", None, {}, 405),
+            ("POST", "/", "{}", {}, 405),
+            ("POST", "/predict", "{not json", {}, 400),
+            ("POST", "/predict", "[1, 2]", {}, 400),
+            ("POST", "/predict", '{"pixels": [[NaN]]}', {}, 400),
+            ("POST", "/predict", '{"pixels": [[Infinity, 0]]}', {}, 400),
+            ("POST", "/predict", '{"pixels": [[1e999, 0]]}', {}, 400),
+            ("POST", "/predict", "[" * 100000 + "]" * 100000, {}, 400),
+            ("POST", "/predict", {"pixels": "white"}, {}, 400),
+            ("POST", "/predict", {"pixels": []}, {}, 400),
+            ("POST", "/predict", {"pixels": [[0, 1], [0]]}, {}, 400),
+            ("POST", "/predict", {"pixels": [[0, 300]]}, {}, 400),
+            ("POST", "/predict", {"pixels": [[0, -1]]}, {}, 400),
+            ("POST", "/predict", {"pixels": [[True, 0]]}, {}, 400),
+            ("POST", "/predict", {"pixels": [["0", 0]]}, {}, 400),
+            ("POST", "/predict", {"pixels": [[0] * 1001]}, {}, 400),
+            ("POST", "/predict", {"pixels": white, "model": 5}, {}, 400),
+            ("POST", "/predict", {"pixels": white, "model": "0"}, {}, 400),
+            ("POST", "/predict", {"pixels": white, "model": True}, {}, 400),
+            ("POST", "/predict", {"model": 0}, {}, 400),
+            ("POST", "/predict", {"pixels": white, "picture": "x"}, {}, 400),
+            ("POST", "/predict", {"picture": 12}, {}, 400),
+            ("POST", "/predict", {"picture": "not base64!"}, {}, 400),
+            ("POST", "/predict", {"pixels": white}, {}, 422),                      # empty drawing
+            ("POST", "/predict", {"pixels": [[0] * 50] * 50}, {}, 422),          # one colour
+            ("POST", "/predict", {"picture": base64.b64encode(b"hello").decode()}, {}, 422),
+            ("POST", "/predict", {"picture": base64.b64encode(broken_png).decode()}, {}, 422),
+        ]
+        for method, path, body, headers, expected in cases:
+            with self.subTest(method=method, path=path, body=str(body)[:60]):
+                status, answer = request(method, path, body, headers)
+                self.assertEqual(status, expected, str(answer)[:300])
+                self.assertIsInstance(answer, dict)
+                self.assertEqual(len(answer["error"].splitlines()), 1)
+                self.assertNotIn("Traceback", answer["error"])
+        status, _ = request("POST", "/predict", {"model": 0, "pixels": stroke_pixels(1)})
+        self.assertEqual(status, 200)  # still serving
+
+    def raw_reply(self, request_head):
+        """Send request_head alone on a raw socket; return all the server answers until it closes."""
+        with socket.create_connection(SERVER.server_address, timeout=30) as connection:
+            connection.sendall(request_head)
+            reply = b""
+            while chunk := connection.recv(65536):
+                reply += chunk
+        return reply.decode()
+
+    def test_body_size_cap_and_missing_length(self):
+        # 3 MB announced but not sent: refused from the header alone, the connection closed.
+        reply = self.raw_reply(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n")
+        self.assertTrue(reply.startswith("HTTP/1.0 413"), reply)
+        self.assertIn("at most 2,097,152", reply)
+        reply = self.raw_reply(b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(reply.startswith("HTTP/1.0 411"), reply)
+
+    def test_concurrent_requests_all_answered_correctly(self):
+        drawings = {label: stroke_pixels(label) for label in (0, 1)}
+        results, lock = [], threading.Lock()
+
+        def client(number):
+            for index in range(12):  # bounded: 8 threads x 12 requests
+                label = (number + index) % 2
+                status, answer = request("POST", "/predict", {"model": 0, "pixels": drawings[label]})
+                with lock:
+                    results.append((status, answer.get("prediction"), label))
+
+        threads = [threading.Thread(target=client, args=(number,)) for number in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        self.assertEqual(len(results), 96)
+        self.assertEqual([(status, predicted) for status, predicted, _ in results],
+                         [(200, label) for _, _, label in results])
+
+
+class CommandLineTest(unittest.TestCase):
+    def test_port_in_use_is_one_line(self):
+        port = str(SERVER.server_address[1])
+        result = run_subprocess("draw.py", MODEL, "--port", port, "--device", "cpu")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.strip(),
+                         f"error: port {port} is already in use; choose another with --port")
+
+    def test_bad_port_and_checkpoint(self):
+        code, _, err = run_script(draw, [MODEL, "--port", "70000"])
+        self.assertEqual(code, 2)
+        self.assertIn("argument --port: must be a port number", err)
+        code, _, err = run_script(draw, [os.path.join(TEMP.name, "missing.pt"), "--port", "0"])
+        self.assertEqual(code, 1)
+        self.assertIn("no such file", err)
+
+    def test_ctrl_c_stops_with_one_line_and_130(self):
+        # 127.0.0.2 is loopback too: another address than the default, still only this machine.
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "draw.py"), MODEL, "--port", "0", "--host",
+             "127.0.0.2", "--device", "cpu"], cwd=HERE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        warning = process.stdout.readline()
+        address = process.stdout.readline()
+        self.assertEqual(warning.strip(), "Listening on 127.0.0.2: anyone who can reach this "
+                                          "address can use the page")
+        self.assertRegex(address, r"^Open http://127\.0\.0\.2:\d+/ \(Ctrl-C stops the server\)$")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        self.assertEqual(process.returncode, 130)
+        self.assertEqual(err.strip(), "Stopped (Ctrl-C).")
+
+
+def browser_missing():
+    """Why the browser test cannot run here, or None."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install selenium)"
+    for path in (CHROMEDRIVER, CHROMIUM):
+        if not os.path.exists(path):
+            return f"{path} is missing (apt-get install chromium chromium-driver)"
+    return None
+
+
+@unittest.skipIf(browser_missing(), browser_missing())
+class BrowserTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2600",
+                         "--disable-dev-shm-usage"):
+            options.add_argument(argument)
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+        cls.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.driver.quit()
+
+    def wait_for(self, condition, what, timeout=30):
+        from selenium.webdriver.support.ui import WebDriverWait
+        return WebDriverWait(self.driver, timeout).until(lambda driver: condition(), message=what)
+
+    def text(self, element_id):
+        return self.driver.find_element("id", element_id).text
+
+    def stroke(self, points, kind="mouse"):
+        """Draw one stroke through points (x, y in canvas pixels, 0..280) with pointer events."""
+        from selenium.webdriver.common.actions.action_builder import ActionBuilder
+        from selenium.webdriver.common.actions.interaction import POINTER_MOUSE, POINTER_PEN
+        from selenium.webdriver.common.actions.pointer_input import PointerInput
+
+        canvas = self.driver.find_element("id", "draw")
+        builder = ActionBuilder(self.driver, mouse=PointerInput(
+            POINTER_PEN if kind == "pen" else POINTER_MOUSE, kind))
+        pointer = builder.pointer_action
+        # Offsets count from the element's centre; the canvas shows 280 x 280 pixels.
+        pointer.move_to(canvas, points[0][0] - 140, points[0][1] - 140)
+        pointer.pointer_down()
+        for x, y in points[1:]:
+            pointer.move_to(canvas, x - 140, y - 140)
+        pointer.pointer_up()
+        builder.perform()
+
+    def test_draw_upload_switch_and_nothing_leaves_the_machine(self):
+        driver = self.driver
+        driver.get(ORIGIN + "/")
+        self.wait_for(lambda: len(driver.find_elements("css selector", "#model option")) == 2,
+                      "the model list to load")
+        self.stroke([(140, 40 + 10 * step) for step in range(21)])  # a 1: top to bottom
+        self.wait_for(lambda: self.text("prediction") == "1", "the drawn 1 to be read as 1")
+        shapes = [element.text for element in driver.find_elements("css selector", "#layers .shape")]
+        self.assertEqual(shapes, ["6 × 24 × 24", "6 × 12 × 12", "16 × 8 × 8", "16 × 4 × 4",
+                                  "30", "10"])
+        driver.find_element("id", "clear").click()
+        self.assertEqual(self.text("prediction"), "?")
+        circle = [(140 + 60 * math.sin(angle / 20 * 2 * math.pi),
+                   140 - 95 * math.cos(angle / 20 * 2 * math.pi)) for angle in range(21)]
+        self.stroke(circle, kind="pen")  # a 0, drawn with a pen
+        self.wait_for(lambda: self.text("prediction") == "0", "the drawn 0 to be read as 0")
+
+        upload = os.path.join(TEMP.name, "upload_one.png")
+        draw_shape(1, torch.Generator().manual_seed(7)).save(upload)
+        driver.find_element("id", "clear").click()
+        driver.find_element("id", "upload").send_keys(upload)
+        self.wait_for(lambda: self.text("prediction") == "1", "the uploaded 1 to be read as 1")
+        self.assertEqual(self.text("error"), "")
+        broken = os.path.join(TEMP.name, "broken.png")
+        with open(broken, "wb") as file:
+            file.write(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+        driver.find_element("id", "upload").send_keys(broken)
+        self.wait_for(lambda: "picture" in self.text("error"), "a one-line error for a broken file")
+
+        from selenium.webdriver.support.ui import Select
+        driver.find_element("id", "clear").click()
+        self.stroke([(140, 40 + 10 * step) for step in range(21)])
+        self.wait_for(lambda: self.text("prediction") == "1", "the 1 again")
+        Select(driver.find_element("id", "model")).select_by_index(1)
+        self.wait_for(lambda: draw.UNTRAINED in self.text("status"), "the untrained network to answer")
+        self.wait_for(lambda: len(driver.find_elements("css selector", "#kernels canvas")) == 6 + 96,
+                      "the kernels of the untrained network")
+        Select(driver.find_element("id", "model")).select_by_index(0)
+        self.wait_for(lambda: "shapes.pt" in self.text("status"), "the trained network again")
+        self.wait_for(lambda: self.text("prediction") == "1", "the trained network's answer")
+
+        screenshot = os.path.join(TEMP.name, "draw_page.png")
+        driver.save_screenshot(screenshot)
+        if os.environ.get("DRAW_SCREENSHOT"):
+            shutil.copyfile(screenshot, os.environ["DRAW_SCREENSHOT"])
+        # Every request the browser made went to this server (or stayed inside the page).
+        urls = [json.loads(entry["message"])["message"]["params"]["request"]["url"]
+                for entry in driver.get_log("performance")
+                if '"Network.requestWillBeSent"' in entry["message"]]
+        self.assertGreater(len(urls), 5)
+        outside = [url for url in urls if not url.startswith((ORIGIN + "/", "data:", "blob:"))]
+        self.assertEqual(outside, [])
+        severe = [entry["message"] for entry in driver.get_log("browser")
+                  if entry["level"] == "SEVERE" and "/predict" not in entry["message"]]
+        self.assertEqual(severe, [])  # no script error, no blocked load
+
+
+if __name__ == "__main__":
+    unittest.main()
