@@ -8,6 +8,7 @@ import io
 import math
 import os
 import struct
+import warnings
 
 import torch
 import torchvision
@@ -15,6 +16,10 @@ import torchvision.transforms as transforms
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cli import UserError
+
+# read_picture refuses pictures above Pillow's size limit with a message of its own, so the
+# warning Pillow prints while opening one would only repeat it.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -148,27 +153,32 @@ def read_picture(file, name):
     (Pillow's decoders raise many kinds of exception on damaged bytes), or no digit in it.
     """
     try:
-        with Image.open(file) as picture:
+        with Image.open(file) as picture:  # reads the header only
             if picture.width * picture.height > Image.MAX_IMAGE_PIXELS:  # checked before decoding
-                raise UserError(f"{name}: {picture.width} x {picture.height} pixels is too many "
-                                "for a picture of one digit; scale it down")
+                raise Image.DecompressionBombError(f"{picture.width} x {picture.height} pixels")
             picture.load()  # decode every pixel now, so that damage shows here
             # Phones store photos sideways plus an Orientation tag; turn them upright.
             picture = ImageOps.exif_transpose(picture)
-    except UserError:
-        raise
+    except Image.DecompressionBombError as error:
+        raise UserError(f"{name}: too many pixels for a picture of one digit ({error}); "
+                        "scale it down") from None
     except UnidentifiedImageError:
         raise UserError(f"{name}: not an image file that Pillow can read") from None
     except OSError as error:
         if error.strerror:  # missing, a folder, no permission to read
             raise UserError(f"{name}: {error.strerror}") from None
-        raise UserError(f"{name}: damaged picture ({error})") from None
+        raise UserError(f"{name}: damaged picture ({one_line(error)})") from None
     except Exception as error:  # noqa: BLE001  (damaged bytes: SyntaxError, ValueError, ...)
-        raise UserError(f"{name}: damaged picture ({type(error).__name__}: {error})") from None
+        raise UserError(f"{name}: damaged picture ({type(error).__name__}: {one_line(error)})") from None
     try:
         return prepare_digit(picture)
     except UserError as error:
         raise UserError(f"{name}: {error}") from None
+
+
+def one_line(error):
+    """The error's message with its whitespace, line breaks included, collapsed to single spaces."""
+    return " ".join(str(error).split())
 
 
 def train_batches(images, labels, batch_size, generator, augmentation=None):

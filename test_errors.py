@@ -16,6 +16,7 @@ from unittest import mock
 import torch
 import torch.nn as nn
 import torchvision
+from PIL import Image, ImageDraw
 
 import cli
 import data
@@ -234,6 +235,53 @@ class InterruptAndDivergenceTest(ErrorTestCase):
                 log.record(step, torch.tensor(loss), torch.zeros(1, 10), torch.zeros(1).long())
         with self.assertRaisesRegex(cli.UserError, r"step 4\)"):
             log.finish()
+
+
+class DamagedPictureTest(ErrorTestCase):
+    def damaged_copies(self, count_per_format=100):
+        """(name, bytes) of pictures in four formats, each with 1 to 4 random bytes changed."""
+        picture = Image.new("RGB", (64, 64), "white")
+        ImageDraw.Draw(picture).line((32, 8, 28, 56), fill="black", width=6)
+        generator = torch.Generator().manual_seed(0)
+        for file_format in ("PNG", "JPEG", "GIF", "BMP"):
+            buffer = io.BytesIO()
+            picture.save(buffer, format=file_format)
+            content = buffer.getvalue()
+            for number in range(count_per_format):
+                damaged = bytearray(content)
+                changes = torch.randint(1, 5, (1,), generator=generator).item()
+                for position in torch.randint(0, len(content), (changes,), generator=generator):
+                    damaged[position] = torch.randint(0, 256, (1,), generator=generator).item()
+                yield f"{file_format}-{number}", bytes(damaged)
+
+    def test_damaged_bytes_give_a_digit_or_one_error_line_never_a_traceback(self):
+        refused = 0
+        for name, content in self.damaged_copies():
+            try:
+                digit = data.read_picture(io.BytesIO(content), name)
+            except cli.UserError as error:
+                self.assertTrue(str(error).startswith(name + ": "), error)
+                self.assertEqual(len(str(error).splitlines()), 1, error)
+                refused += 1
+            else:
+                self.assertEqual(digit.shape, (1, 28, 28), name)
+        self.assertGreater(refused, 100)  # most damage is found, not only a few cases
+
+    def test_test_py_names_each_damaged_picture_and_classifies_the_rest(self):
+        model = temp_path("pictures_model.pt")
+        torch.save(TutorialModel().state_dict(), model)
+        paths = []
+        for name, content in list(self.damaged_copies(count_per_format=15)):
+            paths.append(temp_path(name + "." + name.split("-")[0].lower()))
+            with open(paths[-1], "wb") as file:
+                file.write(content)
+        result = run_subprocess("test.py", model, "--device", "cpu", "--image", *paths)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        answered = [line.split(": ")[0] for line in result.stdout.splitlines()]
+        failed = [line.split(": ")[1] for line in result.stderr.splitlines()]
+        self.assertTrue(all(line.startswith("error: ") for line in result.stderr.splitlines()))
+        self.assertGreater(len(answered), 5)
+        self.assertEqual(sorted(answered + failed), sorted(paths))  # each picture once
 
 
 class AtomicSaveTest(unittest.TestCase):

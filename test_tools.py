@@ -199,6 +199,65 @@ class ImageFlagTest(unittest.TestCase):
         self.assertIn("Is a directory", errors[3])
 
 
+class ImagesDirTest(unittest.TestCase):
+    def labelled_folder(self, name, digits=(0, 1, 2), per_digit=3):
+        """A folder in ImageFolder's layout: name/<digit>/*.png, each an 'L' drawing."""
+        folder = temp_path(name)
+        for digit in digits:
+            os.makedirs(os.path.join(folder, str(digit)), exist_ok=True)
+            for index in range(per_digit):
+                draw_digit((60 + 10 * index, 80), (10, 10, 40, 70)).save(
+                    os.path.join(folder, str(digit), f"{index}.png" if index % 2 else f"{index}.jpg"))
+        return folder
+
+    def test_good_folder_is_evaluated_like_the_test_set(self):
+        folder = self.labelled_folder("good", digits=(3, 7))  # digit names, not positions 0 and 1
+        gif = os.path.join(folder, "7", "extra.gif")  # any format Pillow reads
+        draw_digit((60, 80), (10, 10, 40, 70)).save(gif)
+        with open(os.path.join(folder, "3", "notes.txt"), "w") as file:
+            file.write("not a picture")
+        code, out, err = run_script(test, [MODEL, "--device", "cpu", "--images-dir", folder,
+                                           "--per-class"])
+        self.assertEqual(code, 0, err)
+        self.assertIn("Pictures: 7 read, 1 skipped", out)
+        self.assertIn("notes.txt: not an image file", err)
+        self.assertEqual(len(err.strip().splitlines()), 1)
+        model = evaluation.load_model(MODEL, "cpu")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            images, labels = test.read_labelled_folder(folder)
+        self.assertEqual(sorted(labels.tolist()), [3, 3, 3, 7, 7, 7, 7])
+        expected = evaluation.accuracy(evaluation.predict(model, images), labels)
+        self.assertIn(f"Test Accuracy: {expected * 100:.2f}%", out)
+        self.assertRegex(out, r"\n3  \d+\.\d{2}%  \(\d/3\)\n")  # the per-digit table
+        self.assertRegex(out, r"\n7  \d+\.\d{2}%  \(\d/4\)\n")
+        self.assertIn("Confusion matrix", out)
+
+    def test_bad_layouts_are_one_error_line(self):
+        other = self.labelled_folder("other")
+        os.makedirs(os.path.join(other, "seven"))
+        empty = temp_path("empty_dir")
+        os.makedirs(empty, exist_ok=True)
+        no_files = temp_path("no_files")
+        os.makedirs(os.path.join(no_files, "4"), exist_ok=True)
+        unreadable = temp_path("unreadable")
+        os.makedirs(os.path.join(unreadable, "5"), exist_ok=True)
+        with open(os.path.join(unreadable, "5", "a.png"), "wb") as file:
+            file.write(b"\x89PNG broken")
+        for folder, fragment in [(temp_path("missing_dir"), "no such folder"),
+                                 (empty, "found none"), (other, "found seven"),
+                                 (no_files, "hold no pictures"),
+                                 (unreadable, "none of its 1 files is a readable picture")]:
+            code, out, err = run_script(test, [MODEL, "--device", "cpu", "--images-dir", folder])
+            self.assertEqual(code, 1, folder)
+            self.assertNotIn("Traceback", err)
+            self.assertIn(f"error: {folder}: ", err.strip().splitlines()[-1])
+            self.assertIn(fragment, err.strip().splitlines()[-1])
+        code, _, err = run_script(test, [MODEL, "--images-dir", other, "--save-errors",
+                                         temp_path("e.png")])
+        self.assertEqual(code, 2)
+        self.assertIn("leave out --images-dir", err)
+
+
 class PerClassAndErrorsTest(unittest.TestCase):
     def test_per_class_rows_and_confusion_matrix_agree(self):
         code, out, err = run_script(test, [MODEL, "--data-dir", DATA_DIR, "--device", "cpu",

@@ -1,0 +1,111 @@
+"""Measure the drawing page's server on this machine: the latency of one prediction with every
+layer's output, then a bounded load run from 8 threads over loopback, every answer checked.
+
+Usage: python benchmark_page.py model.pt [--requests 400] [--threads 8] [--device cpu]
+"""
+import argparse
+import http.client
+import json
+import statistics
+import threading
+import time
+
+import torch
+from PIL import Image, ImageDraw
+from torchvision.transforms.functional import pil_to_tensor
+
+import draw
+from cli import add_device_argument, positive_int, run_main
+
+
+def drawing_request():
+    """A 280 x 280 drawing of a 7, as the page sends it (grey levels, 0 is ink)."""
+    picture = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(picture).line([(70, 60), (210, 60), (120, 230)], fill=0, width=20, joint="curve")
+    return {"model": 0, "pixels": pil_to_tensor(picture)[0].tolist()}  # (280, 280) rows
+
+
+def post(port, body):
+    """One POST /predict over a fresh connection, as a browser tab sends it; return (seconds, answer)."""
+    start = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"status {response.status}: {answer}")
+    return time.perf_counter() - start, answer
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def load_run(port, body, expected, requests, threads):
+    """Send requests from threads at once; return (wall seconds, latencies); check every answer."""
+    latencies, wrong, lock = [], [], threading.Lock()
+    share = [requests // threads + (index < requests % threads) for index in range(threads)]
+
+    def client(count):
+        for _ in range(count):
+            seconds, answer = post(port, body)
+            with lock:
+                latencies.append(seconds)
+                if answer["prediction"] != expected:
+                    wrong.append(answer["prediction"])
+
+    workers = [threading.Thread(target=client, args=(count,)) for count in share]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    wall = time.perf_counter() - start
+    if len(latencies) != requests or wrong:
+        raise RuntimeError(f"{requests - len(latencies)} lost, {len(wrong)} wrong answers")
+    return wall, latencies
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Measure the drawing page's server.")
+    parser.add_argument("checkpoint", help="checkpoint written by train.py")
+    parser.add_argument("--requests", type=positive_int, default=400,
+                        help="requests in the load run (default: 400)")
+    parser.add_argument("--threads", type=positive_int, default=8,
+                        help="clients sending at once (default: 8)")
+    add_device_argument(parser)
+    args = parser.parse_args(argv)
+    models = draw.load_models([args.checkpoint], args.device)
+    server = draw.make_server(models, "127.0.0.1", 0, args.device)  # loopback only
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    request = drawing_request()
+    body = json.dumps(request).encode()
+    try:
+        page = server.RequestHandlerClass.page
+        inside = []
+        for _ in range(50):  # preparation, forward pass with every layer, JSON: no HTTP
+            start = time.perf_counter()
+            json.dumps(page.predict(request))
+            inside.append(time.perf_counter() - start)
+        single = [post(port, body)[0] for _ in range(50)]
+        expected = post(port, body)[1]["prediction"]
+        wall, latencies = load_run(port, body, expected, args.requests, args.threads)
+    finally:
+        server.shutdown()
+        server.server_close()
+    print(f"Device: {args.device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"request body {len(body) / 1e6:.2f} MB")
+    print(f"one prediction, in the server (median of 50):      {statistics.median(inside) * 1e3:7.1f} ms")
+    print(f"one request over HTTP, one client (median of 50):  {statistics.median(single) * 1e3:7.1f} ms")
+    print(f"load: {args.requests} requests from {args.threads} threads, all answered, all {expected}: "
+          f"{args.requests / wall:.1f} requests/s, median {statistics.median(latencies) * 1e3:.1f} ms, "
+          f"99th percentile {percentile(latencies, 0.99) * 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+    run_main(main)
