@@ -207,19 +207,21 @@ def train_batches(images, labels, batch_size, generator, augmentation=None):
 AUGMENTATIONS = {
     # Slant, size and position vary a little (the 99% recipe).
     "light": dict(degrees=5.0, scale=0.05, shift=1.0),
-    # Also how other people's handwriting differs from MNIST's writers: more slant and size,
-    # sheared and wider or narrower digits, thicker or thinner strokes, a little blur.
-    "handwriting": dict(degrees=10.0, scale=0.15, shift=2.0, shear=15.0, aspect=0.25,
-                        thickness=1.0, blur=0.5),
+    # Also how other people's handwriting, pens and scanners differ from MNIST's: more turn,
+    # size and position, slanted, wider or narrower digits, thicker or thinner strokes, blur.
+    "handwriting": dict(degrees=8.0, scale=0.1, shift=1.5, shear=10.0, aspect=0.2,
+                        thicker=0.7, thinner=0.7, blur=1.0),
 }
 
 
 def draw_changes(count, generator, degrees=0.0, scale=0.0, shift=0.0, shear=0.0, aspect=0.0,
-                 thickness=0.0, blur=0.0):
-    """Draw random changes for count images: affine maps (count, 2, 3), stroke (count,), blur (count,).
+                 thicker=0.0, thinner=0.0, blur=0.0):
+    """Draw random changes for count images: affine maps (count, 2, 3), stroke weights (count,)
+    and blur weights (count,); None for a change that is not asked for.
 
     degrees: turn; scale: relative size; shift: pixels moved; shear: slant in degrees; aspect:
-    relative width; thickness: stroke weight, -1 thinnest to 1 thickest; blur: 0 sharp to 1.
+    relative width; thicker, thinner: how far strokes may grow or shrink, up to a pixel each side
+    (1); blur: 0 sharp to 1 as seen at 10 x 10 pixels.
     """
     draws = torch.rand(count, 8, generator=generator) * 2 - 1  # all in [-1, 1), one row an image
     angle = draws[:, 0] * math.radians(degrees)
@@ -234,12 +236,13 @@ def draw_changes(count, generator, degrees=0.0, scale=0.0, shift=0.0, shear=0.0,
     # makes the digit larger.
     resize = torch.diag_embed(torch.stack([1 / (zoom * width), 1 / zoom], dim=1))
     theta = torch.cat([rotate @ shear_map @ resize, offset[:, :, None]], dim=2)  # (count, 2, 3)
-    stroke = draws[:, 6] * thickness if thickness else None  # None: augment() skips the work
+    # From -thinner to thicker; None when neither is asked, so augment() skips the work.
+    stroke = (draws[:, 6] + 1) / 2 * (thicker + thinner) - thinner if thicker or thinner else None
     blur_weight = (draws[:, 7] + 1) / 2 * blur if blur else None
     return theta, stroke, blur_weight
 
 
-def augment(images, theta, stroke, blur):
+def augment(images, theta, stroke=None, blur=None):
     """Return images (N, 1, 28, 28) moved by the affine maps theta (N, 2, 3), with strokes made
     thicker (stroke > 0) or thinner (stroke < 0) and blurred by the weights blur (N,).
 
@@ -257,6 +260,10 @@ def augment(images, theta, stroke, blur):
         stroke = stroke.view(-1, 1, 1, 1)
         ink = ink + stroke.abs() * (torch.where(stroke > 0, thicker, thinner) - ink)
     if blur is not None:
-        blurred = functional.avg_pool2d(ink, 3, stride=1, padding=1)  # mean of each 3 x 3
+        # The picture at 10 x 10 pixels, enlarged back: as blurred as a coarse scan or a small
+        # photo. Each image moves part of the way towards it, as far as its blur weight.
+        coarse = functional.adaptive_avg_pool2d(ink, 10)  # (N, 1, 10, 10)
+        blurred = functional.interpolate(coarse, size=ink.shape[-2:], mode="bilinear",
+                                         align_corners=False)
         ink = ink + blur.view(-1, 1, 1, 1) * (blurred - ink)
     return ink + background()

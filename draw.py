@@ -92,7 +92,7 @@ def describe(tensor):
             "values": [round(value, 4) for value in values.flatten().tolist()]}
 
 
-def kernels(model):
+def learned_kernels(model):
     """The learned convolution kernels of model, by layer name, with their shapes."""
     return [{"name": name, "shape": list(module.weight.shape),
              "values": [round(value, 4) for value in module.weight.detach().cpu().flatten().tolist()]}
@@ -171,7 +171,7 @@ class Page:
             index = self.model_index(int(values[0]))
         except ValueError:
             raise BadRequest(HTTPStatus.BAD_REQUEST, "model must be a whole number") from None
-        return {"model": self.models[index][0], "kernels": kernels(self.models[index][1])}
+        return {"model": self.models[index][0], "kernels": learned_kernels(self.models[index][1])}
 
     def predict(self, request):
         index = self.model_index(request.get("model", 0))

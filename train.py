@@ -55,6 +55,9 @@ def parse_args(argv=None):
     parser.add_argument("--no-dropout-epochs", type=non_negative_int, default=0, metavar="N",
                         help="train the last N epochs with dropout off, so the network fine-tunes "
                              "with all its units (default: 0)")
+    parser.add_argument("--no-augment-epochs", type=non_negative_int, default=0, metavar="N",
+                        help="train the last N epochs on the images as they are, without "
+                             "--augment's changes (default: 0)")
     parser.add_argument("--seed", type=seed_value, default=0,
                         help="seed for initial weights, dropout, shuffling and augmentation "
                              "(default: 0)")
@@ -73,9 +76,10 @@ def parse_args(argv=None):
 
 def check_combinations(parser, args):
     """Refuse flags that contradict each other, and fill in --momentum's default."""
-    if args.no_dropout_epochs > args.epochs:
-        parser.error(f"--no-dropout-epochs {args.no_dropout_epochs} is more than "
-                     f"--epochs {args.epochs}")
+    for flag in ("no_dropout_epochs", "no_augment_epochs"):
+        if getattr(args, flag) > args.epochs:
+            parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} is more than "
+                         f"--epochs {args.epochs}")
     if args.schedule == "onecycle" and args.momentum is not None:
         parser.error("--momentum has no effect with --schedule onecycle, which moves the "
                      "momentum from 0.95 to 0.85 and back itself")
@@ -181,8 +185,9 @@ def train(model, train_images, train_labels, args):
     for epoch in range(1, args.epochs + 1):
         model.train()
         set_dropout(model, active=epoch <= args.epochs - args.no_dropout_epochs)
+        augmented = epoch <= args.epochs - args.no_augment_epochs
         batches = train_batches(train_images, train_labels, args.batch_size, generator,
-                                AUGMENTATIONS.get(args.augment))
+                                AUGMENTATIONS.get(args.augment) if augmented else None)
         log = StepLog(steps, shown_steps, epoch, args, train_labels.device)
         epoch_losses, epoch_accuracies = train_epoch(model, optimizer, scheduler, batches, log)
         losses.append(epoch_losses)
