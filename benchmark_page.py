@@ -26,11 +26,12 @@ def drawing_request():
 
 
 def post(port, body):
-    """One POST /predict over a fresh connection, as a browser tab sends it; return (seconds, answer)."""
+    """One POST /predict on a fresh connection, as a browser sends it; return (seconds, answer)."""
     start = time.perf_counter()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        connection.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+        connection.request("POST", "/predict", body=body,
+                           headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         answer = json.loads(response.read())
     finally:
@@ -98,12 +99,14 @@ def main(argv=None):
     finally:
         server.shutdown()
         server.server_close()
-    print(f"Device: {args.device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"request body {len(body) / 1e6:.2f} MB")
-    print(f"one prediction, in the server (median of 50):      {statistics.median(inside) * 1e3:7.1f} ms")
-    print(f"one request over HTTP, one client (median of 50):  {statistics.median(single) * 1e3:7.1f} ms")
-    print(f"load: {args.requests} requests from {args.threads} threads, all answered, all {expected}: "
-          f"{args.requests / wall:.1f} requests/s, median {statistics.median(latencies) * 1e3:.1f} ms, "
+    milliseconds = {name: statistics.median(values) * 1e3
+                    for name, values in (("inside", inside), ("single", single), ("load", latencies))}
+    print(f"Device: {args.device}, torch {torch.__version__}, {torch.get_num_threads()} CPU "
+          f"threads, request body {len(body) / 1e6:.2f} MB")
+    print(f"one prediction, in the server (median of 50):     {milliseconds['inside']:7.1f} ms")
+    print(f"one request over HTTP, one client (median of 50): {milliseconds['single']:7.1f} ms")
+    print(f"load: {args.requests} requests from {args.threads} threads, all answered, all {expected}:"
+          f" {args.requests / wall:.1f} requests/s, median {milliseconds['load']:.1f} ms, "
           f"99th percentile {percentile(latencies, 0.99) * 1e3:.1f} ms")
 
 

@@ -1,4 +1,4 @@
-"""Command-line plumbing the scripts share: one-line errors, flag types, device choice, atomic writes.
+"""Command-line plumbing the scripts share: one-line errors, flags, device choice, atomic writes.
 
 Usage: from cli import UserError, run_main, add_data_and_device_arguments
 """

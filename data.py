@@ -169,7 +169,8 @@ def read_picture(file, name):
             raise UserError(f"{name}: {error.strerror}") from None
         raise UserError(f"{name}: damaged picture ({one_line(error)})") from None
     except Exception as error:  # noqa: BLE001  (damaged bytes: SyntaxError, ValueError, ...)
-        raise UserError(f"{name}: damaged picture ({type(error).__name__}: {one_line(error)})") from None
+        raise UserError(f"{name}: damaged picture "
+                        f"({type(error).__name__}: {one_line(error)})") from None
     try:
         return prepare_digit(picture)
     except UserError as error:
@@ -229,7 +230,8 @@ def draw_changes(count, generator, degrees=0.0, scale=0.0, shift=0.0, shear=0.0,
     offset = draws[:, 2:4] * shift / 14  # affine_grid measures 14 pixels as 1
     slant = torch.tan(draws[:, 4] * math.radians(shear))
     width = 1 + draws[:, 5] * aspect
-    cos, sin, zeros, ones = torch.cos(angle), torch.sin(angle), torch.zeros(count), torch.ones(count)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zeros, ones = torch.zeros(count), torch.ones(count)
     rotate = torch.stack([cos, -sin, sin, cos], dim=1).view(count, 2, 2)
     shear_map = torch.stack([ones, slant, zeros, ones], dim=1).view(count, 2, 2)
     # affine_grid maps each output pixel to where it samples the input: dividing by the size

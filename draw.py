@@ -32,7 +32,8 @@ UNTRAINED = "untrained (random weights)"
 # often offline, and a page that fetches nothing can leak nothing).
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
-                               "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'",
+                               "style-src 'self' 'unsafe-inline'; "
+                               "script-src 'self' 'unsafe-inline'",
     "X-Content-Type-Options": "nosniff",
 }
 
@@ -94,13 +95,12 @@ def describe(tensor):
 
 def learned_kernels(model):
     """The learned convolution kernels of model, by layer name, with their shapes."""
-    return [{"name": name, "shape": list(module.weight.shape),
-             "values": [round(value, 4) for value in module.weight.detach().cpu().flatten().tolist()]}
+    return [{"name": name, **describe(module.weight.detach()[None])}
             for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
 
 
 def parse_json(body):
-    """Return the JSON object in body; NaN and Infinity, which Python's json accepts, are refused."""
+    """Return the JSON object in body; NaN and Infinity (Python's json takes them) are refused."""
     def refuse_constant(name):
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"{name} is not a number this page accepts")
 
@@ -154,7 +154,7 @@ class Page:
         with open(PAGE, "rb") as file:
             self.html = file.read()
         self.models, self.device = models, device
-        self.lock = threading.Lock()  # forward hooks are per model, so one request at a time runs it
+        self.lock = threading.Lock()  # hooks are set on the shared model: one forward at a time
 
     def model_list(self):
         return {"models": [name for name, _ in self.models]}
@@ -201,8 +201,9 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(routes, path)
 
     def do_POST(self):
-        routes = {"/predict": lambda: self.send_json(self.page.predict(parse_json(self.read_body())))}
-        self.answer(routes, self.path.partition("?")[0])
+        def predict():
+            self.send_json(self.page.predict(parse_json(self.read_body())))
+        self.answer({"/predict": predict}, self.path.partition("?")[0])
 
     def answer(self, routes, path):
         known = {"/", "/models", "/kernels", "/predict"}

@@ -1,6 +1,7 @@
-"""Write two sets of handwritten digits that are not MNIST, as labelled folders for test.py --images-dir.
+"""Write two sets of handwritten digits that are not MNIST, as folders for test.py --images-dir.
 
-Usage: python make_digit_sets.py digit_sets   (then: python test.py model.pt --images-dir digit_sets/uci)
+Usage: python make_digit_sets.py digit_sets
+       then: python test.py model.pt --images-dir digit_sets/uci --per-class
        uci/: the 1,797 digits of 43 writers that scikit-learn ships (pip install scikit-learn)
        drawn/: 500 digits drawn with pen strokes as the drawing page draws them, seeded
 """
@@ -29,7 +30,8 @@ STROKES = {
     7: [[(0.05, 0.0), (0.95, 0.0), (0.4, 1.0)]],
     8: [[(0.5, 0.48), (0.15, 0.28), (0.5, 0.0), (0.85, 0.25), (0.5, 0.48), (0.12, 0.75), (0.5, 1.0),
          (0.88, 0.75), (0.5, 0.48)]],
-    9: [[(0.85, 0.25), (0.5, 0.48), (0.15, 0.28), (0.5, 0.0), (0.85, 0.2), (0.85, 0.5), (0.75, 1.0)]],
+    9: [[(0.85, 0.25), (0.5, 0.48), (0.15, 0.28), (0.5, 0.0), (0.85, 0.2), (0.85, 0.5),
+         (0.75, 1.0)]],
 }
 STRAIGHT = {1, 4, 7}  # drawn with straight lines; the others are smoothed into curves
 
