@@ -168,6 +168,11 @@ class AugmentTest(unittest.TestCase):
         ink_after = (blurred - data.background()).sum().item()
         self.assertAlmostEqual(ink_after / ink_before, 1, delta=0.05)  # ... about as much ink
 
+    def test_fast_3x3_maximum_equals_max_pooling(self):
+        ink = torch.randn(5, 1, 28, 28)  # either sign: the minimum is -maximum_3x3(-ink)
+        self.assertTrue(torch.equal(data.maximum_3x3(ink),
+                                    torch.nn.functional.max_pool2d(ink, 3, stride=1, padding=1)))
+
     def test_training_batches_are_the_same_whatever_the_order_of_use(self):
         """Augmentation draws come from the one generator, so a seed gives the same epoch."""
         labels = torch.arange(100) % 10
