@@ -1,7 +1,7 @@
 """Time one training epoch several ways (the tutorial's DataLoader over PIL images, ours, the bare
 compute floor, ours with augmentation), then the whole scripts, and print ratios from this one run.
 
-Usage: python benchmark.py --data-dir ../shared/mnist [--device cuda]
+Usage: python benchmark.py --data-dir mnist [--device cuda] [--batch-size 256]
 """
 import argparse
 import contextlib

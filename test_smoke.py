@@ -1,6 +1,6 @@
 """Tests of the network, the data path and a whole train -> checkpoint -> test run, offline.
 
-Usage: python -m unittest -v   (set MNIST_ROOT=../shared/mnist to add the real-data test)
+Usage: python -m unittest -v   (set MNIST_ROOT to a folder holding MNIST/raw/ to add the real-data tests)
 """
 import contextlib
 import io
