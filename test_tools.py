@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 import data
 import evaluation
+import make_digit_sets
 import test
 import train
 from model import Net
@@ -263,6 +264,32 @@ class ImagesDirTest(unittest.TestCase):
                                          temp_path("e.png")])
         self.assertEqual(code, 2)
         self.assertIn("leave out --images-dir", err)
+
+
+class DigitSetsTest(unittest.TestCase):
+    def test_drawn_set_is_a_seeded_labelled_folder(self):
+        folders = [temp_path("drawn_a"), temp_path("drawn_b")]
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            for folder in folders:
+                make_digit_sets.write_drawn(folder, per_digit=2)
+            images, labels = test.read_labelled_folder(folders[0])
+        self.assertEqual(images.shape, (20, 1, 28, 28))
+        self.assertEqual(sorted(labels.tolist()), sorted(list(range(10)) * 2))
+        for digit in ("0", "7"):
+            with open(os.path.join(folders[0], digit, "0001.png"), "rb") as first, \
+                    open(os.path.join(folders[1], digit, "0001.png"), "rb") as second:
+                self.assertEqual(first.read(), second.read())  # the same seed, the same digits
+
+    def test_uci_set_without_scikit_learn_is_one_line(self):
+        fake = temp_path("no_sklearn")
+        os.makedirs(os.path.join(fake, "sklearn"), exist_ok=True)
+        with open(os.path.join(fake, "sklearn", "__init__.py"), "w") as file:
+            file.write("raise ImportError('No module named sklearn')\n")
+        result = run_subprocess("make_digit_sets.py", temp_path("uci_sets"), "--sets", "uci",
+                                env={**os.environ, "PYTHONPATH": fake})
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.strip(),
+                         "error: the uci set needs scikit-learn: pip install scikit-learn")
 
 
 class PerClassAndErrorsTest(unittest.TestCase):
