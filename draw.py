@@ -73,7 +73,7 @@ def layer_outputs(model, digit):
     finally:
         for hook in hooks:
             hook.remove()
-    stages, convolution = [], None
+    stages, convolution, last = [], None, None
     for name, module, layer_input, output in calls:
         if isinstance(module, nn.Conv2d):
             convolution = name  # shown after its ReLU, as the pooling layer receives it
@@ -82,7 +82,9 @@ def layer_outputs(model, digit):
             stages.append((name, "pool", output))
         elif isinstance(module, nn.Linear) and output is not logits:
             stages.append((name, "linear", output))
-    stages.append(("softmax of fc2", "output", logits.softmax(dim=1)))
+        elif output is logits:
+            last = name  # the layer whose scores the network returns
+    stages.append((f"softmax of {last}", "output", logits.softmax(dim=1)))
     return stages
 
 
@@ -190,7 +192,7 @@ class Page:
 class Handler(BaseHTTPRequestHandler):
     """Fixed routes only: no part of a URL ever reaches the file system."""
 
-    page = None  # set by serve()
+    page = None  # a Page, set by make_server()
     server_version = "draw.py"
 
     def do_GET(self):

@@ -7,8 +7,6 @@ import importlib.util
 import io
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import unittest
 from unittest import mock
@@ -23,7 +21,7 @@ import make_digit_sets
 import test
 import train
 from model import Net
-from test_smoke import HERE, MNIST_ROOT, make_fake_mnist, run_script, run_subprocess
+from test_smoke import MNIST_ROOT, make_fake_mnist, run_script, run_subprocess
 
 
 def setUpModule():
