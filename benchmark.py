@@ -5,7 +5,6 @@ Usage: python benchmark.py --data-dir mnist [--device cuda] [--batch-size 256]
 """
 import argparse
 import contextlib
-import math
 import os
 import subprocess
 import sys
@@ -91,12 +90,10 @@ def our_epoch(args, train_images, train_labels, augment="none"):
     model, optimizer = fresh_model(args.device)
     train_args = train.parse_args(["--epochs", "1", "--batch-size", str(args.batch_size)])
     generator = torch.Generator().manual_seed(0)
-    steps = len(train_labels) // args.batch_size
     start = time.perf_counter()
     batches = train_batches(train_images, train_labels, args.batch_size, generator,
                             AUGMENTATIONS.get(augment))
-    log = train.StepLog(steps, math.ceil(len(train_labels) / args.batch_size), 1, train_args,
-                        train_labels.device)
+    log = train.StepLog(train_labels, 1, train_args)
     losses, _ = train.train_epoch(model, optimizer, None, batches, log)
     losses.tolist()  # as train.py does; this also waits for the device to finish
     return time.perf_counter() - start, len(losses)

@@ -227,8 +227,8 @@ class InterruptAndDivergenceTest(ErrorTestCase):
         train.check_diverged(torch.tensor([2.3, 40.0, 0.01]), epoch=1, first_step=1)  # spiky, sane
 
     def test_divergence_names_the_step_of_the_first_bad_loss_between_log_lines(self):
-        log = train.StepLog(steps=8, shown_steps=8, epoch=1, device="cpu",
-                            args=train.parse_args(["--log-interval", "5"]))
+        log = train.StepLog(torch.zeros(8), epoch=1,  # 8 images in batches of 1: 8 steps
+                            args=train.parse_args(["--log-interval", "5", "--batch-size", "1"]))
         with contextlib.redirect_stdout(io.StringIO()):
             # The log line at step 1 passes; steps 2 to 4 wait for the next check.
             for step, loss in enumerate([2.3, 2.0, 1.9, float("nan")]):

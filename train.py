@@ -122,10 +122,13 @@ class StepLog:
     values are read, and checked for divergence, only at log lines and at the end of the epoch.
     """
 
-    def __init__(self, steps, shown_steps, epoch, args, device):
-        self.losses = torch.zeros(steps, device=device)
-        self.accuracies = torch.zeros(steps, device=device)
-        self.shown_steps, self.epoch, self.args = shown_steps, epoch, args
+    def __init__(self, train_labels, epoch, args):
+        steps = len(train_labels) // args.batch_size
+        self.losses = torch.zeros(steps, device=train_labels.device)
+        self.accuracies = torch.zeros(steps, device=train_labels.device)
+        # The tutorial prints len(train_loader), which also counts the incomplete batch it skips.
+        self.shown_steps = math.ceil(len(train_labels) / args.batch_size)
+        self.epoch, self.args = epoch, args
         self.checked = 0  # steps before this one have passed check_diverged
 
     def record(self, step, loss, output, labels):
@@ -177,8 +180,6 @@ def train(model, train_images, train_labels, args):
     if steps == 0:
         raise UserError(f"--batch-size {args.batch_size} is larger than the "
                         f"{len(train_labels)} training images")
-    # The tutorial prints len(train_loader), which also counts the incomplete batch it skips.
-    shown_steps = math.ceil(len(train_labels) / args.batch_size)
     optimizer, scheduler = make_optimizer(model, args, steps)
     generator = torch.Generator().manual_seed(args.seed)  # shuffling and augmentation
     losses, accuracies = [], []
@@ -188,7 +189,7 @@ def train(model, train_images, train_labels, args):
         augmented = epoch <= args.epochs - args.no_augment_epochs
         batches = train_batches(train_images, train_labels, args.batch_size, generator,
                                 AUGMENTATIONS.get(args.augment) if augmented else None)
-        log = StepLog(steps, shown_steps, epoch, args, train_labels.device)
+        log = StepLog(train_labels, epoch, args)
         epoch_losses, epoch_accuracies = train_epoch(model, optimizer, scheduler, batches, log)
         losses.append(epoch_losses)
         accuracies.append(epoch_accuracies)
