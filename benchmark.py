@@ -18,9 +18,9 @@ import torchvision
 
 import train
 from cli import add_data_and_device_arguments, non_negative_int, positive_int
-from data import AUGMENTATIONS, load_mnist, train_batches, transform
+from augment import AUGMENTATIONS, augmented
+from data import load_mnist, train_batches, transform
 from model import Net
-
 
 
 def parse_args():
@@ -85,15 +85,17 @@ def tutorial_epoch(args):
     return time.perf_counter() - start, len(loss)
 
 
-def our_epoch(args, train_images, train_labels, augment="none"):
+def our_epoch(args, train_images, train_labels, augmentation="none"):
     """train.py's epoch: preprocessed tensors on the device, indexed by a fresh permutation."""
     model, optimizer = fresh_model(args.device)
-    train_args = train.parse_args(["--epochs", "1", "--batch-size", str(args.batch_size)])
+    steps = len(train_labels) // args.batch_size
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
-    batches = train_batches(train_images, train_labels, args.batch_size, generator,
-                            AUGMENTATIONS.get(augment))
-    log = train.StepLog(train_labels, 1, train_args)
+    batches = train_batches(train_images, train_labels, args.batch_size, generator)
+    if augmentation != "none":
+        batches = augmented(batches, steps * args.batch_size, generator,
+                            AUGMENTATIONS[augmentation], args.device)
+    log = train.StepLog(steps, steps, 1, 1, log_interval=100, device=args.device)
     losses, _ = train.train_epoch(model, optimizer, None, batches, log)
     losses.tolist()  # as train.py does; this also waits for the device to finish
     return time.perf_counter() - start, len(losses)

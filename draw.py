@@ -278,11 +278,13 @@ def main(argv=None):
     server = make_server(load_models(args.checkpoints, args.device), args.host, args.port,
                          args.device)
     host, port = server.server_address[:2]
-    if host not in ("127.0.0.1", "::1", "localhost"):
-        print(f"Listening on {host}: anyone who can reach this address can use the page")
-    print(f"Open http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/ "
-          "(Ctrl-C stops the server)", flush=True)
+    # Ctrl-C may come the moment the address is printed (a script waits for that line), so the
+    # lines are printed inside the try that turns it into one line of its own.
     try:
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            print(f"Listening on {host}: anyone who can reach this address can use the page")
+        print(f"Open http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/ "
+              "(Ctrl-C stops the server)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("Stopped (Ctrl-C).", file=sys.stderr)

@@ -11,10 +11,10 @@ import torch
 import torchvision
 from PIL import Image, ImageDraw
 
-from cli import (UserError, add_data_and_device_arguments, output_path, positive_int, run_main,
+from cli import (UserError, add_data_and_device_arguments, output_path, run_main,
                  save_atomically)
 from data import load_mnist, read_picture, to_pixels
-from evaluation import EVAL_BATCH_SIZE, accuracy, load_model, predict
+from evaluation import accuracy, load_model, predict
 
 DIGITS = [str(digit) for digit in range(10)]
 
@@ -107,8 +107,6 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Evaluate a checkpoint on the MNIST test set.")
     parser.add_argument("checkpoint", help="checkpoint written by train.py, or a saved state_dict")
     add_data_and_device_arguments(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE,
-                        help=f"images per forward pass (default: {EVAL_BATCH_SIZE})")
     parser.add_argument("--per-class", action="store_true",
                         help="also print accuracy per digit and the confusion matrix "
                              "(default: off)")
@@ -139,7 +137,7 @@ def main(argv=None):
     else:  # only --image: the test set is not needed
         images = None
     if images is not None:
-        predictions = predict(model, images, args.batch_size)
+        predictions = predict(model, images)
         print(f"Test Accuracy: {accuracy(predictions, labels) * 100:.2f}%")
         if args.per_class:
             print_per_class(labels, predictions)

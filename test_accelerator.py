@@ -5,12 +5,12 @@ Usage: python -m unittest -v test_accelerator
 """
 import os
 import re
-import tempfile
 import unittest
 
 import torch
 from PIL import Image, ImageDraw
 
+import augment
 import cli
 import data
 import draw
@@ -18,23 +18,28 @@ import evaluation
 import test
 import train
 from model import Net
-from test_smoke import make_fake_mnist, run_script
+from fixtures import make_fake_mnist, run_script, temporary_folder
 
 ACCELERATOR = cli.accelerator_type()
 
 
 def setUpModule():
     global TEMP, DATA_DIR
-    TEMP = tempfile.TemporaryDirectory()
-    DATA_DIR = make_fake_mnist(os.path.join(TEMP.name, "data"), train_size=640, test_size=200)
-
-
-def tearDownModule():
-    TEMP.cleanup()
+    TEMP = temporary_folder()
+    DATA_DIR = make_fake_mnist(os.path.join(TEMP, "data"), train_size=640, test_size=200)
 
 
 def temp_path(name):
-    return os.path.join(TEMP.name, name)
+    return os.path.join(TEMP, name)
+
+
+def batches_on(images, labels, augmentation, device):
+    """One epoch's batches of 64, seeded, changed by augmentation unless it is None."""
+    generator = torch.Generator().manual_seed(3)
+    batches = data.train_batches(images, labels, 64, generator)
+    if augmentation is None:
+        return batches
+    return augment.augmented(batches, len(labels) // 64 * 64, generator, augmentation, device)
 
 
 def train_on(device, out, *flags):
@@ -57,11 +62,10 @@ class DeviceChoiceTest(unittest.TestCase):
 class AcceleratorTest(unittest.TestCase):
     def test_same_batches_on_the_device_as_on_the_cpu(self):
         images, labels = data.load_mnist(DATA_DIR, train=True)
-        for augmentation in (None, data.AUGMENTATIONS["handwriting"]):
-            cpu_batches = data.train_batches(images, labels, 64, torch.Generator().manual_seed(3),
-                                             augmentation)
-            device_batches = data.train_batches(images.to(ACCELERATOR), labels.to(ACCELERATOR), 64,
-                                                torch.Generator().manual_seed(3), augmentation)
+        for augmentation in (None, augment.AUGMENTATIONS["handwriting"]):
+            cpu_batches, device_batches = (
+                batches_on(images.to(device), labels.to(device), augmentation, device)
+                for device in ("cpu", ACCELERATOR))
             for (cpu_images, cpu_labels), (device_images, device_labels) in zip(cpu_batches,
                                                                                 device_batches):
                 self.assertEqual(device_images.device.type, ACCELERATOR)

@@ -5,7 +5,6 @@ Usage: python -m unittest -v test_draw   (DRAW_SCREENSHOT=docs/draw_page.png sav
 """
 import base64
 import http.client
-import io
 import json
 import math
 import os
@@ -14,105 +13,35 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import unittest
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import data
 import draw
 import train
-from test_smoke import HERE, run_script, run_subprocess, write_idx
+from fixtures import (HERE, draw_shape, make_shapes_mnist, png_base64, run_script, run_subprocess,
+                      stroke_pixels, temporary_folder)
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 
 
-def draw_shape(label, generator):
-    """A picture (dark ink on white, 140 x 140) of a simple shape standing for digit label.
-
-    A 1 is a near-vertical stroke and a 0 an ellipse, as people draw them; the other digits get
-    other shapes, so that a network trained on these in a second tells 1 from 0 from the rest.
-    """
-    def jitter(limit):
-        return (torch.rand(1, generator=generator).item() * 2 - 1) * limit
-
-    picture = Image.new("L", (140, 140), 255)
-    pen = ImageDraw.Draw(picture)
-    width = int(8 + jitter(3))
-    centre_x, centre_y = 70 + jitter(15), 70 + jitter(15)
-    half_height, half_width = 45 + jitter(10), 28 + jitter(8)
-    slant = jitter(12)
-    strokes = {
-        1: [((centre_x + slant, centre_y - half_height), (centre_x - slant, centre_y + half_height))],
-        2: [((centre_x - half_width, centre_y), (centre_x + half_width, centre_y))],
-        3: [((centre_x - half_width, centre_y - half_height), (centre_x + half_width, centre_y + half_height))],
-        4: [((centre_x + half_width, centre_y - half_height), (centre_x - half_width, centre_y + half_height))],
-        5: [((centre_x - half_width, centre_y - half_height), (centre_x + half_width, centre_y - half_height)),
-            ((centre_x - half_width, centre_y - half_height), (centre_x - half_width, centre_y + half_height))],
-        6: [((centre_x - half_width, centre_y + half_height), (centre_x + half_width, centre_y + half_height)),
-            ((centre_x + half_width, centre_y - half_height), (centre_x + half_width, centre_y + half_height))],
-        7: [((centre_x - half_width, centre_y - half_height), (centre_x + half_width, centre_y - half_height)),
-            ((centre_x + half_width, centre_y - half_height), (centre_x, centre_y + half_height))],
-        8: [((centre_x - half_width, centre_y), (centre_x + half_width, centre_y)),
-            ((centre_x, centre_y - half_height), (centre_x, centre_y + half_height))],
-        9: [((centre_x - half_width, centre_y - half_height), (centre_x + half_width, centre_y + half_height)),
-            ((centre_x + half_width, centre_y - half_height), (centre_x - half_width, centre_y + half_height))],
-    }
-    if label == 0:
-        pen.ellipse((centre_x - half_width, centre_y - half_height, centre_x + half_width,
-                     centre_y + half_height), outline=0, width=width)
-    for start, end in strokes.get(label, []):
-        pen.line((start, end), fill=0, width=width)
-    return picture
-
-
-def make_shapes_mnist(root, train_size=1500, test_size=200):
-    """Write shape pictures, prepared as the page prepares drawings, as MNIST's raw IDX files."""
-    generator = torch.Generator().manual_seed(0)
-    raw_dir = os.path.join(root, "MNIST", "raw")
-    os.makedirs(raw_dir, exist_ok=True)
-    for prefix, size in (("train", train_size), ("t10k", test_size)):
-        labels = torch.arange(size) % 10
-        digits = torch.stack([data.prepare_digit(draw_shape(label, generator))
-                              for label in labels.tolist()])  # (N, 1, 28, 28)
-        pixels = (data.to_pixels(digits[:, 0]) * 255).round().to(torch.uint8)
-        write_idx(os.path.join(raw_dir, f"{prefix}-images-idx3-ubyte"), pixels)
-        write_idx(os.path.join(raw_dir, f"{prefix}-labels-idx1-ubyte"), labels.to(torch.uint8))
-    return root
-
-
-def stroke_pixels(label):
-    """A 280 x 280 drawing of label's shape as rows of grey levels, as the page sends it."""
-    picture = draw_shape(label, torch.Generator().manual_seed(label)).resize((280, 280))
-    return [[picture.getpixel((x, y)) for x in range(280)] for y in range(280)]
-
-
-def png_base64(picture):
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def setUpModule():
     global TEMP, MODEL, SERVER, ORIGIN
-    TEMP = tempfile.TemporaryDirectory()
-    shapes = make_shapes_mnist(os.path.join(TEMP.name, "shapes"))
-    MODEL = os.path.join(TEMP.name, "shapes.pt")
+    TEMP = temporary_folder()
+    shapes = make_shapes_mnist(os.path.join(TEMP, "shapes"))
+    MODEL = os.path.join(TEMP, "shapes.pt")
     code, _, err = run_script(train, ["--data-dir", shapes, "--device", "cpu", "--epochs", "4",
                                       "--out", MODEL])
     assert code == 0, err
     SERVER = draw.make_server(draw.load_models([MODEL], "cpu"), "127.0.0.1", 0, "cpu")
     threading.Thread(target=SERVER.serve_forever, daemon=True).start()
+    unittest.addModuleCleanup(SERVER.server_close)
+    unittest.addModuleCleanup(SERVER.shutdown)  # cleanups run last first: shut down, then close
     ORIGIN = f"http://127.0.0.1:{SERVER.server_address[1]}"
-
-
-def tearDownModule():
-    SERVER.shutdown()
-    SERVER.server_close()
-    TEMP.cleanup()
 
 
 def request(method, path, body=None, headers=None):
@@ -278,7 +207,7 @@ class CommandLineTest(unittest.TestCase):
         code, _, err = run_script(draw, [MODEL, "--port", "70000"])
         self.assertEqual(code, 2)
         self.assertIn("argument --port: must be a port number", err)
-        code, _, err = run_script(draw, [os.path.join(TEMP.name, "missing.pt"), "--port", "0"])
+        code, _, err = run_script(draw, [os.path.join(TEMP, "missing.pt"), "--port", "0"])
         self.assertEqual(code, 1)
         self.assertIn("no such file", err)
 
@@ -376,64 +305,73 @@ class BrowserTest(unittest.TestCase):
         pointer.pointer_up()
         builder.perform()
 
-    def test_draw_upload_switch_and_nothing_leaves_the_machine(self):
-        driver = self.driver
-        driver.get(ORIGIN + "/")
-        self.wait_for(lambda: len(driver.find_elements("css selector", "#model option")) == 2,
+    def setUp(self):
+        self.driver.get(ORIGIN + "/")
+        self.wait_for(lambda: len(self.driver.find_elements("css selector", "#model option")) == 2,
                       "the model list to load")
+
+    def tearDown(self):
+        # Whatever each test did, no script failed and nothing was loaded from another host.
+        severe = [entry["message"] for entry in self.driver.get_log("browser")
+                  if entry["level"] == "SEVERE" and "/predict" not in entry["message"]]
+        self.assertEqual(severe, [])  # no script error, no blocked load
+        urls = [json.loads(entry["message"])["message"]["params"]["request"]["url"]
+                for entry in self.driver.get_log("performance")
+                if '"Network.requestWillBeSent"' in entry["message"]]
+        self.assertTrue(urls)  # at least the page itself: the log works
+        outside = [url for url in urls if not url.startswith((ORIGIN + "/", "data:", "blob:"))]
+        self.assertEqual(outside, [])
+
+    def test_a_mouse_stroke_and_a_pen_circle_are_read_with_every_layer_shown(self):
         self.stroke([(140, 40 + 10 * step) for step in range(21)])  # a 1: top to bottom
         self.wait_for(lambda: self.text("prediction") == "1", "the drawn 1 to be read as 1")
-        shapes = [element.text for element in driver.find_elements("css selector", "#layers .shape")]
+        shapes = [element.text for element in
+                  self.driver.find_elements("css selector", "#layers .shape")]
         self.assertEqual(shapes, ["6 × 24 × 24", "6 × 12 × 12", "16 × 8 × 8", "16 × 4 × 4",
                                   "30", "10"])
-        driver.find_element("id", "clear").click()
+        self.driver.find_element("id", "clear").click()
         self.assertEqual(self.text("prediction"), "?")
         circle = [(140 + 60 * math.sin(angle / 20 * 2 * math.pi),
                    140 - 95 * math.cos(angle / 20 * 2 * math.pi)) for angle in range(21)]
         self.stroke(circle, kind="pen")  # a 0, drawn with a pen
         self.wait_for(lambda: self.text("prediction") == "0", "the drawn 0 to be read as 0")
 
-        upload = os.path.join(TEMP.name, "upload_one.png")
+    def test_an_uploaded_picture_is_read_and_a_broken_one_is_one_line(self):
+        upload = os.path.join(TEMP, "upload_one.png")
         draw_shape(1, torch.Generator().manual_seed(7)).save(upload)
-        driver.find_element("id", "clear").click()
-        driver.find_element("id", "upload").send_keys(upload)
+        self.driver.find_element("id", "upload").send_keys(upload)
         self.wait_for(lambda: self.text("prediction") == "1", "the uploaded 1 to be read as 1")
         self.assertEqual(self.text("error"), "")
-        broken = os.path.join(TEMP.name, "broken.png")
+        broken = os.path.join(TEMP, "broken.png")
         with open(broken, "wb") as file:
             file.write(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
-        driver.find_element("id", "upload").send_keys(broken)
+        self.driver.find_element("id", "upload").send_keys(broken)
         self.wait_for(lambda: "picture" in self.text("error"), "a one-line error for a broken file")
 
-        from selenium.webdriver.support.ui import Select
-        driver.find_element("id", "clear").click()
+    def test_a_scripted_stroke_after_clear_draws_only_itself(self):
+        self.stroke([(60, 60), (220, 220)])
+        self.driver.find_element("id", "clear").click()
         # As a teacher's script would: pointer events made in JavaScript (no pointer to capture).
-        driver.execute_script(SCRIPTED_STROKE, [[140, 40 + 10 * step] for step in range(21)])
+        self.driver.execute_script(SCRIPTED_STROKE, [[140, 40 + 10 * step] for step in range(21)])
         self.wait_for(lambda: self.text("prediction") == "1", "the scripted 1")
-        ink = driver.execute_script(INK_PIXELS)
-        self.assertLess(ink, 8000)  # this stroke alone: Clear left nothing of the earlier ones
-        Select(driver.find_element("id", "model")).select_by_index(1)
+        self.assertLess(self.driver.execute_script(INK_PIXELS), 8000)  # Clear left nothing
+
+    def test_switching_networks_updates_the_answer_and_the_kernels(self):
+        from selenium.webdriver.support.ui import Select
+
+        self.driver.execute_script(SCRIPTED_STROKE, [[140, 40 + 10 * step] for step in range(21)])
+        self.wait_for(lambda: self.text("prediction") == "1", "the scripted 1")
+        Select(self.driver.find_element("id", "model")).select_by_index(1)
         self.wait_for(lambda: draw.UNTRAINED in self.text("status"), "the untrained network to answer")
-        self.wait_for(lambda: len(driver.find_elements("css selector", "#kernels canvas")) == 6 + 96,
+        self.wait_for(lambda: len(self.driver.find_elements("css selector", "#kernels canvas")) == 6 + 96,
                       "the kernels of the untrained network")
-        Select(driver.find_element("id", "model")).select_by_index(0)
+        Select(self.driver.find_element("id", "model")).select_by_index(0)
         self.wait_for(lambda: "shapes.pt" in self.text("status"), "the trained network again")
         self.wait_for(lambda: self.text("prediction") == "1", "the trained network's answer")
-
-        screenshot = os.path.join(TEMP.name, "draw_page.png")
-        driver.save_screenshot(screenshot)
+        screenshot = os.path.join(TEMP, "draw_page.png")
+        self.driver.save_screenshot(screenshot)
         if os.environ.get("DRAW_SCREENSHOT"):
             shutil.copyfile(screenshot, os.environ["DRAW_SCREENSHOT"])
-        # Every request the browser made went to this server (or stayed inside the page).
-        urls = [json.loads(entry["message"])["message"]["params"]["request"]["url"]
-                for entry in driver.get_log("performance")
-                if '"Network.requestWillBeSent"' in entry["message"]]
-        self.assertGreater(len(urls), 5)
-        outside = [url for url in urls if not url.startswith((ORIGIN + "/", "data:", "blob:"))]
-        self.assertEqual(outside, [])
-        severe = [entry["message"] for entry in driver.get_log("browser")
-                  if entry["level"] == "SEVERE" and "/predict" not in entry["message"]]
-        self.assertEqual(severe, [])  # no script error, no blocked load
 
 
 if __name__ == "__main__":

@@ -1,117 +1,29 @@
-"""Tests of the network, the data path and a whole train -> checkpoint -> test run, offline.
+"""Tests of the network and of a whole train -> checkpoint -> test run, offline.
 
 Usage: python -m unittest -v   (set MNIST_ROOT to a folder holding MNIST/raw/ to add the real-data tests)
 """
-import contextlib
-import io
 import os
 import re
-import struct
 import subprocess
 import sys
 import tempfile
 import unittest
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
-import torchvision.transforms as transforms
 
-import cli
-import data
 import evaluation
 import test
 import train
+from fixtures import (HERE, MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, TutorialModel,
+                      make_fake_mnist, run_script, run_subprocess, temporary_folder)
 from model import Net, tutorial_model
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-class TutorialModel(nn.Module):
-    """The tutorial's class, copied as written: the reference our model must match."""
-
-    def __init__(self):
-        super(TutorialModel, self).__init__()
-        self.convolution1 = nn.Conv2d(in_channels=1, out_channels=6, kernel_size=5)
-        self.convolution2 = nn.Conv2d(in_channels=6, out_channels=16, kernel_size=5)
-        self.conv_dropout = nn.Dropout()
-        self.fc1 = nn.Linear(in_features=16*4*4, out_features=30)
-        self.fc2 = nn.Linear(in_features=30, out_features=10)
-        self.pool = nn.MaxPool2d(2, 2)
-
-    def forward(self, x):
-        x = self.pool(F.relu(self.convolution1(x)))
-        x = self.conv_dropout(x)
-        x = self.pool(F.relu(self.convolution2(x)))
-        x = x.view(-1, 16*4*4)
-        x = self.fc1(x)
-        y = self.fc2(x)
-        return y
-
-
-# The tutorial's transform, as written.
-TUTORIAL_TRANSFORM = transforms.Compose([
-    transforms.ToTensor(),
-    transforms.Normalize((0.5,), (0.5,)),
-])
-
-
-def write_idx(path, array):
-    """Write a uint8 tensor in MNIST's raw IDX format: magic, big-endian sizes, bytes."""
-    with open(path, "wb") as file:
-        file.write(bytes([0, 0, 8, array.dim()]))
-        file.write(struct.pack(f">{array.dim()}I", *array.shape))
-        file.write(array.numpy().tobytes())
-
-
-def make_fake_mnist(root, train_size=1000, test_size=200, seed=0):
-    """Write a small MNIST look-alike under root/MNIST/raw: digit d is a bright bar at row 2 + 2d.
-
-    The bars make the task learnable in a few steps; noise makes every image different.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    raw_dir = os.path.join(root, "MNIST", "raw")
-    os.makedirs(raw_dir, exist_ok=True)
-    for prefix, size in (("train", train_size), ("t10k", test_size)):
-        labels = torch.randint(0, 10, (size,), generator=generator)
-        images = torch.randint(0, 60, (size, 28, 28), generator=generator)
-        rows = 2 + 2 * labels
-        images[torch.arange(size), rows, 4:24] = 255
-        write_idx(os.path.join(raw_dir, f"{prefix}-images-idx3-ubyte"), images.to(torch.uint8))
-        write_idx(os.path.join(raw_dir, f"{prefix}-labels-idx1-ubyte"), labels.to(torch.uint8))
-    return root
-
-
-def run_script(module, argv):
-    """Run module.main(argv) as its script does, in this process: return (exit code, out, err)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.run_main(lambda: module.main(argv))
-        except SystemExit as exit:
-            code = exit.code
-            if isinstance(code, str):  # sys.exit("message") prints it and exits 1
-                err.write(code + "\n")
-                code = 1
-    return code, out.getvalue(), err.getvalue()
-
-
-def run_subprocess(script, *argv, **kwargs):
-    """Run one of our scripts as a user would; return the CompletedProcess."""
-    return subprocess.run([sys.executable, os.path.join(HERE, script), *argv], cwd=HERE,
-                          capture_output=True, text=True, timeout=120, **kwargs)
 
 
 def setUpModule():
     global TEMP, DATA_DIR
-    TEMP = tempfile.TemporaryDirectory()
-    DATA_DIR = make_fake_mnist(os.path.join(TEMP.name, "data"))
-
-
-def tearDownModule():
-    TEMP.cleanup()
+    TEMP = temporary_folder()
+    DATA_DIR = make_fake_mnist(os.path.join(TEMP, "data"))
 
 
 class ModelTest(unittest.TestCase):
@@ -136,7 +48,6 @@ class ModelTest(unittest.TestCase):
         theirs = TutorialModel()
         for key, value in theirs.state_dict().items():
             self.assertTrue(torch.equal(ours.state_dict()[key], value), key)
-
 
     def test_a_wrong_input_size_is_refused(self):
         with self.assertRaisesRegex(RuntimeError, "256"):  # fc1 expects 16 x 4 x 4 = 256 values
@@ -163,35 +74,9 @@ class ModelTest(unittest.TestCase):
         self.assertEqual(result.stdout.strip(), "1000")
 
 
-class DataTest(unittest.TestCase):
-    def test_tensors_equal_the_tutorial_transform(self):
-        for train_split in (True, False):
-            images, labels = data.load_mnist(DATA_DIR, train=train_split)
-            reference = torchvision.datasets.MNIST(DATA_DIR, train=train_split,
-                                                   transform=TUTORIAL_TRANSFORM)
-            self.assertEqual(images.shape, (len(reference), 1, 28, 28))
-            expected = torch.stack([reference[i][0] for i in range(len(reference))])
-            self.assertTrue(torch.equal(images, expected))  # bit for bit, not approximately
-            self.assertTrue(torch.equal(labels, reference.targets))
-
-    def test_batches_reshuffle_every_epoch_and_drop_the_last(self):
-        labels = torch.arange(100)
-        images = labels.float().view(100, 1, 1, 1)
-        shuffle = torch.Generator().manual_seed(0)
-        epochs = [list(data.train_batches(images, labels, 32, shuffle)) for _ in range(2)]
-        for batches in epochs:
-            self.assertEqual([len(batch_labels) for _, batch_labels in batches], [32, 32, 32])
-            seen = torch.cat([batch_labels for _, batch_labels in batches])
-            self.assertEqual(len(set(seen.tolist())), 96)  # no image twice in an epoch
-            for batch_images, batch_labels in batches:  # each image keeps its label
-                self.assertTrue(torch.equal(batch_images.view(-1).long(), batch_labels))
-        first, second = (torch.cat([b for _, b in batches]) for batches in epochs)
-        self.assertFalse(torch.equal(first, second))
-
-
 class TrainAndTestScriptTest(unittest.TestCase):
     def test_train_writes_a_checkpoint_that_test_reads_back(self):
-        out = os.path.join(TEMP.name, "smoke.pt")
+        out = os.path.join(TEMP, "smoke.pt")
         result = run_subprocess("train.py", "--data-dir", DATA_DIR, "--device", "cpu",
                                 "--epochs", "2", "--log-interval", "5", "--out", out)
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -218,7 +103,7 @@ class TrainAndTestScriptTest(unittest.TestCase):
         self.assertEqual(result.stdout.strip(), f"Test Accuracy: {printed}%")
 
     def test_test_reads_a_bare_tutorial_state_dict(self):
-        path = os.path.join(TEMP.name, "tutorial_state.pt")
+        path = os.path.join(TEMP, "tutorial_state.pt")
         torch.save(TutorialModel().state_dict(), path)
         code, out, err = run_script(test, [path, "--data-dir", DATA_DIR, "--device", "cpu"])
         self.assertEqual(code, 0, err)
@@ -227,7 +112,7 @@ class TrainAndTestScriptTest(unittest.TestCase):
     def test_same_seed_same_weights_other_seed_other_weights(self):
         weights = []
         for seed in (5, 5, 6):
-            out = os.path.join(TEMP.name, f"seed{len(weights)}.pt")
+            out = os.path.join(TEMP, f"seed{len(weights)}.pt")
             code, _, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu",
                                               "--seed", str(seed), "--out", out])
             self.assertEqual(code, 0, err)
@@ -237,28 +122,18 @@ class TrainAndTestScriptTest(unittest.TestCase):
         self.assertFalse(torch.equal(weights[0]["fc2.weight"], weights[2]["fc2.weight"]))
 
     def test_training_learns_the_synthetic_digits(self):
-        out = os.path.join(TEMP.name, "learn.pt")
+        out = os.path.join(TEMP, "learn.pt")
         code, _, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu",
                                           "--epochs", "3", "--out", out])
         self.assertEqual(code, 0, err)
         self.assertGreater(torch.load(out, weights_only=True)["test_accuracy"], 0.9)
 
 
-MNIST_ROOT = os.environ.get("MNIST_ROOT", "")
 
-
-@unittest.skipUnless(os.path.isfile(os.path.join(MNIST_ROOT, "MNIST", "raw", "t10k-images-idx3-ubyte")),
-                     "set MNIST_ROOT to a folder holding MNIST/raw/ (real MNIST) to run this test")
+@unittest.skipIf(*NO_REAL_MNIST)
 class RealMnistTest(unittest.TestCase):
-    def test_tensors_equal_torchvision_on_real_mnist(self):
-        images, labels = data.load_mnist(MNIST_ROOT, train=False)
-        reference = torchvision.datasets.MNIST(MNIST_ROOT, train=False, transform=TUTORIAL_TRANSFORM)
-        expected = torch.stack([reference[i][0] for i in range(len(reference))])
-        self.assertTrue(torch.equal(images, expected))
-        self.assertTrue(torch.equal(labels, reference.targets))
-
     def test_one_epoch_reaches_96_percent(self):
-        out = os.path.join(TEMP.name, "real.pt")
+        out = os.path.join(TEMP, "real.pt")
         code, stdout, err = run_script(train, ["--data-dir", MNIST_ROOT, "--device", "cpu",
                                                "--epochs", "1", "--out", out])
         self.assertEqual(code, 0, err)

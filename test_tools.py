@@ -7,180 +7,35 @@ import importlib.util
 import io
 import os
 import re
-import tempfile
 import unittest
 from unittest import mock
 
 import torch
 import torchvision
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 
+import augment
 import data
 import evaluation
 import make_digit_sets
 import test
 import train
+from fixtures import (MNIST_ROOT, NO_REAL_MNIST, draw_digit, make_fake_mnist, run_script,
+                      run_subprocess, temporary_folder)
 from model import Net
-from test_smoke import MNIST_ROOT, make_fake_mnist, run_script, run_subprocess
 
 
 def setUpModule():
     global TEMP, DATA_DIR, MODEL
-    TEMP = tempfile.TemporaryDirectory()
-    DATA_DIR = make_fake_mnist(os.path.join(TEMP.name, "data"), train_size=500, test_size=300)
-    MODEL = os.path.join(TEMP.name, "model.pt")
+    TEMP = temporary_folder()
+    DATA_DIR = make_fake_mnist(os.path.join(TEMP, "data"), train_size=500, test_size=300)
+    MODEL = os.path.join(TEMP, "model.pt")
     code, _, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu", "--out", MODEL])
     assert code == 0, err
 
 
-def tearDownModule():
-    TEMP.cleanup()
-
-
 def temp_path(name):
-    return os.path.join(TEMP.name, name)
-
-
-def draw_digit(size, box, ink="black", paper="white", mode="RGB"):
-    """A picture of a thick 'L': a bar down the left of box and one along its bottom."""
-    picture = Image.new(mode, size, paper)
-    draw = ImageDraw.Draw(picture)
-    left, top, right, bottom = box
-    thickness = (right - left) // 4
-    draw.rectangle((left, top, left + thickness, bottom), fill=ink)
-    draw.rectangle((left, bottom - thickness, right, bottom), fill=ink)
-    return picture
-
-
-def ink_box_and_centre(digit):
-    """Bounding box (height, width) of the ink and its centre of mass (row, column)."""
-    ink = digit[0] + 1  # background 0
-    rows = (ink > 0.1).any(dim=1).nonzero().view(-1)
-    columns = (ink > 0.1).any(dim=0).nonzero().view(-1)
-    coordinates = torch.arange(28, dtype=torch.float32)
-    centre = ((ink.sum(1) * coordinates).sum() / ink.sum(), (ink.sum(0) * coordinates).sum() / ink.sum())
-    return (rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1), centre
-
-
-class PrepareDigitTest(unittest.TestCase):
-    def test_prepared_as_mnist_fit_20_and_centred_by_mass(self):
-        picture = draw_digit((400, 300), (250, 30, 330, 230))  # tall, far off-centre, dark on light
-        digit = data.prepare_digit(picture)
-        self.assertEqual(digit.shape, (1, 28, 28))
-        self.assertEqual(digit[0, 0, 0].item(), -1.0)  # background as MNIST's black after Normalize
-        self.assertAlmostEqual(digit.max().item(), 1.0, places=2)  # full-strength ink
-        (height, width), (row, column) = ink_box_and_centre(digit)
-        self.assertIn(height, (20, 21))  # the long side fits 20 pixels (21 with antialiasing)
-        self.assertLess(width, height)   # aspect ratio kept: 80 x 200 stays narrow
-        self.assertLess(abs(row - 14), 0.75)
-        self.assertLess(abs(column - 14), 0.75)
-
-    def test_light_ink_on_dark_gives_the_same_digit(self):
-        dark_on_light = draw_digit((120, 160), (20, 20, 90, 140))
-        light_on_dark = draw_digit((120, 160), (20, 20, 90, 140), ink="white", paper="black")
-        self.assertTrue(torch.equal(data.prepare_digit(dark_on_light),
-                                    data.prepare_digit(light_on_dark)))
-
-    def test_grey_paper_and_transparent_background(self):
-        reference = data.prepare_digit(draw_digit((120, 160), (20, 20, 90, 140)))
-        grey = data.prepare_digit(draw_digit((120, 160), (20, 20, 90, 140), ink=(40, 40, 40),
-                                             paper=(200, 195, 190)))
-        self.assertLess((grey - reference).abs().max().item(), 0.05)
-        # Black ink on clear pixels that are black too: only the alpha channel shows the digit.
-        transparent = draw_digit((120, 160), (20, 20, 90, 140), ink=(0, 0, 0, 255),
-                                 paper=(0, 0, 0, 0), mode="RGBA")
-        self.assertTrue(torch.equal(data.prepare_digit(transparent), reference))
-
-    def test_blank_picture_is_refused(self):
-        with self.assertRaises(data.UserError):
-            data.prepare_digit(Image.new("L", (50, 50), 255))
-
-
-class ReadPictureTest(unittest.TestCase):
-    def test_exif_rotated_photo_is_read_upright(self):
-        upright = draw_digit((120, 160), (20, 20, 90, 140))  # an 'L': turning it changes it
-        path = temp_path("sideways.jpg")
-        # As a phone saves it: the pixels turned a quarter, Orientation 6 says to turn them back.
-        exif = Image.Exif()
-        exif[0x0112] = 6
-        upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
-        expected = data.prepare_digit(upright)
-        self.assertLess((data.read_picture(path, path) - expected).abs().mean().item(), 0.02)
-        exif[0x0112] = 1  # the same pixels with no turn asked are read as they are
-        upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
-        self.assertGreater((data.read_picture(path, path) - expected).abs().mean().item(), 0.1)
-
-    def test_file_objects_and_paths_give_the_same_digit(self):
-        path = temp_path("digit.png")
-        draw_digit((100, 100), (30, 20, 70, 80)).save(path)
-        with open(path, "rb") as file:
-            self.assertTrue(torch.equal(data.read_picture(file, "upload"),
-                                        data.read_picture(path, path)))
-
-
-class AugmentTest(unittest.TestCase):
-    def square(self):
-        """32 black images (after normalisation) with a bright 10 x 10 square in the middle."""
-        images = torch.full((32, 1, 28, 28), data.background())
-        images[:, :, 9:19, 9:19] = (1 - data.MEAN) / data.STD
-        return images
-
-    def augmented(self, images, seed=1, **limits):
-        return data.augment(images, *data.draw_changes(len(images), torch.Generator().manual_seed(seed),
-                                                       **limits))
-
-    def check_keeps_background(self):
-        images = self.square()
-        for name, limits in data.AUGMENTATIONS.items():
-            first, again = self.augmented(images, **limits), self.augmented(images, **limits)
-            self.assertEqual(first.shape, (32, 1, 28, 28), name)
-            self.assertTrue(torch.equal(first, again), name)  # seeded
-            self.assertFalse(torch.equal(first[0], first[1]), name)  # each image its own way
-            self.assertFalse(torch.equal(first, images), name)
-            corners = first[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
-            torch.testing.assert_close(corners, torch.full_like(corners, data.background()))
-            self.assertGreaterEqual(first.min().item(), data.background() - 1e-5, name)
-            self.assertLessEqual(first.max().item(), images.max().item() + 1e-5, name)
-
-    def test_seeded_shape_kept_background_stays_background(self):
-        self.check_keeps_background()
-
-    def test_background_stays_under_another_mean_and_std(self):
-        with mock.patch.multiple(data, MEAN=0.1307, STD=0.3081):
-            self.assertAlmostEqual(data.background(), -0.4242, places=4)
-            self.check_keeps_background()
-
-    def test_stroke_thickness_as_asked(self):
-        images = self.square()
-        images[:, :, 13:15, 5:23] = images.max()  # and a 2-pixel bar through it
-        ink = (images > data.background() + 0.5).sum()
-        thicker = data.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=torch.ones(32))
-        thinner = data.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=-torch.ones(32))
-        self.assertGreater((thicker > data.background() + 0.5).sum(), ink * 1.2)
-        self.assertLess((thinner > data.background() + 0.5).sum(), ink * 0.8)
-        same = data.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=torch.zeros(32))
-        torch.testing.assert_close(same, images)  # no change asked: the identity map keeps all
-        blurred = data.augment(images, torch.eye(2, 3).expand(32, 2, 3), blur=torch.ones(32))
-        self.assertLess(blurred[0, 0, 9, 9], images[0, 0, 9, 9])  # corners soften ...
-        self.assertGreater(blurred[0, 0, 8, 12], data.background())  # ... ink spreads out ...
-        ink_before = (images - data.background()).sum().item()
-        ink_after = (blurred - data.background()).sum().item()
-        self.assertAlmostEqual(ink_after / ink_before, 1, delta=0.05)  # ... about as much ink
-
-    def test_fast_3x3_maximum_equals_max_pooling(self):
-        ink = torch.randn(5, 1, 28, 28)  # either sign: the minimum is -maximum_3x3(-ink)
-        self.assertTrue(torch.equal(data.maximum_3x3(ink),
-                                    torch.nn.functional.max_pool2d(ink, 3, stride=1, padding=1)))
-
-    def test_training_batches_are_the_same_whatever_the_order_of_use(self):
-        """Augmentation draws come from the one generator, so a seed gives the same epoch."""
-        labels = torch.arange(100) % 10
-        images = self.square()[:1].repeat(100, 1, 1, 1)
-        epochs = [list(data.train_batches(images, labels, 32, torch.Generator().manual_seed(4),
-                                          data.AUGMENTATIONS["handwriting"])) for _ in range(2)]
-        for (first_images, first_labels), (again_images, again_labels) in zip(*epochs):
-            self.assertTrue(torch.equal(first_images, again_images))
-            self.assertTrue(torch.equal(first_labels, again_labels))
+    return os.path.join(TEMP, name)
 
 
 class ImageFlagTest(unittest.TestCase):
@@ -194,7 +49,7 @@ class ImageFlagTest(unittest.TestCase):
         with open(good, "rb") as source, open(truncated, "wb") as target:
             target.write(source.read()[:200])
         code, out, err = run_script(test, [MODEL, "--device", "cpu", "--image", good, text,
-                                           truncated, temp_path("missing.png"), TEMP.name])
+                                           truncated, temp_path("missing.png"), TEMP])
         self.assertEqual(code, 1)
         self.assertRegex(out, rf"^{re.escape(good)}: \d \(\d+\.\d%\)\n$")  # no test set run
         errors = err.strip().splitlines()
@@ -376,9 +231,9 @@ class PlotWithoutMatplotlibTest(unittest.TestCase):
 
 class RecipeFlagsTest(unittest.TestCase):
     def test_onecycle_peaks_at_lr_and_ends_near_zero(self):
-        args = train.parse_args(["--schedule", "onecycle", "--lr", "0.02", "--epochs", "2"])
         model = torch.nn.Linear(1, 1)
-        optimizer, scheduler = train.make_optimizer(model, args, steps_per_epoch=50)
+        optimizer, scheduler = train.make_optimizer(model, 0.02, "onecycle", epochs=2,
+                                                    steps_per_epoch=50)
         rates = []
         for _ in range(100):
             optimizer.step()
@@ -387,30 +242,21 @@ class RecipeFlagsTest(unittest.TestCase):
         self.assertAlmostEqual(max(rates), 0.02, places=4)
         self.assertLess(rates[-1], 0.02 / 1000)
 
-    def test_momentum_is_what_the_flags_say(self):
+    def test_onecycle_moves_adams_first_beta_and_constant_leaves_it(self):
         model = torch.nn.Linear(1, 1)
-        args = train.parse_args(["--optimizer", "sgd", "--momentum", "0.9"])
-        optimizer, _ = train.make_optimizer(model, args, steps_per_epoch=10)
-        self.assertEqual(optimizer.param_groups[0]["momentum"], 0.9)
-        args = train.parse_args(["--optimizer", "sgd"])
-        self.assertEqual(train.make_optimizer(model, args, 10)[0].param_groups[0]["momentum"], 0.5)
-        # One-cycle moves sgd's momentum and adam's first beta from 0.95 to 0.85 and back.
-        for optimizer_name, read in (("sgd", lambda group: group["momentum"]),
-                                     ("adam", lambda group: group["betas"][0])):
-            args = train.parse_args(["--optimizer", optimizer_name, "--schedule", "onecycle"])
-            self.assertIsNone(args.momentum)
-            optimizer, scheduler = train.make_optimizer(model, args, steps_per_epoch=100)
-            values = []
-            for _ in range(300):
-                values.append(read(optimizer.param_groups[0]))
-                optimizer.step()
-                scheduler.step()
-            self.assertAlmostEqual(values[0], 0.95)
-            self.assertAlmostEqual(min(values), 0.85, places=3)
-            self.assertAlmostEqual(values[-1], 0.95, places=3)
-        code, _, err = run_script(train, ["--schedule", "onecycle", "--momentum", "0.9"])
-        self.assertEqual(code, 2)
-        self.assertIn("--momentum has no effect with --schedule onecycle", err)
+        optimizer, scheduler = train.make_optimizer(model, 0.01, "constant", 1, 10)
+        self.assertIsNone(scheduler)
+        self.assertEqual(optimizer.param_groups[0]["betas"][0], 0.9)  # Adam's own default
+        # One-cycle moves Adam's first beta from 0.95 to 0.85 and back.
+        optimizer, scheduler = train.make_optimizer(model, 0.01, "onecycle", 3, 100)
+        values = []
+        for _ in range(300):
+            values.append(optimizer.param_groups[0]["betas"][0])
+            optimizer.step()
+            scheduler.step()
+        self.assertAlmostEqual(values[0], 0.95)
+        self.assertAlmostEqual(min(values), 0.85, places=3)
+        self.assertAlmostEqual(values[-1], 0.95, places=3)
 
     def test_no_dropout_and_no_augment_epochs_switch_off_only_at_the_end(self):
         args = train.parse_args(["--epochs", "3", "--no-dropout-epochs", "1", "--batch-size", "100",
@@ -418,13 +264,13 @@ class RecipeFlagsTest(unittest.TestCase):
         images, labels = data.load_mnist(DATA_DIR, train=True)
         model = Net()
         with mock.patch.object(train, "set_dropout", wraps=train.set_dropout) as spy, \
-                mock.patch.object(train, "train_batches", wraps=train.train_batches) as batches, \
+                mock.patch.object(train, "augmented", wraps=train.augmented) as changed, \
                 contextlib.redirect_stdout(io.StringIO()):  # its progress lines
             train.train(model, images, labels, args)
         self.assertEqual([call.kwargs["active"] for call in spy.call_args_list],
                          [True, True, False])
-        self.assertEqual([call.args[4] for call in batches.call_args_list],
-                         [data.AUGMENTATIONS["handwriting"], None, None])
+        self.assertEqual([call.args[3] for call in changed.call_args_list],
+                         [augment.AUGMENTATIONS["handwriting"]])  # the first epoch only
         self.assertFalse(model.conv_dropout.training)
         self.assertTrue(model.training and model.fc1.training)
         train.set_dropout(model, active=True)
@@ -447,8 +293,7 @@ class RecipeFlagsTest(unittest.TestCase):
                          ("onecycle", "light", 1))
 
 
-@unittest.skipUnless(os.path.isfile(os.path.join(MNIST_ROOT, "MNIST", "raw", "t10k-images-idx3-ubyte")),
-                     "set MNIST_ROOT to a folder holding MNIST/raw/ (real MNIST) to run this test")
+@unittest.skipIf(*NO_REAL_MNIST)
 class RealDigitPicturesTest(unittest.TestCase):
     def test_mnist_digits_survive_the_round_trip_through_pictures(self):
         """Real test digits, enlarged and drawn dark on light paper, come back as themselves."""

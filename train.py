@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from cli import (UserError, add_data_and_device_arguments, checked, non_negative_int, output_path,
                  positive_int, run_main, save_atomically)
-from data import AUGMENTATIONS, load_mnist, train_batches
+from augment import AUGMENTATIONS, augmented
+from data import load_mnist, train_batches
 from evaluation import evaluate
 from model import Net
 
@@ -19,12 +20,10 @@ from model import Net
 # uniformly costs ln(10) = 2.30; a loss 40 times that means the weights have blown up (a huge
 # --lr such as 1e6 gives losses of 1e9 and more that may never become NaN).
 DIVERGED_LOSS = 100.0
-TUTORIAL_MOMENTUM = 0.5  # the tutorial sets it, though its Adam never reads it
 
 # argparse types that refuse bad values before any work starts.
 learning_rate = checked(float, lambda value: 0 < value <= 1e6,  # larger rates overflow float32
                         "above 0 and at most 1e6")
-momentum_value = checked(float, lambda value: 0 <= value < 1, "at least 0 and below 1")
 seed_value = checked(int, lambda value: 0 <= value < 2**63, "a whole number from 0 to 2**63 - 1")
 
 
@@ -36,16 +35,10 @@ def parse_args(argv=None):
                         help="images per training step (default: 64)")
     parser.add_argument("--lr", type=learning_rate, default=0.01,
                         help="learning rate; with --schedule onecycle, the peak (default: 0.01)")
-    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
-                        help="adam, as the tutorial trains, or sgd with --momentum (default: adam)")
-    parser.add_argument("--momentum", type=momentum_value,
-                        help="momentum for sgd with a constant schedule; adam does not use it, "
-                             f"and onecycle sets it itself (default: {TUTORIAL_MOMENTUM})")
     parser.add_argument("--schedule", choices=["constant", "onecycle"], default="constant",
                         help="learning rate over the run: constant as in the tutorial, or onecycle "
-                             "(warm up to --lr, then anneal to almost 0, while sgd's momentum or "
-                             "adam's first beta moves from 0.95 to 0.85 and back) (default: "
-                             "constant)")
+                             "(warm up to --lr, then anneal to almost 0, while adam's first beta "
+                             "moves from 0.95 to 0.85 and back) (default: constant)")
     parser.add_argument("--augment", nargs="?", choices=["none", *AUGMENTATIONS], default="none",
                         const="light",
                         help="change each training image at random: light (turned up to 5 "
@@ -75,16 +68,11 @@ def parse_args(argv=None):
 
 
 def check_combinations(parser, args):
-    """Refuse flags that contradict each other, and fill in --momentum's default."""
+    """Refuse flags that contradict each other, or that need what is not installed."""
     for flag in ("no_dropout_epochs", "no_augment_epochs"):
         if getattr(args, flag) > args.epochs:
             parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} is more than "
                          f"--epochs {args.epochs}")
-    if args.schedule == "onecycle" and args.momentum is not None:
-        parser.error("--momentum has no effect with --schedule onecycle, which moves the "
-                     "momentum from 0.95 to 0.85 and back itself")
-    if args.momentum is None and args.schedule == "constant":
-        args.momentum = TUTORIAL_MOMENTUM  # stays None (recorded as such) under onecycle
     if args.plot:
         try:
             import matplotlib  # noqa: F401  (optional: only --plot needs it)
@@ -92,19 +80,16 @@ def check_combinations(parser, args):
             parser.error("--plot needs matplotlib, which is not installed: pip install matplotlib")
 
 
-def make_optimizer(model, args, steps_per_epoch):
-    """Return the optimizer and a per-step learning rate scheduler (None for a constant rate)."""
-    if args.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    else:  # args.momentum is None under onecycle, whose scheduler sets the momentum
-        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum or 0.0)
-    if args.schedule == "constant":
+def make_optimizer(model, lr, schedule, epochs, steps_per_epoch):
+    """Return Adam, as the tutorial trains, and a per-step learning rate scheduler (None for a
+    constant rate)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if schedule == "constant":
         return optimizer, None
-    # The one-cycle policy lowers the momentum (adam: its first beta) from 0.95 to 0.85 while the
+    # The one-cycle policy lowers the momentum (Adam's first beta) from 0.95 to 0.85 while the
     # rate rises, and raises it back as the rate falls: PyTorch's defaults, on purpose.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
-        cycle_momentum=True, base_momentum=0.85, max_momentum=0.95)
+        optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
     return optimizer, scheduler
 
 
@@ -122,21 +107,19 @@ class StepLog:
     values are read, and checked for divergence, only at log lines and at the end of the epoch.
     """
 
-    def __init__(self, train_labels, epoch, args):
-        steps = len(train_labels) // args.batch_size
-        self.losses = torch.zeros(steps, device=train_labels.device)
-        self.accuracies = torch.zeros(steps, device=train_labels.device)
-        # The tutorial prints len(train_loader), which also counts the incomplete batch it skips.
-        self.shown_steps = math.ceil(len(train_labels) / args.batch_size)
-        self.epoch, self.args = epoch, args
+    def __init__(self, steps, shown_steps, epoch, epochs, log_interval, device):
+        self.losses = torch.zeros(steps, device=device)
+        self.accuracies = torch.zeros(steps, device=device)
+        self.shown_steps, self.epoch, self.epochs = shown_steps, epoch, epochs
+        self.log_interval = log_interval
         self.checked = 0  # steps before this one have passed check_diverged
 
     def record(self, step, loss, output, labels):
         self.losses[step] = loss.detach()
         self.accuracies[step] = (output.argmax(dim=1) == labels).float().mean()
-        if step % self.args.log_interval == 0:
+        if step % self.log_interval == 0:
             self.check(step + 1)
-            print(f"Epoch: {self.epoch}/{self.args.epochs}, Step: {step + 1}/{self.shown_steps}, "
+            print(f"Epoch: {self.epoch}/{self.epochs}, Step: {step + 1}/{self.shown_steps}, "
                   f"Loss: {self.losses[step].item():.4f}, "
                   f"Accuracy: {self.accuracies[step].item() * 100:.2f}%")
 
@@ -176,20 +159,23 @@ def train_epoch(model, optimizer, scheduler, batches, log):
 
 def train(model, train_images, train_labels, args):
     """Run all epochs; return the optimizer and the tutorial's per-step history (Python lists)."""
-    steps = len(train_labels) // args.batch_size
+    steps = len(train_labels) // args.batch_size  # the last incomplete batch is skipped
     if steps == 0:
         raise UserError(f"--batch-size {args.batch_size} is larger than the "
                         f"{len(train_labels)} training images")
-    optimizer, scheduler = make_optimizer(model, args, steps)
+    shown_steps = math.ceil(len(train_labels) / args.batch_size)  # the tutorial's len(train_loader)
+    optimizer, scheduler = make_optimizer(model, args.lr, args.schedule, args.epochs, steps)
     generator = torch.Generator().manual_seed(args.seed)  # shuffling and augmentation
     losses, accuracies = [], []
     for epoch in range(1, args.epochs + 1):
         model.train()
         set_dropout(model, active=epoch <= args.epochs - args.no_dropout_epochs)
-        augmented = epoch <= args.epochs - args.no_augment_epochs
-        batches = train_batches(train_images, train_labels, args.batch_size, generator,
-                                AUGMENTATIONS.get(args.augment) if augmented else None)
-        log = StepLog(train_labels, epoch, args)
+        batches = train_batches(train_images, train_labels, args.batch_size, generator)
+        if args.augment != "none" and epoch <= args.epochs - args.no_augment_epochs:
+            batches = augmented(batches, steps * args.batch_size, generator,
+                                AUGMENTATIONS[args.augment], train_labels.device)
+        log = StepLog(steps, shown_steps, epoch, args.epochs, args.log_interval,
+                      train_labels.device)
         epoch_losses, epoch_accuracies = train_epoch(model, optimizer, scheduler, batches, log)
         losses.append(epoch_losses)
         accuracies.append(epoch_accuracies)

@@ -1,0 +1,204 @@
+"""Tests of data.py and augment.py: MNIST as tensors, shuffled batches, pictures of your own
+digits prepared as MNIST's were, and the random changes of --augment.
+
+Usage: python -m unittest -v test_data
+"""
+import os
+import unittest
+from unittest import mock
+
+import torch
+import torchvision
+from PIL import Image
+
+import augment
+import data
+from fixtures import (MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, draw_digit, make_fake_mnist,
+                      temporary_folder)
+
+
+def setUpModule():
+    global TEMP, DATA_DIR
+    TEMP = temporary_folder()
+    DATA_DIR = make_fake_mnist(os.path.join(TEMP, "data"))
+
+
+def temp_path(name):
+    return os.path.join(TEMP, name)
+
+
+class DataTest(unittest.TestCase):
+    def test_tensors_equal_the_tutorial_transform(self):
+        for train_split in (True, False):
+            images, labels = data.load_mnist(DATA_DIR, train=train_split)
+            reference = torchvision.datasets.MNIST(DATA_DIR, train=train_split,
+                                                   transform=TUTORIAL_TRANSFORM)
+            self.assertEqual(images.shape, (len(reference), 1, 28, 28))
+            expected = torch.stack([reference[i][0] for i in range(len(reference))])
+            self.assertTrue(torch.equal(images, expected))  # bit for bit, not approximately
+            self.assertTrue(torch.equal(labels, reference.targets))
+
+    def test_batches_reshuffle_every_epoch_and_drop_the_last(self):
+        labels = torch.arange(100)
+        images = labels.float().view(100, 1, 1, 1)
+        shuffle = torch.Generator().manual_seed(0)
+        epochs = [list(data.train_batches(images, labels, 32, shuffle)) for _ in range(2)]
+        for batches in epochs:
+            self.assertEqual([len(batch_labels) for _, batch_labels in batches], [32, 32, 32])
+            seen = torch.cat([batch_labels for _, batch_labels in batches])
+            self.assertEqual(len(set(seen.tolist())), 96)  # no image twice in an epoch
+            for batch_images, batch_labels in batches:  # each image keeps its label
+                self.assertTrue(torch.equal(batch_images.view(-1).long(), batch_labels))
+        first, second = (torch.cat([b for _, b in batches]) for batches in epochs)
+        self.assertFalse(torch.equal(first, second))
+
+
+def ink_box_and_centre(digit):
+    """Bounding box (height, width) of the ink and its centre of mass (row, column)."""
+    ink = digit[0] + 1  # background 0
+    rows = (ink > 0.1).any(dim=1).nonzero().view(-1)
+    columns = (ink > 0.1).any(dim=0).nonzero().view(-1)
+    coordinates = torch.arange(28, dtype=torch.float32)
+    centre = ((ink.sum(1) * coordinates).sum() / ink.sum(), (ink.sum(0) * coordinates).sum() / ink.sum())
+    return (rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1), centre
+
+
+class PrepareDigitTest(unittest.TestCase):
+    def test_prepared_as_mnist_fit_20_and_centred_by_mass(self):
+        picture = draw_digit((400, 300), (250, 30, 330, 230))  # tall, far off-centre, dark on light
+        digit = data.prepare_digit(picture)
+        self.assertEqual(digit.shape, (1, 28, 28))
+        self.assertEqual(digit[0, 0, 0].item(), -1.0)  # background as MNIST's black after Normalize
+        self.assertAlmostEqual(digit.max().item(), 1.0, places=2)  # full-strength ink
+        (height, width), (row, column) = ink_box_and_centre(digit)
+        self.assertIn(height, (20, 21))  # the long side fits 20 pixels (21 with antialiasing)
+        self.assertLess(width, height)   # aspect ratio kept: 80 x 200 stays narrow
+        self.assertLess(abs(row - 14), 0.75)
+        self.assertLess(abs(column - 14), 0.75)
+
+    def test_light_ink_on_dark_gives_the_same_digit(self):
+        dark_on_light = draw_digit((120, 160), (20, 20, 90, 140))
+        light_on_dark = draw_digit((120, 160), (20, 20, 90, 140), ink="white", paper="black")
+        self.assertTrue(torch.equal(data.prepare_digit(dark_on_light),
+                                    data.prepare_digit(light_on_dark)))
+
+    def test_grey_paper_and_transparent_background(self):
+        reference = data.prepare_digit(draw_digit((120, 160), (20, 20, 90, 140)))
+        grey = data.prepare_digit(draw_digit((120, 160), (20, 20, 90, 140), ink=(40, 40, 40),
+                                             paper=(200, 195, 190)))
+        self.assertLess((grey - reference).abs().max().item(), 0.05)
+        # Black ink on clear pixels that are black too: only the alpha channel shows the digit.
+        transparent = draw_digit((120, 160), (20, 20, 90, 140), ink=(0, 0, 0, 255),
+                                 paper=(0, 0, 0, 0), mode="RGBA")
+        self.assertTrue(torch.equal(data.prepare_digit(transparent), reference))
+
+    def test_blank_picture_is_refused(self):
+        with self.assertRaises(data.UserError):
+            data.prepare_digit(Image.new("L", (50, 50), 255))
+
+
+class ReadPictureTest(unittest.TestCase):
+    def test_exif_rotated_photo_is_read_upright(self):
+        upright = draw_digit((120, 160), (20, 20, 90, 140))  # an 'L': turning it changes it
+        path = temp_path("sideways.jpg")
+        # As a phone saves it: the pixels turned a quarter, Orientation 6 says to turn them back.
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+        expected = data.prepare_digit(upright)
+        self.assertLess((data.read_picture(path, path) - expected).abs().mean().item(), 0.02)
+        exif[0x0112] = 1  # the same pixels with no turn asked are read as they are
+        upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+        self.assertGreater((data.read_picture(path, path) - expected).abs().mean().item(), 0.1)
+
+    def test_file_objects_and_paths_give_the_same_digit(self):
+        path = temp_path("digit.png")
+        draw_digit((100, 100), (30, 20, 70, 80)).save(path)
+        with open(path, "rb") as file:
+            self.assertTrue(torch.equal(data.read_picture(file, "upload"),
+                                        data.read_picture(path, path)))
+
+
+class AugmentTest(unittest.TestCase):
+    def square(self):
+        """32 black images (after normalisation) with a bright 10 x 10 square in the middle."""
+        images = torch.full((32, 1, 28, 28), data.background())
+        images[:, :, 9:19, 9:19] = (1 - data.MEAN) / data.STD
+        return images
+
+    def augmented(self, images, seed=1, **limits):
+        return augment.augment(images, *augment.draw_changes(len(images), torch.Generator().manual_seed(seed),
+                                                       **limits))
+
+    def check_keeps_background(self):
+        images = self.square()
+        for name, limits in augment.AUGMENTATIONS.items():
+            first, again = self.augmented(images, **limits), self.augmented(images, **limits)
+            self.assertEqual(first.shape, (32, 1, 28, 28), name)
+            self.assertTrue(torch.equal(first, again), name)  # seeded
+            self.assertFalse(torch.equal(first[0], first[1]), name)  # each image its own way
+            self.assertFalse(torch.equal(first, images), name)
+            corners = first[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
+            torch.testing.assert_close(corners, torch.full_like(corners, data.background()))
+            self.assertGreaterEqual(first.min().item(), data.background() - 1e-5, name)
+            self.assertLessEqual(first.max().item(), images.max().item() + 1e-5, name)
+
+    def test_seeded_shape_kept_background_stays_background(self):
+        self.check_keeps_background()
+
+    def test_background_stays_under_another_mean_and_std(self):
+        with mock.patch.multiple(data, MEAN=0.1307, STD=0.3081):
+            self.assertAlmostEqual(data.background(), -0.4242, places=4)
+            self.check_keeps_background()
+
+    def test_stroke_thickness_as_asked(self):
+        images = self.square()
+        images[:, :, 13:15, 5:23] = images.max()  # and a 2-pixel bar through it
+        ink = (images > data.background() + 0.5).sum()
+        thicker = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=torch.ones(32))
+        thinner = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=-torch.ones(32))
+        self.assertGreater((thicker > data.background() + 0.5).sum(), ink * 1.2)
+        self.assertLess((thinner > data.background() + 0.5).sum(), ink * 0.8)
+        same = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=torch.zeros(32))
+        torch.testing.assert_close(same, images)  # no change asked: the identity map keeps all
+        blurred = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), blur=torch.ones(32))
+        self.assertLess(blurred[0, 0, 9, 9], images[0, 0, 9, 9])  # corners soften ...
+        self.assertGreater(blurred[0, 0, 8, 12], data.background())  # ... ink spreads out ...
+        ink_before = (images - data.background()).sum().item()
+        ink_after = (blurred - data.background()).sum().item()
+        self.assertAlmostEqual(ink_after / ink_before, 1, delta=0.05)  # ... about as much ink
+
+    def test_fast_3x3_maximum_equals_max_pooling(self):
+        ink = torch.randn(5, 1, 28, 28)  # either sign: the minimum is -maximum_3x3(-ink)
+        self.assertTrue(torch.equal(augment.maximum_3x3(ink),
+                                    torch.nn.functional.max_pool2d(ink, 3, stride=1, padding=1)))
+
+    def test_training_batches_are_the_same_whatever_the_order_of_use(self):
+        """Augmentation draws come from the one generator, so a seed gives the same epoch."""
+        labels = torch.arange(100) % 10
+        images = self.square()[:1].repeat(100, 1, 1, 1)
+        epochs = []
+        for _ in range(2):
+            generator = torch.Generator().manual_seed(4)
+            batches = data.train_batches(images, labels, 32, generator)
+            epochs.append(list(augment.augmented(batches, 96, generator,
+                                                 augment.AUGMENTATIONS["handwriting"], "cpu")))
+        self.assertEqual(len(epochs[0]), 3)
+        for (first_images, first_labels), (again_images, again_labels) in zip(*epochs):
+            self.assertTrue(torch.equal(first_images, again_images))
+            self.assertTrue(torch.equal(first_labels, again_labels))
+        self.assertFalse(torch.equal(epochs[0][0][0], images[:32]))  # changed
+
+
+@unittest.skipIf(*NO_REAL_MNIST)
+class RealMnistTest(unittest.TestCase):
+    def test_tensors_equal_torchvision_on_real_mnist(self):
+        images, labels = data.load_mnist(MNIST_ROOT, train=False)
+        reference = torchvision.datasets.MNIST(MNIST_ROOT, train=False, transform=TUTORIAL_TRANSFORM)
+        expected = torch.stack([reference[i][0] for i in range(len(reference))])
+        self.assertTrue(torch.equal(images, expected))
+        self.assertTrue(torch.equal(labels, reference.targets))
+
+
+if __name__ == "__main__":
+    unittest.main()
