@@ -17,13 +17,13 @@ import torch.nn as nn
 import torchvision
 
 import train
-from cli import add_data_and_device_arguments, non_negative_int, positive_int
 from augment import AUGMENTATIONS, augmented
+from cli import add_data_and_device_arguments, non_negative_int, positive_int
 from data import load_mnist, train_batches, transform
 from model import Net
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Benchmark the training data paths.")
     add_data_and_device_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=64,
@@ -36,7 +36,7 @@ def parse_args():
     parser.add_argument("--skip-scripts", action="store_true",
                         help="time only the epochs, not whole train.py and test.py runs "
                              "(default: off)")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def synchronize(device):
@@ -148,8 +148,8 @@ def time_scripts(args, floor_seconds):
         print(f"{name:<38}{seconds:>9.2f}  {ratio}".rstrip())
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     print(f"Device: {args.device}, batch size {args.batch_size}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads")
     train_images, train_labels = load_mnist(args.data_dir, train=True, device=args.device)

@@ -11,8 +11,7 @@ import torch
 import torchvision
 from PIL import Image, ImageDraw
 
-from cli import (UserError, add_data_and_device_arguments, output_path, run_main,
-                 save_atomically)
+from cli import UserError, add_data_and_device_arguments, output_path, run_main, save_atomically
 from data import load_mnist, read_picture, to_pixels
 from evaluation import accuracy, load_model, predict
 

@@ -17,8 +17,8 @@ import draw
 import evaluation
 import test
 import train
-from model import Net
 from fixtures import make_fake_mnist, run_script, temporary_folder
+from model import Net
 
 ACCELERATOR = cli.accelerator_type()
 

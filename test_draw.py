@@ -22,8 +22,16 @@ from PIL import Image
 import data
 import draw
 import train
-from fixtures import (HERE, draw_shape, make_shapes_mnist, png_base64, run_script, run_subprocess,
-                      stroke_pixels, temporary_folder)
+from fixtures import (
+    HERE,
+    draw_shape,
+    make_shapes_mnist,
+    png_base64,
+    run_script,
+    run_subprocess,
+    stroke_pixels,
+    temporary_folder,
+)
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"

@@ -21,8 +21,15 @@ import cli
 import data
 import test
 import train
-from fixtures import (HERE, TutorialModel, make_fake_mnist, run_script, run_subprocess,
-                      temporary_folder, write_idx)
+from fixtures import (
+    HERE,
+    TutorialModel,
+    make_fake_mnist,
+    run_script,
+    run_subprocess,
+    temporary_folder,
+    write_idx,
+)
 
 
 def setUpModule():

@@ -1,0 +1,135 @@
+"""Tests that the docs cannot rot: the lesson's one-cell block trains exactly as train.py does,
+every relative link resolves, and every `python <script>.py --flag` written there exists.
+
+Usage: python -m unittest -v test_docs
+"""
+import glob
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+import torch
+
+import benchmark
+import benchmark_page
+import draw
+import make_digit_sets
+import test
+import train
+from fixtures import HERE, make_fake_mnist, run_script, temporary_folder
+
+DOCS = [os.path.join(HERE, "README.md"), *sorted(glob.glob(os.path.join(HERE, "docs", "*.md")))]
+SCRIPTS = {"train.py": train, "test.py": test, "draw.py": draw, "benchmark.py": benchmark,
+           "benchmark_page.py": benchmark_page, "make_digit_sets.py": make_digit_sets}
+
+
+def setUpModule():
+    global TEMP, DATA_DIR
+    TEMP = temporary_folder()
+    DATA_DIR = make_fake_mnist(os.path.join(TEMP, "data"))
+
+
+def read(path):
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
+def lesson_block():
+    """The one python block in docs/lesson.md, exactly as written there."""
+    blocks = re.findall(r"```python\n(.*?)```", read(os.path.join(HERE, "docs", "lesson.md")), re.S)
+    assert len(blocks) == 1, f"docs/lesson.md holds {len(blocks)} python blocks, not 1"
+    return blocks[0]
+
+
+def anchors(markdown):
+    """The link targets of a Markdown file's headings, as GitHub makes them."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in headings}
+
+
+def commands(markdown):
+    """Every `python <script>.py ...` command written in markdown, up to a pipe, ; or &&."""
+    found = []
+    for line in markdown.splitlines():
+        for match in re.finditer(r"python (\w+\.py)([^`|;&\n]*)", line):
+            found.append((match.group(1), match.group(2)))
+    return found
+
+
+def flags_of(module):
+    """The flags a script's --help lists."""
+    code, out, _ = run_script(module, ["--help"])
+    assert code == 0
+    return set(re.findall(r"(--[a-z][a-z0-9-]*)", out))
+
+
+class LessonBlockTest(unittest.TestCase):
+    def test_the_block_prints_and_trains_exactly_as_train_py(self):
+        # The block reads ./files, as the tutorial does: run it where ./files is the synthetic set.
+        os.symlink(DATA_DIR, os.path.join(TEMP, "files"))
+        code = lesson_block() + "\ntorch.save(model.state_dict(), 'lesson.pt')\n"
+        result = subprocess.run([sys.executable, "-c", code], cwd=TEMP, capture_output=True,
+                                text=True, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        out = os.path.join(TEMP, "train.pt")
+        status, printed, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu",
+                                                  "--out", out])
+        self.assertEqual(status, 0, err)
+
+        def lines(text):  # everything but the timing, the device and the saved file
+            return [line for line in text.splitlines()
+                    if line.startswith(("Epoch:", "Test Accuracy:"))]
+        self.assertEqual(len(lines(result.stdout)), 3 + 1)  # a line per epoch on 1,000 images
+        self.assertEqual(lines(result.stdout), lines(printed))
+        block = torch.load(os.path.join(TEMP, "lesson.pt"), weights_only=True)
+        script = torch.load(out, weights_only=True)["model"]
+        self.assertEqual(block.keys(), script.keys())
+        for key in block:
+            self.assertTrue(torch.equal(block[key], script[key]), key)  # bit for bit
+
+    def test_the_block_needs_only_torch_and_torchvision(self):
+        imported = set(re.findall(r"^(?:import|from) (\w+)", lesson_block(), re.M))
+        self.assertEqual(imported, {"time", "torch", "torchvision"})
+
+
+class DocsTest(unittest.TestCase):
+    def test_every_relative_link_resolves(self):
+        checked = 0
+        for path in DOCS:
+            for target in re.findall(r"\]\(([^)\s]+)\)", read(path)):
+                if re.match(r"[a-z]+:", target):  # http:, https:, mailto: are not ours to check
+                    continue
+                file, _, anchor = target.partition("#")
+                linked = os.path.normpath(os.path.join(os.path.dirname(path), file)) if file else path
+                with self.subTest(doc=os.path.relpath(path, HERE), link=target):
+                    self.assertTrue(os.path.exists(linked), f"{linked} does not exist")
+                    if anchor:
+                        self.assertIn(anchor, anchors(read(linked)))
+                checked += 1
+        self.assertGreater(checked, 20)
+
+    def test_every_script_command_names_flags_that_exist(self):
+        flags = {name: flags_of(module) for name, module in SCRIPTS.items()}
+        checked = 0
+        for path in DOCS:
+            for script, arguments in commands(read(path)):
+                with self.subTest(doc=os.path.relpath(path, HERE), command=f"{script}{arguments}"):
+                    self.assertIn(script, flags, f"{script} is not one of our scripts")
+                    unknown = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", arguments))
+                    self.assertEqual(unknown - flags[script], set())
+                checked += 1
+        self.assertGreater(checked, 20)
+
+    def test_the_checks_above_would_catch_a_slip(self):
+        self.assertEqual(commands("run `python train.py --epoch 3 | tail`"),
+                         [("train.py", " --epoch 3 ")])
+        self.assertNotIn("--epoch", flags_of(train))
+        self.assertEqual(anchors("# Tested versions\n## Your own handwriting (UCI, 1,797)"),
+                         {"tested-versions", "your-own-handwriting-uci-1797"})
+
+
+if __name__ == "__main__":
+    unittest.main()
