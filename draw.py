@@ -1,4 +1,5 @@
-"""Draw a digit in the browser and watch it flow through the network you trained, layer by layer.
+"""Draw a digit in the browser and watch it flow through the network you trained, stage by stage:
+how each value was computed, which pixels decided the answer, and how sure the network is.
 
 Usage: python draw.py model.pt [recipe.pt ...] [--port 8000] [--host 127.0.0.1] [--device auto]
        then open http://127.0.0.1:8000/
@@ -10,7 +11,6 @@ import io
 import json
 import os
 import sys
-import threading
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +22,7 @@ from PIL import Image
 from cli import UserError, add_device_argument, checked, run_main
 from data import prepare_digit, read_picture, to_pixels
 from evaluation import load_model
+from explain import Explainer, confidence
 from model import Net
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "draw.html")
@@ -55,50 +56,25 @@ def load_models(paths, device):
     return models + [(UNTRAINED, Net().to(device).eval())]
 
 
-@torch.no_grad()
-def layer_outputs(model, digit):
-    """Run digit (1, 28, 28) through model; return each stage's name, kind and output (batch 1).
-
-    The stages are read from the model's own modules as they run (forward hooks), so this follows
-    model.py instead of copying its forward pass: a pooling layer's input is the ReLU of the
-    convolution before it, and dropout is skipped, since it does nothing in eval mode.
-    """
-    calls = []  # (name, module, input, output) in the order forward() runs them
-    names = {module: name for name, module in model.named_modules()}
-    hooks = [module.register_forward_hook(
-        lambda module, inputs, output: calls.append((names[module], module, inputs[0], output)))
-        for module in model.modules() if not list(module.children())]
-    try:
-        logits = model(digit[None])  # (1, 10)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    stages, convolution, last = [], None, None
-    for name, module, layer_input, output in calls:
-        if isinstance(module, nn.Conv2d):
-            convolution = name  # shown after its ReLU, as the pooling layer receives it
-        elif isinstance(module, nn.MaxPool2d):
-            stages.append((f"{convolution} + ReLU", "convolution", layer_input))
-            stages.append((name, "pool", output))
-        elif isinstance(module, nn.Linear) and output is not logits:
-            stages.append((name, "linear", output))
-        elif output is logits:
-            last = name  # the layer whose scores the network returns
-    stages.append((f"softmax of {last}", "output", logits.softmax(dim=1)))
-    return stages
-
-
-def describe(tensor):
+def describe(tensor, digits=5):
     """A tensor (batch 1) as JSON: its shape without the batch, and its values rounded."""
-    values = tensor[0].cpu()
+    values = tensor[0].detach().cpu()
     return {"shape": list(values.shape),
-            "values": [round(value, 4) for value in values.flatten().tolist()]}
+            "values": [round(value, digits) for value in values.flatten().tolist()]}
 
 
 def learned_kernels(model):
     """The learned convolution kernels of model, by layer name, with their shapes."""
-    return [{"name": name, **describe(module.weight.detach()[None])}
+    return [{"name": name, **describe(module.weight[None])}
             for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+
+
+def whole_number(request, key, low, high):
+    """request[key] if it is a whole number from low to high (not a bool); else BadRequest."""
+    value = request.get(key)
+    if type(value) is not int or not low <= value <= high:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"{key} must be a whole number from {low} to {high}")
+    return value
 
 
 def parse_json(body):
@@ -150,43 +126,71 @@ def digit_from_request(request):
 
 
 class Page:
-    """What the server answers: the page, the models, and predictions with every layer."""
+    """What the server answers: the page, the models, and each answer with its explanations."""
 
     def __init__(self, models, device):
         with open(PAGE, "rb") as file:
             self.html = file.read()
-        self.models, self.device = models, device
-        self.lock = threading.Lock()  # hooks are set on the shared model: one forward at a time
+        self.device = device
+        self.models = []
+        for name, model in models:
+            try:
+                self.models.append((name, Explainer(model)))
+            except UserError as error:
+                raise UserError(f"{name}: {error}") from None
 
-    def model_list(self):
+    def model_list(self, query=""):
         return {"models": [name for name, _ in self.models]}
 
-    def model_index(self, value):
-        if type(value) is not int or not 0 <= value < len(self.models):
-            raise BadRequest(HTTPStatus.BAD_REQUEST,
-                             f"model must be a whole number from 0 to {len(self.models) - 1}")
-        return value
+    def chosen(self, request):
+        """The (name, explainer) a request's 'model' names (0, the first, when it names none)."""
+        return self.models[whole_number({"model": 0, **request}, "model", 0, len(self.models) - 1)]
 
     def kernels(self, query):
-        values = urllib.parse.parse_qs(query).get("model", ["0"])
-        try:
-            index = self.model_index(int(values[0]))
-        except ValueError:
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "model must be a whole number") from None
-        return {"model": self.models[index][0], "kernels": learned_kernels(self.models[index][1])}
+        request = {key: values[0] for key, values in urllib.parse.parse_qs(query).items()}
+        if "model" in request:
+            try:
+                request["model"] = int(request["model"])
+            except ValueError:
+                raise BadRequest(HTTPStatus.BAD_REQUEST, "model must be a whole number") from None
+        name, explainer = self.chosen(request)
+        return {"model": name, "kernels": learned_kernels(explainer.model)}
 
     def predict(self, request):
-        index = self.model_index(request.get("model", 0))
+        name, explainer = self.chosen(request)
         digit = digit_from_request(request).to(self.device)  # (1, 28, 28)
-        name, model = self.models[index]
-        with self.lock:
-            stages = layer_outputs(model, digit)
-        probabilities = stages[-1][2][0].cpu()  # (10,)
-        return {"model": name, "prediction": int(probabilities.argmax()),
+        layers = explainer.layers(explainer.run(digit))
+        probabilities = layers[-1]["output"][0].cpu()  # (10,)
+        prediction = int(probabilities.argmax())
+        return {"model": name, "prediction": prediction,
                 "probabilities": [round(value, 6) for value in probabilities.tolist()],
+                "confidence": confidence(probabilities, digit.cpu()),
                 "input": describe(to_pixels(digit[None])),  # brightness 0..1
-                "layers": [{"name": stage, "kind": kind, **describe(output)}
-                           for stage, kind, output in stages]}
+                "layers": [{**{key: value for key, value in layer.items() if key != "output"},
+                            **describe(layer["output"])} for layer in layers],
+                "attribution": self.attribution_of(explainer, digit, prediction)}
+
+    def step(self, request):
+        _, explainer = self.chosen(request)
+        stage = request.get("stage")
+        if not isinstance(stage, str):
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "stage must be the name of a stage")
+        position = [whole_number(request, key, 0, 10_000) for key in ("map", "row", "column")]
+        digit = digit_from_request(request).to(self.device)
+        try:
+            return explainer.step(explainer.run(digit), stage, *position)
+        except UserError as error:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, str(error)) from None
+
+    def attribution(self, request):
+        _, explainer = self.chosen(request)
+        target = whole_number(request, "digit", 0, 9)
+        return self.attribution_of(explainer, digit_from_request(request).to(self.device), target)
+
+    @staticmethod
+    def attribution_of(explainer, digit, target):
+        values, total = explainer.attribution(digit, target)
+        return {"digit": target, **describe(values[None]), "total": total}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -194,31 +198,40 @@ class Handler(BaseHTTPRequestHandler):
 
     page = None  # a Page, set by make_server()
     server_version = "draw.py"
+    # (method, path): what answers it, with the query string (GET) or the JSON body (POST).
+    ROUTES = {("GET", "/"): lambda page, query: page.html,
+              ("GET", "/models"): Page.model_list,
+              ("GET", "/kernels"): Page.kernels,
+              ("POST", "/predict"): Page.predict,
+              ("POST", "/step"): Page.step,
+              ("POST", "/attribution"): Page.attribution}
 
     def do_GET(self):
-        path, _, query = self.path.partition("?")
-        routes = {"/": lambda: self.send(HTTPStatus.OK, self.page.html, "text/html; charset=utf-8"),
-                  "/models": lambda: self.send_json(self.page.model_list()),
-                  "/kernels": lambda: self.send_json(self.page.kernels(query))}
-        self.answer(routes, path)
+        self.answer()
 
     def do_POST(self):
-        def predict():
-            self.send_json(self.page.predict(parse_json(self.read_body())))
-        self.answer({"/predict": predict}, self.path.partition("?")[0])
+        self.answer()
 
-    def answer(self, routes, path):
-        known = {"/", "/models", "/kernels", "/predict"}
+    def answer(self):
+        path, _, query = self.path.partition("?")
         try:
-            if path not in routes:
-                status = HTTPStatus.METHOD_NOT_ALLOWED if path in known else HTTPStatus.NOT_FOUND
+            route = self.ROUTES.get((self.command, path))
+            if route is None:
+                known = any(known_path == path for _, known_path in self.ROUTES)
+                status = HTTPStatus.METHOD_NOT_ALLOWED if known else HTTPStatus.NOT_FOUND
                 raise BadRequest(status, f"no {self.command} {path[:100]} here")
-            routes[path]()
+            argument = query if self.command == "GET" else parse_json(self.read_body())
+            content = route(self.page, argument)
         except BadRequest as error:
             self.send_json({"error": str(error)}, error.status)
         except Exception as error:  # noqa: BLE001  (a bug must not kill the server; say what)
             self.send_json({"error": f"internal error ({type(error).__name__}: {error})"},
                            HTTPStatus.INTERNAL_SERVER_ERROR)
+        else:
+            if isinstance(content, bytes):
+                self.send(HTTPStatus.OK, content, "text/html; charset=utf-8")
+            else:
+                self.send_json(content)
 
     def read_body(self):
         length = self.headers.get("Content-Length")

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import io
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -110,6 +111,18 @@ def run_subprocess(script, *argv, **kwargs):
     """Run one of our scripts as a user would; return the CompletedProcess."""
     return subprocess.run([sys.executable, os.path.join(HERE, script), *argv], cwd=HERE,
                           capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def start_script(script, *argv):
+    """Start one of our scripts as a user does in a terminal, to send it Ctrl-C; return the Popen.
+
+    A shell that runs the suite in the background starts it with Ctrl-C (SIGINT) ignored, and
+    children inherit that, so the script would never see it: the child gets the default back.
+    """
+    return subprocess.Popen([sys.executable, os.path.join(HERE, script), *argv], cwd=HERE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def draw_digit(size, box, ink="black", paper="white", mode="RGB"):

@@ -13,14 +13,8 @@ from PIL import Image
 
 import augment
 import data
-from fixtures import (
-    MNIST_ROOT,
-    NO_REAL_MNIST,
-    TUTORIAL_TRANSFORM,
-    draw_digit,
-    make_fake_mnist,
-    temporary_folder,
-)
+from fixtures import (MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, draw_digit, make_fake_mnist,
+                      temporary_folder)
 
 
 def setUpModule():

@@ -11,50 +11,114 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import unittest
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from PIL import Image
 
 import data
 import draw
+import explain
 import train
-from fixtures import (
-    HERE,
-    draw_shape,
-    make_shapes_mnist,
-    png_base64,
-    run_script,
-    run_subprocess,
-    stroke_pixels,
-    temporary_folder,
-)
+from fixtures import (draw_shape, make_shapes_mnist, png_base64, run_script, run_subprocess,
+                      start_script, stroke_pixels, temporary_folder)
+from model import Net
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 
 
+class BatchNormNet(Net):
+    """Net as a student edits it: batch normalisation after convolution1, and a third convolution
+    (3 x 3, padded, so 16 x 4 x 4 stays 16 x 4 x 4) without pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(6)
+        self.convolution3 = nn.Conv2d(16, 16, kernel_size=3, padding=1)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.norm1(self.convolution1(x))))
+        x = self.conv_dropout(x)
+        x = self.pool(F.relu(self.convolution2(x)))
+        x = self.convolution3(x)
+        return self.fc2(self.fc1(torch.flatten(x, 1)))
+
+
+class ReluAfterFc1Net(Net):
+    """Net with the ReLU between fc1 and fc2 that the tutorial leaves out."""
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.convolution1(x)))
+        x = self.pool(F.relu(self.convolution2(self.conv_dropout(x))))
+        return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+
+
+class WideNet(nn.Module):
+    """A wider network with other names: 12 and 24 kernels, 64 hidden units, nn.ReLU modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(1, 12, kernel_size=5)
+        self.act_a = nn.ReLU()
+        self.conv_b = nn.Conv2d(12, 24, kernel_size=5)
+        self.act_b = nn.ReLU()
+        self.hidden = nn.Linear(24 * 4 * 4, 64)
+        self.out = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.act_a(self.conv_a(x)), 2)
+        x = F.max_pool2d(self.act_b(self.conv_b(x)), 2)
+        return self.out(self.hidden(x.view(x.size(0), -1)))
+
+
+# Stage names and shapes each edited network must show, in order.
+EDITED = {
+    "batchnorm": (BatchNormNet, [("convolution1", [6, 24, 24]), ("norm1", [6, 24, 24]),
+                                 ("relu", [6, 24, 24]), ("pool", [6, 12, 12]),
+                                 ("conv_dropout", [6, 12, 12]), ("convolution2", [16, 8, 8]),
+                                 ("pool_1", [16, 4, 4]), ("convolution3", [16, 4, 4]),
+                                 ("flatten", [256]), ("fc1", [30]), ("fc2", [10]), ("softmax", [10])]),
+    "relu after fc1": (ReluAfterFc1Net, [("convolution1", [6, 24, 24]), ("pool", [6, 12, 12]),
+                                         ("conv_dropout", [6, 12, 12]), ("convolution2", [16, 8, 8]),
+                                         ("pool_1", [16, 4, 4]), ("flatten", [256]), ("fc1", [30]),
+                                         ("fc2", [10]), ("softmax", [10])]),
+    "wide": (WideNet, [("conv_a", [12, 24, 24]), ("max_pool2d", [12, 12, 12]),
+                       ("conv_b", [24, 8, 8]), ("max_pool2d_1", [24, 4, 4]), ("view", [384]),
+                       ("hidden", [64]), ("out", [10]), ("softmax", [10])]),
+}
+
+
 def setUpModule():
-    global TEMP, MODEL, SERVER, ORIGIN
+    global TEMP, MODEL, SERVER, ORIGIN, EDITED_SERVER
     TEMP = temporary_folder()
     shapes = make_shapes_mnist(os.path.join(TEMP, "shapes"))
     MODEL = os.path.join(TEMP, "shapes.pt")
     code, _, err = run_script(train, ["--data-dir", shapes, "--device", "cpu", "--epochs", "4",
                                       "--out", MODEL])
     assert code == 0, err
-    SERVER = draw.make_server(draw.load_models([MODEL], "cpu"), "127.0.0.1", 0, "cpu")
-    threading.Thread(target=SERVER.serve_forever, daemon=True).start()
-    unittest.addModuleCleanup(SERVER.server_close)
-    unittest.addModuleCleanup(SERVER.shutdown)  # cleanups run last first: shut down, then close
+    SERVER = start_server(draw.load_models([MODEL], "cpu"))
     ORIGIN = f"http://127.0.0.1:{SERVER.server_address[1]}"
+    torch.manual_seed(0)
+    EDITED_SERVER = start_server([(name, network().eval()) for name, (network, _) in EDITED.items()])
 
 
-def request(method, path, body=None, headers=None):
-    """Send one request to the test server; return (status, decoded JSON or raw bytes)."""
-    connection = http.client.HTTPConnection("127.0.0.1", SERVER.server_address[1], timeout=30)
+def start_server(models):
+    """Serve the page for models on a free port of 127.0.0.1 until the module's tests end."""
+    server = draw.make_server(models, "127.0.0.1", 0, "cpu")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    unittest.addModuleCleanup(server.server_close)
+    unittest.addModuleCleanup(server.shutdown)  # cleanups run last first: shut down, then close
+    return server
+
+
+def request(method, path, body=None, headers=None, server=None):
+    """Send one request to a test server; return (status, decoded JSON or raw bytes)."""
+    port = (server or SERVER).server_address[1]
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         if isinstance(body, (dict, list)):
             body = json.dumps(body)
@@ -66,6 +130,14 @@ def request(method, path, body=None, headers=None):
     if response.getheader("Content-Type") == "application/json":
         return response.status, json.loads(content)
     return response.status, content
+
+
+# The tutorial's forward(), as the page shows it: name, shape, kind, activation shown with it.
+TUTORIAL_STAGES = [
+    ("convolution1", [6, 24, 24], "convolution", "ReLU"), ("pool", [6, 12, 12], "pool", None),
+    ("conv_dropout", [6, 12, 12], "dropout", None), ("convolution2", [16, 8, 8], "convolution", "ReLU"),
+    ("pool_1", [16, 4, 4], "pool", None), ("flatten", [256], "flatten", None),
+    ("fc1", [30], "linear", None), ("fc2", [10], "linear", None), ("softmax", [10], "output", None)]
 
 
 class ServerTest(unittest.TestCase):
@@ -83,10 +155,12 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(status, 200, str(answer)[:300])
         self.assertEqual(answer["prediction"], 1)
         self.assertAlmostEqual(sum(answer["probabilities"]), 1.0, places=4)
-        self.assertEqual([(layer["name"], layer["shape"]) for layer in answer["layers"]],
-                         [("convolution1 + ReLU", [6, 24, 24]), ("pool", [6, 12, 12]),
-                          ("convolution2 + ReLU", [16, 8, 8]), ("pool", [16, 4, 4]),
-                          ("fc1", [30]), ("softmax of fc2", [10])])
+        self.assertEqual([(layer["name"], layer["shape"], layer["kind"], layer["activation"])
+                          for layer in answer["layers"]], TUTORIAL_STAGES)
+        self.assertEqual([layer["code"] for layer in answer["layers"]][:6],
+                         ["self.convolution1: Conv2d", "self.pool: MaxPool2d",
+                          "self.conv_dropout: Dropout", "self.convolution2: Conv2d",
+                          "self.pool: MaxPool2d", "torch.flatten"])
         for layer in answer["layers"]:
             self.assertEqual(len(layer["values"]), math.prod(layer["shape"]), layer["name"])
         self.assertEqual(answer["input"]["shape"], [1, 28, 28])
@@ -115,9 +189,13 @@ class ServerTest(unittest.TestCase):
         self.assertEqual([(k["name"], k["shape"]) for k in answer["kernels"]],
                          [("convolution1", [6, 1, 5, 5]), ("convolution2", [16, 6, 5, 5])])
         self.assertEqual(len(answer["kernels"][1]["values"]), 16 * 6 * 5 * 5)
+        torch.manual_seed(0)  # the untrained network is seed 0's, every time the page starts
+        torch.testing.assert_close(torch.tensor(answer["kernels"][0]["values"]).view(6, 1, 5, 5),
+                                   Net().convolution1.weight.detach(), atol=1e-5, rtol=0)
 
     def test_every_bad_request_is_a_4xx_with_a_one_line_message(self):
         white = [[255] * 50 for _ in range(50)]
+        one = stroke_pixels(1)
         whole_png = base64.b64decode(png_base64(draw_shape(1, torch.Generator())))
         broken_png = whole_png[:len(whole_png) // 2]
         cases = [
@@ -154,6 +232,24 @@ class ServerTest(unittest.TestCase):
             ("POST", "/predict", {"pixels": [[0] * 50] * 50}, {}, 422),          # one colour
             ("POST", "/predict", {"picture": base64.b64encode(b"hello").decode()}, {}, 422),
             ("POST", "/predict", {"picture": base64.b64encode(broken_png).decode()}, {}, 422),
+            ("GET", "/step", None, {}, 405),
+            ("POST", "/step", {"pixels": one, "map": 0, "row": 0, "column": 0}, {}, 400),
+            ("POST", "/step", {"pixels": one, "stage": "fc9", "map": 0, "row": 0, "column": 0}, {}, 400),
+            ("POST", "/step", {"pixels": one, "stage": 3, "map": 0, "row": 0, "column": 0}, {}, 400),
+            ("POST", "/step", {"pixels": one, "stage": "pool", "map": 6, "row": 0, "column": 0}, {}, 400),
+            ("POST", "/step", {"pixels": one, "stage": "pool", "map": 0, "row": 12, "column": 0}, {}, 400),
+            ("POST", "/step", {"pixels": one, "stage": "pool", "map": 0, "row": -1, "column": 0}, {}, 400),
+            ("POST", "/step", {"pixels": one, "stage": "pool", "map": 0, "row": "1", "column": 0}, {}, 400),
+            ("POST", "/step", {"pixels": one, "stage": "pool", "map": 0, "row": 0, "column": True}, {}, 400),
+            ("POST", "/step", {"pixels": one, "stage": "fc1", "map": 1, "row": 0, "column": 0}, {}, 400),
+            ("POST", "/step", {"pixels": one, "stage": "fc1", "map": 0, "row": 0, "column": 30}, {}, 400),
+            ("POST", "/step", {"pixels": white, "stage": "pool", "map": 0, "row": 0, "column": 0}, {}, 422),
+            ("POST", "/attribution", {"pixels": one}, {}, 400),
+            ("POST", "/attribution", {"pixels": one, "digit": 10}, {}, 400),
+            ("POST", "/attribution", {"pixels": one, "digit": 2.5}, {}, 400),
+            ("POST", "/attribution", {"pixels": one, "digit": 1, "model": 7}, {}, 400),
+            ("POST", "/attribution", {"digit": 1}, {}, 400),
+            ("POST", "/attribution", "{broken", {}, 400),
         ]
         for method, path, body, headers, expected in cases:
             with self.subTest(method=method, path=path, body=str(body)[:60]):
@@ -203,6 +299,153 @@ class ServerTest(unittest.TestCase):
                          [(200, label) for _, _, label in results])
 
 
+class EditedModelTest(unittest.TestCase):
+    def test_each_edited_network_shows_its_own_stages_and_shapes(self):
+        pixels = stroke_pixels(1)
+        for index, (name, (_, expected)) in enumerate(EDITED.items()):
+            with self.subTest(network=name):
+                status, answer = request("POST", "/predict", {"model": index, "pixels": pixels},
+                                         server=EDITED_SERVER)
+                self.assertEqual(status, 200, str(answer)[:300])
+                self.assertEqual([(layer["name"], layer["shape"]) for layer in answer["layers"]],
+                                 expected)
+        status, answer = request("POST", "/predict", {"model": 1, "pixels": pixels}, server=EDITED_SERVER)
+        fc1 = next(layer for layer in answer["layers"] if layer["name"] == "fc1")
+        self.assertEqual(fc1["activation"], "ReLU")  # the added ReLU is seen, and shown with fc1
+        self.assertGreaterEqual(min(fc1["values"]), 0)
+
+    def test_kernels_of_a_wider_network(self):
+        status, answer = request("GET", "/kernels?model=2", server=EDITED_SERVER)
+        self.assertEqual(status, 200)
+        self.assertEqual([(k["name"], k["shape"]) for k in answer["kernels"]],
+                         [("conv_a", [12, 1, 5, 5]), ("conv_b", [24, 12, 5, 5])])
+
+    def test_a_network_the_page_cannot_show_is_one_line(self):
+        class Branching(Net):
+            def forward(self, x):
+                return super().forward(x) if x.sum() > 0 else super().forward(-x)
+
+        class OtherSize(Net):
+            def __init__(self):
+                super().__init__()
+                self.fc1 = nn.Linear(16 * 5 * 5, 30)  # made for 32 x 32 pictures
+
+        class FiveDigits(Net):
+            def __init__(self):
+                super().__init__()
+                self.fc2 = nn.Linear(30, 5)
+
+        for network, words in ((Branching, "cannot follow this network's forward()"),
+                               (OtherSize, "cannot take a 1 x 28 x 28 picture"),
+                               (FiveDigits, "answers (5,) values, not 10 digits")):
+            with self.subTest(network=network.__name__):
+                with self.assertRaises(draw.UserError) as raised:
+                    draw.Page([("edited.pt", network())], "cpu")
+                self.assertIn("edited.pt: this network" if network is not Branching
+                              else "edited.pt: the page", str(raised.exception))
+                self.assertIn(words, str(raised.exception))
+                self.assertEqual(len(str(raised.exception).splitlines()), 1)
+
+
+def step(stage, map_index, row, column, model=0, server=None, label=1):
+    status, answer = request("POST", "/step", {"model": model, "pixels": stroke_pixels(label),
+                                               "stage": stage, "map": map_index, "row": row,
+                                               "column": column}, server=server)
+    assert status == 200, answer
+    return answer
+
+
+class StepTest(unittest.TestCase):
+    """Every value of a stage traced to its inputs, checked against a reference computed here."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.model = draw.load_models([MODEL], "cpu")[0][1]
+        digit = data.prepare_digit(Image.fromarray(
+            torch.tensor(stroke_pixels(1), dtype=torch.uint8).numpy(), mode="L"))
+        with torch.no_grad():  # the reference: the tutorial's forward, written out here
+            cls.maps1 = F.relu(cls.model.convolution1(digit[None]))[0]  # (6, 24, 24)
+            cls.pooled1 = cls.model.pool(cls.maps1)                     # (6, 12, 12)
+            cls.maps2 = F.relu(cls.model.convolution2(cls.pooled1[None]))[0]  # (16, 8, 8)
+            cls.hidden = cls.model.fc1(torch.flatten(cls.model.pool(cls.maps2[None]), 1))[0]
+
+    def test_convolution2_values_are_their_patch_times_kernel_plus_bias_after_relu(self):
+        for map_index, row, column in ((0, 0, 0), (3, 2, 5), (15, 7, 7), (9, 4, 1)):
+            answer = step("convolution2", map_index, row, column)
+            self.assertEqual(answer["kind"], "convolution")
+            self.assertEqual(answer["channels"], list(range(6)))  # every input map
+            patch = torch.tensor(answer["patch"]).view(6, 5, 5)
+            torch.testing.assert_close(patch, self.pooled1[:, row:row + 5, column:column + 5])
+            kernel = torch.tensor(answer["kernel"]).view(6, 5, 5)
+            torch.testing.assert_close(kernel, self.model.convolution2.weight[map_index].detach())
+            products = torch.tensor(answer["products"]).view(6, 5, 5)
+            torch.testing.assert_close(products, patch * kernel)
+            total = sum(answer["products"]) + answer["bias"]
+            self.assertAlmostEqual(total, answer["sum"], places=5)
+            self.assertEqual(answer["activation"], "ReLU")
+            expected = self.maps2[map_index, row, column].item()
+            self.assertAlmostEqual(max(total, 0), expected, delta=1e-4)
+            self.assertAlmostEqual(answer["value"], expected, delta=1e-6)
+
+    def test_pooling_keeps_the_largest_of_its_block(self):
+        answer = step("pool", 2, 5, 7)
+        block = self.maps1[2, 10:12, 14:16]
+        self.assertEqual(answer["block"], block.flatten().tolist())
+        self.assertEqual(answer["sum"], block.max().item())
+        self.assertEqual(answer["value"], self.pooled1[2, 5, 7].item())
+
+    def test_a_fully_connected_unit_shows_its_largest_contributions(self):
+        answer = step("fc1", 0, 0, 12)
+        self.assertEqual(answer["kind"], "linear")
+        products = [term["product"] for term in answer["largest"]]
+        self.assertEqual(products, sorted(products, key=abs, reverse=True))
+        total = sum(products) + answer["rest"] + answer["bias"]
+        self.assertAlmostEqual(total, self.hidden[12].item(), delta=1e-4)
+
+    def test_padding_and_other_stages(self):
+        # convolution3 of the edited network pads by 1: its corner reads zeros outside the map.
+        answer = step("convolution3", 4, 0, 0, server=EDITED_SERVER)
+        patch = torch.tensor(answer["patch"]).view(16, 3, 3)
+        self.assertTrue(torch.equal(patch[:, 0, :], torch.zeros(16, 3)))
+        self.assertAlmostEqual(answer["sum"], answer["value"], delta=1e-4)
+        self.assertEqual(step("conv_dropout", 0, 3, 3)["kind"], "none")  # nothing to trace
+        self.assertEqual(step("norm1", 0, 3, 3, server=EDITED_SERVER)["kind"], "none")
+
+
+class AttributionAndConfidenceTest(unittest.TestCase):
+    def test_pixels_add_up_to_the_change_from_an_empty_box(self):
+        status, answer = request("POST", "/predict", {"model": 0, "pixels": stroke_pixels(1)})
+        self.assertEqual(status, 200)
+        attribution = answer["attribution"]
+        self.assertEqual((attribution["digit"], attribution["shape"]), (1, [28, 28]))
+        for digit in (1, 4, 0):
+            status, other = request("POST", "/attribution", {"model": 0, "digit": digit,
+                                                             "pixels": stroke_pixels(1)})
+            self.assertEqual((status, other["digit"]), (200, digit))
+            self.assertAlmostEqual(sum(other["values"]), other["total"],
+                                   delta=0.1 + 0.05 * abs(other["total"]))
+        self.assertGreater(attribution["total"], 0)  # the 1 made the network more sure of 1
+        # Black pixels are the empty box itself, so they cannot have pushed either way.
+        black = [value for value, pixel in zip(attribution["values"], answer["input"]["values"])
+                 if pixel == 0]
+        self.assertEqual(set(black), {0.0})
+
+    def test_how_sure_follows_the_measured_rule(self):
+        status, answer = request("POST", "/predict", {"model": 0, "pixels": stroke_pixels(1)})
+        confidence = answer["confidence"]
+        self.assertEqual([digit for digit, _ in confidence["top"]][0], 1)
+        self.assertEqual([p for _, p in confidence["top"]],
+                         sorted(answer["probabilities"], reverse=True)[:3])
+        self.assertFalse(confidence["unsure"])
+        status, answer = request("POST", "/predict", {"model": 1, "pixels": stroke_pixels(1)})
+        self.assertTrue(answer["confidence"]["unsure"])  # the untrained network is never sure
+        self.assertLess(answer["confidence"]["top"][0][1], explain.UNSURE_BELOW)
+        dot = [[0 if (x - 140) ** 2 + (y - 140) ** 2 < 30 else 255 for x in range(280)]
+               for y in range(280)]  # a dot, blown up to a filled disc by the preparation
+        status, answer = request("POST", "/predict", {"model": 0, "pixels": dot})
+        self.assertTrue(answer["confidence"]["unlike_a_digit"] and answer["confidence"]["unsure"])
+
+
 class CommandLineTest(unittest.TestCase):
     def test_port_in_use_is_one_line(self):
         port = str(SERVER.server_address[1])
@@ -221,10 +464,7 @@ class CommandLineTest(unittest.TestCase):
 
     def test_ctrl_c_stops_with_one_line_and_130(self):
         # 127.0.0.2 is loopback too: another address than the default, still only this machine.
-        process = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "draw.py"), MODEL, "--port", "0", "--host",
-             "127.0.0.2", "--device", "cpu"], cwd=HERE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        process = start_script("draw.py", MODEL, "--port", "0", "--host", "127.0.0.2", "--device", "cpu")
         warning = process.stdout.readline()
         address = process.stdout.readline()
         self.assertEqual(warning.strip(), "Listening on 127.0.0.2: anyone who can reach this "
@@ -313,10 +553,35 @@ class BrowserTest(unittest.TestCase):
         pointer.pointer_up()
         builder.perform()
 
-    def setUp(self):
-        self.driver.get(ORIGIN + "/")
-        self.wait_for(lambda: len(self.driver.find_elements("css selector", "#model option")) == 2,
+    def wait_for_answer(self, prediction=None):
+        """Wait until the page has shown the answer to its last drawing (and it is prediction)."""
+        self.wait_for(lambda: self.driver.find_element("tag name", "body").get_attribute("data-busy")
+                      == "false" and (prediction is None or self.text("prediction") == prediction),
+                      f"the page to answer {prediction or ''}")
+
+    def click_map(self, stage, map_index, row, column):
+        """Click the pixel (row, column) of map map_index of a stage, as a user does."""
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        canvas = self.driver.find_element(
+            "css selector", f'section[data-stage="{stage}"] canvas[data-map="{map_index}"]')
+        height, width = (int(canvas.get_attribute(side)) for side in ("height", "width"))
+        box = canvas.rect  # the canvas as shown, in CSS pixels; offsets count from its centre
+        x = (column + 0.5) * box["width"] / width - box["width"] / 2
+        y = (row + 0.5) * box["height"] / height - box["height"] / 2
+        ActionChains(self.driver).move_to_element_with_offset(canvas, x, y).click().perform()
+
+    def stage_names(self):
+        return [section.get_attribute("data-stage")
+                for section in self.driver.find_elements("css selector", "#stages section")]
+
+    def open_page(self, origin, models):
+        self.driver.get(origin + "/")
+        self.wait_for(lambda: len(self.driver.find_elements("css selector", "#model option")) == models,
                       "the model list to load")
+
+    def setUp(self):
+        self.open_page(ORIGIN, 2)
 
     def tearDown(self):
         # Whatever each test did, no script failed and nothing was loaded from another host.
@@ -327,28 +592,109 @@ class BrowserTest(unittest.TestCase):
                 for entry in self.driver.get_log("performance")
                 if '"Network.requestWillBeSent"' in entry["message"]]
         self.assertTrue(urls)  # at least the page itself: the log works
-        outside = [url for url in urls if not url.startswith((ORIGIN + "/", "data:", "blob:"))]
-        self.assertEqual(outside, [])
+        ours = (ORIGIN + "/", f"http://127.0.0.1:{EDITED_SERVER.server_address[1]}/", "data:", "blob:")
+        self.assertEqual([url for url in urls if not url.startswith(ours)], [])
 
-    def test_a_mouse_stroke_and_a_pen_circle_are_read_with_every_layer_shown(self):
+    def test_a_mouse_stroke_and_a_pen_circle_are_read_with_every_stage_shown(self):
         self.stroke([(140, 40 + 10 * step) for step in range(21)])  # a 1: top to bottom
-        self.wait_for(lambda: self.text("prediction") == "1", "the drawn 1 to be read as 1")
+        self.wait_for_answer("1")
+        self.assertEqual(self.stage_names(), [name for name, *_ in TUTORIAL_STAGES])
         shapes = [element.text for element in
-                  self.driver.find_elements("css selector", "#layers .shape")]
-        self.assertEqual(shapes, ["6 × 24 × 24", "6 × 12 × 12", "16 × 8 × 8", "16 × 4 × 4",
-                                  "30", "10"])
+                  self.driver.find_elements("css selector", "#stages .shape")]
+        self.assertEqual(shapes, [" × ".join(map(str, shape)) for _, shape, *_ in TUTORIAL_STAGES])
+        maps = self.driver.find_elements("css selector", '[data-stage="convolution2"] canvas[data-map]')
+        self.assertEqual([canvas.get_attribute("data-map") for canvas in maps], [str(i) for i in range(16)])
         self.driver.find_element("id", "clear").click()
         self.assertEqual(self.text("prediction"), "?")
         circle = [(140 + 60 * math.sin(angle / 20 * 2 * math.pi),
                    140 - 95 * math.cos(angle / 20 * 2 * math.pi)) for angle in range(21)]
         self.stroke(circle, kind="pen")  # a 0, drawn with a pen
-        self.wait_for(lambda: self.text("prediction") == "0", "the drawn 0 to be read as 0")
+        self.wait_for_answer("0")
+
+    def test_clicking_a_convolution2_value_shows_the_sum_that_gives_it(self):
+        self.stroke([(140, 40 + 10 * step) for step in range(21)])
+        self.wait_for_answer("1")
+        for map_index, row, column in ((3, 2, 5), (11, 6, 1)):
+            self.click_map("convolution2", map_index, row, column)
+            self.wait_for(lambda index=map_index: self.driver.find_elements("id", "step") and
+                          self.driver.find_element("id", "step").get_attribute("data-map") == str(index),
+                          "the step-by-step view")
+            view = self.driver.find_element("id", "step")
+            self.assertEqual([view.get_attribute(f"data-{key}") for key in ("stage", "row", "column")],
+                             ["convolution2", str(row), str(column)])
+            value, total = (float(view.get_attribute(key)) for key in ("data-value", "data-sum"))
+            self.assertAlmostEqual(total, value, delta=1e-4)
+            self.assertIn("the value in the map ✓", view.text)
+            self.assertEqual(len(view.find_elements("css selector", "table")), 6 * 3)  # 6 input maps
+        self.click_map("pool", 0, 5, 5)
+        self.wait_for(lambda: self.driver.find_element("id", "step").get_attribute("data-stage") == "pool",
+                      "the pooling block")
+        self.click_map("fc1", 0, 0, 7)
+        self.wait_for(lambda: self.driver.find_element("id", "step").get_attribute("data-stage") == "fc1",
+                      "the largest contributions of fc1's unit 7")
+        view = self.driver.find_element("id", "step")
+        self.assertAlmostEqual(float(view.get_attribute("data-sum")),
+                               float(view.get_attribute("data-value")), delta=1e-4)
+
+    def test_clicking_a_digit_shows_which_pixels_pushed_towards_it(self):
+        self.stroke([(140, 40 + 10 * step) for step in range(21)])
+        self.wait_for_answer("1")
+        self.assertEqual(self.driver.find_element("id", "attribution").get_attribute("data-digit"), "1")
+        self.driver.find_element("css selector", '#bars .track[data-digit="7"]').click()
+        self.wait_for(lambda: self.driver.find_element("id", "attribution").get_attribute("data-digit")
+                      == "7", "the pixels for 7")
+        self.assertIn("towards 7", self.text("attribution-sentence"))
+
+    def test_an_empty_looking_scribble_is_called_unsure(self):
+        self.stroke([(200, 200), (204, 203), (201, 206)])  # a speck, blown up by the preparation
+        self.wait_for(lambda: "had to pick one of ten anyway" in self.text("confidence"),
+                      "the low-confidence sentence")
+        self.assertIn("unsure", self.driver.find_element("id", "confidence").get_attribute("class"))
+
+    def test_every_edited_network_renders_every_stage(self):
+        from selenium.webdriver.support.ui import Select
+
+        self.open_page(f"http://127.0.0.1:{EDITED_SERVER.server_address[1]}", len(EDITED))
+        self.stroke([(140, 40 + 10 * step) for step in range(21)])
+        for index, (name, (_, expected)) in enumerate(EDITED.items()):
+            Select(self.driver.find_element("id", "model")).select_by_index(index)
+            self.wait_for(lambda name=name: self.text("status") == f"answered by {name}", name)
+            self.wait_for_answer()
+            self.assertEqual(self.stage_names(), [stage for stage, _ in expected], name)
+        Select(self.driver.find_element("id", "model")).select_by_index(0)
+        self.wait_for(lambda: self.text("status") == "answered by batchnorm", "batchnorm again")
+        self.wait_for_answer()
+        self.click_map("convolution3", 2, 0, 0)  # padded: the view still adds up
+        self.wait_for(lambda: self.driver.find_elements("id", "step"), "the step-by-step view")
+        view = self.driver.find_element("id", "step")
+        self.assertAlmostEqual(float(view.get_attribute("data-sum")),
+                               float(view.get_attribute("data-value")), delta=1e-4)
+
+    def test_on_a_phone_nothing_scrolls_sideways_and_the_prediction_stays_in_view(self):
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
+        try:
+            self.open_page(ORIGIN, 2)
+            self.stroke([(140, 40 + 10 * step) for step in range(21)])
+            self.wait_for_answer("1")
+            self.click_map("convolution2", 3, 2, 5)
+            self.wait_for(lambda: self.driver.find_elements("id", "step"), "the step-by-step view")
+            widths = self.driver.execute_script(
+                "return [document.documentElement.scrollWidth, window.innerWidth]")
+            self.assertEqual(widths[1], 390)
+            self.assertLessEqual(widths[0], widths[1])  # nothing wider than the screen
+            self.driver.execute_script("window.scrollTo(0, 0)")
+            bottom = self.driver.execute_script(
+                "return document.getElementById('prediction').getBoundingClientRect().bottom")
+            self.assertLessEqual(bottom, 844)  # in view with the drawing box, without scrolling
+        finally:
+            self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     def test_an_uploaded_picture_is_read_and_a_broken_one_is_one_line(self):
         upload = os.path.join(TEMP, "upload_one.png")
         draw_shape(1, torch.Generator().manual_seed(7)).save(upload)
         self.driver.find_element("id", "upload").send_keys(upload)
-        self.wait_for(lambda: self.text("prediction") == "1", "the uploaded 1 to be read as 1")
+        self.wait_for_answer("1")
         self.assertEqual(self.text("error"), "")
         broken = os.path.join(TEMP, "broken.png")
         with open(broken, "wb") as file:
@@ -361,25 +707,22 @@ class BrowserTest(unittest.TestCase):
         self.driver.find_element("id", "clear").click()
         # As a teacher's script would: pointer events made in JavaScript (no pointer to capture).
         self.driver.execute_script(SCRIPTED_STROKE, [[140, 40 + 10 * step] for step in range(21)])
-        self.wait_for(lambda: self.text("prediction") == "1", "the scripted 1")
+        self.wait_for_answer("1")
         self.assertLess(self.driver.execute_script(INK_PIXELS), 8000)  # Clear left nothing
 
     def test_switching_networks_updates_the_answer_and_the_kernels(self):
         from selenium.webdriver.support.ui import Select
 
         self.driver.execute_script(SCRIPTED_STROKE, [[140, 40 + 10 * step] for step in range(21)])
-        self.wait_for(lambda: self.text("prediction") == "1", "the scripted 1")
+        self.wait_for_answer("1")
         Select(self.driver.find_element("id", "model")).select_by_index(1)
         self.wait_for(lambda: draw.UNTRAINED in self.text("status"), "the untrained network to answer")
         self.wait_for(lambda: len(self.driver.find_elements("css selector", "#kernels canvas")) == 6 + 96,
                       "the kernels of the untrained network")
+        self.assertIn("had to pick one of ten anyway", self.text("confidence"))  # never sure
         Select(self.driver.find_element("id", "model")).select_by_index(0)
         self.wait_for(lambda: "shapes.pt" in self.text("status"), "the trained network again")
-        self.wait_for(lambda: self.text("prediction") == "1", "the trained network's answer")
-        screenshot = os.path.join(TEMP, "draw_page.png")
-        self.driver.save_screenshot(screenshot)
-        if os.environ.get("DRAW_SCREENSHOT"):
-            shutil.copyfile(screenshot, os.environ["DRAW_SCREENSHOT"])
+        self.wait_for_answer("1")
 
 
 if __name__ == "__main__":

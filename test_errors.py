@@ -21,15 +21,8 @@ import cli
 import data
 import test
 import train
-from fixtures import (
-    HERE,
-    TutorialModel,
-    make_fake_mnist,
-    run_script,
-    run_subprocess,
-    temporary_folder,
-    write_idx,
-)
+from fixtures import (HERE, TutorialModel, make_fake_mnist, run_script, run_subprocess,
+                      start_script, temporary_folder, write_idx)
 
 
 def setUpModule():
@@ -198,11 +191,8 @@ class InterruptAndDivergenceTest(ErrorTestCase):
         out = temp_path("interrupted.pt")
         with open(out, "wb") as file:
             file.write(b"old checkpoint")
-        process = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "train.py"), "--data-dir", DATA_DIR, "--device",
-             "cpu", "--epochs", "100000", "--log-interval", "1", "--out", out],
-            cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        process = start_script("train.py", "--data-dir", DATA_DIR, "--device", "cpu", "--epochs",
+                               "100000", "--log-interval", "1", "--out", out)
         for line in process.stdout:  # wait until training has started
             if line.startswith("Epoch:"):
                 break

@@ -15,17 +15,8 @@ import torchvision
 import evaluation
 import test
 import train
-from fixtures import (
-    HERE,
-    MNIST_ROOT,
-    NO_REAL_MNIST,
-    TUTORIAL_TRANSFORM,
-    TutorialModel,
-    make_fake_mnist,
-    run_script,
-    run_subprocess,
-    temporary_folder,
-)
+from fixtures import (HERE, MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, TutorialModel,
+                      make_fake_mnist, run_script, run_subprocess, temporary_folder)
 from model import Net, tutorial_model
 
 

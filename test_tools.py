@@ -20,15 +20,8 @@ import evaluation
 import make_digit_sets
 import test
 import train
-from fixtures import (
-    MNIST_ROOT,
-    NO_REAL_MNIST,
-    draw_digit,
-    make_fake_mnist,
-    run_script,
-    run_subprocess,
-    temporary_folder,
-)
+from fixtures import (MNIST_ROOT, NO_REAL_MNIST, draw_digit, make_fake_mnist, run_script,
+                      run_subprocess, temporary_folder)
 from model import Net
 
 

@@ -10,16 +10,8 @@ import torch
 import torch.nn as nn
 
 from augment import AUGMENTATIONS, augmented
-from cli import (
-    UserError,
-    add_data_and_device_arguments,
-    checked,
-    non_negative_int,
-    output_path,
-    positive_int,
-    run_main,
-    save_atomically,
-)
+from cli import (UserError, add_data_and_device_arguments, checked, non_negative_int, output_path,
+                 positive_int, run_main, save_atomically)
 from data import load_mnist, train_batches
 from evaluation import evaluate
 from model import Net
