@@ -1,5 +1,6 @@
 """Measure the drawing page's server on this machine: the latency of one prediction with every
-layer's output, then a bounded load run from 8 threads over loopback, every answer checked.
+stage and the pixels behind it, of the step-by-step and pixel views, then a bounded load run from
+8 threads over loopback, every answer checked.
 
 Usage: python benchmark_page.py model.pt [--requests 400] [--threads 8] [--device cpu]
 """
@@ -25,12 +26,12 @@ def drawing_request():
     return {"model": 0, "pixels": pil_to_tensor(picture)[0].tolist()}  # (280, 280) rows
 
 
-def post(port, body):
-    """One POST /predict on a fresh connection, as a browser sends it; return (seconds, answer)."""
+def post(port, body, path="/predict"):
+    """One POST on a fresh connection, as a browser sends it; return (seconds, answer)."""
     start = time.perf_counter()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        connection.request("POST", "/predict", body=body,
+        connection.request("POST", path, body=body,
                            headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         answer = json.loads(response.read())
@@ -95,16 +96,23 @@ def main(argv=None):
             inside.append(time.perf_counter() - start)
         single = [post(port, body)[0] for _ in range(50)]
         expected = post(port, body)[1]["prediction"]
+        # A click on a value of convolution2, and on another digit's bar, as the page sends them.
+        views = {path: json.dumps({**request, **fields}).encode() for path, fields in (
+            ("/step", {"stage": "convolution2", "map": 3, "row": 3, "column": 3}),
+            ("/attribution", {"digit": (expected + 1) % 10}))}
+        clicks = {path: [post(port, view, path)[0] for _ in range(50)] for path, view in views.items()}
         wall, latencies = load_run(port, body, expected, args.requests, args.threads)
     finally:
         server.shutdown()
         server.server_close()
-    milliseconds = {name: statistics.median(values) * 1e3
-                    for name, values in (("inside", inside), ("single", single), ("load", latencies))}
+    milliseconds = {name: statistics.median(values) * 1e3 for name, values in (
+        ("inside", inside), ("single", single), ("load", latencies), *clicks.items())}
     print(f"Device: {args.device}, torch {torch.__version__}, {torch.get_num_threads()} CPU "
           f"threads, request body {len(body) / 1e6:.2f} MB")
     print(f"one prediction, in the server (median of 50):     {milliseconds['inside']:7.1f} ms")
     print(f"one request over HTTP, one client (median of 50): {milliseconds['single']:7.1f} ms")
+    print(f"a click on a convolution2 value, POST /step:      {milliseconds['/step']:7.1f} ms")
+    print(f"a click on another digit, POST /attribution:      {milliseconds['/attribution']:7.1f} ms")
     print(f"load: {args.requests} requests from {args.threads} threads, all answered, all {expected}:"
           f" {args.requests / wall:.1f} requests/s, median {milliseconds['load']:.1f} ms, "
           f"99th percentile {percentile(latencies, 0.99) * 1e3:.1f} ms")

@@ -14,8 +14,9 @@ from model import Net
 EVAL_BATCH_SIZE = 1000
 
 
-def read_state_dict(path):
-    """Return the model weights in path: our checkpoint dict or a bare state_dict.
+def read_checkpoint(path):
+    """Return what path holds: a checkpoint dict of train.py's (with its weights under 'model') or
+    a bare state_dict, as {'model': state_dict}.
 
     weights_only=True lets torch.load rebuild tensors and plain types only, so a file that asks
     for anything else is refused before any of its code can run.
@@ -24,12 +25,16 @@ def read_state_dict(path):
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  (each kind is named by load_problem)
         raise UserError(f"{path}: {load_problem(error, path)}") from None
-    state_dict = saved.get("model", saved) if isinstance(saved, dict) else saved
-    if not (isinstance(state_dict, dict) and state_dict
-            and all(isinstance(value, torch.Tensor) for value in state_dict.values())):
+    checkpoint = saved if isinstance(saved, dict) and "model" in saved else {"model": saved}
+    if not is_state_dict(checkpoint["model"]):
         raise UserError(f"{path}: holds a {type(saved).__name__}, "
                         "not a checkpoint or a model state_dict")
-    return state_dict
+    return checkpoint
+
+
+def is_state_dict(value):
+    return (isinstance(value, dict) and bool(value)
+            and all(isinstance(tensor, torch.Tensor) for tensor in value.values()))
 
 
 def load_problem(error, path):
@@ -53,7 +58,11 @@ def load_problem(error, path):
 
 def load_model(path, device):
     """Return the network with the weights in path, on device, in eval mode."""
-    state_dict = read_state_dict(path)
+    return build_model(read_checkpoint(path)["model"], path, device)
+
+
+def build_model(state_dict, path, device):
+    """Return model.py's network with these weights (read from path), on device, in eval mode."""
     model = Net()
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]

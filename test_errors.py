@@ -187,12 +187,14 @@ class BadDataTest(ErrorTestCase):
 
 
 class InterruptAndDivergenceTest(ErrorTestCase):
-    def test_ctrl_c_exits_130_and_keeps_the_old_checkpoint(self):
+    def test_ctrl_c_in_the_first_epoch_exits_130_and_keeps_the_old_checkpoint(self):
         out = temp_path("interrupted.pt")
         with open(out, "wb") as file:
             file.write(b"old checkpoint")
-        process = start_script("train.py", "--data-dir", DATA_DIR, "--device", "cpu", "--epochs",
-                               "100000", "--log-interval", "1", "--out", out)
+        # An epoch of 20,000 steps of one image: Ctrl-C comes long before the first one ends.
+        long_epoch = make_fake_mnist(temp_path("long_epoch"), train_size=20000, test_size=10)
+        process = start_script("train.py", "--data-dir", long_epoch, "--device", "cpu",
+                               "--batch-size", "1", "--log-interval", "1", "--out", out)
         for line in process.stdout:  # wait until training has started
             if line.startswith("Epoch:"):
                 break

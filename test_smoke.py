@@ -89,8 +89,8 @@ class TrainAndTestScriptTest(unittest.TestCase):
         printed = re.search(r"Test Accuracy: (\d+\.\d{2})%", result.stdout).group(1)
 
         checkpoint = torch.load(out, weights_only=True)
-        self.assertEqual(set(checkpoint), {"model", "optimizer", "epoch", "args", "history",
-                                           "test_accuracy"})
+        self.assertEqual(set(checkpoint), {"model", "optimizer", "scheduler", "epoch", "args",
+                                           "history", "snapshots", "rng", "test_accuracy"})
         self.assertEqual(checkpoint["epoch"], 2)
         self.assertEqual(checkpoint["args"]["batch_size"], 64)
         self.assertEqual(len(checkpoint["history"]["loss"]), 2 * 15)

@@ -266,7 +266,7 @@ class RecipeFlagsTest(unittest.TestCase):
         with mock.patch.object(train, "set_dropout", wraps=train.set_dropout) as spy, \
                 mock.patch.object(train, "augmented", wraps=train.augmented) as changed, \
                 contextlib.redirect_stdout(io.StringIO()):  # its progress lines
-            train.train(model, images, labels, args)
+            list(train.train(model, images, labels, args))  # every epoch
         self.assertEqual([call.kwargs["active"] for call in spy.call_args_list],
                          [True, True, False])
         self.assertEqual([call.args[3] for call in changed.call_args_list],

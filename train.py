@@ -4,6 +4,7 @@ Usage: python train.py [--device cuda] [--epochs 3] [--out model.pt]
 """
 import argparse
 import math
+import sys
 import time
 
 import torch
@@ -13,7 +14,7 @@ from augment import AUGMENTATIONS, augmented
 from cli import (UserError, add_data_and_device_arguments, checked, non_negative_int, output_path,
                  positive_int, run_main, save_atomically)
 from data import load_mnist, train_batches
-from evaluation import evaluate
+from evaluation import evaluate, read_checkpoint
 from model import Net
 
 # Training counts as diverged when a step's loss is NaN, infinite or above this. Guessing
@@ -27,7 +28,7 @@ learning_rate = checked(float, lambda value: 0 < value <= 1e6,  # larger rates o
 seed_value = checked(int, lambda value: 0 <= value < 2**63, "a whole number from 0 to 2**63 - 1")
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description="Train the tutorial's CNN on MNIST.")
     parser.add_argument("--epochs", type=positive_int, default=3,
                         help="passes over the training set (default: 3)")
@@ -55,16 +56,36 @@ def parse_args(argv=None):
                         help="seed for initial weights, dropout, shuffling and augmentation "
                              "(default: 0)")
     add_data_and_device_arguments(parser)
-    parser.add_argument("--out", type=output_path, default="model.pt",
-                        help="checkpoint file to write (default: model.pt)")
+    parser.add_argument("--out", type=output_path,
+                        help="checkpoint file to write (default: model.pt, or the --resume file)")
+    parser.add_argument("--resume", metavar="CHECKPOINT",
+                        help="continue the run saved in CHECKPOINT (its weights, optimizer, "
+                             "schedule, random numbers, history) up to --epochs; flags that would "
+                             "change the run are refused (default: none)")
+    parser.add_argument("--no-snapshots", dest="snapshots", action="store_false",
+                        help="do not keep snapshots of the weights during training for the "
+                             "drawing page's training slider (default: keep them)")
     parser.add_argument("--log-interval", type=positive_int, default=100,
                         help="steps between printed lines (default: 100)")
     parser.add_argument("--plot", type=output_path, metavar="PNG",
                         help="also save the loss and accuracy curves to this PNG; needs matplotlib "
                              "(default: none)")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     check_combinations(parser, args)
     return args
+
+
+def given_flags(argv):
+    """The flags that argv gives (their dest names), whatever their values."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS  # a flag that is not given leaves no name behind
+    return set(vars(parser.parse_args(argv)))
 
 
 def check_combinations(parser, args):
@@ -73,6 +94,8 @@ def check_combinations(parser, args):
         if getattr(args, flag) > args.epochs:
             parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} is more than "
                          f"--epochs {args.epochs}")
+    if args.out is None and not args.resume:
+        args.out = "model.pt"
     if args.plot:
         try:
             import matplotlib  # noqa: F401  (optional: only --plot needs it)
@@ -142,7 +165,7 @@ def check_diverged(losses, epoch, first_step):
                         f"step {first_step + index}); try a smaller --lr; nothing was saved")
 
 
-def train_epoch(model, optimizer, scheduler, batches, log):
+def train_epoch(model, optimizer, scheduler, batches, log, after_step=None):
     """Train one epoch on the (images, labels) batches, recording each step in log."""
     criterion = nn.CrossEntropyLoss()
     for step, (images, labels) in enumerate(batches):  # images (B, 1, 28, 28), labels (B,)
@@ -154,11 +177,35 @@ def train_epoch(model, optimizer, scheduler, batches, log):
         if scheduler is not None:
             scheduler.step()
         log.record(step, loss, output, labels)          # prints every --log-interval steps
+        if after_step is not None:
+            after_step(step)
     return log.finish()
 
 
-def train(model, train_images, train_labels, args):
-    """Run all epochs; return the optimizer and the tutorial's per-step history (Python lists)."""
+def snapshot_steps(total_steps):
+    """The steps after which the weights are kept: 0 (the initial weights), 1, 2, 5, 10, 20, 50,
+    ... (the network changes fastest in its first steps), and the last step."""
+    steps, scale = [0], 1
+    while scale < total_steps:
+        steps += [factor * scale for factor in (1, 2, 5) if factor * scale < total_steps]
+        scale *= 10
+    return steps + [total_steps]
+
+
+def on_cpu(value):
+    """A copy of value (tensors, in dicts and lists) on the CPU, that later steps cannot change."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
+
+
+def train(model, train_images, train_labels, args, resumed=None):
+    """Train epoch by epoch, from the start or from the checkpoint resumed; after each epoch,
+    yield the run so far as a checkpoint (without the test accuracy)."""
     steps = len(train_labels) // args.batch_size  # the last incomplete batch is skipped
     if steps == 0:
         raise UserError(f"--batch-size {args.batch_size} is larger than the "
@@ -166,8 +213,14 @@ def train(model, train_images, train_labels, args):
     shown_steps = math.ceil(len(train_labels) / args.batch_size)  # the tutorial's len(train_loader)
     optimizer, scheduler = make_optimizer(model, args.lr, args.schedule, args.epochs, steps)
     generator = torch.Generator().manual_seed(args.seed)  # shuffling and augmentation
-    losses, accuracies = [], []
-    for epoch in range(1, args.epochs + 1):
+    run = {"epoch": 0, "history": {"loss": [], "accuracy": []}, "snapshots": []}
+    if resumed is not None:
+        run = restore(resumed, model, optimizer, scheduler, generator)
+    keep = set(snapshot_steps(args.epochs * steps)) if args.snapshots else set()
+    if 0 in keep and not run["snapshots"]:
+        run["snapshots"].append({"step": 0, "model": on_cpu(model.state_dict())})
+
+    for epoch in range(run["epoch"] + 1, args.epochs + 1):
         model.train()
         set_dropout(model, active=epoch <= args.epochs - args.no_dropout_epochs)
         batches = train_batches(train_images, train_labels, args.batch_size, generator)
@@ -176,11 +229,89 @@ def train(model, train_images, train_labels, args):
                                 AUGMENTATIONS[args.augment], train_labels.device)
         log = StepLog(steps, shown_steps, epoch, args.epochs, args.log_interval,
                       train_labels.device)
-        epoch_losses, epoch_accuracies = train_epoch(model, optimizer, scheduler, batches, log)
-        losses.append(epoch_losses)
-        accuracies.append(epoch_accuracies)
-    history = {"loss": torch.cat(losses).tolist(), "accuracy": torch.cat(accuracies).tolist()}
-    return optimizer, history
+
+        def keep_snapshot(step, done=(epoch - 1) * steps):
+            if done + step + 1 in keep:
+                run["snapshots"].append({"step": done + step + 1,
+                                         "model": on_cpu(model.state_dict())})
+
+        losses, accuracies = train_epoch(model, optimizer, scheduler, batches, log, keep_snapshot)
+        run["history"]["loss"] += losses.tolist()  # Python lists: the device has finished
+        run["history"]["accuracy"] += accuracies.tolist()
+        run["epoch"] = epoch
+        yield {"model": on_cpu(model.state_dict()), "optimizer": on_cpu(optimizer.state_dict()),
+               "scheduler": scheduler and on_cpu(scheduler.state_dict()), "epoch": epoch,
+               "args": vars(args), "snapshots": list(run["snapshots"]),
+               "history": {key: list(values) for key, values in run["history"].items()},
+               "rng": random_state(generator, train_labels.device), "test_accuracy": None}
+
+
+def random_state(generator, device):
+    """Every random number generator the run draws from, so a resumed run draws the same."""
+    return {"shuffle": generator.get_state(), "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore(checkpoint, model, optimizer, scheduler, generator):
+    """Put the run saved in checkpoint back in place; return its epoch, history and snapshots."""
+    model.load_state_dict(checkpoint["model"])
+    # After the scheduler was made: its first step set a learning rate that this one replaces.
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    generator.set_state(checkpoint["rng"]["shuffle"])
+    torch.set_rng_state(checkpoint["rng"]["cpu"])
+    if checkpoint["rng"]["cuda"] is not None and next(model.parameters()).is_cuda:
+        torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], next(model.parameters()).device)
+    return {"epoch": checkpoint["epoch"], "history": checkpoint["history"],
+            "snapshots": checkpoint["snapshots"]}
+
+
+# What --resume takes from the run, and refuses to change: anything that makes it another run.
+RUN_FLAGS = ("batch_size", "lr", "schedule", "augment", "no_dropout_epochs", "no_augment_epochs",
+             "seed", "snapshots")
+
+
+def continue_run(args, checkpoint, given):
+    """Fill args from the run in checkpoint (read from args.resume); UserError if the flags given
+    would change it, or if it cannot go on to --epochs."""
+    path, run_args = args.resume, checkpoint.get("args")
+    if not isinstance(run_args, dict) or not {"optimizer", "rng", "epoch"} <= checkpoint.keys():
+        raise UserError(f"{path}: holds weights only, not a run train.py can resume")
+    for name in RUN_FLAGS:
+        if name in given and getattr(args, name) != run_args[name]:
+            flag = "--no-snapshots" if name == "snapshots" else f"--{name.replace('_', '-')}"
+            raise UserError(f"{flag} would change the run in {path} (it has {run_args[name]}); "
+                            "leave it out to continue that run")
+        setattr(args, name, run_args[name])
+    planned, done = run_args["epochs"], checkpoint["epoch"]
+    if "epochs" not in given:
+        args.epochs = planned  # an interrupted run goes on to the end it was planned for
+    if args.epochs <= done:
+        raise UserError(f"{path} has trained {done} epochs; give --epochs more than {done} to "
+                        "train on")
+    if args.epochs != planned and args.schedule == "onecycle":
+        raise UserError(f"{path} is a one-cycle run planned for {planned} epochs, and its "
+                        "learning rate falls to almost 0 by then: it cannot be stretched to "
+                        f"{args.epochs}; train a new run with --epochs {args.epochs}")
+    for name in ("no_dropout_epochs", "no_augment_epochs"):
+        if args.epochs != planned and run_args[name]:
+            raise UserError(f"{path} ran its last {run_args[name]} epochs with "
+                            f"--{name.replace('_', '-')}: it cannot be stretched to "
+                            f"{args.epochs} epochs; train a new run")
+    if args.out is None:
+        args.out = path
+
+
+def interrupted(args, run):
+    """After Ctrl-C: keep the last completed epoch, if any, and say how to continue; exit 130."""
+    if run is None:
+        raise KeyboardInterrupt  # not one epoch done: run_main says so; the old file stays
+    save_atomically(args.out, lambda file: torch.save(run, file))
+    print(f"Interrupted (Ctrl-C) in epoch {run['epoch'] + 1}; epochs 1 to {run['epoch']} are "
+          f"saved in {args.out}; continue with: python train.py --resume {args.out} "
+          f"--epochs {args.epochs}", file=sys.stderr)
+    sys.exit(130)
 
 
 def running_mean(values, window):
@@ -221,6 +352,9 @@ def save_curves(path, history, test_accuracy, epochs):
 
 def main(argv=None):
     args = parse_args(argv)
+    resumed = read_checkpoint(args.resume) if args.resume else None
+    if resumed is not None:
+        continue_run(args, resumed, given_flags(argv))
     print(f"Device: {args.device}")
     torch.manual_seed(args.seed)  # initial weights and dropout masks
     train_images, train_labels = load_mnist(args.data_dir, train=True, device=args.device)
@@ -228,25 +362,21 @@ def main(argv=None):
     model = Net().to(args.device)
 
     start_time = time.time()
-    optimizer, history = train(model, train_images, train_labels, args)
-    # history came back as Python lists, so the device has finished all its work by now.
+    run = None
+    try:
+        for checkpoint in train(model, train_images, train_labels, args, resumed):
+            run = checkpoint  # the last completed epoch, kept in case Ctrl-C stops the next one
+    except KeyboardInterrupt:
+        interrupted(args, run)
     print(f"Run Time: {time.time() - start_time:.2f} s")
 
     test_accuracy = evaluate(model, test_images, test_labels)
     print(f"Test Accuracy: {test_accuracy * 100:.2f}%")
-
-    checkpoint = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": args.epochs,
-        "args": vars(args),  # plain str, int and float values only
-        "history": history,  # per step, as in the tutorial: loss, accuracy (fraction correct)
-        "test_accuracy": test_accuracy,  # fraction correct on the 10,000 test images
-    }
-    save_atomically(args.out, lambda file: torch.save(checkpoint, file))
+    run["test_accuracy"] = test_accuracy  # fraction correct on the 10,000 test images
+    save_atomically(args.out, lambda file: torch.save(run, file))
     print(f"Saved {args.out}")
     if args.plot:
-        save_curves(args.plot, history, test_accuracy, args.epochs)
+        save_curves(args.plot, run["history"], test_accuracy, args.epochs)
 
 
 if __name__ == "__main__":
