@@ -1,13 +1,14 @@
 """MNIST as preprocessed tensors, shuffled training batches, and pictures of your own digits
 prepared as MNIST's were.
 
-Usage: from data import load_mnist, train_batches, read_picture
+Usage: from data import load_mnist, train_batches, read_picture, read_labelled_folder
 """
 import contextlib
 import io
 import math
 import os
 import struct
+import sys
 import warnings
 
 import torch
@@ -17,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cli import UserError
 
+DIGITS = [str(digit) for digit in range(10)]  # the names of a labelled folder's subfolders
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -176,6 +178,37 @@ def read_picture(file, name):
         return prepare_digit(picture)
     except UserError as error:
         raise UserError(f"{name}: {error}") from None
+
+
+def read_labelled_folder(folder):
+    """Return the pictures in folder/0 ... folder/9 as images (N, 1, 28, 28) and labels (N,).
+
+    A picture that cannot be read is named on stderr and skipped; the count is printed.
+    """
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder}: no such folder")
+    subfolders = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    others = [name for name in subfolders if name not in DIGITS]
+    if others or not subfolders:
+        raise UserError(f"{folder}: needs subfolders named 0 to 9 holding the pictures of each "
+                        f"digit, found {', '.join(others) or 'none'}")
+    try:  # ImageFolder finds the pictures; every file counts, so a damaged one is named below
+        found = torchvision.datasets.ImageFolder(
+            folder, is_valid_file=lambda path: not os.path.basename(path).startswith("."))
+    except FileNotFoundError:  # ImageFolder's words for subfolders without any file
+        raise UserError(f"{folder}: its subfolders 0 to 9 hold no pictures") from None
+    images, labels = [], []
+    for path, class_index in found.samples:
+        try:
+            images.append(read_picture(path, path))  # (1, 28, 28), prepared as --image does
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            continue
+        labels.append(int(found.classes[class_index]))  # the folder's name is the digit
+    print(f"Pictures: {len(images)} read, {len(found.samples) - len(images)} skipped")
+    if not images:
+        raise UserError(f"{folder}: none of its {len(found.samples)} files is a readable picture")
+    return torch.stack(images), torch.tensor(labels)
 
 
 def one_line(error):

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import urllib.parse
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,9 +20,11 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from cli import UserError, add_device_argument, checked, run_main
-from data import prepare_digit, read_picture, to_pixels
-from evaluation import load_model
+from cli import UserError, add_data_and_device_arguments, checked, run_main
+from data import (RAW_FILES, load_mnist, prepare_digit, read_labelled_folder, read_picture,
+                  to_pixels)
+from evaluation import (accuracy, build_model, confusion_matrix, probabilities,
+                        read_checkpoint)
 from explain import Explainer, confidence
 from model import Net
 
@@ -49,11 +52,56 @@ class BadRequest(Exception):
         self.status = status
 
 
+@dataclass
+class Network:
+    """A network the page offers: its weights after training and, when its checkpoint has them,
+    the snapshots taken during training and the per-step history of the run."""
+
+    name: str
+    model: nn.Module
+    snapshots: list = field(default_factory=list)  # [(step, model)], in order of step
+    history: dict = field(default_factory=dict)    # "loss" and "accuracy" of each step
+
+
+@dataclass
+class Images:
+    """A labelled set the page explores: the MNIST test set, or a folder of your pictures."""
+
+    name: str
+    images: torch.Tensor  # (N, 1, 28, 28), normalised as the network takes them
+    labels: torch.Tensor  # (N,)
+
+
 def load_models(paths, device):
-    """Return [(name, model)] for each checkpoint, then the untrained network (seed 0)."""
-    models = [(os.path.basename(path), load_model(path, device)) for path in paths]
+    """Return a Network for each checkpoint, then the untrained network (seed 0)."""
+    networks = []
+    for path in paths:
+        checkpoint = read_checkpoint(path)
+        snapshots = [(snapshot["step"], build_model(snapshot["model"], path, device))
+                     for snapshot in checkpoint.get("snapshots") or []]
+        networks.append(Network(os.path.basename(path), build_model(checkpoint["model"], path, device),
+                                snapshots, checkpoint.get("history") or {}))
     torch.manual_seed(0)  # the same random weights every time the page starts
-    return models + [(UNTRAINED, Net().to(device).eval())]
+    return networks + [Network(UNTRAINED, Net().to(device).eval())]
+
+
+def load_sets(data_dir, images_dir):
+    """Return the labelled sets to explore and a line saying what is missing (or None).
+
+    The page never downloads MNIST: without it the drawing works as before, and the page says how
+    to get it.
+    """
+    sets, missing = [], None
+    raw_dir = os.path.join(data_dir, "MNIST", "raw")
+    if all(os.path.isfile(os.path.join(raw_dir, name)) for name in RAW_FILES):
+        sets.append(Images("MNIST test set", *load_mnist(data_dir, train=False)))
+    else:
+        missing = (f"No MNIST in {raw_dir}: python train.py --data-dir {data_dir} downloads it "
+                   "(or see Offline use in docs/usage.md), then start draw.py again.")
+    if images_dir:
+        sets.append(Images(os.path.basename(os.path.normpath(images_dir)),
+                           *read_labelled_folder(images_dir)))
+    return sets, missing
 
 
 def describe(tensor, digits=5):
@@ -67,6 +115,16 @@ def learned_kernels(model):
     """The learned convolution kernels of model, by layer name, with their shapes."""
     return [{"name": name, **describe(module.weight[None])}
             for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+
+
+def query_numbers(query):
+    """The fields of a query string (?model=0&set=1) as whole numbers; BadRequest otherwise."""
+    fields = {key: values[0] for key, values in urllib.parse.parse_qs(query).items()}
+    try:
+        return {key: int(value) for key, value in fields.items()}
+    except ValueError:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "each field of the query must be a whole "
+                                                 "number") from None
 
 
 def whole_number(request, key, low, high):
@@ -108,8 +166,8 @@ def picture_from_pixels(pixels):
 def digit_from_request(request):
     """Prepare the digit in a request holding 'pixels' (a drawing) or 'picture' (a file, base64)."""
     if ("pixels" in request) == ("picture" in request):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "send either pixels (a drawing) or picture "
-                                                 "(an image file, base64), not both or neither")
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "send one of pixels (a drawing), picture (an "
+                                                 "image file, base64) or index (an image of a set)")
     try:
         if "pixels" in request:
             return prepare_digit(picture_from_pixels(request["pixels"]))
@@ -126,43 +184,108 @@ def digit_from_request(request):
 
 
 class Page:
-    """What the server answers: the page, the models, and each answer with its explanations."""
+    """What the server answers: the page, the networks, each answer with its explanations, and the
+    labelled sets with each network's mistakes."""
 
-    def __init__(self, models, device):
+    def __init__(self, networks, device, sets=(), missing=None):
         with open(PAGE, "rb") as file:
             self.html = file.read()
-        self.device = device
-        self.models = []
-        for name, model in models:
+        self.device, self.networks, self.sets, self.missing = device, networks, list(sets), missing
+        self.explainers = []  # for each network: its snapshots' explainers, then the final one
+        for network in networks:
             try:
-                self.models.append((name, Explainer(model)))
+                self.explainers.append([Explainer(model) for _, model in network.snapshots]
+                                       + [Explainer(network.model)])
             except UserError as error:
-                raise UserError(f"{name}: {error}") from None
-
-    def model_list(self, query=""):
-        return {"models": [name for name, _ in self.models]}
+                raise UserError(f"{network.name}: {error}") from None
+        # Each set is evaluated once per network, here, not at each click: (N, 10) each.
+        self.answers = [[probabilities(network.model, images.images.to(device))
+                         for images in self.sets] for network in networks]
 
     def chosen(self, request):
-        """The (name, explainer) a request's 'model' names (0, the first, when it names none)."""
-        return self.models[whole_number({"model": 0, **request}, "model", 0, len(self.models) - 1)]
+        """The network a request's 'model' names (0 when none), and the explainer of its
+        'snapshot' (the final weights when none)."""
+        index = whole_number({"model": 0, **request}, "model", 0, len(self.networks) - 1)
+        explainers = self.explainers[index]
+        snapshot = whole_number({"snapshot": len(explainers) - 1, **request}, "snapshot", 0,
+                                len(explainers) - 1)
+        return index, explainers[snapshot]
+
+    def chosen_set(self, request):
+        if not self.sets:
+            raise BadRequest(HTTPStatus.NOT_FOUND, self.missing or "no labelled set was given")
+        return whole_number({"set": 0, **request}, "set", 0, len(self.sets) - 1)
+
+    def digit(self, request):
+        """The (1, 28, 28) digit a request sends, on the device, and its label when it is known."""
+        if "index" in request:
+            if "pixels" in request or "picture" in request:
+                raise BadRequest(HTTPStatus.BAD_REQUEST, "send one of pixels, picture or index")
+            images = self.sets[self.chosen_set(request)]
+            index = whole_number(request, "index", 0, len(images.labels) - 1)
+            return images.images[index].to(self.device), int(images.labels[index])
+        return digit_from_request(request).to(self.device), None
+
+    def model_list(self, query=""):
+        return {"models": [network.name for network in self.networks],
+                "snapshots": [[step for step, _ in network.snapshots] for network in self.networks],
+                "sets": [{"name": images.name, "count": len(images.labels)} for images in self.sets],
+                "missing": self.missing}
 
     def kernels(self, query):
-        request = {key: values[0] for key, values in urllib.parse.parse_qs(query).items()}
-        if "model" in request:
-            try:
-                request["model"] = int(request["model"])
-            except ValueError:
-                raise BadRequest(HTTPStatus.BAD_REQUEST, "model must be a whole number") from None
-        name, explainer = self.chosen(request)
-        return {"model": name, "kernels": learned_kernels(explainer.model)}
+        index, explainer = self.chosen(query_numbers(query))
+        return {"model": self.networks[index].name, "kernels": learned_kernels(explainer.model)}
+
+    def training(self, query):
+        """The run's loss and accuracy at each step, and the steps of its snapshots."""
+        index, _ = self.chosen(query_numbers(query))
+        network = self.networks[index]
+        return {"model": network.name, "snapshots": [step for step, _ in network.snapshots],
+                **{key: [round(value, 5) for value in network.history.get(key, [])]
+                   for key in ("loss", "accuracy")}}
+
+    def testset(self, query):
+        """The accuracy and confusion matrix of the chosen network on the chosen set."""
+        request = query_numbers(query)
+        index, _ = self.chosen(request)
+        set_index = self.chosen_set(request)
+        labels = self.sets[set_index].labels
+        predictions = self.answers[index][set_index].argmax(dim=1)
+        return {"model": self.networks[index].name, "set": self.sets[set_index].name,
+                "count": len(labels), "accuracy": accuracy(predictions, labels),
+                "confusion": confusion_matrix(labels, predictions).tolist()}
+
+    def examples(self, query, shown=60):
+        """The images of one confusion-matrix cell (true, predicted), most confident first; or,
+        with 'other', the images the chosen network reads right and the other one wrong."""
+        request = query_numbers(query)
+        index, _ = self.chosen(request)
+        set_index = self.chosen_set(request)
+        images, answers = self.sets[set_index], self.answers[index][set_index]
+        predictions = answers.argmax(dim=1)
+        if "other" in request:
+            other = whole_number(request, "other", 0, len(self.networks) - 1)
+            other_predictions = self.answers[other][set_index].argmax(dim=1)
+            chosen = (predictions == images.labels) & (other_predictions != images.labels)
+        else:
+            true, predicted = (whole_number(request, key, 0, 9) for key in ("true", "predicted"))
+            chosen = (images.labels == true) & (predictions == predicted)
+        found = chosen.nonzero().view(-1)
+        confidence = answers[found, predictions[found]]
+        order = found[confidence.argsort(descending=True)][:shown]
+        pixels = (to_pixels(images.images[order]) * 255).round().clamp(0, 255).to(torch.uint8)
+        return {"count": len(found), "examples": [
+            {"index": int(i), "label": int(images.labels[i]), "predicted": int(predictions[i]),
+             "probability": round(answers[i, predictions[i]].item(), 4),
+             "pixels": pixels[position].flatten().tolist()} for position, i in enumerate(order)]}
 
     def predict(self, request):
-        name, explainer = self.chosen(request)
-        digit = digit_from_request(request).to(self.device)  # (1, 28, 28)
+        index, explainer = self.chosen(request)
+        digit, label = self.digit(request)  # (1, 28, 28)
         layers = explainer.layers(explainer.run(digit))
         probabilities = layers[-1]["output"][0].cpu()  # (10,)
         prediction = int(probabilities.argmax())
-        return {"model": name, "prediction": prediction,
+        return {"model": self.networks[index].name, "prediction": prediction, "label": label,
                 "probabilities": [round(value, 6) for value in probabilities.tolist()],
                 "confidence": confidence(probabilities, digit.cpu()),
                 "input": describe(to_pixels(digit[None])),  # brightness 0..1
@@ -176,7 +299,7 @@ class Page:
         if not isinstance(stage, str):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "stage must be the name of a stage")
         position = [whole_number(request, key, 0, 10_000) for key in ("map", "row", "column")]
-        digit = digit_from_request(request).to(self.device)
+        digit, _ = self.digit(request)
         try:
             return explainer.step(explainer.run(digit), stage, *position)
         except UserError as error:
@@ -185,7 +308,7 @@ class Page:
     def attribution(self, request):
         _, explainer = self.chosen(request)
         target = whole_number(request, "digit", 0, 9)
-        return self.attribution_of(explainer, digit_from_request(request).to(self.device), target)
+        return self.attribution_of(explainer, self.digit(request)[0], target)
 
     @staticmethod
     def attribution_of(explainer, digit, target):
@@ -202,6 +325,9 @@ class Handler(BaseHTTPRequestHandler):
     ROUTES = {("GET", "/"): lambda page, query: page.html,
               ("GET", "/models"): Page.model_list,
               ("GET", "/kernels"): Page.kernels,
+              ("GET", "/training"): Page.training,
+              ("GET", "/testset"): Page.testset,
+              ("GET", "/examples"): Page.examples,
               ("POST", "/predict"): Page.predict,
               ("POST", "/step"): Page.step,
               ("POST", "/attribution"): Page.attribution}
@@ -261,9 +387,9 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-def make_server(models, host, port, device):
+def make_server(networks, host, port, device, sets=(), missing=None):
     """Return a threading HTTP server for the page; UserError if the address cannot be used."""
-    handler = type("PageHandler", (Handler,), {"page": Page(models, device)})
+    handler = type("PageHandler", (Handler,), {"page": Page(networks, device, sets, missing)})
     try:
         return ThreadingHTTPServer((host, port), handler)
     except OSError as error:
@@ -282,14 +408,18 @@ def parse_args(argv=None):
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; only this computer can reach 127.0.0.1 "
                              "(default: 127.0.0.1)")
-    add_device_argument(parser)
+    add_data_and_device_arguments(parser)
+    parser.add_argument("--images-dir", metavar="DIR",
+                        help="also explore your own labelled pictures, DIR/0/*.png ... "
+                             "DIR/9/*.png, as test.py --images-dir reads them (default: none)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    server = make_server(load_models(args.checkpoints, args.device), args.host, args.port,
-                         args.device)
+    networks = load_models(args.checkpoints, args.device)
+    server = make_server(networks, args.host, args.port, args.device,
+                         *load_sets(args.data_dir, args.images_dir))
     host, port = server.server_address[:2]
     # Ctrl-C may come the moment the address is printed (a script waits for that line), so the
     # lines are printed inside the try that turns it into one line of its own.

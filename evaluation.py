@@ -99,3 +99,14 @@ def accuracy(predictions, labels):
 def evaluate(model, images, labels, batch_size=EVAL_BATCH_SIZE):
     """Return the fraction of images whose predicted digit equals the label."""
     return accuracy(predict(model, images, batch_size), labels)
+
+
+def confusion_matrix(labels, predictions):
+    """Return the (10, 10) counts of each true digit (row) predicted as each digit (column)."""
+    return torch.bincount(labels * 10 + predictions, minlength=100).view(10, 10).cpu()
+
+
+@torch.no_grad()
+def probabilities(model, images, batch_size=EVAL_BATCH_SIZE):
+    """Return the network's probabilities (N, 10) for images (N, 1, 28, 28), on the CPU."""
+    return torch.cat([model(batch).softmax(dim=1).cpu() for batch in images.split(batch_size)])

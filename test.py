@@ -4,23 +4,18 @@ Usage: python test.py model.pt [--device cuda] [--per-class] [--save-errors erro
        python test.py model.pt --image my_digit.png  |  python test.py model.pt --images-dir DIR
 """
 import argparse
-import os
 import sys
 
 import torch
-import torchvision
 from PIL import Image, ImageDraw
 
 from cli import UserError, add_data_and_device_arguments, output_path, run_main, save_atomically
-from data import load_mnist, read_picture, to_pixels
-from evaluation import accuracy, load_model, predict
-
-DIGITS = [str(digit) for digit in range(10)]
-
+from data import load_mnist, read_labelled_folder, read_picture, to_pixels
+from evaluation import accuracy, confusion_matrix, load_model, predict
 
 def print_per_class(labels, predictions):
     """Print each digit's accuracy and the confusion matrix (row: true digit, column: predicted)."""
-    confusion = torch.bincount(labels * 10 + predictions, minlength=100).view(10, 10).cpu()
+    confusion = confusion_matrix(labels, predictions)
     print("Accuracy per digit (correct/images):")
     for digit in range(10):
         correct, total = confusion[digit, digit].item(), confusion[digit].sum().item()
@@ -69,37 +64,6 @@ def classify_pictures(model, paths, device):
         confidence, predicted = probabilities.max(dim=0)
         print(f"{path}: {predicted.item()} ({confidence.item() * 100:.1f}%)")
     return failures
-
-
-def read_labelled_folder(folder):
-    """Return the pictures in folder/0 ... folder/9 as images (N, 1, 28, 28) and labels (N,).
-
-    A picture that cannot be read is named on stderr and skipped; the count is printed.
-    """
-    if not os.path.isdir(folder):
-        raise UserError(f"{folder}: no such folder")
-    subfolders = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-    others = [name for name in subfolders if name not in DIGITS]
-    if others or not subfolders:
-        raise UserError(f"{folder}: needs subfolders named 0 to 9 holding the pictures of each "
-                        f"digit, found {', '.join(others) or 'none'}")
-    try:  # ImageFolder finds the pictures; every file counts, so a damaged one is named below
-        found = torchvision.datasets.ImageFolder(
-            folder, is_valid_file=lambda path: not os.path.basename(path).startswith("."))
-    except FileNotFoundError:  # ImageFolder's words for subfolders without any file
-        raise UserError(f"{folder}: its subfolders 0 to 9 hold no pictures") from None
-    images, labels = [], []
-    for path, class_index in found.samples:
-        try:
-            images.append(read_picture(path, path))  # (1, 28, 28), prepared as --image does
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            continue
-        labels.append(int(found.classes[class_index]))  # the folder's name is the digit
-    print(f"Pictures: {len(images)} read, {len(found.samples) - len(images)} skipped")
-    if not images:
-        raise UserError(f"{folder}: none of its {len(found.samples)} files is a readable picture")
-    return torch.stack(images), torch.tensor(labels)
 
 
 def parse_args(argv=None):

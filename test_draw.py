@@ -4,7 +4,9 @@ headless Chromium (skipped, with the reason, only where no browser and driver ar
 Usage: python -m unittest -v test_draw   (DRAW_SCREENSHOT=docs/draw_page.png saves the screenshot)
 """
 import base64
+import contextlib
 import http.client
+import io
 import json
 import math
 import os
@@ -22,6 +24,7 @@ from PIL import Image
 import data
 import draw
 import explain
+import test
 import train
 from fixtures import (draw_shape, make_shapes_mnist, png_base64, run_script, run_subprocess,
                       start_script, stroke_pixels, temporary_folder)
@@ -93,22 +96,38 @@ EDITED = {
 
 
 def setUpModule():
-    global TEMP, MODEL, SERVER, ORIGIN, EDITED_SERVER
+    global TEMP, MODEL, SERVER, ORIGIN, EDITED_SERVER, SHAPES, FOLDER
     TEMP = temporary_folder()
-    shapes = make_shapes_mnist(os.path.join(TEMP, "shapes"))
+    shapes = SHAPES = make_shapes_mnist(os.path.join(TEMP, "shapes"))
     MODEL = os.path.join(TEMP, "shapes.pt")
     code, _, err = run_script(train, ["--data-dir", shapes, "--device", "cpu", "--epochs", "4",
                                       "--out", MODEL])
     assert code == 0, err
-    SERVER = start_server(draw.load_models([MODEL], "cpu"))
+    # The shapes' test set stands in for MNIST's, and a folder of drawn shapes for a class's own.
+    FOLDER = os.path.join(TEMP, "class_digits")
+    for label in range(10):
+        os.makedirs(os.path.join(FOLDER, str(label)))
+        for copy in range(3):
+            draw_shape(label, torch.Generator().manual_seed(100 * label + copy)).save(
+                os.path.join(FOLDER, str(label), f"{copy}.png"))
+    with contextlib.redirect_stdout(io.StringIO()):  # "Pictures: 30 read, 0 skipped"
+        sets = draw.load_sets(shapes, FOLDER)
+    # A second trained network, trained less, to compare with.
+    EARLY = os.path.join(TEMP, "early.pt")
+    code, _, err = run_script(train, ["--data-dir", shapes, "--device", "cpu", "--epochs", "1",
+                                      "--seed", "1", "--batch-size", "256", "--out", EARLY])
+    assert code == 0, err
+    SERVER = start_server(draw.load_models([MODEL, EARLY], "cpu"), *sets)
     ORIGIN = f"http://127.0.0.1:{SERVER.server_address[1]}"
     torch.manual_seed(0)
-    EDITED_SERVER = start_server([(name, network().eval()) for name, (network, _) in EDITED.items()])
+    EDITED_SERVER = start_server([draw.Network(name, network().eval())
+                                  for name, (network, _) in EDITED.items()],
+                                 *draw.load_sets(os.path.join(TEMP, "no_mnist_here"), None))
 
 
-def start_server(models):
-    """Serve the page for models on a free port of 127.0.0.1 until the module's tests end."""
-    server = draw.make_server(models, "127.0.0.1", 0, "cpu")
+def start_server(networks, sets=(), missing=None):
+    """Serve the page for networks on a free port of 127.0.0.1 until the module's tests end."""
+    server = draw.make_server(networks, "127.0.0.1", 0, "cpu", sets, missing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     unittest.addModuleCleanup(server.server_close)
     unittest.addModuleCleanup(server.shutdown)  # cleanups run last first: shut down, then close
@@ -148,7 +167,8 @@ class ServerTest(unittest.TestCase):
         self.assertIn(b'id="prediction"', page)
         self.assertNotIn(b"http://", page.replace(b"http://127.0.0.1", b""))  # nothing from elsewhere
         self.assertNotIn(b"https://", page)
-        self.assertEqual(request("GET", "/models"), (200, {"models": ["shapes.pt", draw.UNTRAINED]}))
+        status, answer = request("GET", "/models")
+        self.assertEqual((status, answer["models"]), (200, ["shapes.pt", "early.pt", draw.UNTRAINED]))
 
     def test_drawing_gives_prediction_and_every_layer_with_the_models_shapes(self):
         status, answer = request("POST", "/predict", {"model": 0, "pixels": stroke_pixels(1)})
@@ -165,7 +185,7 @@ class ServerTest(unittest.TestCase):
             self.assertEqual(len(layer["values"]), math.prod(layer["shape"]), layer["name"])
         self.assertEqual(answer["input"]["shape"], [1, 28, 28])
         # The layers are the model's own: the same input through model.py gives the same output.
-        model = draw.load_models([MODEL], "cpu")[0][1]
+        model = draw.load_models([MODEL], "cpu")[0].model
         digit = data.prepare_digit(Image.fromarray(
             torch.tensor(stroke_pixels(1), dtype=torch.uint8).numpy(), mode="L"))
         with torch.no_grad():
@@ -183,7 +203,7 @@ class ServerTest(unittest.TestCase):
         torch.testing.assert_close(torch.tensor(answer["input"]["values"]), expected, atol=1e-4, rtol=0)
 
     def test_kernels_of_each_model(self):
-        status, answer = request("GET", "/kernels?model=1")
+        status, answer = request("GET", "/kernels?model=2")
         self.assertEqual(status, 200)
         self.assertEqual(answer["model"], draw.UNTRAINED)
         self.assertEqual([(k["name"], k["shape"]) for k in answer["kernels"]],
@@ -250,6 +270,18 @@ class ServerTest(unittest.TestCase):
             ("POST", "/attribution", {"pixels": one, "digit": 1, "model": 7}, {}, 400),
             ("POST", "/attribution", {"digit": 1}, {}, 400),
             ("POST", "/attribution", "{broken", {}, 400),
+            ("GET", "/testset?model=0&set=2", None, {}, 400),
+            ("GET", "/testset?model=x", None, {}, 400),
+            ("GET", "/examples?model=0&set=0&true=3", None, {}, 400),
+            ("GET", "/examples?model=0&set=0&true=10&predicted=1", None, {}, 400),
+            ("GET", "/examples?model=0&set=0&other=7", None, {}, 400),
+            ("GET", "/training?model=-1", None, {}, 400),
+            ("POST", "/testset", "{}", {}, 405),
+            ("POST", "/predict", {"set": 0, "index": 200}, {}, 400),
+            ("POST", "/predict", {"set": 0, "index": "3"}, {}, 400),
+            ("POST", "/predict", {"set": 0, "index": 3, "pixels": one}, {}, 400),
+            ("POST", "/predict", {"pixels": one, "snapshot": 99}, {}, 400),
+            ("POST", "/predict", {"pixels": one, "model": 2, "snapshot": 1}, {}, 400),
         ]
         for method, path, body, headers, expected in cases:
             with self.subTest(method=method, path=path, body=str(body)[:60]):
@@ -340,7 +372,7 @@ class EditedModelTest(unittest.TestCase):
                                (FiveDigits, "answers (5,) values, not 10 digits")):
             with self.subTest(network=network.__name__):
                 with self.assertRaises(draw.UserError) as raised:
-                    draw.Page([("edited.pt", network())], "cpu")
+                    draw.Page([draw.Network("edited.pt", network())], "cpu")
                 self.assertIn("edited.pt: this network" if network is not Branching
                               else "edited.pt: the page", str(raised.exception))
                 self.assertIn(words, str(raised.exception))
@@ -360,7 +392,7 @@ class StepTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.model = draw.load_models([MODEL], "cpu")[0][1]
+        cls.model = draw.load_models([MODEL], "cpu")[0].model
         digit = data.prepare_digit(Image.fromarray(
             torch.tensor(stroke_pixels(1), dtype=torch.uint8).numpy(), mode="L"))
         with torch.no_grad():  # the reference: the tutorial's forward, written out here
@@ -437,13 +469,112 @@ class AttributionAndConfidenceTest(unittest.TestCase):
         self.assertEqual([p for _, p in confidence["top"]],
                          sorted(answer["probabilities"], reverse=True)[:3])
         self.assertFalse(confidence["unsure"])
-        status, answer = request("POST", "/predict", {"model": 1, "pixels": stroke_pixels(1)})
+        status, answer = request("POST", "/predict", {"model": 2, "pixels": stroke_pixels(1)})
         self.assertTrue(answer["confidence"]["unsure"])  # the untrained network is never sure
         self.assertLess(answer["confidence"]["top"][0][1], explain.UNSURE_BELOW)
         dot = [[0 if (x - 140) ** 2 + (y - 140) ** 2 < 30 else 255 for x in range(280)]
                for y in range(280)]  # a dot, blown up to a filled disc by the preparation
         status, answer = request("POST", "/predict", {"model": 0, "pixels": dot})
         self.assertTrue(answer["confidence"]["unlike_a_digit"] and answer["confidence"]["unsure"])
+
+
+class ExplorerTest(unittest.TestCase):
+    """The labelled sets on the page, against test.py and the model itself."""
+
+    def per_class(self, *flags):
+        """test.py --per-class on the first network: (accuracy in %, confusion matrix rows)."""
+        code, out, err = run_script(test, [MODEL, "--device", "cpu", "--per-class", *flags])
+        self.assertEqual(code, 0, err)
+        lines = out.splitlines()
+        start = lines.index("Confusion matrix: row = true digit, column = predicted digit") + 2
+        matrix = [[int(count) for count in line.split()[1:]] for line in lines[start:start + 10]]
+        accuracy = next(line for line in lines if line.startswith("Test Accuracy: "))
+        return float(accuracy.split(": ")[1].rstrip("%")), matrix
+
+    def test_accuracy_and_confusion_matrix_equal_test_py_per_class(self):
+        for set_index, flags in ((0, ["--data-dir", SHAPES]), (1, ["--images-dir", FOLDER])):
+            with self.subTest(set=set_index):
+                status, answer = request("GET", f"/testset?model=0&set={set_index}")
+                self.assertEqual(status, 200, answer)
+                accuracy, matrix = self.per_class(*flags)
+                self.assertEqual(answer["confusion"], matrix)
+                self.assertEqual(round(answer["accuracy"] * 100, 2), accuracy)
+
+    def test_a_cell_lists_its_images_most_confident_first(self):
+        images, labels = data.load_mnist(SHAPES, train=False)
+        status, answer = request("GET", "/testset?model=1&set=0")  # early.pt makes mistakes
+        cells = [(count, true, predicted) for true, row in enumerate(answer["confusion"])
+                 for predicted, count in enumerate(row) if true != predicted and count]
+        count, true, predicted = max(cells)
+        status, cell = request("GET", f"/examples?model=1&set=0&true={true}&predicted={predicted}")
+        self.assertEqual((status, cell["count"], len(cell["examples"])), (200, count, count))
+        probabilities = [example["probability"] for example in cell["examples"]]
+        self.assertEqual(probabilities, sorted(probabilities, reverse=True))
+        model = draw.load_models([os.path.join(TEMP, "early.pt")], "cpu")[0].model
+        for example in cell["examples"]:
+            index = example["index"]
+            self.assertEqual((example["label"], example["predicted"]), (true, predicted))
+            self.assertEqual(int(labels[index]), true)
+            with torch.no_grad():
+                answer_of_model = model(images[index][None]).softmax(dim=1)[0]
+            self.assertEqual(int(answer_of_model.argmax()), predicted)
+            self.assertAlmostEqual(answer_of_model[predicted].item(), example["probability"], places=4)
+            expected = (data.to_pixels(images[index]) * 255).round().flatten().tolist()
+            self.assertEqual(example["pixels"], expected)  # the test image itself
+
+    def test_an_image_of_a_set_goes_through_the_network_with_its_label(self):
+        images, labels = data.load_mnist(SHAPES, train=False)
+        for index in (0, 57, 199):
+            status, answer = request("POST", "/predict", {"model": 0, "set": 0, "index": index})
+            self.assertEqual(status, 200, answer)
+            self.assertEqual(answer["label"], int(labels[index]))
+            torch.testing.assert_close(torch.tensor(answer["input"]["values"]),
+                                       data.to_pixels(images[index]).flatten(), atol=1e-5, rtol=0)
+            status, step = request("POST", "/step", {"set": 0, "index": index, "stage": "pool",
+                                                     "map": 0, "row": 3, "column": 3})
+            self.assertEqual(status, 200, step)
+        status, answer = request("POST", "/predict", {"set": 1, "index": 29})  # a picture of a 9
+        self.assertEqual((status, answer["label"]), (200, 9))
+
+    def test_two_networks_compared_image_by_image(self):
+        status, first = request("GET", "/examples?model=0&other=1&set=0")
+        status, second = request("GET", "/examples?model=1&other=0&set=0")
+        images, labels = data.load_mnist(SHAPES, train=False)
+        networks = draw.load_models([MODEL, os.path.join(TEMP, "early.pt")], "cpu")
+        with torch.no_grad():
+            right = [network.model(images).argmax(dim=1) == labels for network in networks[:2]]
+        self.assertEqual(first["count"], int((right[0] & ~right[1]).sum()))
+        self.assertEqual(second["count"], int((right[1] & ~right[0]).sum()))
+        self.assertGreater(first["count"], 0)
+        for example in first["examples"]:
+            self.assertTrue(right[0][example["index"]] and not right[1][example["index"]])
+
+    def test_the_training_run_and_its_snapshots(self):
+        checkpoint = torch.load(MODEL, weights_only=True)
+        status, run = request("GET", "/training?model=0")
+        self.assertEqual(run["snapshots"], [snapshot["step"] for snapshot in checkpoint["snapshots"]])
+        self.assertEqual(len(run["loss"]), len(checkpoint["history"]["loss"]))
+        pixels = stroke_pixels(1)
+        first = request("POST", "/predict", {"model": 0, "snapshot": 0, "pixels": pixels})[1]
+        last = request("POST", "/predict", {"model": 0, "snapshot": len(run["snapshots"]) - 1,
+                                            "pixels": pixels})[1]
+        final = request("POST", "/predict", {"model": 0, "pixels": pixels})[1]
+        untrained = request("POST", "/predict", {"model": 2, "pixels": pixels})[1]
+        self.assertEqual(last["probabilities"], final["probabilities"])
+        self.assertEqual(first["probabilities"], untrained["probabilities"])  # seed 0 both times
+        self.assertNotEqual(first["prediction"], final["prediction"])
+        status, kernels = request("GET", "/kernels?model=0&snapshot=0")
+        self.assertEqual(kernels["kernels"], request("GET", "/kernels?model=2")[1]["kernels"])
+        self.assertEqual(request("GET", "/training?model=2")[1]["snapshots"], [])  # none kept
+
+    def test_without_mnist_the_page_says_how_to_get_it(self):
+        status, catalogue = request("GET", "/models", server=EDITED_SERVER)
+        self.assertEqual(catalogue["sets"], [])
+        self.assertIn("No MNIST in", catalogue["missing"])
+        self.assertIn("python train.py --data-dir", catalogue["missing"])
+        status, answer = request("GET", "/testset?model=0", server=EDITED_SERVER)
+        self.assertEqual(status, 404)
+        self.assertEqual(answer["error"], catalogue["missing"])
 
 
 class CommandLineTest(unittest.TestCase):
@@ -581,7 +712,7 @@ class BrowserTest(unittest.TestCase):
                       "the model list to load")
 
     def setUp(self):
-        self.open_page(ORIGIN, 2)
+        self.open_page(ORIGIN, 3)
 
     def tearDown(self):
         # Whatever each test did, no script failed and nothing was loaded from another host.
@@ -674,7 +805,7 @@ class BrowserTest(unittest.TestCase):
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
         try:
-            self.open_page(ORIGIN, 2)
+            self.open_page(ORIGIN, 3)
             self.stroke([(140, 40 + 10 * step) for step in range(21)])
             self.wait_for_answer("1")
             self.click_map("convolution2", 3, 2, 5)
@@ -689,6 +820,50 @@ class BrowserTest(unittest.TestCase):
             self.assertLessEqual(bottom, 844)  # in view with the drawing box, without scrolling
         finally:
             self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+    def test_a_confusion_cell_opens_its_images_and_one_goes_through_the_network(self):
+        from selenium.webdriver.support.ui import Select
+
+        Select(self.driver.find_element("id", "model")).select_by_index(1)  # early.pt: mistakes
+        self.wait_for(lambda: "early.pt reads" in self.text("testset-status"), "its test accuracy")
+        cells = self.driver.find_elements("css selector", "#confusion td")
+        self.assertEqual(len(cells), 100)
+        mistake = max((cell for cell in cells
+                       if cell.get_attribute("data-true") != cell.get_attribute("data-predicted")),
+                      key=lambda cell: int(cell.text))
+        true, predicted = mistake.get_attribute("data-true"), mistake.get_attribute("data-predicted")
+        mistake.click()
+        self.wait_for(lambda: len(self.driver.find_elements("css selector", "#examples [data-index]"))
+                      == int(mistake.text), "the images of the cell")
+        thumbnail = self.driver.find_element("css selector", "#examples [data-index]")
+        index = thumbnail.get_attribute("data-index")
+        thumbnail.click()
+        self.wait_for(lambda: self.text("truth").startswith(f"true label: {true} "), "the true label")
+        self.wait_for_answer(predicted)  # the mistake, now open in every stage below
+        self.assertIn(f"#{index}", self.text("truth"))
+        self.assertEqual(len(self.stage_names()), len(TUTORIAL_STAGES))
+        self.click_map("convolution2", 0, 4, 4)  # every explanation works on a test image too
+        self.wait_for(lambda: self.driver.find_elements("id", "step"), "the step-by-step view")
+
+    def test_the_training_slider_replays_the_run_on_the_drawing(self):
+        self.stroke([(140, 40 + 10 * step) for step in range(21)])
+        self.wait_for_answer("1")
+        slider = self.driver.find_element("id", "training-step")
+        self.assertEqual(slider.get_attribute("value"), slider.get_attribute("max"))  # final weights
+        untrained = request("POST", "/predict", {"model": 2, "pixels": stroke_pixels(1)})[1]
+        move = "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'));"
+        self.driver.execute_script(move, slider, 0)
+        self.wait_for_answer(str(untrained["prediction"]))  # step 0: the run's untrained network
+        self.assertTrue(self.text("training-label").startswith("0 of "))
+        self.driver.execute_script(move, slider, slider.get_attribute("max"))
+        self.wait_for_answer("1")
+
+    def test_without_mnist_the_page_says_how_to_get_it(self):
+        self.open_page(f"http://127.0.0.1:{EDITED_SERVER.server_address[1]}", len(EDITED))
+        self.wait_for(lambda: "No MNIST in" in self.text("testset-status"), "the missing-MNIST line")
+        self.assertTrue(self.driver.find_element("id", "training").get_attribute("hidden"))
+        self.stroke([(140, 40 + 10 * step) for step in range(21)])
+        self.wait_for_answer()  # drawing works as before
 
     def test_an_uploaded_picture_is_read_and_a_broken_one_is_one_line(self):
         upload = os.path.join(TEMP, "upload_one.png")
@@ -715,7 +890,7 @@ class BrowserTest(unittest.TestCase):
 
         self.driver.execute_script(SCRIPTED_STROKE, [[140, 40 + 10 * step] for step in range(21)])
         self.wait_for_answer("1")
-        Select(self.driver.find_element("id", "model")).select_by_index(1)
+        Select(self.driver.find_element("id", "model")).select_by_index(2)
         self.wait_for(lambda: draw.UNTRAINED in self.text("status"), "the untrained network to answer")
         self.wait_for(lambda: len(self.driver.find_elements("css selector", "#kernels canvas")) == 6 + 96,
                       "the kernels of the untrained network")

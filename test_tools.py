@@ -85,7 +85,7 @@ class ImagesDirTest(unittest.TestCase):
         self.assertEqual(len(err.strip().splitlines()), 1)
         model = evaluation.load_model(MODEL, "cpu")
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            images, labels = test.read_labelled_folder(folder)
+            images, labels = data.read_labelled_folder(folder)
         self.assertEqual(sorted(labels.tolist()), [3, 3, 3, 7, 7, 7, 7])
         expected = evaluation.accuracy(evaluation.predict(model, images), labels)
         self.assertIn(f"Test Accuracy: {expected * 100:.2f}%", out)
@@ -125,7 +125,7 @@ class DigitSetsTest(unittest.TestCase):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             for folder in folders:
                 make_digit_sets.write_drawn(folder, per_digit=2)
-            images, labels = test.read_labelled_folder(folders[0])
+            images, labels = data.read_labelled_folder(folders[0])
         self.assertEqual(images.shape, (20, 1, 28, 28))
         self.assertEqual(sorted(labels.tolist()), sorted(list(range(10)) * 2))
         for digit in ("0", "7"):
