@@ -1,12 +1,14 @@
-"""Measure the drawing page's server on this machine: the latency of one prediction with every
-stage and the pixels behind it, of the step-by-step and pixel views, then a bounded load run from
-8 threads over loopback, every answer checked.
+"""Measure the drawing page's server on this machine: its start-up with and without MNIST, the
+latency of one prediction with every stage and the pixels behind it, of the step-by-step and pixel
+views and of opening a confusion-matrix cell, then a bounded load run from 8 threads over
+loopback, every answer checked.
 
-Usage: python benchmark_page.py model.pt [--requests 400] [--threads 8] [--device cpu]
+Usage: python benchmark_page.py model.pt --data-dir mnist [--requests 400] [--threads 8] [--device cpu]
 """
 import argparse
 import http.client
 import json
+import os
 import statistics
 import threading
 import time
@@ -16,7 +18,7 @@ from PIL import Image, ImageDraw
 from torchvision.transforms.functional import pil_to_tensor
 
 import draw
-from cli import add_device_argument, positive_int, run_main
+from cli import UserError, add_data_and_device_arguments, positive_int, run_main
 
 
 def drawing_request():
@@ -40,6 +42,21 @@ def post(port, body, path="/predict"):
     if response.status != 200:
         raise RuntimeError(f"status {response.status}: {answer}")
     return time.perf_counter() - start, answer
+
+
+def timed_get(port, path):
+    """Seconds for one GET on a fresh connection, the answer read whole."""
+    start = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"status {response.status} for {path}")
+    return time.perf_counter() - start
 
 
 def percentile(values, fraction):
@@ -79,16 +96,29 @@ def main(argv=None):
                         help="requests in the load run (default: 400)")
     parser.add_argument("--threads", type=positive_int, default=8,
                         help="clients sending at once (default: 8)")
-    add_device_argument(parser)
+    add_data_and_device_arguments(parser)
     args = parser.parse_args(argv)
-    models = draw.load_models([args.checkpoint], args.device)
-    server = draw.make_server(models, "127.0.0.1", 0, args.device)  # loopback only
+    startup = {}
+    for name, data_dir in (("without MNIST", os.devnull), ("with MNIST", args.data_dir)):
+        start = time.perf_counter()  # what draw.py does before it listens: load, then evaluate
+        networks = draw.load_models([args.checkpoint], args.device)
+        sets, missing = draw.load_sets(data_dir, None)
+        page = draw.Page(networks, args.device, sets, missing)
+        startup[name] = time.perf_counter() - start
+    if missing:
+        raise UserError(missing)
+    server = draw.make_server(networks, "127.0.0.1", 0, args.device, sets)  # loopback only
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     request = drawing_request()
     body = json.dumps(request).encode()
     try:
         page = server.RequestHandlerClass.page
+        confusion = page.testset("model=0")["confusion"]
+        cell = max((count, true, predicted) for true, row in enumerate(confusion)
+                   for predicted, count in enumerate(row) if true != predicted)
+        cells = [timed_get(port, f"/examples?model=0&true={cell[1]}&predicted={cell[2]}")
+                 for _ in range(20)]
         inside = []
         for _ in range(50):  # preparation, forward pass with every layer, JSON: no HTTP
             start = time.perf_counter()
@@ -109,6 +139,10 @@ def main(argv=None):
         ("inside", inside), ("single", single), ("load", latencies), *clicks.items())}
     print(f"Device: {args.device}, torch {torch.__version__}, {torch.get_num_threads()} CPU "
           f"threads, request body {len(body) / 1e6:.2f} MB")
+    print(f"start-up, without MNIST / with it (10,000 test images evaluated): "
+          f"{startup['without MNIST']:.2f} s / {startup['with MNIST']:.2f} s")
+    print(f"opening a confusion-matrix cell ({cell[0]} images, median of 20): "
+          f"{statistics.median(cells) * 1e3:7.1f} ms")
     print(f"one prediction, in the server (median of 50):     {milliseconds['inside']:7.1f} ms")
     print(f"one request over HTTP, one client (median of 50): {milliseconds['single']:7.1f} ms")
     print(f"a click on a convolution2 value, POST /step:      {milliseconds['/step']:7.1f} ms")
