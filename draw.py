@@ -11,6 +11,7 @@ import io
 import json
 import os
 import sys
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -187,10 +188,12 @@ class Page:
     """What the server answers: the page, the networks, each answer with its explanations, and the
     labelled sets with each network's mistakes."""
 
-    def __init__(self, networks, device, sets=(), missing=None):
+    def __init__(self, networks, device, sets=(), missing=None, collect=None):
         with open(PAGE, "rb") as file:
             self.html = file.read()
         self.device, self.networks, self.sets, self.missing = device, networks, list(sets), missing
+        self.collect_folder = collect  # where POST /collect saves drawings; None: it is off
+        self.collect_lock = threading.Lock()
         self.explainers = []  # for each network: its snapshots' explainers, then the final one
         for network in networks:
             try:
@@ -230,7 +233,9 @@ class Page:
         return {"models": [network.name for network in self.networks],
                 "snapshots": [[step for step, _ in network.snapshots] for network in self.networks],
                 "sets": [{"name": images.name, "count": len(images.labels)} for images in self.sets],
-                "missing": self.missing}
+                "missing": self.missing,
+                "collect": self.collect_folder and {"folder": self.collect_folder,
+                                                    "counts": collected(self.collect_folder)}}
 
     def kernels(self, query):
         index, explainer = self.chosen(query_numbers(query))
@@ -310,10 +315,71 @@ class Page:
         target = whole_number(request, "digit", 0, 9)
         return self.attribution_of(explainer, self.digit(request)[0], target)
 
+    def collect(self, request):
+        """Save a drawing, as drawn, into the --collect folder under its label; never overwrite."""
+        if self.collect_folder is None:
+            raise BadRequest(HTTPStatus.NOT_FOUND, "saving drawings is off: start draw.py with "
+                                                   "--collect DIR to turn it on")
+        label = whole_number(request, "label", 0, 9)
+        if set(request) - {"label", "pixels", "model", "snapshot"} or "pixels" not in request:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "send label and pixels (a drawing) only")
+        picture = picture_from_pixels(request["pixels"])
+        try:
+            prepare_digit(picture)  # a drawing without a digit would teach the network nothing
+        except UserError as error:
+            raise BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
+        with self.collect_lock:  # one save at a time picks the next free name
+            try:
+                name = save_new_picture(picture, os.path.join(self.collect_folder, str(label)))
+            except OSError as error:
+                raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save into {self.collect_folder} "
+                                                       f"({error.strerror or error})") from None
+        return {"saved": os.path.join(str(label), name), "counts": collected(self.collect_folder)}
+
     @staticmethod
     def attribution_of(explainer, digit, target):
         values, total = explainer.attribution(digit, target)
         return {"digit": target, **describe(values[None]), "total": total}
+
+
+def collected(folder):
+    """How many pictures folder/0 ... folder/9 hold."""
+    return [sum(1 for name in os.listdir(os.path.join(folder, str(digit))) if name.endswith(".png"))
+            if os.path.isdir(os.path.join(folder, str(digit))) else 0 for digit in range(10)]
+
+
+def save_new_picture(picture, folder):
+    """Save picture as the next free NNNN.png in folder; return its name. The file is written
+    whole under a temporary name, then linked to its own: a link never replaces a file."""
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            picture.save(file, format="PNG")
+            file.flush()
+            os.fsync(file.fileno())
+        number = sum(name.endswith(".png") for name in os.listdir(folder))
+        while True:
+            name = f"{number:04d}.png"
+            try:
+                os.link(temporary, os.path.join(folder, name))
+                return name
+            except FileExistsError:  # taken, by a file put there by hand or another page
+                number += 1
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def collect_folder(path):
+    """argparse type for --collect: a folder that exists or can be made, and can be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot make folder {path} ({error.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"folder {path} is not writable")
+    return path
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -330,7 +396,8 @@ class Handler(BaseHTTPRequestHandler):
               ("GET", "/examples"): Page.examples,
               ("POST", "/predict"): Page.predict,
               ("POST", "/step"): Page.step,
-              ("POST", "/attribution"): Page.attribution}
+              ("POST", "/attribution"): Page.attribution,
+              ("POST", "/collect"): Page.collect}
 
     def do_GET(self):
         self.answer()
@@ -387,9 +454,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-def make_server(networks, host, port, device, sets=(), missing=None):
+def make_server(networks, host, port, device, sets=(), missing=None, collect=None):
     """Return a threading HTTP server for the page; UserError if the address cannot be used."""
-    handler = type("PageHandler", (Handler,), {"page": Page(networks, device, sets, missing)})
+    handler = type("PageHandler", (Handler,), {"page": Page(networks, device, sets, missing,
+                                                            collect)})
     try:
         return ThreadingHTTPServer((host, port), handler)
     except OSError as error:
@@ -412,6 +480,9 @@ def parse_args(argv=None):
     parser.add_argument("--images-dir", metavar="DIR",
                         help="also explore your own labelled pictures, DIR/0/*.png ... "
                              "DIR/9/*.png, as test.py --images-dir reads them (default: none)")
+    parser.add_argument("--collect", type=collect_folder, metavar="DIR",
+                        help="let the page save drawings, labelled, into DIR/0 ... DIR/9 for "
+                             "train.py --extra-images-dir; off unless given (default: off)")
     return parser.parse_args(argv)
 
 
@@ -419,7 +490,7 @@ def main(argv=None):
     args = parse_args(argv)
     networks = load_models(args.checkpoints, args.device)
     server = make_server(networks, args.host, args.port, args.device,
-                         *load_sets(args.data_dir, args.images_dir))
+                         *load_sets(args.data_dir, args.images_dir), collect=args.collect)
     host, port = server.server_address[:2]
     # Ctrl-C may come the moment the address is printed (a script waits for that line), so the
     # lines are printed inside the try that turns it into one line of its own.

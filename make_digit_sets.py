@@ -1,9 +1,11 @@
-"""Write two sets of handwritten digits that are not MNIST, as folders for test.py --images-dir.
+"""Write the sets of handwritten digits that are not MNIST, as folders for test.py --images-dir.
 
-Usage: python make_digit_sets.py digit_sets
+Usage: python make_digit_sets.py digit_sets [--semeion handwriting/semeion]
        then: python test.py model.pt --images-dir digit_sets/uci --per-class
        uci/: the 1,797 digits of 43 writers that scikit-learn ships (pip install scikit-learn)
        drawn/: 500 digits drawn with pen strokes as the drawing page draws them, seeded
+       semeion_train/, semeion_test/: Semeion's digits split by writer (rows 1-800, 801-1593),
+       semeion_train_5/, semeion_train_20/: the first 5 or 20 of each digit of semeion_train/
 """
 import argparse
 import math
@@ -101,12 +103,49 @@ def write_uci(folder):
     print(f"Wrote {len(digits.target)} UCI digits into {folder}")
 
 
+SEMEION_SPLIT = 800  # rows 1-800 and 801-1593 of semeion.data: the writers do not overlap
+
+
+def write_semeion(folder, semeion):
+    """Split Semeion's labelled folder (files row<N>.png) by writer, and take 5 or 20 per digit."""
+    rows = {}
+    for digit in range(10):
+        try:
+            names = sorted(name for name in os.listdir(os.path.join(semeion, str(digit)))
+                           if name.startswith("row") and name.endswith(".png"))
+        except OSError as error:
+            raise UserError(f"{semeion}: needs Semeion's folders 0 to 9 of row<N>.png files "
+                            f"({error.strerror})") from None
+        rows[digit] = [(int(name[3:-4]), name) for name in names]
+    parts = {"semeion_train": lambda row, rank: row <= SEMEION_SPLIT,
+             "semeion_test": lambda row, rank: row > SEMEION_SPLIT,
+             "semeion_train_5": lambda row, rank: row <= SEMEION_SPLIT and rank < 5,
+             "semeion_train_20": lambda row, rank: row <= SEMEION_SPLIT and rank < 20}
+    for part, chosen in parts.items():
+        count = 0
+        for digit, files in rows.items():
+            os.makedirs(os.path.join(folder, part, str(digit)), exist_ok=True)
+            for rank, (row, name) in enumerate(files):  # in row order: the first writers first
+                if chosen(row, rank):
+                    with open(os.path.join(semeion, str(digit), name), "rb") as file:
+                        content = file.read()
+                    save_atomically(os.path.join(folder, part, str(digit), name),
+                                    lambda output, content=content: output.write(content))
+                    count += 1
+        print(f"Wrote {count} Semeion digits into {os.path.join(folder, part)}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Write handwritten digits that are not MNIST.")
     parser.add_argument("folder", help="where to write uci/ and drawn/")
     parser.add_argument("--sets", nargs="+", choices=["uci", "drawn"], default=["uci", "drawn"],
                         help="which sets to write (default: uci drawn)")
+    parser.add_argument("--semeion", metavar="DIR",
+                        help="also split the Semeion set in DIR (DIR/0/row0001.png ...) by writer "
+                             "(default: none)")
     args = parser.parse_args(argv)
+    if args.semeion:
+        write_semeion(args.folder, args.semeion)
     if "drawn" in args.sets:
         write_drawn(os.path.join(args.folder, "drawn"))
     if "uci" in args.sets:

@@ -117,7 +117,8 @@ def setUpModule():
     code, _, err = run_script(train, ["--data-dir", shapes, "--device", "cpu", "--epochs", "1",
                                       "--seed", "1", "--batch-size", "256", "--out", EARLY])
     assert code == 0, err
-    SERVER = start_server(draw.load_models([MODEL, EARLY], "cpu"), *sets)
+    SERVER = start_server(draw.load_models([MODEL, EARLY], "cpu"), *sets,
+                          collect=os.path.join(TEMP, "collected"))
     ORIGIN = f"http://127.0.0.1:{SERVER.server_address[1]}"
     torch.manual_seed(0)
     EDITED_SERVER = start_server([draw.Network(name, network().eval())
@@ -125,9 +126,9 @@ def setUpModule():
                                  *draw.load_sets(os.path.join(TEMP, "no_mnist_here"), None))
 
 
-def start_server(networks, sets=(), missing=None):
+def start_server(networks, sets=(), missing=None, collect=None):
     """Serve the page for networks on a free port of 127.0.0.1 until the module's tests end."""
-    server = draw.make_server(networks, "127.0.0.1", 0, "cpu", sets, missing)
+    server = draw.make_server(networks, "127.0.0.1", 0, "cpu", sets, missing, collect)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     unittest.addModuleCleanup(server.server_close)
     unittest.addModuleCleanup(server.shutdown)  # cleanups run last first: shut down, then close
@@ -577,6 +578,60 @@ class ExplorerTest(unittest.TestCase):
         self.assertEqual(answer["error"], catalogue["missing"])
 
 
+class CollectTest(unittest.TestCase):
+    """POST /collect: the class's drawings saved as labelled pictures, never overwriting."""
+
+    def test_a_drawing_is_saved_as_drawn_under_its_label_with_a_new_name_each_time(self):
+        folder = os.path.join(TEMP, "collected", "4")
+        pixels = stroke_pixels(4)
+        status, first = request("POST", "/collect", {"label": 4, "pixels": pixels})
+        self.assertEqual((status, first["saved"]), (200, os.path.join("4", "0000.png")), first)
+        with Image.open(os.path.join(folder, "0000.png")) as saved:  # as drawn, not prepared
+            self.assertEqual((saved.size, saved.mode), ((280, 280), "L"))
+            self.assertEqual(torch.tensor(list(saved.tobytes())).view(280, 280).tolist(), pixels)
+        with open(os.path.join(folder, "0001.png"), "wb") as file:
+            file.write(b"put here by hand")
+        status, second = request("POST", "/collect", {"label": 4, "pixels": stroke_pixels(0)})
+        self.assertEqual(second["saved"], os.path.join("4", "0002.png"))  # 0001 is taken
+        with open(os.path.join(folder, "0001.png"), "rb") as file:
+            self.assertEqual(file.read(), b"put here by hand")  # never overwritten
+        self.assertEqual(second["counts"][4], 3)  # every .png there, the hand-made one too
+        self.assertEqual(request("GET", "/models")[1]["collect"]["counts"], second["counts"])
+        self.assertEqual([name for name in os.listdir(folder) if name.endswith(".tmp")], [])
+
+    def test_bad_labels_pictures_and_folders_are_refused(self):
+        one, white = stroke_pixels(1), [[255] * 40 for _ in range(40)]
+        for body, expected in [({"label": 10, "pixels": one}, 400), ({"label": -1, "pixels": one}, 400),
+                               ({"label": "3", "pixels": one}, 400), ({"label": True, "pixels": one}, 400),
+                               ({"pixels": one}, 400), ({"label": 3}, 400),
+                               ({"label": 3, "picture": png_base64(draw_shape(3, torch.Generator()))}, 400),
+                               ({"label": 3, "pixels": [[0, 999]]}, 400),
+                               ({"label": 3, "pixels": white}, 422)]:
+            with self.subTest(body=str(body)[:50]):
+                status, answer = request("POST", "/collect", body)
+                self.assertEqual(status, expected, answer)
+                self.assertEqual(len(answer["error"].splitlines()), 1)
+        # A digit's folder that cannot be made (a file in its place): 403, and nothing written.
+        with open(os.path.join(TEMP, "collected", "7"), "w") as file:
+            file.write("not a folder")
+        status, answer = request("POST", "/collect", {"label": 7, "pixels": one})
+        self.assertEqual(status, 403, answer)
+        self.assertIn("cannot save into", answer["error"])
+        status, answer = request("POST", "/collect", {"label": 1, "pixels": one}, server=EDITED_SERVER)
+        self.assertEqual(status, 404)  # off unless draw.py --collect DIR
+        self.assertIn("--collect DIR", answer["error"])
+        self.assertIsNone(request("GET", "/models", server=EDITED_SERVER)[1]["collect"])
+
+    def test_a_collect_folder_that_cannot_be_made_is_one_line(self):
+        blocker = os.path.join(TEMP, "a_file")
+        with open(blocker, "w") as file:
+            file.write("x")
+        code, _, err = run_script(draw, [MODEL, "--collect", os.path.join(blocker, "digits")])
+        self.assertEqual(code, 2)
+        self.assertIn("argument --collect: cannot make folder", err)
+        self.assertEqual(len(err.strip().splitlines()[-1:]), 1)
+
+
 class CommandLineTest(unittest.TestCase):
     def test_port_in_use_is_one_line(self):
         port = str(SERVER.server_address[1])
@@ -864,6 +919,19 @@ class BrowserTest(unittest.TestCase):
         self.assertTrue(self.driver.find_element("id", "training").get_attribute("hidden"))
         self.stroke([(140, 40 + 10 * step) for step in range(21)])
         self.wait_for_answer()  # drawing works as before
+
+    def test_a_drawing_is_labelled_and_saved_and_the_count_goes_up(self):
+        self.stroke([(140, 40 + 10 * step) for step in range(21)])
+        self.wait_for_answer("1")
+        count = self.driver.find_element("css selector", '#collect .count[data-label="1"]')
+        before = int(count.text.split()[0])
+        self.driver.find_element("css selector", '#collect button[data-label="1"]').click()
+        self.wait_for(lambda: self.driver.find_element(
+            "css selector", '#collect .count[data-label="1"]').text == f"{before + 1} saved",
+            "the count of saved 1s to go up")
+        self.assertIn("Saved as 1", self.text("collect-status"))
+        saved = sorted(os.listdir(os.path.join(TEMP, "collected", "1")))
+        self.assertEqual(len(saved), before + 1)
 
     def test_an_uploaded_picture_is_read_and_a_broken_one_is_one_line(self):
         upload = os.path.join(TEMP, "upload_one.png")

@@ -229,6 +229,75 @@ class PlotWithoutMatplotlibTest(unittest.TestCase):
         self.assertEqual(result.stdout, "")  # refused before training
 
 
+class ExtraImagesTest(unittest.TestCase):
+    """train.py --extra-images-dir and --init-from: a class's own pictures in training."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.folder = temp_path("class_pictures")
+        for digit in range(10):
+            os.makedirs(os.path.join(cls.folder, str(digit)), exist_ok=True)
+            for copy in range(2):
+                draw_digit((60 + 10 * copy, 90), (10, 10, 40 + digit, 70)).save(
+                    os.path.join(cls.folder, str(digit), f"{copy}.png"))
+        with open(os.path.join(cls.folder, "3", "broken.png"), "wb") as file:
+            file.write(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+
+    def test_pictures_are_prepared_as_image_prepares_them_and_repeated(self):
+        args = train.parse_args(["--extra-images-dir", self.folder, "--extra-repeats", "3"])
+        images, labels = data.load_mnist(DATA_DIR, train=True)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            all_images, all_labels = train.with_extra_pictures(images, labels, args)
+        self.assertEqual(len(all_labels), 500 + 3 * 20)
+        self.assertIn(f"Extra pictures: 20 from {self.folder}, each seen 3 times per epoch", out.getvalue())
+        self.assertEqual(err.getvalue().count("broken.png"), 1)  # named once, skipped
+        found = torchvision.datasets.ImageFolder(self.folder).samples
+        readable = [(path, label) for path, label in found if not path.endswith("broken.png")]
+        for position, (path, label) in enumerate(readable):
+            for repeat in range(3):
+                index = 500 + repeat * 20 + position
+                self.assertTrue(torch.equal(all_images[index], data.read_picture(path, path)), path)
+                self.assertEqual(int(all_labels[index]), label)
+
+    def test_same_seed_same_weights_and_the_run_records_its_folders(self):
+        weights = []
+        for name in ("extra_a.pt", "extra_b.pt"):
+            code, out, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu", "--epochs",
+                                                "1", "--extra-images-dir", self.folder, "--out",
+                                                temp_path(name)])
+            self.assertEqual(code, 0, err)
+            checkpoint = torch.load(temp_path(name), weights_only=True)
+            weights.append(checkpoint["model"])
+        for key in weights[0]:
+            self.assertTrue(torch.equal(weights[0][key], weights[1][key]), key)
+        self.assertEqual(checkpoint["args"]["extra_images_dir"], [self.folder])
+        self.assertEqual(len(checkpoint["history"]["loss"]), (500 + 10 * 20) // 64)
+        code, _, err = run_script(train, ["--data-dir", DATA_DIR, "--extra-images-dir",
+                                          temp_path("no_such_folder"), "--out", temp_path("x.pt")])
+        self.assertEqual((code, err.strip()), (1, f"error: {temp_path('no_such_folder')}: no such folder"))
+
+    def test_init_from_starts_at_any_checkpoint_test_py_reads(self):
+        bare = temp_path("bare_state.pt")
+        torch.save(Net().state_dict(), bare)  # a bare state_dict, as the tutorial would save it
+        for start in (bare, MODEL):
+            with self.subTest(start=os.path.basename(start)):
+                out = temp_path("fine_tuned.pt")
+                code, _, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu",
+                                                  "--epochs", "1", "--lr", "0.001", "--init-from",
+                                                  start, "--extra-images-dir", self.folder,
+                                                  "--out", out])
+                self.assertEqual(code, 0, err)
+                first = torch.load(out, weights_only=True)["snapshots"][0]
+                expected = evaluation.load_model(start, "cpu").state_dict()
+                for key, value in expected.items():  # step 0 is the weights it started from
+                    self.assertTrue(torch.equal(first["model"][key], value), key)
+        code, _, err = run_script(train, ["--data-dir", DATA_DIR, "--init-from", temp_path("none.pt"),
+                                          "--out", temp_path("x.pt")])
+        self.assertEqual(code, 1)
+        self.assertIn("no such file", err)
+
+
 class RecipeFlagsTest(unittest.TestCase):
     def test_onecycle_peaks_at_lr_and_ends_near_zero(self):
         model = torch.nn.Linear(1, 1)

@@ -13,14 +13,16 @@ import torch.nn as nn
 from augment import AUGMENTATIONS, augmented
 from cli import (UserError, add_data_and_device_arguments, checked, non_negative_int, output_path,
                  positive_int, run_main, save_atomically)
-from data import load_mnist, train_batches
-from evaluation import evaluate, read_checkpoint
+from data import load_mnist, read_labelled_folder, train_batches
+from evaluation import evaluate, load_model, read_checkpoint
 from model import Net
 
 # Training counts as diverged when a step's loss is NaN, infinite or above this. Guessing
 # uniformly costs ln(10) = 2.30; a loss 40 times that means the weights have blown up (a huge
 # --lr such as 1e6 gives losses of 1e9 and more that may never become NaN).
 DIVERGED_LOSS = 100.0
+# Each --extra-images-dir picture is seen this many times per epoch (measured: docs/handwriting.md).
+EXTRA_REPEATS = 10
 
 # argparse types that refuse bad values before any work starts.
 learning_rate = checked(float, lambda value: 0 < value <= 1e6,  # larger rates overflow float32
@@ -52,6 +54,17 @@ def build_parser():
     parser.add_argument("--no-augment-epochs", type=non_negative_int, default=0, metavar="N",
                         help="train the last N epochs on the images as they are, without "
                              "--augment's changes (default: 0)")
+    parser.add_argument("--extra-images-dir", action="append", metavar="DIR", default=[],
+                        help="add your labelled pictures, DIR/0/*.png ... DIR/9/*.png, to MNIST's "
+                             "training images, each prepared as test.py --image prepares it; may "
+                             "be given several times (default: none)")
+    parser.add_argument("--extra-repeats", type=positive_int, default=EXTRA_REPEATS, metavar="N",
+                        help="how many times each extra picture is seen per epoch, so that a few "
+                             f"hundred count among 60,000 (default: {EXTRA_REPEATS})")
+    parser.add_argument("--init-from", metavar="CHECKPOINT",
+                        help="start from the weights in CHECKPOINT (any checkpoint test.py reads) "
+                             "instead of random ones: a short run then fine-tunes them "
+                             "(default: none)")
     parser.add_argument("--seed", type=seed_value, default=0,
                         help="seed for initial weights, dropout, shuffling and augmentation "
                              "(default: 0)")
@@ -269,7 +282,7 @@ def restore(checkpoint, model, optimizer, scheduler, generator):
 
 # What --resume takes from the run, and refuses to change: anything that makes it another run.
 RUN_FLAGS = ("batch_size", "lr", "schedule", "augment", "no_dropout_epochs", "no_augment_epochs",
-             "seed", "snapshots")
+             "seed", "snapshots", "extra_images_dir", "extra_repeats", "init_from")
 
 
 def continue_run(args, checkpoint, given):
@@ -279,11 +292,12 @@ def continue_run(args, checkpoint, given):
     if not isinstance(run_args, dict) or not {"optimizer", "rng", "epoch"} <= checkpoint.keys():
         raise UserError(f"{path}: holds weights only, not a run train.py can resume")
     for name in RUN_FLAGS:
-        if name in given and getattr(args, name) != run_args[name]:
+        value = run_args.get(name, getattr(args, name))  # a flag newer than the run: its default
+        if name in given and getattr(args, name) != value:
             flag = "--no-snapshots" if name == "snapshots" else f"--{name.replace('_', '-')}"
-            raise UserError(f"{flag} would change the run in {path} (it has {run_args[name]}); "
+            raise UserError(f"{flag} would change the run in {path} (it has {value}); "
                             "leave it out to continue that run")
-        setattr(args, name, run_args[name])
+        setattr(args, name, value)
     planned, done = run_args["epochs"], checkpoint["epoch"]
     if "epochs" not in given:
         args.epochs = planned  # an interrupted run goes on to the end it was planned for
@@ -301,6 +315,19 @@ def continue_run(args, checkpoint, given):
                             f"{args.epochs} epochs; train a new run")
     if args.out is None:
         args.out = path
+
+
+def with_extra_pictures(train_images, train_labels, args):
+    """MNIST's training images and labels with each --extra-images-dir picture added
+    --extra-repeats times; the pictures are read and prepared once, here."""
+    images, labels = [train_images], [train_labels]
+    for folder in args.extra_images_dir:
+        pictures, digits = read_labelled_folder(folder)  # names and skips unreadable files
+        images.append(pictures.to(train_images.device).repeat(args.extra_repeats, 1, 1, 1))
+        labels.append(digits.to(train_labels.device).repeat(args.extra_repeats))
+        print(f"Extra pictures: {len(digits)} from {folder}, each seen {args.extra_repeats} "
+              "times per epoch")
+    return torch.cat(images), torch.cat(labels)
 
 
 def interrupted(args, run):
@@ -359,7 +386,11 @@ def main(argv=None):
     torch.manual_seed(args.seed)  # initial weights and dropout masks
     train_images, train_labels = load_mnist(args.data_dir, train=True, device=args.device)
     test_images, test_labels = load_mnist(args.data_dir, train=False, device=args.device)
+    if args.extra_images_dir:
+        train_images, train_labels = with_extra_pictures(train_images, train_labels, args)
     model = Net().to(args.device)
+    if args.init_from and resumed is None:
+        model.load_state_dict(load_model(args.init_from, args.device).state_dict())
 
     start_time = time.time()
     run = None
