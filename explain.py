@@ -138,7 +138,8 @@ class Explainer:
         """Each stage's name, details and output (batch 1), then the softmax of the answer."""
         layers = [{"name": name, **self.details(node, shown), "output": outputs[shown]}
                   for name, node, shown in self.stages if isinstance(outputs[shown], torch.Tensor)]
-        logits = outputs[next(iter(self.graph_module.graph.find_nodes(op="output"))).args[0]]
+        logits = outputs[next(node for node in self.graph_module.graph.nodes
+                              if node.op == "output").args[0]]
         layers.append({"name": "softmax", "kind": "output", "code": "logits.softmax(dim=1)",
                        "activation": None, "output": logits.softmax(dim=1)})
         return layers
