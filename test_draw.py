@@ -715,8 +715,13 @@ class BrowserTest(unittest.TestCase):
         cls.driver.quit()
 
     def wait_for(self, condition, what, timeout=30):
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
-        return WebDriverWait(self.driver, timeout).until(lambda driver: condition(), message=what)
+
+        # The page replaces elements as answers come in: one found just before is then stale,
+        # which only means "not yet".
+        return WebDriverWait(self.driver, timeout, ignored_exceptions=(
+            StaleElementReferenceException,)).until(lambda driver: condition(), message=what)
 
     def text(self, element_id):
         return self.driver.find_element("id", element_id).text

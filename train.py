@@ -253,10 +253,16 @@ def train(model, train_images, train_labels, args, resumed=None):
         run["history"]["accuracy"] += accuracies.tolist()
         run["epoch"] = epoch
         yield {"model": on_cpu(model.state_dict()), "optimizer": on_cpu(optimizer.state_dict()),
-               "scheduler": scheduler and on_cpu(scheduler.state_dict()), "epoch": epoch,
+               "scheduler": scheduler and plain_state(scheduler), "epoch": epoch,
                "args": vars(args), "snapshots": list(run["snapshots"]),
                "history": {key: list(values) for key, values in run["history"].items()},
                "rng": random_state(generator, train_labels.device), "test_accuracy": None}
+
+
+def plain_state(scheduler):
+    """The scheduler's state without its functions (PyTorch 2.3 keeps one there), which
+    weights_only cannot load; the scheduler made anew for --resume has its own."""
+    return {key: value for key, value in scheduler.state_dict().items() if not callable(value)}
 
 
 def random_state(generator, device):
