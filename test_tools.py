@@ -251,6 +251,12 @@ class ExtraImagesTest(unittest.TestCase):
             all_images, all_labels = train.with_extra_pictures(images, labels, args)
         self.assertEqual(len(all_labels), 500 + 3 * 20)
         self.assertIn(f"Extra pictures: 20 from {self.folder}, each seen 3 times per epoch", out.getvalue())
+        args = train.parse_args(["--extra-images-dir", self.folder, "--extra-images-dir", self.folder])
+        with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
+            _, both = train.with_extra_pictures(images, labels, args)
+        self.assertEqual(len(both), 500 + 40 * train.EXTRA_MOST)  # 40 pictures: 100 each, capped
+        self.assertIn(f"Extra pictures: 40 from {self.folder}, {self.folder}, each seen 30 times",
+                      out.getvalue())
         self.assertEqual(err.getvalue().count("broken.png"), 1)  # named once, skipped
         found = torchvision.datasets.ImageFolder(self.folder).samples
         readable = [(path, label) for path, label in found if not path.endswith("broken.png")]
@@ -272,7 +278,7 @@ class ExtraImagesTest(unittest.TestCase):
         for key in weights[0]:
             self.assertTrue(torch.equal(weights[0][key], weights[1][key]), key)
         self.assertEqual(checkpoint["args"]["extra_images_dir"], [self.folder])
-        self.assertEqual(len(checkpoint["history"]["loss"]), (500 + 10 * 20) // 64)
+        self.assertEqual(len(checkpoint["history"]["loss"]), (500 + 30 * 20) // 64)
         code, _, err = run_script(train, ["--data-dir", DATA_DIR, "--extra-images-dir",
                                           temp_path("no_such_folder"), "--out", temp_path("x.pt")])
         self.assertEqual((code, err.strip()), (1, f"error: {temp_path('no_such_folder')}: no such folder"))

@@ -21,8 +21,10 @@ from model import Net
 # uniformly costs ln(10) = 2.30; a loss 40 times that means the weights have blown up (a huge
 # --lr such as 1e6 gives losses of 1e9 and more that may never become NaN).
 DIVERGED_LOSS = 100.0
-# Each --extra-images-dir picture is seen this many times per epoch (measured: docs/handwriting.md).
-EXTRA_REPEATS = 10
+# By default the --extra-images-dir pictures are repeated until an epoch sees about this many of
+# them (a fifteenth of MNIST's 60,000), each at most EXTRA_MOST times: a few hundred pictures then
+# count, and a few dozen are not learned by heart (measured: docs/handwriting.md).
+EXTRA_PER_EPOCH, EXTRA_MOST = 4000, 30
 
 # argparse types that refuse bad values before any work starts.
 learning_rate = checked(float, lambda value: 0 < value <= 1e6,  # larger rates overflow float32
@@ -58,9 +60,10 @@ def build_parser():
                         help="add your labelled pictures, DIR/0/*.png ... DIR/9/*.png, to MNIST's "
                              "training images, each prepared as test.py --image prepares it; may "
                              "be given several times (default: none)")
-    parser.add_argument("--extra-repeats", type=positive_int, default=EXTRA_REPEATS, metavar="N",
-                        help="how many times each extra picture is seen per epoch, so that a few "
-                             f"hundred count among 60,000 (default: {EXTRA_REPEATS})")
+    parser.add_argument("--extra-repeats", type=positive_int, metavar="N",
+                        help="how many times each extra picture is seen per epoch (default: "
+                             f"enough for about {EXTRA_PER_EPOCH:,} a epoch, at most {EXTRA_MOST} "
+                             "each)")
     parser.add_argument("--init-from", metavar="CHECKPOINT",
                         help="start from the weights in CHECKPOINT (any checkpoint test.py reads) "
                              "instead of random ones: a short run then fine-tunes them "
@@ -324,16 +327,16 @@ def continue_run(args, checkpoint, given):
 
 
 def with_extra_pictures(train_images, train_labels, args):
-    """MNIST's training images and labels with each --extra-images-dir picture added
+    """MNIST's training images and labels with the --extra-images-dir pictures added, each
     --extra-repeats times; the pictures are read and prepared once, here."""
-    images, labels = [train_images], [train_labels]
-    for folder in args.extra_images_dir:
-        pictures, digits = read_labelled_folder(folder)  # names and skips unreadable files
-        images.append(pictures.to(train_images.device).repeat(args.extra_repeats, 1, 1, 1))
-        labels.append(digits.to(train_labels.device).repeat(args.extra_repeats))
-        print(f"Extra pictures: {len(digits)} from {folder}, each seen {args.extra_repeats} "
-              "times per epoch")
-    return torch.cat(images), torch.cat(labels)
+    folders = [read_labelled_folder(folder) for folder in args.extra_images_dir]  # (N, 1, 28, 28)
+    pictures = torch.cat([images for images, _ in folders]).to(train_images.device)
+    digits = torch.cat([labels for _, labels in folders]).to(train_labels.device)
+    repeats = args.extra_repeats or min(EXTRA_MOST, max(1, round(EXTRA_PER_EPOCH / len(digits))))
+    print(f"Extra pictures: {len(digits)} from {', '.join(args.extra_images_dir)}, each seen "
+          f"{repeats} times per epoch")
+    return (torch.cat([train_images, pictures.repeat(repeats, 1, 1, 1)]),
+            torch.cat([train_labels, digits.repeat(repeats)]))
 
 
 def interrupted(args, run):
