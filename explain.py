@@ -140,14 +140,17 @@ class Explainer:
                   for name, node, shown in self.stages if isinstance(outputs[shown], torch.Tensor)]
         logits = outputs[next(node for node in self.graph_module.graph.nodes
                               if node.op == "output").args[0]]
-        layers.append({"name": "softmax", "kind": "output", "code": "logits.softmax(dim=1)",
+        # The page's own last stage, named so that it cannot clash with one of the model's.
+        name = "softmax" if all(layer["name"] != "softmax" for layer in layers) else "probabilities"
+        layers.append({"name": name, "kind": "output", "code": "logits.softmax(dim=1)",
                        "activation": None, "output": logits.softmax(dim=1)})
         return layers
 
     def step(self, outputs, name, map_index, row, column):
         """How the value at (map_index, row, column) of stage name was computed, from the model's
         own tensors; UserError if there is no such stage or position."""
-        found = [(node, shown) for stage, node, shown in self.stages if stage == name]
+        found = [(node, shown) for stage, node, shown in self.stages
+                 if stage == name and isinstance(outputs[shown], torch.Tensor)]
         if not found:
             raise UserError(f"no stage named {name!r} in this network")
         node, shown = found[0]
