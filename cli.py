@@ -105,11 +105,12 @@ def output_path(path):
     return path
 
 
-def save_atomically(path, write):
-    """Call write(file) on a temporary file beside path, then rename it to path.
+def save_atomically(path, write, overwrite=True):
+    """Call write(file) on a temporary file beside path, then give it path's name.
 
     The rename is atomic, so a crash or a kill at any moment leaves path either as it was or
-    complete: never half-written.
+    complete: never half-written. With overwrite=False the name is given by a hard link, which
+    never replaces a file: FileExistsError if path is taken.
     """
     temporary = os.path.join(os.path.dirname(os.path.abspath(path)),
                              f".{os.path.basename(path)}.{os.getpid()}.tmp")
@@ -118,7 +119,12 @@ def save_atomically(path, write):
             write(file)
             file.flush()
             os.fsync(file.fileno())  # the bytes reach the disk before the name points at them
-        os.replace(temporary, path)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+    except FileExistsError:
+        raise
     except OSError as error:  # disk full, folder removed meanwhile, ...
         raise UserError(f"{path}: could not be written ({error.strerror or error})") from None
     finally:

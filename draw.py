@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from cli import UserError, add_data_and_device_arguments, checked, run_main
+from cli import UserError, add_data_and_device_arguments, checked, run_main, save_atomically
 from data import (RAW_FILES, load_mnist, prepare_digit, read_labelled_folder, read_picture,
                   to_pixels)
 from evaluation import (accuracy, build_model, confusion_matrix, probabilities,
@@ -331,9 +331,11 @@ class Page:
         with self.collect_lock:  # one save at a time picks the next free name
             try:
                 name = save_new_picture(picture, os.path.join(self.collect_folder, str(label)))
-            except OSError as error:
+            except OSError as error:  # the digit's folder cannot be made
                 raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save into {self.collect_folder} "
                                                        f"({error.strerror or error})") from None
+            except UserError as error:  # the picture cannot be written there
+                raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save: {error}") from None
         return {"saved": os.path.join(str(label), name), "counts": collected(self.collect_folder)}
 
     @staticmethod
@@ -349,26 +351,18 @@ def collected(folder):
 
 
 def save_new_picture(picture, folder):
-    """Save picture as the next free NNNN.png in folder; return its name. The file is written
-    whole under a temporary name, then linked to its own: a link never replaces a file."""
+    """Save picture, whole, as the next free NNNN.png in folder; return its name. A name that is
+    taken (a file put there by hand, another page) is skipped, never replaced."""
     os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            picture.save(file, format="PNG")
-            file.flush()
-            os.fsync(file.fileno())
-        number = sum(name.endswith(".png") for name in os.listdir(folder))
-        while True:
-            name = f"{number:04d}.png"
-            try:
-                os.link(temporary, os.path.join(folder, name))
-                return name
-            except FileExistsError:  # taken, by a file put there by hand or another page
-                number += 1
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    number = sum(name.endswith(".png") for name in os.listdir(folder))
+    while True:
+        name = f"{number:04d}.png"
+        try:
+            save_atomically(os.path.join(folder, name),
+                            lambda file: picture.save(file, format="PNG"), overwrite=False)
+            return name
+        except FileExistsError:
+            number += 1
 
 
 def collect_folder(path):

@@ -289,6 +289,15 @@ class AtomicSaveTest(unittest.TestCase):
         self.assertEqual(os.stat(path).st_mode, os.stat(temp_path("plain.bin")).st_mode)
         self.assertEqual([name for name in os.listdir(TEMP) if name.endswith(".tmp")], [])
 
+    def test_without_overwrite_a_taken_name_is_never_replaced(self):
+        path = temp_path("taken.bin")
+        cli.save_atomically(path, lambda file: file.write(b"first"), overwrite=False)
+        with self.assertRaises(FileExistsError):
+            cli.save_atomically(path, lambda file: file.write(b"second"), overwrite=False)
+        with open(path, "rb") as file:
+            self.assertEqual(file.read(), b"first")
+        self.assertEqual([name for name in os.listdir(TEMP) if name.endswith(".tmp")], [])
+
     def test_failed_write_keeps_the_old_file(self):
         path = temp_path("kept.bin")
         cli.save_atomically(path, lambda file: file.write(b"old"))
