@@ -296,7 +296,7 @@ class AtomicSaveTest(unittest.TestCase):
             cli.save_atomically(path, lambda file: file.write(b"second"), overwrite=False)
         with open(path, "rb") as file:
             self.assertEqual(file.read(), b"first")
-        self.assertEqual([name for name in os.listdir(TEMP) if name.endswith(".tmp")], [])
+        self.assertEqual([name for name in os.listdir(TEMP) if name.startswith(".taken.bin")], [])
 
     def test_failed_write_keeps_the_old_file(self):
         path = temp_path("kept.bin")
