@@ -28,35 +28,24 @@ def drawing_request():
     return {"model": 0, "pixels": pil_to_tensor(picture)[0].tolist()}  # (280, 280) rows
 
 
-def post(port, body, path="/predict"):
-    """One POST on a fresh connection, as a browser sends it; return (seconds, answer)."""
+def send(port, path, body=None):
+    """One request on a fresh connection, as a browser sends it: a POST of body (bytes of JSON),
+    or a GET without one; return (seconds, the answer's JSON)."""
     start = time.perf_counter()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        connection.request("POST", path, body=body,
-                           headers={"Content-Type": "application/json"})
+        if body is None:
+            connection.request("GET", path)
+        else:
+            connection.request("POST", path, body=body,
+                               headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         answer = json.loads(response.read())
     finally:
         connection.close()
     if response.status != 200:
-        raise RuntimeError(f"status {response.status}: {answer}")
+        raise RuntimeError(f"status {response.status} for {path}: {answer}")
     return time.perf_counter() - start, answer
-
-
-def timed_get(port, path):
-    """Seconds for one GET on a fresh connection, the answer read whole."""
-    start = time.perf_counter()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise RuntimeError(f"status {response.status} for {path}")
-    return time.perf_counter() - start
 
 
 def percentile(values, fraction):
@@ -71,7 +60,7 @@ def load_run(port, body, expected, requests, threads):
 
     def client(count):
         for _ in range(count):
-            seconds, answer = post(port, body)
+            seconds, answer = send(port, "/predict", body)
             with lock:
                 latencies.append(seconds)
                 if answer["prediction"] != expected:
@@ -117,20 +106,20 @@ def main(argv=None):
         confusion = page.testset("model=0")["confusion"]
         cell = max((count, true, predicted) for true, row in enumerate(confusion)
                    for predicted, count in enumerate(row) if true != predicted)
-        cells = [timed_get(port, f"/examples?model=0&true={cell[1]}&predicted={cell[2]}")
+        cells = [send(port, f"/examples?model=0&true={cell[1]}&predicted={cell[2]}")[0]
                  for _ in range(20)]
         inside = []
         for _ in range(50):  # preparation, forward pass with every layer, JSON: no HTTP
             start = time.perf_counter()
             json.dumps(page.predict(request))
             inside.append(time.perf_counter() - start)
-        single = [post(port, body)[0] for _ in range(50)]
-        expected = post(port, body)[1]["prediction"]
+        single = [send(port, "/predict", body)[0] for _ in range(50)]
+        expected = send(port, "/predict", body)[1]["prediction"]
         # A click on a value of convolution2, and on another digit's bar, as the page sends them.
         views = {path: json.dumps({**request, **fields}).encode() for path, fields in (
             ("/step", {"stage": "convolution2", "map": 3, "row": 3, "column": 3}),
             ("/attribution", {"digit": (expected + 1) % 10}))}
-        clicks = {path: [post(port, view, path)[0] for _ in range(50)] for path, view in views.items()}
+        clicks = {path: [send(port, path, view)[0] for _ in range(50)] for path, view in views.items()}
         wall, latencies = load_run(port, body, expected, args.requests, args.threads)
     finally:
         server.shutdown()
