@@ -56,10 +56,16 @@ def load_mnist(data_dir, train, device="cpu"):
     return images.unsqueeze(1).to(device), dataset.targets.to(device)
 
 
+def raw_folder(data_dir):
+    """Where MNIST's four raw files are, or go, in data_dir; and whether all four are there."""
+    raw_dir = os.path.join(data_dir, "MNIST", "raw")
+    return raw_dir, all(os.path.isfile(os.path.join(raw_dir, name)) for name in RAW_FILES)
+
+
 def open_mnist(data_dir, train):
     """Return torchvision's MNIST dataset for one split, downloading the files if any is missing."""
-    raw_dir = os.path.join(data_dir, "MNIST", "raw")
-    if not all(os.path.isfile(os.path.join(raw_dir, name)) for name in RAW_FILES):
+    raw_dir, present = raw_folder(data_dir)
+    if not present:
         download_mnist(data_dir, raw_dir)
     prefix = "train" if train else "t10k"
     images = check_idx_file(os.path.join(raw_dir, f"{prefix}-images-idx3-ubyte"), ndim=3)

@@ -22,7 +22,7 @@ import torch.nn as nn
 from PIL import Image
 
 from cli import UserError, add_data_and_device_arguments, checked, run_main, save_atomically
-from data import (RAW_FILES, load_mnist, prepare_digit, read_labelled_folder, read_picture,
+from data import (load_mnist, prepare_digit, raw_folder, read_labelled_folder, read_picture,
                   to_pixels)
 from evaluation import (accuracy, build_model, confusion_matrix, probabilities,
                         read_checkpoint)
@@ -93,8 +93,8 @@ def load_sets(data_dir, images_dir):
     to get it.
     """
     sets, missing = [], None
-    raw_dir = os.path.join(data_dir, "MNIST", "raw")
-    if all(os.path.isfile(os.path.join(raw_dir, name)) for name in RAW_FILES):
+    raw_dir, present = raw_folder(data_dir)
+    if present:
         sets.append(Images("MNIST test set", *load_mnist(data_dir, train=False)))
     else:
         missing = (f"No MNIST in {raw_dir}: python train.py --data-dir {data_dir} downloads it "
