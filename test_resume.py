@@ -76,7 +76,7 @@ class ResumeTest(unittest.TestCase):
     def test_an_unfinished_one_cycle_run_with_every_recipe_flag_continues_exactly(self):
         flags = ["--data-dir", DATA_DIR, "--device", "cpu", "--epochs", "4", "--batch-size", "50",
                  "--schedule", "onecycle", "--augment", "handwriting", "--no-dropout-epochs", "1",
-                 "--no-augment-epochs", "1", "--out", temp_path("cycle.pt")]
+                 "--no-augment-epochs", "1", "--weight-decay", "0.1", "--out", temp_path("cycle.pt")]
         images, labels = data.load_mnist(DATA_DIR, train=True)
 
         def epochs(argv, resumed=None):
@@ -100,6 +100,8 @@ class ResumeTest(unittest.TestCase):
         base = ["--data-dir", DATA_DIR, "--resume", temp_path("base.pt")]
         for flags, words in [(["--lr", "0.02", "--epochs", "3"], "--lr would change the run"),
                              (["--batch-size", "32", "--epochs", "3"], "--batch-size would change"),
+                             (["--weight-decay", "0.1", "--epochs", "3"],
+                              "--weight-decay would change"),
                              (["--seed", "1", "--epochs", "3"], "--seed would change"),
                              (["--augment", "--epochs", "3"], "--augment would change"),
                              (["--no-snapshots", "--epochs", "3"], "--no-snapshots would change"),

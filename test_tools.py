@@ -254,7 +254,7 @@ class ExtraImagesTest(unittest.TestCase):
         args = train.parse_args(["--extra-images-dir", self.folder, "--extra-images-dir", self.folder])
         with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
             _, both = train.with_extra_pictures(images, labels, args)
-        self.assertEqual(len(both), 500 + 40 * train.EXTRA_MOST)  # 40 pictures: 100 each, capped
+        self.assertEqual(len(both), 500 + 40 * train.EXTRA_MOST)  # 40 pictures: 200 each, capped
         self.assertIn(f"Extra pictures: 40 from {self.folder}, {self.folder}, each seen 30 times",
                       out.getvalue())
         self.assertEqual(err.getvalue().count("broken.png"), 1)  # named once, skipped
@@ -278,6 +278,7 @@ class ExtraImagesTest(unittest.TestCase):
         for key in weights[0]:
             self.assertTrue(torch.equal(weights[0][key], weights[1][key]), key)
         self.assertEqual(checkpoint["args"]["extra_images_dir"], [self.folder])
+        self.assertEqual(checkpoint["args"]["extra_repeats"], 30)  # the default's count, for --resume
         self.assertEqual(len(checkpoint["history"]["loss"]), (500 + 30 * 20) // 64)
         code, _, err = run_script(train, ["--data-dir", DATA_DIR, "--extra-images-dir",
                                           temp_path("no_such_folder"), "--out", temp_path("x.pt")])
@@ -307,7 +308,7 @@ class ExtraImagesTest(unittest.TestCase):
 class RecipeFlagsTest(unittest.TestCase):
     def test_onecycle_peaks_at_lr_and_ends_near_zero(self):
         model = torch.nn.Linear(1, 1)
-        optimizer, scheduler = train.make_optimizer(model, 0.02, "onecycle", epochs=2,
+        optimizer, scheduler = train.make_optimizer(model, 0.02, 0.0, "onecycle", epochs=2,
                                                     steps_per_epoch=50)
         rates = []
         for _ in range(100):
@@ -319,11 +320,11 @@ class RecipeFlagsTest(unittest.TestCase):
 
     def test_onecycle_moves_adams_first_beta_and_constant_leaves_it(self):
         model = torch.nn.Linear(1, 1)
-        optimizer, scheduler = train.make_optimizer(model, 0.01, "constant", 1, 10)
+        optimizer, scheduler = train.make_optimizer(model, 0.01, 0.0, "constant", 1, 10)
         self.assertIsNone(scheduler)
         self.assertEqual(optimizer.param_groups[0]["betas"][0], 0.9)  # Adam's own default
         # One-cycle moves Adam's first beta from 0.95 to 0.85 and back.
-        optimizer, scheduler = train.make_optimizer(model, 0.01, "onecycle", 3, 100)
+        optimizer, scheduler = train.make_optimizer(model, 0.01, 0.0, "onecycle", 3, 100)
         values = []
         for _ in range(300):
             values.append(optimizer.param_groups[0]["betas"][0])
@@ -332,6 +333,17 @@ class RecipeFlagsTest(unittest.TestCase):
         self.assertAlmostEqual(values[0], 0.95)
         self.assertAlmostEqual(min(values), 0.85, places=3)
         self.assertAlmostEqual(values[-1], 0.95, places=3)
+
+    def test_weight_decay_shrinks_each_weight_by_lr_times_decay(self):
+        # With no gradient Adam's step is 0, so all that moves a weight is the decay.
+        model = torch.nn.Linear(3, 2)
+        weights = model.weight.detach().clone()
+        optimizer, _ = train.make_optimizer(model, 0.01, 0.5, "constant", 1, 10)
+        model.weight.grad = torch.zeros_like(model.weight)
+        optimizer.step()
+        torch.testing.assert_close(model.weight.detach(), weights * (1 - 0.01 * 0.5))
+        optimizer, _ = train.make_optimizer(model, 0.01, 0.0, "constant", 1, 10)
+        self.assertIs(type(optimizer), torch.optim.Adam)  # the tutorial's optimizer, unchanged
 
     def test_no_dropout_and_no_augment_epochs_switch_off_only_at_the_end(self):
         args = train.parse_args(["--epochs", "3", "--no-dropout-epochs", "1", "--batch-size", "100",

@@ -22,13 +22,14 @@ from model import Net
 # --lr such as 1e6 gives losses of 1e9 and more that may never become NaN).
 DIVERGED_LOSS = 100.0
 # By default the --extra-images-dir pictures are repeated until an epoch sees about this many of
-# them (a fifteenth of MNIST's 60,000), each at most EXTRA_MOST times: a few hundred pictures then
-# count, and a few dozen are not learned by heart (measured: docs/handwriting.md).
-EXTRA_PER_EPOCH, EXTRA_MOST = 4000, 30
+# them beside MNIST's 60,000, each at most EXTRA_MOST times: a few hundred pictures then count,
+# and a few dozen are not learned by heart (measured: docs/handwriting.md).
+EXTRA_PER_EPOCH, EXTRA_MOST = 8000, 30
 
 # argparse types that refuse bad values before any work starts.
 learning_rate = checked(float, lambda value: 0 < value <= 1e6,  # larger rates overflow float32
                         "above 0 and at most 1e6")
+weight_decay = checked(float, lambda value: 0 <= value <= 1, "from 0 to 1")
 seed_value = checked(int, lambda value: 0 <= value < 2**63, "a whole number from 0 to 2**63 - 1")
 
 
@@ -40,6 +41,9 @@ def build_parser():
                         help="images per training step (default: 64)")
     parser.add_argument("--lr", type=learning_rate, default=0.01,
                         help="learning rate; with --schedule onecycle, the peak (default: 0.01)")
+    parser.add_argument("--weight-decay", type=weight_decay, default=0.0, metavar="W",
+                        help="shrink every weight by lr * W each step (AdamW), which keeps the "
+                             "weights small (default: 0, plain Adam as in the tutorial)")
     parser.add_argument("--schedule", choices=["constant", "onecycle"], default="constant",
                         help="learning rate over the run: constant as in the tutorial, or onecycle "
                              "(warm up to --lr, then anneal to almost 0, while adam's first beta "
@@ -62,7 +66,7 @@ def build_parser():
                              "be given several times (default: none)")
     parser.add_argument("--extra-repeats", type=positive_int, metavar="N",
                         help="how many times each extra picture is seen per epoch (default: "
-                             f"enough for about {EXTRA_PER_EPOCH:,} a epoch, at most {EXTRA_MOST} "
+                             f"enough for about {EXTRA_PER_EPOCH:,} an epoch, at most {EXTRA_MOST} "
                              "each)")
     parser.add_argument("--init-from", metavar="CHECKPOINT",
                         help="start from the weights in CHECKPOINT (any checkpoint test.py reads) "
@@ -119,10 +123,15 @@ def check_combinations(parser, args):
             parser.error("--plot needs matplotlib, which is not installed: pip install matplotlib")
 
 
-def make_optimizer(model, lr, schedule, epochs, steps_per_epoch):
-    """Return Adam, as the tutorial trains, and a per-step learning rate scheduler (None for a
-    constant rate)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+def make_optimizer(model, lr, weight_decay, schedule, epochs, steps_per_epoch):
+    """Return Adam, as the tutorial trains (AdamW with a weight decay), and a per-step learning
+    rate scheduler (None for a constant rate)."""
+    if weight_decay:
+        # AdamW shrinks every weight by the fraction lr * weight_decay each step, outside Adam's
+        # per-weight scaling; Adam's own weight_decay joins the gradient and is rescaled with it.
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     if schedule == "constant":
         return optimizer, None
     # The one-cycle policy lowers the momentum (Adam's first beta) from 0.95 to 0.85 while the
@@ -227,7 +236,8 @@ def train(model, train_images, train_labels, args, resumed=None):
         raise UserError(f"--batch-size {args.batch_size} is larger than the "
                         f"{len(train_labels)} training images")
     shown_steps = math.ceil(len(train_labels) / args.batch_size)  # the tutorial's len(train_loader)
-    optimizer, scheduler = make_optimizer(model, args.lr, args.schedule, args.epochs, steps)
+    optimizer, scheduler = make_optimizer(model, args.lr, args.weight_decay, args.schedule,
+                                          args.epochs, steps)
     generator = torch.Generator().manual_seed(args.seed)  # shuffling and augmentation
     run = {"epoch": 0, "history": {"loss": [], "accuracy": []}, "snapshots": []}
     if resumed is not None:
@@ -290,8 +300,8 @@ def restore(checkpoint, model, optimizer, scheduler, generator):
 
 
 # What --resume takes from the run, and refuses to change: anything that makes it another run.
-RUN_FLAGS = ("batch_size", "lr", "schedule", "augment", "no_dropout_epochs", "no_augment_epochs",
-             "seed", "snapshots", "extra_images_dir", "extra_repeats", "init_from")
+RUN_FLAGS = ("batch_size", "lr", "weight_decay", "schedule", "augment", "no_dropout_epochs",
+             "no_augment_epochs", "seed", "snapshots", "extra_images_dir", "extra_repeats", "init_from")
 
 
 def continue_run(args, checkpoint, given):
@@ -333,6 +343,7 @@ def with_extra_pictures(train_images, train_labels, args):
     pictures = torch.cat([images for images, _ in folders]).to(train_images.device)
     digits = torch.cat([labels for _, labels in folders]).to(train_labels.device)
     repeats = args.extra_repeats or min(EXTRA_MOST, max(1, round(EXTRA_PER_EPOCH / len(digits))))
+    args.extra_repeats = repeats  # kept in the checkpoint, so --resume repeats them as often
     print(f"Extra pictures: {len(digits)} from {', '.join(args.extra_images_dir)}, each seen "
           f"{repeats} times per epoch")
     return (torch.cat([train_images, pictures.repeat(repeats, 1, 1, 1)]),
