@@ -205,23 +205,26 @@ def pair(value):
 
 
 def padding_of(convolution):
-    """A convolution's zero padding as [rows, columns] ('same' and 'valid' worked out)."""
+    """The zeros a convolution adds, [[above, below], [left, right]] ('same' and 'valid' worked
+    out: for 'same' with an even kernel PyTorch puts the odd zero below and right)."""
     if convolution.padding == "valid":
-        return [0, 0]
+        return [[0, 0], [0, 0]]
     if convolution.padding == "same":
-        return [d * (k - 1) // 2 for d, k in zip(convolution.dilation, convolution.kernel_size)]
-    return list(convolution.padding)
+        totals = [d * (k - 1) for d, k in zip(convolution.dilation, convolution.kernel_size)]
+        return [[total // 2, total - total // 2] for total in totals]
+    return [[pad, pad] for pad in convolution.padding]
 
 
 def convolution_step(convolution, layer_input, map_index, row, column):
     """The input patch under the kernel of map_index at (row, column), the kernel, their
     products, the bias and the sum (before any activation)."""
-    (stride_y, stride_x), (pad_y, pad_x) = convolution.stride, padding_of(convolution)
+    stride_y, stride_x = convolution.stride
+    (pad_above, pad_below), (pad_left, pad_right) = padding_of(convolution)
     (dilation_y, dilation_x), (height, width) = convolution.dilation, convolution.kernel_size
     per_group = convolution.in_channels // convolution.groups
     group = map_index // (convolution.out_channels // convolution.groups)
     channels = list(range(group * per_group, (group + 1) * per_group))
-    padded = F.pad(layer_input, (pad_x, pad_x, pad_y, pad_y))  # zeros around (C, H, W)
+    padded = F.pad(layer_input, (pad_left, pad_right, pad_above, pad_below))  # zeros around (C, H, W)
     top, left = row * stride_y, column * stride_x
     patch = padded[channels, top:top + dilation_y * (height - 1) + 1:dilation_y,
                    left:left + dilation_x * (width - 1) + 1:dilation_x]  # (C, kh, kw)
@@ -232,7 +235,7 @@ def convolution_step(convolution, layer_input, map_index, row, column):
             "patch": patch.flatten().tolist(), "kernel": kernel.flatten().tolist(),
             "products": products.flatten().tolist(), "bias": bias,
             "sum": products.double().sum().item() + bias,
-            "top": top - pad_y, "left": left - pad_x}
+            "top": top - pad_above, "left": left - pad_left}
 
 
 def pool_settings(node, operation):

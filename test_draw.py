@@ -36,12 +36,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr
 
 class BatchNormNet(Net):
     """Net as a student edits it: batch normalisation after convolution1, and a third convolution
-    (3 x 3, padded, so 16 x 4 x 4 stays 16 x 4 x 4) without pooling."""
+    (4 x 4 with padding 'same', so 16 x 4 x 4 stays 16 x 4 x 4) without pooling."""
 
     def __init__(self):
         super().__init__()
         self.norm1 = nn.BatchNorm2d(6)
-        self.convolution3 = nn.Conv2d(16, 16, kernel_size=3, padding=1)
+        self.convolution3 = nn.Conv2d(16, 16, kernel_size=4, padding="same")
 
     def forward(self, x):
         x = self.pool(F.relu(self.norm1(self.convolution1(x))))
@@ -436,13 +436,31 @@ class StepTest(unittest.TestCase):
         self.assertAlmostEqual(total, self.hidden[12].item(), delta=1e-4)
 
     def test_padding_and_other_stages(self):
-        # convolution3 of the edited network pads by 1: its corner reads zeros outside the map.
+        # convolution3 of the edited network pads 1 above and left, 2 below and right: its
+        # corners read zeros outside the map.
         answer = step("convolution3", 4, 0, 0, server=EDITED_SERVER)
-        patch = torch.tensor(answer["patch"]).view(16, 3, 3)
-        self.assertTrue(torch.equal(patch[:, 0, :], torch.zeros(16, 3)))
+        patch = torch.tensor(answer["patch"]).view(16, 4, 4)
+        self.assertTrue(torch.equal(patch[:, 0, :], torch.zeros(16, 4)))
+        self.assertAlmostEqual(answer["sum"], answer["value"], delta=1e-4)
+        answer = step("convolution3", 4, 3, 3, server=EDITED_SERVER)
+        patch = torch.tensor(answer["patch"]).view(16, 4, 4)
+        self.assertTrue(torch.equal(patch[:, 2:, :], torch.zeros(16, 2, 4)))
         self.assertAlmostEqual(answer["sum"], answer["value"], delta=1e-4)
         self.assertEqual(step("conv_dropout", 0, 3, 3)["kind"], "none")  # nothing to trace
         self.assertEqual(step("norm1", 0, 3, 3, server=EDITED_SERVER)["kind"], "none")
+
+    def test_same_padding_with_an_even_kernel_puts_the_odd_zero_below_and_right(self):
+        torch.manual_seed(0)
+        for convolution in (nn.Conv2d(2, 3, kernel_size=4, padding="same"),
+                            nn.Conv2d(2, 3, kernel_size=(2, 3), padding="same", dilation=(3, 1))):
+            layer_input = torch.randn(2, 7, 7)
+            with torch.no_grad():
+                output = convolution(layer_input[None])[0]  # (3, 7, 7): 'same' keeps the size
+            for map_index, row, column in [(0, 0, 0), (1, 6, 6), (2, 0, 6), (2, 6, 0), (1, 3, 4)]:
+                answer = explain.convolution_step(convolution, layer_input, map_index, row, column)
+                self.assertAlmostEqual(answer["sum"], output[map_index, row, column].item(),
+                                       delta=1e-5, msg=(convolution, map_index, row, column))
+        self.assertEqual(explain.padding_of(convolution), [[1, 2], [1, 1]])
 
 
 class AttributionAndConfidenceTest(unittest.TestCase):
@@ -855,7 +873,10 @@ class BrowserTest(unittest.TestCase):
         Select(self.driver.find_element("id", "model")).select_by_index(0)
         self.wait_for(lambda: self.text("status") == "answered by batchnorm", "batchnorm again")
         self.wait_for_answer()
-        self.click_map("convolution3", 2, 0, 0)  # padded: the view still adds up
+        sentence = self.driver.find_element(
+            "css selector", '[data-stage="convolution3"] .why').text
+        self.assertIn("(4 − 4 + 1 + 2) / 1 + 1 = 4", sentence)  # 'same', even kernel: uneven
+        self.click_map("convolution3", 2, 3, 3)  # padded: the view still adds up
         self.wait_for(lambda: self.driver.find_elements("id", "step"), "the step-by-step view")
         view = self.driver.find_element("id", "step")
         self.assertAlmostEqual(float(view.get_attribute("data-sum")),
