@@ -346,15 +346,21 @@ class Page:
 
 def collected(folder):
     """How many pictures folder/0 ... folder/9 hold."""
-    return [sum(1 for name in os.listdir(os.path.join(folder, str(digit))) if name.endswith(".png"))
-            if os.path.isdir(os.path.join(folder, str(digit))) else 0 for digit in range(10)]
+    return [picture_count(os.path.join(folder, str(digit))) for digit in range(10)]
+
+
+def picture_count(folder):
+    """How many .png pictures folder holds (0 when it does not exist yet)."""
+    if not os.path.isdir(folder):
+        return 0
+    return sum(name.endswith(".png") for name in os.listdir(folder))
 
 
 def save_new_picture(picture, folder):
     """Save picture, whole, as the next free NNNN.png in folder; return its name. A name that is
     taken (a file put there by hand, another page) is skipped, never replaced."""
     os.makedirs(folder, exist_ok=True)
-    number = sum(name.endswith(".png") for name in os.listdir(folder))
+    number = picture_count(folder)
     while True:
         name = f"{number:04d}.png"
         try:
