@@ -13,6 +13,7 @@ from cli import UserError, add_data_and_device_arguments, output_path, run_main,
 from data import load_mnist, read_labelled_folder, read_picture, to_pixels
 from evaluation import accuracy, confusion_matrix, load_model, predict
 
+
 def print_per_class(labels, predictions):
     """Print each digit's accuracy and the confusion matrix (row: true digit, column: predicted)."""
     confusion = confusion_matrix(labels, predictions)
