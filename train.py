@@ -109,12 +109,16 @@ def given_flags(argv):
     return set(vars(parser.parse_args(argv)))
 
 
+def flag_of(name):
+    """The flag that sets the argument name: no_dropout_epochs is --no-dropout-epochs."""
+    return "--no-snapshots" if name == "snapshots" else "--" + name.replace("_", "-")
+
+
 def check_combinations(parser, args):
     """Refuse flags that contradict each other, or that need what is not installed."""
     for flag in ("no_dropout_epochs", "no_augment_epochs"):
         if getattr(args, flag) > args.epochs:
-            parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} is more than "
-                         f"--epochs {args.epochs}")
+            parser.error(f"{flag_of(flag)} {getattr(args, flag)} is more than --epochs {args.epochs}")
     if args.out is None and not args.resume:
         args.out = "model.pt"
     if args.plot:
@@ -314,8 +318,7 @@ def continue_run(args, checkpoint, given):
     for name in RUN_FLAGS:
         value = run_args.get(name, getattr(args, name))  # a flag newer than the run: its default
         if name in given and getattr(args, name) != value:
-            flag = "--no-snapshots" if name == "snapshots" else f"--{name.replace('_', '-')}"
-            raise UserError(f"{flag} would change the run in {path} (it has {value}); "
+            raise UserError(f"{flag_of(name)} would change the run in {path} (it has {value}); "
                             "leave it out to continue that run")
         setattr(args, name, value)
     planned, done = run_args["epochs"], checkpoint["epoch"]
@@ -330,9 +333,8 @@ def continue_run(args, checkpoint, given):
                         f"{args.epochs}; train a new run with --epochs {args.epochs}")
     for name in ("no_dropout_epochs", "no_augment_epochs"):
         if args.epochs != planned and run_args[name]:
-            raise UserError(f"{path} ran its last {run_args[name]} epochs with "
-                            f"--{name.replace('_', '-')}: it cannot be stretched to "
-                            f"{args.epochs} epochs; train a new run")
+            raise UserError(f"{path} ran its last {run_args[name]} epochs with {flag_of(name)}: "
+                            f"it cannot be stretched to {args.epochs} epochs; train a new run")
     if args.out is None:
         args.out = path
 
