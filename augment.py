@@ -8,8 +8,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from data import background
-
 # Limits of the random changes --augment makes, each drawn uniformly for every image.
 AUGMENTATIONS = {
     # Slant, size and position vary a little (the earlier 99% recipe).
@@ -21,9 +19,10 @@ AUGMENTATIONS = {
 }
 
 
-def augmented(batches, count, generator, limits, device):
+def augmented(batches, count, generator, limits, device, background):
     """Return the (images, labels) batches of one epoch (count images in all) with every image
-    changed at random within limits (one of AUGMENTATIONS).
+    changed at random within limits (one of AUGMENTATIONS); background is the value of a black
+    pixel in the images (-1 after the tutorial's normalisation: data.background()).
 
     Every random number of the epoch is drawn now, on the CPU, so one seed gives the same changes
     on every device, and they reach the device in one copy rather than one per step.
@@ -36,7 +35,7 @@ def augmented(batches, count, generator, limits, device):
         for images, labels in batches:
             end = start + len(labels)
             yield augment(images, *(None if change is None else change[start:end]
-                                    for change in changes)), labels
+                                    for change in changes), background=background), labels
             start = end
     return changed_batches()
 
@@ -70,13 +69,14 @@ def draw_changes(count, generator, degrees=0.0, scale=0.0, shift=0.0, shear=0.0,
     return [theta, stroke, blur_weight]
 
 
-def augment(images, theta, stroke=None, blur=None):
+def augment(images, theta, stroke=None, blur=None, *, background):
     """Return images (N, 1, 28, 28) moved by the affine maps theta (N, 2, 3), with strokes made
-    thicker (stroke > 0) or thinner (stroke < 0) and blurred by the weights blur (N,).
+    thicker (stroke > 0) or thinner (stroke < 0) and blurred by the weights blur (N,); background
+    is the value of a black pixel.
 
     Each operation runs on the whole batch at once, on the images' device.
     """
-    ink = images - background()  # black becomes 0, so what the operations fill in is background
+    ink = images - background  # black becomes 0, so what the operations fill in is background
     grid = F.affine_grid(theta, images.shape, align_corners=False)  # (N, 28, 28, 2)
     ink = F.grid_sample(ink, grid, align_corners=False)
     if stroke is not None:
@@ -91,7 +91,7 @@ def augment(images, theta, stroke=None, blur=None):
         coarse = F.adaptive_avg_pool2d(ink, 10)  # (N, 1, 10, 10)
         blurred = F.interpolate(coarse, size=ink.shape[-2:], mode="bilinear", align_corners=False)
         ink = ink + blur.view(-1, 1, 1, 1) * (blurred - ink)
-    return ink + background()
+    return ink + background
 
 
 def maximum_3x3(images):

@@ -19,7 +19,7 @@ import torchvision
 import train
 from augment import AUGMENTATIONS, augmented
 from cli import add_data_and_device_arguments, non_negative_int, positive_int
-from data import load_mnist, train_batches, transform
+from data import background, load_mnist, train_batches, transform
 from model import Net
 
 
@@ -94,7 +94,7 @@ def our_epoch(args, train_images, train_labels, augmentation="none"):
     batches = train_batches(train_images, train_labels, args.batch_size, generator)
     if augmentation != "none":
         batches = augmented(batches, steps * args.batch_size, generator,
-                            AUGMENTATIONS[augmentation], args.device)
+                            AUGMENTATIONS[augmentation], args.device, background())
     log = train.StepLog(steps, steps, 1, 1, log_interval=100, device=args.device)
     losses, _ = train.train_epoch(model, optimizer, None, batches, log)
     losses.tolist()  # as train.py does; this also waits for the device to finish

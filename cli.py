@@ -8,16 +8,23 @@ import sys
 
 import torch
 
+from data import DataError
+
 
 class UserError(Exception):
     """A mistake the user can fix; the scripts print it as one line, without a traceback."""
 
 
+# data.py imports nothing of the project, so that it can be copied alone: it has its own class.
+USER_ERRORS = (UserError, DataError)
+
+
 def run_main(main):
-    """Run a script's main(): a UserError becomes one line on stderr and exit 1, Ctrl-C exit 130."""
+    """Run a script's main(): a UserError or DataError becomes one line on stderr and exit 1,
+    Ctrl-C exit 130."""
     try:
         main()
-    except UserError as error:
+    except USER_ERRORS as error:
         sys.exit(f"error: {error}")
     except BrokenPipeError:  # output piped into a program that stopped reading, such as head
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit

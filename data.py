@@ -11,12 +11,11 @@ import struct
 import sys
 import warnings
 
+import numpy as np
 import torch
 import torchvision
 import torchvision.transforms as transforms
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-from cli import UserError
 
 DIGITS = [str(digit) for digit in range(10)]  # the names of a labelled folder's subfolders
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -25,6 +24,18 @@ RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 # The tutorial's normalisation, (x - 0.5) / 0.5, maps pixels 0..1 to -1..1. Everything else reads
 # these two numbers, so MNIST's own statistics (0.1307, 0.3081) can be tried by changing them here.
 MEAN, STD = 0.5, 0.5
+# A picture of more pixels than this is refused before it is decoded: a 9000 x 9000 PNG of a white
+# page is 133 KB but takes 1.7 GB of memory to prepare. A JPEG is decoded at 1/2, 1/4 or 1/8 of
+# its size instead, so a phone's photo still works. 4096 x 4096 is far more than a digit needs.
+MAX_PIXELS = 4096 * 4096
+
+
+class DataError(Exception):
+    """A problem with the data or a picture that the user can fix, said in one line.
+
+    This file imports nothing else of the project, so it can be copied alone into a course; the
+    scripts print these errors as one line, without a traceback.
+    """
 
 # The tutorial's preprocessing (it defines the same one twice, for training and testing).
 transform = transforms.Compose([
@@ -71,7 +82,7 @@ def open_mnist(data_dir, train):
     images = check_idx_file(os.path.join(raw_dir, f"{prefix}-images-idx3-ubyte"), ndim=3)
     labels = check_idx_file(os.path.join(raw_dir, f"{prefix}-labels-idx1-ubyte"), ndim=1)
     if images != labels:
-        raise UserError(f"{raw_dir}: {images} {prefix} images but {labels} labels; "
+        raise DataError(f"{raw_dir}: {images} {prefix} images but {labels} labels; "
                         "replace both files")
     return torchvision.datasets.MNIST(data_dir, train=train, download=False)
 
@@ -85,12 +96,12 @@ def download_mnist(data_dir, raw_dir):
     except (RuntimeError, OSError) as error:
         reason = str(error).strip().splitlines()[-1]
         paths = ", ".join(os.path.join(raw_dir, name) for name in RAW_FILES)
-        raise UserError(f"could not download MNIST ({reason}); without a network, put the four "
+        raise DataError(f"could not download MNIST ({reason}); without a network, put the four "
                         f"uncompressed raw files here: {paths}") from None
 
 
 def check_idx_file(path, ndim):
-    """Return the number of items in an MNIST IDX file; raise UserError naming what is wrong.
+    """Return the number of items in an MNIST IDX file; raise DataError naming what is wrong.
 
     torchvision's parser fails on a damaged file with a bare assertion or shape error, so the
     header and the length are checked here first.
@@ -100,18 +111,18 @@ def check_idx_file(path, ndim):
         with open(path, "rb") as file:
             header = file.read(4 + 4 * ndim)
     except OSError as error:  # a folder in its place, no permission to read, ...
-        raise UserError(f"{path}: cannot be read ({error.strerror})") from None
+        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
     # Magic number: two zero bytes, type 0x08 (unsigned byte), number of dimensions.
     if len(header) < 4 + 4 * ndim or header[:4] != bytes([0, 0, 8, ndim]):
-        raise UserError(f"{path}: not an MNIST IDX file of {ndim} dimension(s); "
+        raise DataError(f"{path}: not an MNIST IDX file of {ndim} dimension(s); "
                         "delete it and download again")
     dims = struct.unpack(f">{ndim}I", header[4:])  # big-endian sizes: (N,) or (N, 28, 28)
     expected = len(header) + math.prod(dims)
     if size != expected:
-        raise UserError(f"{path}: truncated or corrupt ({size} bytes, its header promises "
+        raise DataError(f"{path}: truncated or corrupt ({size} bytes, its header promises "
                         f"{expected}); delete it and download again")
     if dims[1:] not in ((), (28, 28)):
-        raise UserError(f"{path}: images are {dims[1]}x{dims[2]}, MNIST's are 28x28")
+        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, MNIST's are 28x28")
     return dims[0]
 
 
@@ -124,13 +135,13 @@ def prepare_digit(picture):
     if "A" in picture.getbands() or "transparency" in picture.info:  # transparent: lay on white
         white = Image.new("RGBA", picture.size, "white")
         picture = Image.alpha_composite(white, picture.convert("RGBA"))
-    gray = transforms.functional.pil_to_tensor(picture.convert("L"))[0].float() / 255  # (H, W)
+    gray = grey_levels(picture)  # (H, W), 0 black to 1 white
     background = gray.median()
     if background > 0.5:  # mostly light: dark ink on a light page, so turn it into light on dark
         gray, background = 1 - gray, 1 - background
     ink = (gray - background).clamp(min=0)  # paper is rarely pure white: its level becomes 0
     if ink.max() < 0.1:
-        raise UserError("no digit found: the picture has (almost) one colour")
+        raise DataError("no digit found: the picture has (almost) one colour")
     ink = ink / ink.max()
     rows = (ink > 0.2).any(dim=1).nonzero()
     columns = (ink > 0.2).any(dim=0).nonzero()
@@ -150,70 +161,103 @@ def prepare_digit(picture):
     return transform((field * 255).round().to(torch.uint8).numpy())  # (1, 28, 28)
 
 
+def grey_levels(picture):
+    """The picture's brightness as (H, W) floats from 0 to 1; 16-bit greys (scanners) keep their
+    full range, which Pillow's convert("L") would clip at 255 of 65535."""
+    if picture.mode == "I" or picture.mode.startswith("I;16"):
+        levels = torch.from_numpy(np.asarray(picture).astype(np.float32))
+        return (levels / 65535).clamp(0, 1)
+    return transforms.functional.pil_to_tensor(picture.convert("L"))[0].float() / 255
+
+
+def open_within_limit(file):
+    """Open a picture and decode it, within MAX_PIXELS: a JPEG decoded smaller, others refused
+    from their header, before any pixel is in memory."""
+    with warnings.catch_warnings():
+        # Too many pixels are refused below with a message of ours; Pillow's warning while
+        # opening such a file would only repeat it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        picture = Image.open(file)  # reads the header only
+    width, height = picture.size
+    if picture.format == "JPEG" and width * height > MAX_PIXELS:
+        # The decoder can skip to 1/2, 1/4 or 1/8 of the size: the smallest reduction that fits.
+        factor = next((f for f in (2, 4, 8) if (width / f) * (height / f) <= MAX_PIXELS), 8)
+        picture.draft(picture.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+    if picture.width * picture.height > MAX_PIXELS:
+        picture.close()
+        raise Image.DecompressionBombError(f"{width} x {height} pixels, at most "
+                                           f"{MAX_PIXELS:,} are read")
+    picture.load()  # decode every pixel now, so that damage shows here
+    return picture
+
+
 def read_picture(file, name):
     """Return the digit pictured in file (a path or a binary file) as a (1, 28, 28) tensor.
 
-    Any problem is a UserError that starts with name: a missing file, not a picture, a damaged one
+    Any problem is a DataError that starts with name: a missing file, not a picture, a damaged one
     (Pillow's decoders raise many kinds of exception on damaged bytes), or no digit in it.
     """
     try:
-        with warnings.catch_warnings():
-            # Too many pixels are refused below with a message of ours; Pillow's warning while
-            # opening such a file would only repeat it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            picture = Image.open(file)  # reads the header only
-        with picture:
-            if picture.width * picture.height > Image.MAX_IMAGE_PIXELS:  # checked before decoding
-                raise Image.DecompressionBombError(f"{picture.width} x {picture.height} pixels")
-            picture.load()  # decode every pixel now, so that damage shows here
+        with open_within_limit(file) as picture:
             # Phones store photos sideways plus an Orientation tag; turn them upright.
             picture = ImageOps.exif_transpose(picture)
     except Image.DecompressionBombError as error:
-        raise UserError(f"{name}: too many pixels for a picture of one digit ({error}); "
+        raise DataError(f"{name}: too many pixels for a picture of one digit ({error}); "
                         "scale it down") from None
     except UnidentifiedImageError:
-        raise UserError(f"{name}: not an image file that Pillow can read") from None
+        raise DataError(f"{name}: not an image file that Pillow can read") from None
     except OSError as error:
         if error.strerror:  # missing, a folder, no permission to read
-            raise UserError(f"{name}: {error.strerror}") from None
-        raise UserError(f"{name}: damaged picture ({one_line(error)})") from None
+            raise DataError(f"{name}: {error.strerror}") from None
+        raise DataError(f"{name}: damaged picture ({one_line(error)})") from None
     except Exception as error:  # noqa: BLE001  (damaged bytes: SyntaxError, ValueError, ...)
-        raise UserError(f"{name}: damaged picture "
+        raise DataError(f"{name}: damaged picture "
                         f"({type(error).__name__}: {one_line(error)})") from None
     try:
         return prepare_digit(picture)
-    except UserError as error:
-        raise UserError(f"{name}: {error}") from None
+    except DataError as error:
+        raise DataError(f"{name}: {error}") from None
+
+
+class DigitFolders(torchvision.datasets.ImageFolder):
+    """torchvision's ImageFolder with the subfolders 0 to 9 as the classes, each its own digit;
+    hidden folders (.ipynb_checkpoints, which Jupyter makes) are not digits."""
+
+    def find_classes(self, directory):
+        classes = [name for name in DIGITS if os.path.isdir(os.path.join(directory, name))]
+        return classes, {name: int(name) for name in classes}
 
 
 def read_labelled_folder(folder):
     """Return the pictures in folder/0 ... folder/9 as images (N, 1, 28, 28) and labels (N,).
 
-    A picture that cannot be read is named on stderr and skipped; the count is printed.
+    A picture that cannot be read is named on stderr and skipped; the count is printed. A digit's
+    folder may be empty or missing: a class collects some digits before others.
     """
     if not os.path.isdir(folder):
-        raise UserError(f"{folder}: no such folder")
-    subfolders = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+        raise DataError(f"{folder}: no such folder")
+    subfolders = sorted(entry.name for entry in os.scandir(folder)
+                        if entry.is_dir() and not entry.name.startswith("."))
     others = [name for name in subfolders if name not in DIGITS]
     if others or not subfolders:
-        raise UserError(f"{folder}: needs subfolders named 0 to 9 holding the pictures of each "
+        raise DataError(f"{folder}: needs subfolders named 0 to 9 holding the pictures of each "
                         f"digit, found {', '.join(others) or 'none'}")
-    try:  # ImageFolder finds the pictures; every file counts, so a damaged one is named below
-        found = torchvision.datasets.ImageFolder(
-            folder, is_valid_file=lambda path: not os.path.basename(path).startswith("."))
-    except FileNotFoundError:  # ImageFolder's words for subfolders without any file
-        raise UserError(f"{folder}: its subfolders 0 to 9 hold no pictures") from None
+    # Every file but hidden ones (.DS_Store) counts, so a damaged picture is named below.
+    found = DigitFolders(folder, allow_empty=True,
+                         is_valid_file=lambda path: not os.path.basename(path).startswith("."))
+    if not found.samples:
+        raise DataError(f"{folder}: its subfolders 0 to 9 hold no pictures")
     images, labels = [], []
-    for path, class_index in found.samples:
+    for path, digit in found.samples:
         try:
             images.append(read_picture(path, path))  # (1, 28, 28), prepared as --image does
-        except UserError as error:
+        except DataError as error:
             print(f"error: {error}", file=sys.stderr)
             continue
-        labels.append(int(found.classes[class_index]))  # the folder's name is the digit
+        labels.append(digit)
     print(f"Pictures: {len(images)} read, {len(found.samples) - len(images)} skipped")
     if not images:
-        raise UserError(f"{folder}: none of its {len(found.samples)} files is a readable picture")
+        raise DataError(f"{folder}: none of its {len(found.samples)} files is a readable picture")
     return torch.stack(images), torch.tensor(labels)
 
 

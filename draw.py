@@ -22,8 +22,8 @@ import torch.nn as nn
 from PIL import Image
 
 from cli import UserError, add_data_and_device_arguments, checked, run_main, save_atomically
-from data import (load_mnist, prepare_digit, raw_folder, read_labelled_folder, read_picture,
-                  to_pixels)
+from data import (DataError, load_mnist, prepare_digit, raw_folder, read_labelled_folder,
+                  read_picture, to_pixels)
 from evaluation import (accuracy, build_model, confusion_matrix, probabilities,
                         read_checkpoint)
 from explain import Explainer, confidence
@@ -180,7 +180,7 @@ def digit_from_request(request):
         except (binascii.Error, ValueError):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "picture is not valid base64") from None
         return read_picture(io.BytesIO(content), "picture")
-    except UserError as error:  # no digit in it, a damaged file, ...
+    except DataError as error:  # no digit in it, a damaged file, ...
         raise BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
 
 
@@ -326,7 +326,7 @@ class Page:
         picture = picture_from_pixels(request["pixels"])
         try:
             prepare_digit(picture)  # a drawing without a digit would teach the network nothing
-        except UserError as error:
+        except DataError as error:
             raise BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
         with self.collect_lock:  # one save at a time picks the next free name
             try:

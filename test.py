@@ -9,8 +9,8 @@ import sys
 import torch
 from PIL import Image, ImageDraw
 
-from cli import UserError, add_data_and_device_arguments, output_path, run_main, save_atomically
-from data import load_mnist, read_labelled_folder, read_picture, to_pixels
+from cli import add_data_and_device_arguments, output_path, run_main, save_atomically
+from data import DataError, load_mnist, read_labelled_folder, read_picture, to_pixels
 from evaluation import accuracy, confusion_matrix, load_model, predict
 
 
@@ -56,7 +56,7 @@ def classify_pictures(model, paths, device):
     for path in paths:
         try:
             digit = read_picture(path, path)  # (1, 28, 28)
-        except UserError as error:  # one bad file should not hide the answers for the others
+        except DataError as error:  # one bad file should not hide the answers for the others
             print(f"error: {error}", file=sys.stderr)
             failures += 1
             continue

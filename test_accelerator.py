@@ -39,7 +39,8 @@ def batches_on(images, labels, augmentation, device):
     batches = data.train_batches(images, labels, 64, generator)
     if augmentation is None:
         return batches
-    return augment.augmented(batches, len(labels) // 64 * 64, generator, augmentation, device)
+    return augment.augmented(batches, len(labels) // 64 * 64, generator, augmentation, device,
+                             data.background())
 
 
 def train_on(device, out, *flags):

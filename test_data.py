@@ -3,10 +3,15 @@ digits prepared as MNIST's were, and the random changes of --augment.
 
 Usage: python -m unittest -v test_data
 """
+import contextlib
+import io
 import os
+import struct
 import unittest
+import zlib
 from unittest import mock
 
+import numpy as np
 import torch
 import torchvision
 from PIL import Image
@@ -93,7 +98,7 @@ class PrepareDigitTest(unittest.TestCase):
         self.assertTrue(torch.equal(data.prepare_digit(transparent), reference))
 
     def test_blank_picture_is_refused(self):
-        with self.assertRaises(data.UserError):
+        with self.assertRaises(data.DataError):
             data.prepare_digit(Image.new("L", (50, 50), 255))
 
 
@@ -119,6 +124,74 @@ class ReadPictureTest(unittest.TestCase):
                                         data.read_picture(path, path)))
 
 
+def png_header_only(path, width, height):
+    """A PNG whose header claims width x height grey pixels, with a few bytes of pixel data."""
+    def chunk(kind, content):
+        return (struct.pack(">I", len(content)) + kind + content
+                + struct.pack(">I", zlib.crc32(kind + content)))
+
+    with open(path, "wb") as file:
+        file.write(b"\x89PNG\r\n\x1a\n"
+                   + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                   + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+class LargeAndDeepPictureTest(unittest.TestCase):
+    def test_too_many_pixels_are_refused_from_the_header_before_decoding(self):
+        path = temp_path("huge.png")
+        png_header_only(path, 9000, 9000)  # 81 million pixels: under Pillow's own limit
+        with mock.patch("PIL.ImageFile.ImageFile.load", side_effect=AssertionError("decoded")):
+            with self.assertRaisesRegex(data.DataError, "too many pixels .*9000 x 9000"):
+                data.read_picture(path, path)
+        small = temp_path("small.png")
+        draw_digit((200, 200), (60, 40, 140, 160)).save(small)
+        with mock.patch.object(data, "MAX_PIXELS", 199 * 200):
+            with self.assertRaisesRegex(data.DataError, "too many pixels"):
+                data.read_picture(small, small)
+        self.assertEqual(data.read_picture(small, small).shape, (1, 28, 28))
+
+    def test_a_large_jpeg_is_decoded_smaller_instead(self):
+        path = temp_path("photo.jpg")
+        photo = draw_digit((4800, 3600), (1800, 600, 2800, 3000), mode="L")  # 17.3 million pixels
+        photo.save(path, quality=90)
+        opened = []
+        real_open = data.open_within_limit
+        with mock.patch.object(data, "open_within_limit",
+                               side_effect=lambda file: opened.append(real_open(file)) or opened[-1]):
+            digit = data.read_picture(path, path)
+        self.assertEqual(opened[0].size, (2400, 1800))  # decoded at half the size: 4.3 million
+        expected = data.prepare_digit(photo)  # every pixel, as it was read before the limit
+        self.assertLess((digit - expected).abs().mean().item(), 0.002)
+
+    def test_16_bit_grey_keeps_its_levels(self):
+        eight_bit = draw_digit((120, 160), (20, 20, 90, 140), ink=30, paper=230, mode="L")
+        levels = np.asarray(eight_bit).astype(np.uint16) * 257  # 0..255 -> 0..65535
+        path = temp_path("scan16.png")
+        Image.fromarray(levels).save(path)
+        with Image.open(path) as picture:
+            self.assertIn(picture.mode, ("I", "I;16"))  # Pillow reads 16-bit PNGs as these
+        self.assertTrue(torch.equal(data.read_picture(path, path), data.prepare_digit(eight_bit)))
+
+
+class LabelledFolderTest(unittest.TestCase):
+    def test_empty_digit_folders_and_hidden_entries_are_passed_over(self):
+        folder = temp_path("class")
+        for name in ("0", "1", "2", "3", ".ipynb_checkpoints"):
+            os.makedirs(os.path.join(folder, name))
+        draw_digit((100, 100), (30, 20, 70, 80)).save(os.path.join(folder, "3", "a.png"))
+        draw_digit((100, 100), (30, 20, 70, 80)).save(os.path.join(folder, ".ipynb_checkpoints",
+                                                                   "b.png"))
+        with open(os.path.join(folder, "2", ".DS_Store"), "wb") as file:
+            file.write(b"\0\0\0\1Bud1")
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            images, labels = data.read_labelled_folder(folder)
+        self.assertEqual((images.shape, labels.tolist()), ((1, 1, 28, 28), [3]))
+        self.assertEqual(out.getvalue(), "Pictures: 1 read, 0 skipped\n")
+        os.remove(os.path.join(folder, "3", "a.png"))
+        with self.assertRaisesRegex(data.DataError, "subfolders 0 to 9 hold no pictures"):
+            data.read_labelled_folder(folder)
+
+
 class AugmentTest(unittest.TestCase):
     def square(self):
         """32 black images (after normalisation) with a bright 10 x 10 square in the middle."""
@@ -127,8 +200,8 @@ class AugmentTest(unittest.TestCase):
         return images
 
     def augmented(self, images, seed=1, **limits):
-        return augment.augment(images, *augment.draw_changes(len(images), torch.Generator().manual_seed(seed),
-                                                       **limits))
+        changes = augment.draw_changes(len(images), torch.Generator().manual_seed(seed), **limits)
+        return augment.augment(images, *changes, background=data.background())
 
     def check_keeps_background(self):
         images = self.square()
@@ -155,13 +228,17 @@ class AugmentTest(unittest.TestCase):
         images = self.square()
         images[:, :, 13:15, 5:23] = images.max()  # and a 2-pixel bar through it
         ink = (images > data.background() + 0.5).sum()
-        thicker = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=torch.ones(32))
-        thinner = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=-torch.ones(32))
+        thicker = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=torch.ones(32),
+                                  background=data.background())
+        thinner = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=-torch.ones(32),
+                                  background=data.background())
         self.assertGreater((thicker > data.background() + 0.5).sum(), ink * 1.2)
         self.assertLess((thinner > data.background() + 0.5).sum(), ink * 0.8)
-        same = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=torch.zeros(32))
+        same = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), stroke=torch.zeros(32),
+                               background=data.background())
         torch.testing.assert_close(same, images)  # no change asked: the identity map keeps all
-        blurred = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), blur=torch.ones(32))
+        blurred = augment.augment(images, torch.eye(2, 3).expand(32, 2, 3), blur=torch.ones(32),
+                                  background=data.background())
         self.assertLess(blurred[0, 0, 9, 9], images[0, 0, 9, 9])  # corners soften ...
         self.assertGreater(blurred[0, 0, 8, 12], data.background())  # ... ink spreads out ...
         ink_before = (images - data.background()).sum().item()
@@ -182,7 +259,8 @@ class AugmentTest(unittest.TestCase):
             generator = torch.Generator().manual_seed(4)
             batches = data.train_batches(images, labels, 32, generator)
             epochs.append(list(augment.augmented(batches, 96, generator,
-                                                 augment.AUGMENTATIONS["handwriting"], "cpu")))
+                                                 augment.AUGMENTATIONS["handwriting"], "cpu",
+                                                 data.background())))
         self.assertEqual(len(epochs[0]), 3)
         for (first_images, first_labels), (again_images, again_labels) in zip(*epochs):
             self.assertTrue(torch.equal(first_images, again_images))

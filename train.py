@@ -14,7 +14,7 @@ from augment import AUGMENTATIONS, augmented
 from cli import (UserError, add_data_and_device_arguments, checked, non_negative_int, output_path,
                  positive_int, run_main, save_atomically)
 from curves import save_curves
-from data import load_mnist, read_labelled_folder, train_batches
+from data import background, load_mnist, read_labelled_folder, train_batches
 from evaluation import evaluate, load_model, read_checkpoint
 from model import Net
 
@@ -257,7 +257,7 @@ def train(model, train_images, train_labels, args, resumed=None):
         batches = train_batches(train_images, train_labels, args.batch_size, generator)
         if args.augment != "none" and epoch <= args.epochs - args.no_augment_epochs:
             batches = augmented(batches, steps * args.batch_size, generator,
-                                AUGMENTATIONS[args.augment], train_labels.device)
+                                AUGMENTATIONS[args.augment], train_labels.device, background())
         log = StepLog(steps, shown_steps, epoch, args.epochs, args.log_interval,
                       train_labels.device)
 
