@@ -5,6 +5,7 @@ Usage: from cli import UserError, run_main, add_data_and_device_arguments
 import argparse
 import os
 import sys
+import threading
 
 import torch
 
@@ -116,11 +117,11 @@ def save_atomically(path, write, overwrite=True):
     """Call write(file) on a temporary file beside path, then give it path's name.
 
     The rename is atomic, so a crash or a kill at any moment leaves path either as it was or
-    complete: never half-written. With overwrite=False the name is given by a hard link, which
-    never replaces a file: FileExistsError if path is taken.
+    complete: never half-written. With overwrite=False path is never replaced: FileExistsError if
+    it is taken (see give_new_name).
     """
     temporary = os.path.join(os.path.dirname(os.path.abspath(path)),
-                             f".{os.path.basename(path)}.{os.getpid()}.tmp")
+                             f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(temporary, "wb") as file:
             write(file)
@@ -129,7 +130,7 @@ def save_atomically(path, write, overwrite=True):
         if overwrite:
             os.replace(temporary, path)
         else:
-            os.link(temporary, path)
+            give_new_name(temporary, path)
     except FileExistsError:
         raise
     except OSError as error:  # disk full, folder removed meanwhile, ...
@@ -137,3 +138,25 @@ def save_atomically(path, write, overwrite=True):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def give_new_name(temporary, path):
+    """Give the complete file temporary the name path, which must be free: FileExistsError if not.
+
+    A hard link takes a name only if it is free, in one step. FAT32 and exFAT (USB sticks) and
+    many network folders have no hard links; there the name is first taken by an exclusive
+    create, which also fails if it exists, and the complete file then replaces that empty one.
+    """
+    try:
+        os.link(temporary, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (EPERM, EOPNOTSUPP, ...)
+        pass
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    try:
+        os.replace(temporary, path)
+    except OSError:
+        os.remove(path)  # give the name back rather than leave an empty file under it
+        raise

@@ -201,9 +201,21 @@ class Page:
                                        + [Explainer(network.model)])
             except UserError as error:
                 raise UserError(f"{network.name}: {error}") from None
-        # Each set is evaluated once per network, here, not at each click: (N, 10) each.
-        self.answers = [[probabilities(network.model, images.images.to(device))
-                         for images in self.sets] for network in networks]
+        # Each set is evaluated once per network and snapshot, not at each click: (N, 10) each.
+        # The final weights are evaluated now; a snapshot when the training slider first shows it.
+        self.answers, self.answers_lock = {}, threading.Lock()
+        for explainers in self.explainers:
+            for set_index in range(len(self.sets)):
+                self.answers_of(explainers[-1], set_index)
+
+    def answers_of(self, explainer, set_index):
+        """The probabilities (N, 10) of explainer's network for every image of a set."""
+        with self.answers_lock:
+            key = (id(explainer), set_index)
+            if key not in self.answers:
+                self.answers[key] = probabilities(explainer.model,
+                                                  self.sets[set_index].images.to(self.device))
+            return self.answers[key]
 
     def chosen(self, request):
         """The network a request's 'model' names (0 when none), and the explainer of its
@@ -252,10 +264,10 @@ class Page:
     def testset(self, query):
         """The accuracy and confusion matrix of the chosen network on the chosen set."""
         request = query_numbers(query)
-        index, _ = self.chosen(request)
+        index, explainer = self.chosen(request)
         set_index = self.chosen_set(request)
         labels = self.sets[set_index].labels
-        predictions = self.answers[index][set_index].argmax(dim=1)
+        predictions = self.answers_of(explainer, set_index).argmax(dim=1)
         return {"model": self.networks[index].name, "set": self.sets[set_index].name,
                 "count": len(labels), "accuracy": accuracy(predictions, labels),
                 "confusion": confusion_matrix(labels, predictions).tolist()}
@@ -264,13 +276,13 @@ class Page:
         """The images of one confusion-matrix cell (true, predicted), most confident first; or,
         with 'other', the images the chosen network reads right and the other one wrong."""
         request = query_numbers(query)
-        index, _ = self.chosen(request)
+        index, explainer = self.chosen(request)
         set_index = self.chosen_set(request)
-        images, answers = self.sets[set_index], self.answers[index][set_index]
+        images, answers = self.sets[set_index], self.answers_of(explainer, set_index)
         predictions = answers.argmax(dim=1)
-        if "other" in request:
+        if "other" in request:  # the other network with its final weights
             other = whole_number(request, "other", 0, len(self.networks) - 1)
-            other_predictions = self.answers[other][set_index].argmax(dim=1)
+            other_predictions = self.answers_of(self.explainers[other][-1], set_index).argmax(dim=1)
             chosen = (predictions == images.labels) & (other_predictions != images.labels)
         else:
             true, predicted = (whole_number(request, key, 0, 9) for key in ("true", "predicted"))

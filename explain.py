@@ -30,7 +30,7 @@ KINDS = [((nn.Conv2d,), (), "convolution"),
          ((nn.MaxPool2d,), (F.max_pool2d,), "pool"),
          ((nn.Linear,), (), "linear"),
          ((nn.Dropout,), (F.dropout,), "dropout"),
-         ((nn.ReLU,), (F.relu, torch.relu, "relu"), "relu"),
+         ((nn.ReLU,), (F.relu, torch.relu, "relu", "relu_"), "relu"),
          ((nn.BatchNorm2d,), (), "batchnorm"),
          ((nn.Flatten,), (torch.flatten, "flatten", "view", "reshape"), "flatten")]
 
@@ -56,11 +56,13 @@ def code_of(node, operation):
 
 
 class Recorder(torch.fx.Interpreter):
-    """Runs a traced model and keeps every operation's output."""
+    """Runs a traced model and keeps a copy of every operation's output."""
 
     def run_node(self, node):
         output = super().run_node(node)
-        self.outputs[node] = output
+        # A copy, as it is now: nn.ReLU(inplace=True), relu_() or += later in forward() change
+        # the tensor itself, and the stage would then show values it never had.
+        self.outputs[node] = output.clone() if isinstance(output, torch.Tensor) else output
         return output
 
 
@@ -116,14 +118,20 @@ class Explainer:
                   "activation": "ReLU" if shown is not node else None}
         if isinstance(operation, nn.Conv2d):
             result.update(kernel=list(operation.kernel_size), stride=list(operation.stride),
-                          padding=padding_of(operation), inputs=operation.in_channels)
+                          padding=padding_of(operation), dilation=list(operation.dilation),
+                          groups=operation.groups, inputs=operation.in_channels)
         elif result["kind"] == "pool":
             kernel, stride = pool_settings(node, operation)
             result.update(kernel=kernel, stride=stride)
         elif isinstance(operation, nn.Linear):
             result.update(inputs=operation.in_features)
         elif isinstance(operation, nn.Dropout):
-            result.update(p=operation.p)
+            result.update(p=operation.p, in_eval=False)
+        elif result["kind"] == "dropout":
+            # F.dropout drops in eval mode too unless forward() passes training=self.training;
+            # the trace recorded the value it had in eval mode.
+            settings = arguments_of(node, DROPOUT_ARGUMENTS)
+            result.update(p=settings.get("p", 0.5), in_eval=bool(settings.get("training", True)))
         return result
 
     def run(self, digit):
@@ -238,21 +246,32 @@ def convolution_step(convolution, layer_input, map_index, row, column):
             "top": top - pad_above, "left": left - pad_left}
 
 
+# The arguments after the input of F.max_pool2d and F.dropout, in order.
+POOL_ARGUMENTS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+DROPOUT_ARGUMENTS = ("p", "training", "inplace")
+
+
+def arguments_of(node, names):
+    """A functional call's arguments after the input, by name: torch.fx keeps some positional
+    and records the rest, defaults included, as keywords."""
+    return {**dict(zip(names, node.args[1:])), **node.kwargs}
+
+
 def pool_settings(node, operation):
     """[rows, columns] of the block and of the stride of nn.MaxPool2d or F.max_pool2d."""
     if isinstance(operation, nn.MaxPool2d):
         return pair(operation.kernel_size), pair(operation.stride or operation.kernel_size)
-    kernel = node.kwargs.get("kernel_size", node.args[1] if len(node.args) > 1 else None)
-    stride = node.kwargs.get("stride", node.args[2] if len(node.args) > 2 else None)
-    return pair(kernel), pair(stride or kernel)  # F.max_pool2d's stride defaults to the block
+    settings = arguments_of(node, POOL_ARGUMENTS)
+    kernel = settings.get("kernel_size")
+    return pair(kernel), pair(settings.get("stride") or kernel)  # stride: the block by default
 
 
 def plain_pool(node, operation):
     """Whether a max pooling has no padding, dilation or ceil mode, as pool_step assumes."""
-    if isinstance(operation, nn.MaxPool2d):
-        return operation.padding in (0, (0, 0)) and operation.dilation in (1, (1, 1)) \
-            and not operation.ceil_mode
-    return len(node.args) <= 3 and set(node.kwargs) <= {"kernel_size", "stride"}
+    settings = vars(operation) if isinstance(operation, nn.MaxPool2d) \
+        else arguments_of(node, POOL_ARGUMENTS)
+    return (pair(settings.get("padding", 0)) == [0, 0] and pair(settings.get("dilation", 1)) == [1, 1]
+            and not settings.get("ceil_mode") and not settings.get("return_indices"))
 
 
 def pool_step(kernel, stride, layer_input, map_index, row, column):

@@ -79,6 +79,25 @@ class WideNet(nn.Module):
         return self.out(self.hidden(x.view(x.size(0), -1)))
 
 
+class DilatedNet(nn.Module):
+    """A grouped, dilated convolution, in-place ReLUs (a module and relu_()), and the functional
+    F.max_pool2d and F.dropout, as students write them."""
+
+    def __init__(self):
+        super().__init__()
+        self.convolution1 = nn.Conv2d(1, 6, kernel_size=5)
+        self.norm = nn.BatchNorm2d(6)
+        self.act = nn.ReLU(inplace=True)  # changes norm's output tensor itself
+        self.convolution2 = nn.Conv2d(6, 12, kernel_size=3, dilation=2, groups=2)
+        self.fc = nn.Linear(12 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.act(self.norm(self.convolution1(x))), 2)  # (6, 12, 12)
+        x = F.dropout(x, p=0.25, training=self.training)
+        x = F.max_pool2d(self.convolution2(x).relu_(), 2)                # (12, 8, 8) -> (12, 4, 4)
+        return self.fc(torch.flatten(x, 1))
+
+
 # Stage names and shapes each edited network must show, in order.
 EDITED = {
     "batchnorm": (BatchNormNet, [("convolution1", [6, 24, 24]), ("norm1", [6, 24, 24]),
@@ -93,6 +112,11 @@ EDITED = {
     "wide": (WideNet, [("conv_a", [12, 24, 24]), ("max_pool2d", [12, 12, 12]),
                        ("conv_b", [24, 8, 8]), ("max_pool2d_1", [24, 4, 4]), ("view", [384]),
                        ("hidden", [64]), ("out", [10]), ("softmax", [10])]),
+    "dilated": (DilatedNet, [("convolution1", [6, 24, 24]), ("norm", [6, 24, 24]),
+                             ("act", [6, 24, 24]), ("max_pool2d", [6, 12, 12]),
+                             ("dropout", [6, 12, 12]), ("convolution2", [12, 8, 8]),
+                             ("max_pool2d_1", [12, 4, 4]), ("flatten", [192]), ("fc", [10]),
+                             ("softmax", [10])]),
 }
 
 
@@ -351,6 +375,36 @@ class EditedModelTest(unittest.TestCase):
         self.assertEqual(fc1["activation"], "ReLU")  # the added ReLU is seen, and shown with fc1
         self.assertGreaterEqual(min(fc1["values"]), 0)
 
+    def test_in_place_operations_do_not_change_stages_already_shown(self):
+        network = EDITED_SERVER.RequestHandlerClass.page.networks[3].model  # DilatedNet
+        pixels = stroke_pixels(1)
+        digit = data.prepare_digit(Image.fromarray(torch.tensor(pixels, dtype=torch.uint8).numpy(),
+                                                   mode="L"))
+        with torch.no_grad():
+            normed = network.norm(network.convolution1(digit[None]))[0]  # (6, 24, 24)
+        status, answer = request("POST", "/predict", {"model": 3, "pixels": pixels},
+                                 server=EDITED_SERVER)
+        layers = {layer["name"]: layer for layer in answer["layers"]}
+        self.assertLess(min(layers["norm"]["values"]), 0)  # before the in-place ReLU
+        torch.testing.assert_close(torch.tensor(layers["norm"]["values"]).view(6, 24, 24), normed,
+                                   atol=1e-5, rtol=0)
+        self.assertEqual(min(layers["act"]["values"]), 0)
+        self.assertEqual((layers["dropout"]["p"], layers["dropout"]["in_eval"]), (0.25, False))
+        self.assertEqual((layers["convolution2"]["dilation"], layers["convolution2"]["groups"]),
+                         ([2, 2], 2))
+
+    def test_functional_pooling_and_a_grouped_dilated_convolution_have_step_views(self):
+        pool = step("max_pool2d", 5, 7, 2, model=3, server=EDITED_SERVER)
+        self.assertEqual((pool["kind"], pool["shape"]), ("pool", [2, 2]))
+        self.assertEqual(pool["sum"], pool["value"])
+        self.assertEqual(max(pool["block"]), pool["value"])
+        wide = step("max_pool2d_1", 20, 3, 1, model=2, server=EDITED_SERVER)  # F.max_pool2d(x, 2)
+        self.assertEqual(wide["kind"], "pool")
+        convolution = step("convolution2", 7, 4, 6, model=3, server=EDITED_SERVER)
+        self.assertEqual(convolution["channels"], [3, 4, 5])  # map 7 is in the second group
+        self.assertEqual(convolution["shape"], [3, 3, 3])
+        self.assertAlmostEqual(convolution["after"], convolution["value"], places=5)
+
     def test_kernels_of_a_wider_network(self):
         status, answer = request("GET", "/kernels?model=2", server=EDITED_SERVER)
         self.assertEqual(status, 200)
@@ -589,6 +643,20 @@ class ExplorerTest(unittest.TestCase):
         status, kernels = request("GET", "/kernels?model=0&snapshot=0")
         self.assertEqual(kernels["kernels"], request("GET", "/kernels?model=2")[1]["kernels"])
         self.assertEqual(request("GET", "/training?model=2")[1]["snapshots"], [])  # none kept
+
+    def test_the_confusion_matrix_follows_the_training_slider(self):
+        images, labels = data.load_mnist(SHAPES, train=False)
+        torch.manual_seed(0)  # step 0 of the run is the untrained network of its seed
+        untrained = Net().eval()
+        with torch.no_grad():
+            expected = test.confusion_matrix(labels, untrained(images).argmax(dim=1)).tolist()
+        status, first = request("GET", "/testset?model=0&snapshot=0&set=0")
+        self.assertEqual((status, first["confusion"]), (200, expected))
+        final = request("GET", "/testset?model=0&set=0")[1]
+        self.assertGreater(final["accuracy"], first["accuracy"] + 0.3)
+        status, cell = request("GET", "/examples?model=0&snapshot=0&set=0&true=1&predicted="
+                               f"{max(range(10), key=lambda digit: expected[1][digit])}")
+        self.assertEqual(cell["count"], max(expected[1]))
 
     def test_without_mnist_the_page_says_how_to_get_it(self):
         status, catalogue = request("GET", "/models", server=EDITED_SERVER)
@@ -879,9 +947,28 @@ class BrowserTest(unittest.TestCase):
         self.wait_for_answer()
         sentence = self.driver.find_element(
             "css selector", '[data-stage="convolution3"] .why').text
-        self.assertIn("(4 − 4 + 1 + 2) / 1 + 1 = 4", sentence)  # 'same', even kernel: uneven
+        self.assertIn("floor((4 − 4 + 1 + 2) / 1) + 1 = 4", sentence)  # 'same', even kernel: uneven
         self.click_map("convolution3", 2, 3, 3)  # padded: the view still adds up
-        self.wait_for(lambda: self.driver.find_elements("id", "step"), "the step-by-step view")
+        self.assert_step_view_adds_up("convolution3")
+        Select(self.driver.find_element("id", "model")).select_by_index(3)
+        self.wait_for(lambda: self.text("status") == "answered by dilated", "dilated")
+        self.wait_for_answer()
+
+        def sentence_of(stage):
+            return self.driver.find_element("css selector", f'[data-stage="{stage}"] .why').text
+        self.assertIn("kernel of 3 × 3 × 3 (see the kernels below) slid over 3 of the 6 maps of "
+                      "dropout (2 groups of maps", sentence_of("convolution2"))
+        self.assertIn("covers 2 × (3 − 1) + 1 = 5 pixels. Size: floor((12 − 5 + 2 × 0) / 1) + 1 = 8",
+                      sentence_of("convolution2"))
+        self.assertIn("Dropout (p = 0.25)", sentence_of("dropout"))
+        self.click_map("max_pool2d", 4, 6, 6)  # F.max_pool2d: its block, as nn.MaxPool2d's
+        self.assert_step_view_adds_up("max_pool2d")
+        self.click_map("convolution2", 7, 4, 6)  # grouped and dilated
+        self.assert_step_view_adds_up("convolution2")
+
+    def assert_step_view_adds_up(self, stage):
+        self.wait_for(lambda: self.driver.find_elements("css selector", f'#step[data-stage="{stage}"]'),
+                      f"the step-by-step view of {stage}")
         view = self.driver.find_element("id", "step")
         self.assertAlmostEqual(float(view.get_attribute("data-sum")),
                                float(view.get_attribute("data-value")), delta=1e-4)

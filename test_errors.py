@@ -298,6 +298,23 @@ class AtomicSaveTest(unittest.TestCase):
             self.assertEqual(file.read(), b"first")
         self.assertEqual([name for name in os.listdir(TEMP) if name.startswith(".taken.bin")], [])
 
+    def test_without_hard_links_an_exclusive_create_keeps_never_overwriting(self):
+        # FAT32 and exFAT (USB sticks) refuse hard links with EPERM.
+        no_links = mock.patch("os.link", side_effect=PermissionError(1, "Operation not permitted"))
+        path = temp_path("stick.bin")
+        with no_links:
+            cli.save_atomically(path, lambda file: file.write(b"first"), overwrite=False)
+            with self.assertRaises(FileExistsError):
+                cli.save_atomically(path, lambda file: file.write(b"second"), overwrite=False)
+            with mock.patch("os.replace", side_effect=OSError(5, "Input/output error")):
+                with self.assertRaisesRegex(cli.UserError, "stick2.bin: could not be written"):
+                    cli.save_atomically(temp_path("stick2.bin"), lambda file: file.write(b"x"),
+                                        overwrite=False)
+        with open(path, "rb") as file:
+            self.assertEqual(file.read(), b"first")
+        self.assertFalse(os.path.exists(temp_path("stick2.bin")))  # the name given back
+        self.assertEqual([name for name in os.listdir(TEMP) if name.startswith(".stick")], [])
+
     def test_failed_write_keeps_the_old_file(self):
         path = temp_path("kept.bin")
         cli.save_atomically(path, lambda file: file.write(b"old"))
