@@ -440,7 +440,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def read_body(self):
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not (length.isascii() and length.isdigit()):  # "²".isdigit() too
             self.close_connection = True
             raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is needed")
         if int(length) > MAX_BODY:

@@ -3,6 +3,7 @@
 Usage: from evaluation import load_model, predict, evaluate
 """
 import pickle
+import pickletools
 import zipfile
 
 import torch
@@ -50,10 +51,27 @@ def load_problem(error, path):
     # torch.save writes a zip archive; inside a whole one, a pickle that weights_only refuses
     # asks for Python objects besides tensors and plain types.
     if isinstance(error, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+        if holds_whole_model(path):
+            return ("holds a whole model, saved with torch.save(model), and loading one runs its "
+                    "code; save its weights instead: torch.save(model.state_dict(), path)")
         return ("refused: it holds Python objects besides tensors and plain types, and loading "
                 "those could run code; only tensors and plain types are loaded")
     # A damaged archive (RuntimeError), text or foreign pickle data (UnpicklingError), ...
     return "not a PyTorch checkpoint (damaged, truncated, or saved in another format)"
+
+
+def holds_whole_model(path):
+    """Whether the checkpoint at path pickles a torch.nn module (torch.save(model), as many
+    tutorials do), read from the pickle's instructions without running any of them."""
+    with zipfile.ZipFile(path) as archive:
+        names = [name for name in archive.namelist() if name.endswith("/data.pkl")]
+        instructions = pickletools.genops(archive.read(names[0])) if names else []
+        try:
+            # GLOBAL names "module class"; every nn.Module pickles its layers' classes by name.
+            return any(opcode.name == "GLOBAL" and str(argument).startswith("torch.nn.modules")
+                       for opcode, argument, _ in instructions)
+        except ValueError:  # a damaged pickle
+            return False
 
 
 def load_model(path, device):

@@ -338,6 +338,9 @@ class ServerTest(unittest.TestCase):
         self.assertIn("at most 2,097,152", reply)
         reply = self.raw_reply(b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertTrue(reply.startswith("HTTP/1.0 411"), reply)
+        # Headers arrive as Latin-1, where "\xb2" is "²": str.isdigit() says yes, int() no.
+        reply = self.raw_reply(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n")
+        self.assertTrue(reply.startswith("HTTP/1.0 411"), reply)
 
     def test_concurrent_requests_all_answered_correctly(self):
         drawings = {label: stroke_pixels(label) for label in (0, 1)}

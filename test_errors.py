@@ -17,6 +17,7 @@ import torch.nn as nn
 import torchvision
 from PIL import Image, ImageDraw
 
+import benchmark
 import cli
 import data
 import test
@@ -87,6 +88,11 @@ class HostileCheckpointTest(ErrorTestCase):
         state_dict["fc1.weight"] = torch.zeros(30, 320)  # the tutorial text's 4x4x20 = 320
         torch.save({"model": state_dict}, temp_path("wide.pt"))
         self.check(temp_path("wide.pt"), "fc1.weight (30, 320) instead of (30, 256)")
+
+    def test_a_whole_model_saved_as_tutorials_do_says_to_save_its_state_dict(self):
+        torch.save(TutorialModel(), temp_path("whole_model.pt"))  # torch.save(model)
+        self.check(temp_path("whole_model.pt"), "holds a whole model, saved with torch.save(model)",
+                   "torch.save(model.state_dict(), path)")
 
     def test_pickle_that_would_run_code_is_refused_unrun(self):
         marker = temp_path("pwned")
@@ -166,6 +172,9 @@ class BadDataTest(ErrorTestCase):
         self.assertOneLineError(code, err, 1, "could not download MNIST",
                                 *(os.path.join(raw_dir, name) for name in data.RAW_FILES))
         self.assertFalse(os.path.exists(temp_path("x.pt")))
+        with mock.patch.object(torchvision.datasets.MNIST, "mirrors", ["file:///no/such/mirror/"]):
+            code, out, err = run_script(benchmark, ["--data-dir", empty, "--device", "cpu"])
+        self.assertOneLineError(code, err, 1, "could not download MNIST")
 
     def test_truncated_file_is_named(self):
         root, raw_dir = self.copy_of_data("truncated")
