@@ -178,16 +178,19 @@ def open_within_limit(file):
         # opening such a file would only repeat it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         picture = Image.open(file)  # reads the header only
-    width, height = picture.size
-    if picture.format == "JPEG" and width * height > MAX_PIXELS:
-        # The decoder can skip to 1/2, 1/4 or 1/8 of the size: the smallest reduction that fits.
-        factor = next((f for f in (2, 4, 8) if (width / f) * (height / f) <= MAX_PIXELS), 8)
-        picture.draft(picture.mode, (math.ceil(width / factor), math.ceil(height / factor)))
-    if picture.width * picture.height > MAX_PIXELS:
+    try:
+        width, height = picture.size
+        if picture.format == "JPEG" and width * height > MAX_PIXELS:
+            # The decoder can skip to 1/2, 1/4 or 1/8 of the size: the least reduction that fits.
+            factor = next((f for f in (2, 4, 8) if (width / f) * (height / f) <= MAX_PIXELS), 8)
+            picture.draft(picture.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+        if picture.width * picture.height > MAX_PIXELS:
+            raise Image.DecompressionBombError(f"{width} x {height} pixels, at most "
+                                               f"{MAX_PIXELS:,} are read")
+        picture.load()  # decode every pixel now, so that damage shows here
+    except BaseException:
         picture.close()
-        raise Image.DecompressionBombError(f"{width} x {height} pixels, at most "
-                                           f"{MAX_PIXELS:,} are read")
-    picture.load()  # decode every pixel now, so that damage shows here
+        raise
     return picture
 
 

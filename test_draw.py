@@ -721,8 +721,10 @@ class CollectTest(unittest.TestCase):
             file.write("x")
         code, _, err = run_script(draw, [MODEL, "--collect", os.path.join(blocker, "digits")])
         self.assertEqual(code, 2)
-        self.assertIn("argument --collect: cannot make folder", err)
-        self.assertEqual(len(err.strip().splitlines()[-1:]), 1)
+        self.assertNotIn("Traceback", err)
+        self.assertIn(": error: argument --collect: cannot make folder",  # usage, then one line
+                      err.strip().splitlines()[-1])
+        self.assertTrue(err.strip().splitlines()[-1].endswith("(Not a directory)"), err)
 
 
 class CommandLineTest(unittest.TestCase):

@@ -244,16 +244,17 @@ class ExtraImagesTest(unittest.TestCase):
             file.write(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
 
     def test_pictures_are_prepared_as_image_prepares_them_and_repeated(self):
-        args = train.parse_args(["--extra-images-dir", self.folder, "--extra-repeats", "3"])
+        args, _ = train.parse_args(["--extra-images-dir", self.folder, "--extra-repeats", "3"])
         images, labels = data.load_mnist(DATA_DIR, train=True)
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            all_images, all_labels = train.with_extra_pictures(images, labels, args)
+            all_images, all_labels, record = train.with_extra_pictures(images, labels, args)
         self.assertEqual(len(all_labels), 500 + 3 * 20)
         self.assertIn(f"Extra pictures: 20 from {self.folder}, each seen 3 times per epoch", out.getvalue())
-        args = train.parse_args(["--extra-images-dir", self.folder, "--extra-images-dir", self.folder])
+        self.assertEqual((record["train_images"], record["extra_pictures"]["count"]), (560, 20))
+        args, _ = train.parse_args(["--extra-images-dir", self.folder, "--extra-images-dir", self.folder])
         with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
-            _, both = train.with_extra_pictures(images, labels, args)
+            _, both, _ = train.with_extra_pictures(images, labels, args)
         self.assertEqual(len(both), 500 + 40 * train.EXTRA_MOST)  # 40 pictures: 200 each, capped
         self.assertIn(f"Extra pictures: 40 from {self.folder}, {self.folder}, each seen 30 times",
                       out.getvalue())
@@ -318,6 +319,23 @@ class RecipeFlagsTest(unittest.TestCase):
         self.assertAlmostEqual(max(rates), 0.02, places=4)
         self.assertLess(rates[-1], 0.02 / 1000)
 
+    def test_onecycle_warms_up_the_tutorial_network_from_a_25th_of_lr_for_30_percent(self):
+        for weight_decay, kind in ((0.0, torch.optim.Adam), (0.1, torch.optim.AdamW)):
+            model = Net()
+            optimizer, scheduler = train.make_optimizer(model, 0.02, weight_decay, "onecycle",
+                                                        epochs=2, steps_per_epoch=50)
+            self.assertIs(type(optimizer), kind)
+            self.assertEqual(len(optimizer.param_groups[0]["params"]), 8)  # every weight and bias
+            rates = []
+            for _ in range(100):
+                rates.append(optimizer.param_groups[0]["lr"])
+                optimizer.step()
+                scheduler.step()
+            self.assertAlmostEqual(rates[0], 0.02 / 25)  # PyTorch's div_factor
+            self.assertEqual(rates.index(max(rates)), 29)  # the peak after 30% of the steps
+            self.assertEqual(rates[:30], sorted(rates[:30]))  # rising, then falling
+            self.assertEqual(rates[29:], sorted(rates[29:], reverse=True))
+
     def test_onecycle_moves_adams_first_beta_and_constant_leaves_it(self):
         model = torch.nn.Linear(1, 1)
         optimizer, scheduler = train.make_optimizer(model, 0.01, 0.0, "constant", 1, 10)
@@ -346,7 +364,7 @@ class RecipeFlagsTest(unittest.TestCase):
         self.assertIs(type(optimizer), torch.optim.Adam)  # the tutorial's optimizer, unchanged
 
     def test_no_dropout_and_no_augment_epochs_switch_off_only_at_the_end(self):
-        args = train.parse_args(["--epochs", "3", "--no-dropout-epochs", "1", "--batch-size", "100",
+        args, _ = train.parse_args(["--epochs", "3", "--no-dropout-epochs", "1", "--batch-size", "100",
                                  "--augment", "handwriting", "--no-augment-epochs", "2"])
         images, labels = data.load_mnist(DATA_DIR, train=True)
         model = Net()

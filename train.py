@@ -3,8 +3,11 @@
 Usage: python train.py [--device cuda] [--epochs 3] [--out model.pt]
 """
 import argparse
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 
 import torch
@@ -17,6 +20,8 @@ from curves import save_curves
 from data import background, load_mnist, read_labelled_folder, train_batches
 from evaluation import evaluate, load_model, read_checkpoint
 from model import Net
+from runs import (RUN_FLAGS, check_same_pictures, checkpoint_of, continue_run, flag_of,
+                  given_flags, on_cpu, pictures_record, restore, save_interrupted, snapshot_steps)
 
 # Training counts as diverged when a step's loss is NaN, infinite or above this. Guessing
 # uniformly costs ln(10) = 2.30; a loss 40 times that means the weights have blown up (a huge
@@ -95,23 +100,34 @@ def build_parser():
 
 
 def parse_args(argv=None):
+    """The run's settings, and the checkpoint it continues (None for a new run)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_combinations(parser, args)
-    return args
+    resumed = read_checkpoint(args.resume) if args.resume else None
+    if resumed is not None:
+        defaults = {name: parser.get_default(name) for name in RUN_FLAGS}
+        continue_run(args, resumed, given_flags(build_parser(), argv), defaults)
+    check_combinations(parser, args)  # after --resume has filled in the run's own values
+    return args, resumed
 
 
-def given_flags(argv):
-    """The flags that argv gives (their dest names), whatever their values."""
-    parser = build_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS  # a flag that is not given leaves no name behind
-    return set(vars(parser.parse_args(argv)))
+@contextlib.contextmanager
+def ctrl_c_held():
+    """Hold Ctrl-C back while the body runs; the list it gives is not empty if one came."""
+    held = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach it only
+        yield held
+        return
 
+    def hold(signal_number, frame):
+        held.append(signal_number)
+        print("Ctrl-C: the finished run is being tested and saved first", file=sys.stderr)
 
-def flag_of(name):
-    """The flag that sets the argument name: no_dropout_epochs is --no-dropout-epochs."""
-    return "--no-snapshots" if name == "snapshots" else "--" + name.replace("_", "-")
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check_combinations(parser, args):
@@ -212,30 +228,9 @@ def train_epoch(model, optimizer, scheduler, batches, log, after_step=None):
     return log.finish()
 
 
-def snapshot_steps(total_steps):
-    """The steps after which the weights are kept: 0 (the initial weights), 1, 2, 5, 10, 20, 50,
-    ... (the network changes fastest in its first steps), and the last step."""
-    steps, scale = [0], 1
-    while scale < total_steps:
-        steps += [factor * scale for factor in (1, 2, 5) if factor * scale < total_steps]
-        scale *= 10
-    return steps + [total_steps]
-
-
-def on_cpu(value):
-    """A copy of value (tensors, in dicts and lists) on the CPU, that later steps cannot change."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {key: on_cpu(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(on_cpu(item) for item in value)
-    return value
-
-
-def train(model, train_images, train_labels, args, resumed=None):
+def train(model, train_images, train_labels, args, resumed=None, record=None):
     """Train epoch by epoch, from the start or from the checkpoint resumed; after each epoch,
-    yield the run so far as a checkpoint (without the test accuracy)."""
+    yield the run so far as a checkpoint (without the test accuracy). record: what it trains on."""
     steps = len(train_labels) // args.batch_size  # the last incomplete batch is skipped
     if steps == 0:
         raise UserError(f"--batch-size {args.batch_size} is larger than the "
@@ -248,6 +243,9 @@ def train(model, train_images, train_labels, args, resumed=None):
     if resumed is not None:
         run = restore(resumed, model, optimizer, scheduler, generator)
     keep = set(snapshot_steps(args.epochs * steps)) if args.snapshots else set()
+    # A run resumed to more epochs keeps the snapshots of the longer run only: the last step of
+    # the shorter one is not among them.
+    run["snapshots"] = [snapshot for snapshot in run["snapshots"] if snapshot["step"] in keep]
     if 0 in keep and not run["snapshots"]:
         run["snapshots"].append({"step": 0, "model": on_cpu(model.state_dict())})
 
@@ -270,78 +268,16 @@ def train(model, train_images, train_labels, args, resumed=None):
         run["history"]["loss"] += losses.tolist()  # Python lists: the device has finished
         run["history"]["accuracy"] += accuracies.tolist()
         run["epoch"] = epoch
-        yield {"model": on_cpu(model.state_dict()), "optimizer": on_cpu(optimizer.state_dict()),
-               "scheduler": scheduler and plain_state(scheduler), "epoch": epoch,
-               "args": vars(args), "snapshots": list(run["snapshots"]),
-               "history": {key: list(values) for key, values in run["history"].items()},
-               "rng": random_state(generator, train_labels.device), "test_accuracy": None}
-
-
-def plain_state(scheduler):
-    """The scheduler's state without its functions (PyTorch 2.3 keeps one there), which
-    weights_only cannot load; the scheduler made anew for --resume has its own."""
-    return {key: value for key, value in scheduler.state_dict().items() if not callable(value)}
-
-
-def random_state(generator, device):
-    """Every random number generator the run draws from, so a resumed run draws the same."""
-    return {"shuffle": generator.get_state(), "cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-
-
-def restore(checkpoint, model, optimizer, scheduler, generator):
-    """Put the run saved in checkpoint back in place; return its epoch, history and snapshots."""
-    model.load_state_dict(checkpoint["model"])
-    # After the scheduler was made: its first step set a learning rate that this one replaces.
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(checkpoint["scheduler"])
-    generator.set_state(checkpoint["rng"]["shuffle"])
-    torch.set_rng_state(checkpoint["rng"]["cpu"])
-    if checkpoint["rng"]["cuda"] is not None and next(model.parameters()).is_cuda:
-        torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], next(model.parameters()).device)
-    return {"epoch": checkpoint["epoch"], "history": checkpoint["history"],
-            "snapshots": checkpoint["snapshots"]}
-
-
-# What --resume takes from the run, and refuses to change: anything that makes it another run.
-RUN_FLAGS = ("batch_size", "lr", "weight_decay", "schedule", "augment", "no_dropout_epochs",
-             "no_augment_epochs", "seed", "snapshots", "extra_images_dir", "extra_repeats", "init_from")
-
-
-def continue_run(args, checkpoint, given):
-    """Fill args from the run in checkpoint (read from args.resume); UserError if the flags given
-    would change it, or if it cannot go on to --epochs."""
-    path, run_args = args.resume, checkpoint.get("args")
-    if not isinstance(run_args, dict) or not {"optimizer", "rng", "epoch"} <= checkpoint.keys():
-        raise UserError(f"{path}: holds weights only, not a run train.py can resume")
-    for name in RUN_FLAGS:
-        value = run_args.get(name, getattr(args, name))  # a flag newer than the run: its default
-        if name in given and getattr(args, name) != value:
-            raise UserError(f"{flag_of(name)} would change the run in {path} (it has {value}); "
-                            "leave it out to continue that run")
-        setattr(args, name, value)
-    planned, done = run_args["epochs"], checkpoint["epoch"]
-    if "epochs" not in given:
-        args.epochs = planned  # an interrupted run goes on to the end it was planned for
-    if args.epochs <= done:
-        raise UserError(f"{path} has trained {done} epochs; give --epochs more than {done} to "
-                        "train on")
-    if args.epochs != planned and args.schedule == "onecycle":
-        raise UserError(f"{path} is a one-cycle run planned for {planned} epochs, and its "
-                        "learning rate falls to almost 0 by then: it cannot be stretched to "
-                        f"{args.epochs}; train a new run with --epochs {args.epochs}")
-    for name in ("no_dropout_epochs", "no_augment_epochs"):
-        if args.epochs != planned and run_args[name]:
-            raise UserError(f"{path} ran its last {run_args[name]} epochs with {flag_of(name)}: "
-                            f"it cannot be stretched to {args.epochs} epochs; train a new run")
-    if args.out is None:
-        args.out = path
+        yield checkpoint_of(model, optimizer, scheduler, generator, args, run, record,
+                            train_labels.device)
 
 
 def with_extra_pictures(train_images, train_labels, args):
     """MNIST's training images and labels with the --extra-images-dir pictures added, each
-    --extra-repeats times; the pictures are read and prepared once, here."""
+    --extra-repeats times (the pictures are read and prepared once, here), and the record of
+    what the run trains on."""
+    if not args.extra_images_dir:
+        return train_images, train_labels, pictures_record(len(train_labels), None, None)
     folders = [read_labelled_folder(folder) for folder in args.extra_images_dir]  # (N, 1, 28, 28)
     pictures = torch.cat([images for images, _ in folders]).to(train_images.device)
     digits = torch.cat([labels for _, labels in folders]).to(train_labels.device)
@@ -350,31 +286,19 @@ def with_extra_pictures(train_images, train_labels, args):
     print(f"Extra pictures: {len(digits)} from {', '.join(args.extra_images_dir)}, each seen "
           f"{repeats} times per epoch")
     return (torch.cat([train_images, pictures.repeat(repeats, 1, 1, 1)]),
-            torch.cat([train_labels, digits.repeat(repeats)]))
-
-
-def interrupted(args, run):
-    """After Ctrl-C: keep the last completed epoch, if any, and say how to continue; exit 130."""
-    if run is None:
-        raise KeyboardInterrupt  # not one epoch done: run_main says so; the old file stays
-    save_atomically(args.out, lambda file: torch.save(run, file))
-    print(f"Interrupted (Ctrl-C) in epoch {run['epoch'] + 1}; epochs 1 to {run['epoch']} are "
-          f"saved in {args.out}; continue with: python train.py --resume {args.out} "
-          f"--epochs {args.epochs}", file=sys.stderr)
-    sys.exit(130)
+            torch.cat([train_labels, digits.repeat(repeats)]),
+            pictures_record(len(train_labels) + repeats * len(digits), pictures, digits))
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    resumed = read_checkpoint(args.resume) if args.resume else None
-    if resumed is not None:
-        continue_run(args, resumed, given_flags(argv))
+    args, resumed = parse_args(argv)
     print(f"Device: {args.device}")
     torch.manual_seed(args.seed)  # initial weights and dropout masks
     train_images, train_labels = load_mnist(args.data_dir, train=True, device=args.device)
     test_images, test_labels = load_mnist(args.data_dir, train=False, device=args.device)
-    if args.extra_images_dir:
-        train_images, train_labels = with_extra_pictures(train_images, train_labels, args)
+    train_images, train_labels, record = with_extra_pictures(train_images, train_labels, args)
+    if resumed is not None:
+        check_same_pictures(args, resumed, record)
     model = Net().to(args.device)
     if args.init_from and resumed is None:
         model.load_state_dict(load_model(args.init_from, args.device).state_dict())
@@ -382,17 +306,20 @@ def main(argv=None):
     start_time = time.time()
     run = None
     try:
-        for checkpoint in train(model, train_images, train_labels, args, resumed):
+        for checkpoint in train(model, train_images, train_labels, args, resumed, record):
             run = checkpoint  # the last completed epoch, kept in case Ctrl-C stops the next one
     except KeyboardInterrupt:
-        interrupted(args, run)
+        save_interrupted(args, run)
     print(f"Run Time: {time.time() - start_time:.2f} s")
 
-    test_accuracy = evaluate(model, test_images, test_labels)
-    print(f"Test Accuracy: {test_accuracy * 100:.2f}%")
-    run["test_accuracy"] = test_accuracy  # fraction correct on the 10,000 test images
-    save_atomically(args.out, lambda file: torch.save(run, file))
-    print(f"Saved {args.out}")
+    with ctrl_c_held() as held:  # the finished run is tested and saved whole, Ctrl-C or not
+        test_accuracy = evaluate(model, test_images, test_labels)
+        print(f"Test Accuracy: {test_accuracy * 100:.2f}%")
+        run["test_accuracy"] = test_accuracy  # fraction correct on the 10,000 test images
+        save_atomically(args.out, lambda file: torch.save(run, file))
+        print(f"Saved {args.out}")
+    if held:
+        sys.exit(130)  # the Ctrl-C held back
     if args.plot:
         save_curves(args.plot, run["history"], test_accuracy, args.epochs)
 
