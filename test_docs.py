@@ -4,9 +4,13 @@ every relative link resolves, and every `python <script>.py --flag` written ther
 Usage: python -m unittest -v test_docs
 """
 import glob
+import http.client
+import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import unittest
@@ -19,7 +23,8 @@ import draw
 import make_digit_sets
 import test
 import train
-from fixtures import HERE, make_fake_mnist, run_script, temporary_folder
+from fixtures import (HERE, draw_digit, draw_shape, make_fake_mnist, run_script, stroke_pixels,
+                      temporary_folder)
 
 DOCS = [os.path.join(HERE, "README.md"), *sorted(glob.glob(os.path.join(HERE, "docs", "*.md")))]
 SCRIPTS = {"train.py": train, "test.py": test, "draw.py": draw, "benchmark.py": benchmark,
@@ -131,6 +136,73 @@ class AloneTest(unittest.TestCase):
         self.assertEqual(printed["data.py"], ["(1, 28, 28)",
                                               "missing.png: No such file or directory"])
         self.assertEqual(printed["augment.py"], ["(4, 1, 28, 28)"])
+
+
+def readme_commands():
+    """The `python <script>.py ...` lines of the README's command blocks, in order, without their
+    comments (the tests' own `python -m unittest` aside)."""
+    blocks = re.findall(r"^```\n(.*?)^```", read(os.path.join(HERE, "README.md")), re.S | re.M)
+    return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
+            if re.match(r"python \w+\.py", line)]
+
+
+def run_served(folder, argv):
+    """Start a draw.py command of the README on a free port, save two drawings of each digit
+    when it collects, ask for its networks, and stop it with Ctrl-C; return its exit code."""
+    process = subprocess.Popen([sys.executable, os.path.join(HERE, "draw.py"), *argv, "--port", "0"],
+                               cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                           signal.SIG_DFL))
+    try:
+        for line in process.stdout:
+            if line.startswith("Open http://"):
+                break
+        port = int(re.search(r":(\d+)/", line).group(1))
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for label in range(10) if "--collect" in argv else ():
+            for _ in range(2):
+                connection.request("POST", "/collect", json.dumps(
+                    {"label": label, "pixels": stroke_pixels(label)}),
+                    {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                assert response.status == 200, response.read()
+                response.read()
+        connection.request("GET", "/models")
+        assert json.loads(connection.getresponse().read())["models"]
+        connection.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    return process.returncode
+
+
+class ReadmeCommandsTest(unittest.TestCase):
+    def test_the_readmes_commands_run_in_order_as_written(self):
+        """Every command of the README, top to bottom, in a folder where ./files is the synthetic
+        MNIST and the reader's own pictures (my_seven.jpg, my_digits/) are at hand."""
+        folder = os.path.join(TEMP, "readme")
+        os.makedirs(folder)
+        os.symlink(DATA_DIR, os.path.join(folder, "files"))
+        draw_digit((120, 160), (30, 20, 90, 140)).save(os.path.join(folder, "my_seven.jpg"))
+        for digit in range(10):
+            os.makedirs(os.path.join(folder, "my_digits", str(digit)))
+            draw_shape(digit, torch.Generator().manual_seed(digit)).save(
+                os.path.join(folder, "my_digits", str(digit), "0.png"))
+        commands = readme_commands()
+        self.assertGreater(len(commands), 12)
+        for command in commands:
+            argv = shlex.split(command)[1:]
+            with self.subTest(command=command):
+                if argv[0] == "draw.py":
+                    self.assertEqual(run_served(folder, argv[1:]), 130)
+                    continue
+                result = subprocess.run([sys.executable, os.path.join(HERE, argv[0]), *argv[1:]],
+                                        cwd=folder, capture_output=True, text=True, timeout=600)
+                self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(len(os.listdir(os.path.join(folder, "class_digits", "7"))), 2)
+        for written in ("model.pt", "seed1.pt", "recipe.pt", "class.pt", "tuned.pt", "curves.png",
+                        "errors.png"):
+            self.assertTrue(os.path.isfile(os.path.join(folder, written)), written)
 
 
 class DocsTest(unittest.TestCase):

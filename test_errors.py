@@ -261,7 +261,7 @@ class DamagedPictureTest(ErrorTestCase):
         for name, content in self.damaged_copies():
             try:
                 digit = data.read_picture(io.BytesIO(content), name)
-            except cli.UserError as error:
+            except data.DataError as error:
                 self.assertTrue(str(error).startswith(name + ": "), error)
                 self.assertEqual(len(str(error).splitlines()), 1, error)
                 refused += 1

@@ -90,7 +90,8 @@ class TrainAndTestScriptTest(unittest.TestCase):
 
         checkpoint = torch.load(out, weights_only=True)
         self.assertEqual(set(checkpoint), {"model", "optimizer", "scheduler", "epoch", "args",
-                                           "history", "snapshots", "rng", "test_accuracy"})
+                                           "history", "snapshots", "rng", "data", "test_accuracy"})
+        self.assertEqual(checkpoint["data"], {"train_images": 1000, "extra_pictures": None})
         self.assertEqual(checkpoint["epoch"], 2)
         self.assertEqual(checkpoint["args"]["batch_size"], 64)
         self.assertEqual(len(checkpoint["history"]["loss"]), 2 * 15)
