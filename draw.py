@@ -7,9 +7,14 @@ Usage: python draw.py model.pt [recipe.pt ...] [--port 8000] [--host 127.0.0.1] 
 import argparse
 import base64
 import binascii
+import hmac
 import io
+import ipaddress
 import json
 import os
+import re
+import secrets
+import socket
 import sys
 import threading
 import urllib.parse
@@ -21,7 +26,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from cli import UserError, add_data_and_device_arguments, checked, run_main, save_atomically
+from cli import UserError, add_data_and_device_arguments, checked, positive_int, run_main
+from collect import COLLECT_LIMIT, Collector, FolderFull, collect_folder
 from data import (DataError, load_mnist, prepare_digit, raw_folder, read_labelled_folder,
                   read_picture, to_pixels)
 from evaluation import (accuracy, build_model, confusion_matrix, probabilities,
@@ -35,12 +41,15 @@ MAX_SIDE = 1000             # pixels per side of a drawing sent as numbers
 UNTRAINED = "untrained (random weights)"
 # Only this machine's own files and answers: nothing may come from other hosts (classrooms are
 # often offline, and a page that fetches nothing can leak nothing).
+# No other site may show the page in a frame (clickjacking: a click there would be a click here).
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
                                "style-src 'self' 'unsafe-inline'; "
-                               "script-src 'self' 'unsafe-inline'",
+                               "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
 }
+SOCKET_TIMEOUT = 20  # seconds a client may stay silent before its connection is closed
 
 port_number = checked(int, lambda value: 0 <= value <= 65535, "a port number from 0 to 65535")
 
@@ -184,16 +193,78 @@ def digit_from_request(request):
         raise BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
 
 
-class Page:
-    """What the server answers: the page, the networks, each answer with its explanations, and the
-    labelled sets with each network's mistakes."""
+class Explorer:
+    """The labelled sets the page explores, and each network's answers for all their images,
+    worked out once per network and snapshot, not at each click."""
 
-    def __init__(self, networks, device, sets=(), missing=None, collect=None):
+    def __init__(self, sets, missing, device):
+        self.sets, self.missing, self.device = list(sets), missing, device
+        self.answers, self.lock = {}, threading.Lock()  # (explainer, set) -> (N, 10)
+
+    def answers_of(self, explainer, set_index):
+        """The probabilities (N, 10) of explainer's network for every image of a set."""
+        with self.lock:
+            key = (id(explainer), set_index)
+            if key not in self.answers:
+                self.answers[key] = probabilities(explainer.model,
+                                                  self.sets[set_index].images.to(self.device))
+            return self.answers[key]
+
+    def chosen_set(self, request):
+        if not self.sets:
+            raise BadRequest(HTTPStatus.NOT_FOUND, self.missing or "no labelled set was given")
+        return whole_number({"set": 0, **request}, "set", 0, len(self.sets) - 1)
+
+    def catalogue(self):
+        return [{"name": images.name, "count": len(images.labels)} for images in self.sets]
+
+    def image(self, request):
+        """The (1, 28, 28) image a request's 'set' and 'index' name, and its label."""
+        images = self.sets[self.chosen_set(request)]
+        index = whole_number(request, "index", 0, len(images.labels) - 1)
+        return images.images[index].to(self.device), int(images.labels[index])
+
+    def testset(self, explainer, request):
+        """The accuracy and confusion matrix of explainer's network on the chosen set."""
+        set_index = self.chosen_set(request)
+        labels = self.sets[set_index].labels
+        predictions = self.answers_of(explainer, set_index).argmax(dim=1)
+        return {"set": self.sets[set_index].name, "count": len(labels),
+                "accuracy": accuracy(predictions, labels),
+                "confusion": confusion_matrix(labels, predictions).tolist()}
+
+    def examples(self, explainer, request, other=None, shown=60):
+        """The images of one confusion-matrix cell (true, predicted), most confident first; or,
+        with other (an explainer), the images the chosen network reads right and other wrong."""
+        set_index = self.chosen_set(request)
+        images, answers = self.sets[set_index], self.answers_of(explainer, set_index)
+        predictions = answers.argmax(dim=1)
+        if other is not None:
+            other_predictions = self.answers_of(other, set_index).argmax(dim=1)
+            chosen = (predictions == images.labels) & (other_predictions != images.labels)
+        else:
+            true, predicted = (whole_number(request, key, 0, 9) for key in ("true", "predicted"))
+            chosen = (images.labels == true) & (predictions == predicted)
+        found = chosen.nonzero().view(-1)
+        confidence = answers[found, predictions[found]]
+        order = found[confidence.argsort(descending=True)][:shown]
+        pixels = (to_pixels(images.images[order]) * 255).round().clamp(0, 255).to(torch.uint8)
+        return {"count": len(found), "examples": [
+            {"index": int(i), "label": int(images.labels[i]), "predicted": int(predictions[i]),
+             "probability": round(answers[i, predictions[i]].item(), 4),
+             "pixels": pixels[position].flatten().tolist()} for position, i in enumerate(order)]}
+
+
+class Page:
+    """What the server answers: the page, the networks, each answer with its explanations; the
+    labelled sets (an Explorer) and the saving of drawings (a Collector, or None)."""
+
+    def __init__(self, networks, device, sets=(), missing=None, collect=None,
+                 collect_limit=COLLECT_LIMIT):
         with open(PAGE, "rb") as file:
             self.html = file.read()
-        self.device, self.networks, self.sets, self.missing = device, networks, list(sets), missing
-        self.collect_folder = collect  # where POST /collect saves drawings; None: it is off
-        self.collect_lock = threading.Lock()
+        self.device, self.networks = device, networks
+        self.collector = collect and Collector(collect, collect_limit)  # None: saving is off
         self.explainers = []  # for each network: its snapshots' explainers, then the final one
         for network in networks:
             try:
@@ -201,21 +272,10 @@ class Page:
                                        + [Explainer(network.model)])
             except UserError as error:
                 raise UserError(f"{network.name}: {error}") from None
-        # Each set is evaluated once per network and snapshot, not at each click: (N, 10) each.
-        # The final weights are evaluated now; a snapshot when the training slider first shows it.
-        self.answers, self.answers_lock = {}, threading.Lock()
-        for explainers in self.explainers:
-            for set_index in range(len(self.sets)):
-                self.answers_of(explainers[-1], set_index)
-
-    def answers_of(self, explainer, set_index):
-        """The probabilities (N, 10) of explainer's network for every image of a set."""
-        with self.answers_lock:
-            key = (id(explainer), set_index)
-            if key not in self.answers:
-                self.answers[key] = probabilities(explainer.model,
-                                                  self.sets[set_index].images.to(self.device))
-            return self.answers[key]
+        self.explorer = Explorer(sets, missing, device)
+        for explainers in self.explainers:  # the final weights now; snapshots when first shown
+            for set_index in range(len(self.explorer.sets)):
+                self.explorer.answers_of(explainers[-1], set_index)
 
     def chosen(self, request):
         """The network a request's 'model' names (0 when none), and the explainer of its
@@ -226,28 +286,21 @@ class Page:
                                 len(explainers) - 1)
         return index, explainers[snapshot]
 
-    def chosen_set(self, request):
-        if not self.sets:
-            raise BadRequest(HTTPStatus.NOT_FOUND, self.missing or "no labelled set was given")
-        return whole_number({"set": 0, **request}, "set", 0, len(self.sets) - 1)
-
     def digit(self, request):
         """The (1, 28, 28) digit a request sends, on the device, and its label when it is known."""
         if "index" in request:
             if "pixels" in request or "picture" in request:
                 raise BadRequest(HTTPStatus.BAD_REQUEST, "send one of pixels, picture or index")
-            images = self.sets[self.chosen_set(request)]
-            index = whole_number(request, "index", 0, len(images.labels) - 1)
-            return images.images[index].to(self.device), int(images.labels[index])
+            return self.explorer.image(request)
         return digit_from_request(request).to(self.device), None
 
     def model_list(self, query=""):
         return {"models": [network.name for network in self.networks],
                 "snapshots": [[step for step, _ in network.snapshots] for network in self.networks],
-                "sets": [{"name": images.name, "count": len(images.labels)} for images in self.sets],
-                "missing": self.missing,
-                "collect": self.collect_folder and {"folder": self.collect_folder,
-                                                    "counts": collected(self.collect_folder)}}
+                "sets": self.explorer.catalogue(), "missing": self.explorer.missing,
+                "collect": self.collector and {"folder": self.collector.folder,
+                                               "limit": self.collector.limit,
+                                               "counts": self.collector.counts()}}
 
     def kernels(self, query):
         index, explainer = self.chosen(query_numbers(query))
@@ -262,39 +315,20 @@ class Page:
                    for key in ("loss", "accuracy")}}
 
     def testset(self, query):
-        """The accuracy and confusion matrix of the chosen network on the chosen set."""
+        """The accuracy and confusion matrix of the chosen network (at its snapshot)."""
         request = query_numbers(query)
         index, explainer = self.chosen(request)
-        set_index = self.chosen_set(request)
-        labels = self.sets[set_index].labels
-        predictions = self.answers_of(explainer, set_index).argmax(dim=1)
-        return {"model": self.networks[index].name, "set": self.sets[set_index].name,
-                "count": len(labels), "accuracy": accuracy(predictions, labels),
-                "confusion": confusion_matrix(labels, predictions).tolist()}
+        return {"model": self.networks[index].name, **self.explorer.testset(explainer, request)}
 
-    def examples(self, query, shown=60):
-        """The images of one confusion-matrix cell (true, predicted), most confident first; or,
-        with 'other', the images the chosen network reads right and the other one wrong."""
+    def examples(self, query):
+        """A confusion-matrix cell's images; with 'other', the images the chosen network reads
+        right and the other one (at its final weights) wrong."""
         request = query_numbers(query)
-        index, explainer = self.chosen(request)
-        set_index = self.chosen_set(request)
-        images, answers = self.sets[set_index], self.answers_of(explainer, set_index)
-        predictions = answers.argmax(dim=1)
-        if "other" in request:  # the other network with its final weights
-            other = whole_number(request, "other", 0, len(self.networks) - 1)
-            other_predictions = self.answers_of(self.explainers[other][-1], set_index).argmax(dim=1)
-            chosen = (predictions == images.labels) & (other_predictions != images.labels)
-        else:
-            true, predicted = (whole_number(request, key, 0, 9) for key in ("true", "predicted"))
-            chosen = (images.labels == true) & (predictions == predicted)
-        found = chosen.nonzero().view(-1)
-        confidence = answers[found, predictions[found]]
-        order = found[confidence.argsort(descending=True)][:shown]
-        pixels = (to_pixels(images.images[order]) * 255).round().clamp(0, 255).to(torch.uint8)
-        return {"count": len(found), "examples": [
-            {"index": int(i), "label": int(images.labels[i]), "predicted": int(predictions[i]),
-             "probability": round(answers[i, predictions[i]].item(), 4),
-             "pixels": pixels[position].flatten().tolist()} for position, i in enumerate(order)]}
+        _, explainer = self.chosen(request)
+        other = None
+        if "other" in request:
+            other = self.explainers[whole_number(request, "other", 0, len(self.networks) - 1)][-1]
+        return self.explorer.examples(explainer, request, other)
 
     def predict(self, request):
         index, explainer = self.chosen(request)
@@ -329,7 +363,7 @@ class Page:
 
     def collect(self, request):
         """Save a drawing, as drawn, into the --collect folder under its label; never overwrite."""
-        if self.collect_folder is None:
+        if self.collector is None:
             raise BadRequest(HTTPStatus.NOT_FOUND, "saving drawings is off: start draw.py with "
                                                    "--collect DIR to turn it on")
         label = whole_number(request, "label", 0, 9)
@@ -340,58 +374,21 @@ class Page:
             prepare_digit(picture)  # a drawing without a digit would teach the network nothing
         except DataError as error:
             raise BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
-        with self.collect_lock:  # one save at a time picks the next free name
-            try:
-                name = save_new_picture(picture, os.path.join(self.collect_folder, str(label)))
-            except OSError as error:  # the digit's folder cannot be made
-                raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save into {self.collect_folder} "
-                                                       f"({error.strerror or error})") from None
-            except UserError as error:  # the picture cannot be written there
-                raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save: {error}") from None
-        return {"saved": os.path.join(str(label), name), "counts": collected(self.collect_folder)}
+        try:
+            saved, counts = self.collector.save(picture, label)
+        except FolderFull as error:
+            raise BadRequest(HTTPStatus.CONFLICT, str(error)) from None
+        except OSError as error:  # the digit's folder cannot be made
+            raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save into {self.collector.folder} "
+                                                   f"({error.strerror or error})") from None
+        except UserError as error:  # the picture cannot be written there
+            raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save: {error}") from None
+        return {"saved": saved, "counts": counts}
 
     @staticmethod
     def attribution_of(explainer, digit, target):
         values, total = explainer.attribution(digit, target)
         return {"digit": target, **describe(values[None]), "total": total}
-
-
-def collected(folder):
-    """How many pictures folder/0 ... folder/9 hold."""
-    return [picture_count(os.path.join(folder, str(digit))) for digit in range(10)]
-
-
-def picture_count(folder):
-    """How many .png pictures folder holds (0 when it does not exist yet)."""
-    if not os.path.isdir(folder):
-        return 0
-    return sum(name.endswith(".png") for name in os.listdir(folder))
-
-
-def save_new_picture(picture, folder):
-    """Save picture, whole, as the next free NNNN.png in folder; return its name. A name that is
-    taken (a file put there by hand, another page) is skipped, never replaced."""
-    os.makedirs(folder, exist_ok=True)
-    number = picture_count(folder)
-    while True:
-        name = f"{number:04d}.png"
-        try:
-            save_atomically(os.path.join(folder, name),
-                            lambda file: picture.save(file, format="PNG"), overwrite=False)
-            return name
-        except FileExistsError:
-            number += 1
-
-
-def collect_folder(path):
-    """argparse type for --collect: a folder that exists or can be made, and can be written."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise argparse.ArgumentTypeError(f"cannot make folder {path} ({error.strerror})") from None
-    if not os.access(path, os.W_OK):
-        raise argparse.ArgumentTypeError(f"folder {path} is not writable")
-    return path
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -411,6 +408,9 @@ class Handler(BaseHTTPRequestHandler):
               ("POST", "/attribution"): Page.attribution,
               ("POST", "/collect"): Page.collect}
 
+    token = None  # with a token, every request must carry it (set by make_server())
+    timeout = SOCKET_TIMEOUT  # a slow or silent client cannot hold a thread for ever
+
     def do_GET(self):
         self.answer()
 
@@ -420,6 +420,7 @@ class Handler(BaseHTTPRequestHandler):
     def answer(self):
         path, _, query = self.path.partition("?")
         try:
+            query = self.admitted(query)
             route = self.ROUTES.get((self.command, path))
             if route is None:
                 known = any(known_path == path for _, known_path in self.ROUTES)
@@ -437,6 +438,40 @@ class Handler(BaseHTTPRequestHandler):
                 self.send(HTTPStatus.OK, content, "text/html; charset=utf-8")
             else:
                 self.send_json(content)
+
+    def admitted(self, query):
+        """Refuse a request that is not this page's own; return the query without the token.
+
+        Host must name this server: a site that points its own name at 127.0.0.1 (DNS
+        rebinding) sends that name. A POST must come from this page or a script, never from a
+        page of another site (its Origin), and be JSON: a form or a text/plain body, which a
+        browser sends to any address without asking, is refused.
+        """
+        if not host_names_this_server(self.headers.get("Host"), *self.server.server_address[:2]):
+            raise self.refused(HTTPStatus.FORBIDDEN, "this server answers requests to its own "
+                                                     "address only (the Host header)")
+        fields = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        if self.token is not None:
+            given = [value for key, value in fields if key == "token"]
+            authorization = self.headers.get("Authorization", "")
+            given += [authorization[len("Bearer "):]] if authorization.startswith("Bearer ") else []
+            if not any(hmac.compare_digest(value.encode(), self.token.encode()) for value in given):
+                raise self.refused(HTTPStatus.FORBIDDEN, "this page needs its token: open the "
+                                                         "address draw.py printed, ?token=... included")
+        if self.command == "POST":
+            origin = self.headers.get("Origin")
+            if origin is not None and origin != f"http://{self.headers.get('Host')}":
+                raise self.refused(HTTPStatus.FORBIDDEN, f"requests from {origin[:100]} are "
+                                                         "refused: only this page may send them")
+            kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if kind != "application/json":
+                raise self.refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                                   "send the body as JSON, with Content-Type: application/json")
+        return urllib.parse.urlencode([(key, value) for key, value in fields if key != "token"])
+
+    def refused(self, status, message):
+        self.close_connection = True  # a body, if any, is not read: the connection cannot go on
+        return BadRequest(status, message)
 
     def read_body(self):
         length = self.headers.get("Content-Length")
@@ -466,12 +501,51 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-def make_server(networks, host, port, device, sets=(), missing=None, collect=None):
-    """Return a threading HTTP server for the page; UserError if the address cannot be used."""
-    handler = type("PageHandler", (Handler,), {"page": Page(networks, device, sets, missing,
-                                                            collect)})
+def is_loopback(host):
+    """Whether host, a name or an address, is this computer alone."""
+    if host.lower() == "localhost":
+        return True
     try:
-        return ThreadingHTTPServer((host, port), handler)
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_names_this_server(header, host, port):
+    """Whether a request's Host header ("name:port") names this server, listening on host:port.
+
+    On a loopback address only loopback names count. On another address (a classroom's), any IP
+    address names it (the machine may have several), and so does its own name; a DNS name of
+    another site, which DNS rebinding would send, does not.
+    """
+    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+))(?::(\d{1,5}))?", header or "")
+    if match is None or int(match.group(3) or 80) != port:
+        return False
+    name = (match.group(1) or match.group(2)).lower()
+    if is_loopback(host):
+        return is_loopback(name)
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return name in {host.lower(), "localhost", socket.gethostname().lower(),
+                        socket.getfqdn().lower()}
+
+
+class PageServer(ThreadingHTTPServer):
+    # The standard library's queue of 5 waiting connections resets some of a class's saves
+    # when 30 arrive at once; the system caps this at its own limit (often 4096).
+    request_queue_size = 128
+
+
+def make_server(networks, host, port, device, sets=(), missing=None, collect=None,
+                collect_limit=COLLECT_LIMIT, token=None):
+    """Return a threading HTTP server for the page; UserError if the address cannot be used.
+    With a token, every request must carry it (?token=... or Authorization: Bearer ...)."""
+    page = Page(networks, device, sets, missing, collect, collect_limit)
+    handler = type("PageHandler", (Handler,), {"page": page, "token": token})
+    try:
+        return PageServer((host, port), handler)
     except OSError as error:
         if error.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
             raise UserError(f"port {port} is already in use; choose another with --port") from None
@@ -495,22 +569,32 @@ def parse_args(argv=None):
     parser.add_argument("--collect", type=collect_folder, metavar="DIR",
                         help="let the page save drawings, labelled, into DIR/0 ... DIR/9 for "
                              "train.py --extra-images-dir; off unless given (default: off)")
+    parser.add_argument("--collect-limit", type=positive_int, default=COLLECT_LIMIT, metavar="N",
+                        help="with --collect, save at most N pictures of each digit "
+                             f"(default: {COLLECT_LIMIT})")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     networks = load_models(args.checkpoints, args.device)
+    # Beyond this computer anyone on the network could use the page: as Jupyter does, it then
+    # answers only requests that carry a token, given in the address printed for the class.
+    token = None if is_loopback(args.host) else secrets.token_urlsafe(16)
     server = make_server(networks, args.host, args.port, args.device,
-                         *load_sets(args.data_dir, args.images_dir), collect=args.collect)
+                         *load_sets(args.data_dir, args.images_dir), collect=args.collect,
+                         collect_limit=args.collect_limit, token=token)
     host, port = server.server_address[:2]
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    address = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
     # Ctrl-C may come the moment the address is printed (a script waits for that line), so the
     # lines are printed inside the try that turns it into one line of its own.
     try:
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            print(f"Listening on {host}: anyone who can reach this address can use the page")
-        print(f"Open http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/ "
-              "(Ctrl-C stops the server)", flush=True)
+        if token:
+            print(f"Listening on {host}: whoever has the address below, token included, can use "
+                  "the page")
+        print(f"Open {address}{f'?token={token}' if token else ''} (Ctrl-C stops the server)",
+              flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("Stopped (Ctrl-C).", file=sys.stderr)

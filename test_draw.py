@@ -16,6 +16,7 @@ import socket
 import threading
 import unittest
 import warnings
+from unittest import mock
 
 import torch
 import torch.nn as nn
@@ -154,9 +155,9 @@ def setUpModule():
                                  *draw.load_sets(os.path.join(TEMP, "no_mnist_here"), None))
 
 
-def start_server(networks, sets=(), missing=None, collect=None):
+def start_server(networks, sets=(), missing=None, collect=None, **settings):
     """Serve the page for networks on a free port of 127.0.0.1 until the module's tests end."""
-    server = draw.make_server(networks, "127.0.0.1", 0, "cpu", sets, missing, collect)
+    server = draw.make_server(networks, "127.0.0.1", 0, "cpu", sets, missing, collect, **settings)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     unittest.addModuleCleanup(server.server_close)
     unittest.addModuleCleanup(server.shutdown)  # cleanups run last first: shut down, then close
@@ -164,13 +165,15 @@ def start_server(networks, sets=(), missing=None, collect=None):
 
 
 def request(method, path, body=None, headers=None, server=None):
-    """Send one request to a test server; return (status, decoded JSON or raw bytes)."""
+    """Send one request to a test server (a POST as JSON, as the page sends it); return (status,
+    decoded JSON or raw bytes)."""
     port = (server or SERVER).server_address[1]
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         if isinstance(body, (dict, list)):
             body = json.dumps(body)
-        connection.request(method, path, body=body, headers=headers or {})
+        sent = {"Content-Type": "application/json"} if method == "POST" else {}
+        connection.request(method, path, body=body, headers={**sent, **(headers or {})})
         response = connection.getresponse()
         content = response.read()
     finally:
@@ -322,24 +325,22 @@ class ServerTest(unittest.TestCase):
         status, _ = request("POST", "/predict", {"model": 0, "pixels": stroke_pixels(1)})
         self.assertEqual(status, 200)  # still serving
 
-    def raw_reply(self, request_head):
-        """Send request_head alone on a raw socket; return all the server answers until it closes."""
-        with socket.create_connection(SERVER.server_address, timeout=30) as connection:
-            connection.sendall(request_head)
-            reply = b""
-            while chunk := connection.recv(65536):
-                reply += chunk
-        return reply.decode()
+    def raw_reply(self, headers):
+        """A POST /predict with only these headers besides Host and Content-Type, on a raw socket;
+        all the server answers until it closes."""
+        head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{SERVER.server_address[1]}\r\n"
+                "Content-Type: application/json\r\n").encode() + headers + b"\r\n"
+        return raw_reply(SERVER, head)
 
     def test_body_size_cap_and_missing_length(self):
         # 3 MB announced but not sent: refused from the header alone, the connection closed.
-        reply = self.raw_reply(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n")
+        reply = self.raw_reply(b"Content-Length: 3000000\r\n")
         self.assertTrue(reply.startswith("HTTP/1.0 413"), reply)
         self.assertIn("at most 2,097,152", reply)
-        reply = self.raw_reply(b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = self.raw_reply(b"")
         self.assertTrue(reply.startswith("HTTP/1.0 411"), reply)
         # Headers arrive as Latin-1, where "\xb2" is "²": str.isdigit() says yes, int() no.
-        reply = self.raw_reply(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n")
+        reply = self.raw_reply(b"Content-Length: \xb2\r\n")
         self.assertTrue(reply.startswith("HTTP/1.0 411"), reply)
 
     def test_concurrent_requests_all_answered_correctly(self):
@@ -671,28 +672,146 @@ class ExplorerTest(unittest.TestCase):
         self.assertEqual(answer["error"], catalogue["missing"])
 
 
+def raw_reply(server, request_head):
+    """Send request_head (and a body) on a raw socket; return all the server answers until it
+    closes."""
+    with socket.create_connection(server.server_address, timeout=30) as connection:
+        connection.sendall(request_head)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    return reply.decode()
+
+
+class GuardTest(unittest.TestCase):
+    """Who may use the page: requests to its own address, POSTs from its own page as JSON, and
+    the token when it has one; no frames, no silent clients."""
+
+    def test_a_request_naming_another_host_is_refused(self):
+        port = SERVER.server_address[1]
+        for host, expected in ((f"127.0.0.1:{port}", "200"), (f"localhost:{port}", "200"),
+                               (f"evil.example:{port}", "403"), ("127.0.0.1", "403"),
+                               (f"127.0.0.1:{port + 1}", "403"), ("", "403")):
+            with self.subTest(host=host):
+                reply = raw_reply(SERVER, f"GET /models HTTP/1.1\r\nHost: {host}\r\n"
+                                          "Connection: close\r\n\r\n".encode())
+                self.assertEqual(reply.split()[1], expected, reply[:300])
+        self.assertTrue(draw.host_names_this_server("192.168.1.20:8000", "0.0.0.0", 8000))
+        self.assertTrue(draw.host_names_this_server(f"{socket.gethostname()}:8000", "0.0.0.0", 8000))
+        self.assertFalse(draw.host_names_this_server("rebound.example:8000", "0.0.0.0", 8000))
+        self.assertFalse(draw.host_names_this_server("192.168.1.20:8000", "127.0.0.1", 8000))
+
+    def test_a_post_from_another_site_or_not_json_is_refused_and_nothing_written(self):
+        server = start_server(draw.load_models([MODEL], "cpu"),
+                              collect=os.path.join(TEMP, "collect_guarded"))
+        port = server.server_address[1]
+        body = json.dumps({"label": 1, "pixels": stroke_pixels(1)})
+        for headers, expected in [({"Origin": "http://evil.example", "Content-Type": "text/plain"}, 403),
+                                  ({"Origin": "null", "Content-Type": "application/json"}, 403),
+                                  ({"Origin": f"http://localhost:{port + 1}",
+                                    "Content-Type": "application/json"}, 403),
+                                  ({"Content-Type": "text/plain"}, 415),
+                                  ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
+                                  ({"Content-Type": ""}, 415)]:
+            with self.subTest(headers=headers):
+                status, answer = request("POST", "/collect", body, headers=headers, server=server)
+                self.assertEqual(status, expected, answer)
+                self.assertEqual(len(answer["error"].splitlines()), 1)
+        self.assertFalse(os.path.exists(os.path.join(TEMP, "collect_guarded", "1")))  # nothing
+        status, answer = request("POST", "/collect", body, server=server, headers={
+            "Origin": f"http://127.0.0.1:{port}", "Content-Type": "application/json; charset=utf-8"})
+        self.assertEqual(status, 200, answer)  # the page itself
+
+    def test_with_a_token_every_route_needs_it(self):
+        server = start_server(draw.load_models([MODEL], "cpu"), token="s3cret-token")
+        for path in ("/", "/models", "/kernels?model=0", "/?token=wrong", "/models?token="):
+            with self.subTest(path=path):
+                status, answer = request("GET", path, server=server)
+                self.assertEqual(status, 403)
+                self.assertIn("needs its token", answer["error"])
+        status, _ = request("POST", "/predict", {"pixels": stroke_pixels(1)}, server=server)
+        self.assertEqual(status, 403)
+        self.assertEqual(request("GET", "/?token=s3cret-token", server=server)[0], 200)
+        status, answer = request("GET", "/kernels?model=0&token=s3cret-token", server=server)
+        self.assertEqual((status, answer["model"]), (200, "shapes.pt"))
+        bearer = {"Authorization": "Bearer s3cret-token"}
+        self.assertEqual(request("GET", "/models", headers=bearer, server=server)[0], 200)
+        status, answer = request("POST", "/predict", {"pixels": stroke_pixels(1)}, headers=bearer,
+                                 server=server)
+        self.assertEqual(status, 200, answer)
+
+    def test_beyond_loopback_the_address_printed_carries_a_token(self):
+        served = []
+
+        class Stopped:  # stands in for the server: listens nowhere, stops at once
+            server_address = ("192.0.2.7", 8000)
+
+            def serve_forever(self):
+                raise KeyboardInterrupt
+
+            def server_close(self):
+                pass
+
+        def fake_server(*arguments, token=None, **settings):
+            served.append(token)
+            return Stopped()
+
+        with mock.patch.object(draw, "make_server", side_effect=fake_server):
+            code, out, _ = run_script(draw, [MODEL, "--host", "192.0.2.7", "--device", "cpu"])
+            self.assertEqual(code, 130)
+            self.assertIn(f"Open http://192.0.2.7:8000/?token={served[0]} (Ctrl-C", out)
+            self.assertGreaterEqual(len(served[0]), 20)
+            code, out, _ = run_script(draw, [MODEL, "--host", "127.0.0.1", "--device", "cpu"])
+        self.assertIsNone(served[1])  # loopback: this computer only, no token
+        self.assertNotIn("token", out)
+
+    def test_the_page_cannot_be_framed_and_a_silent_client_is_let_go(self):
+        status, _ = request("GET", "/")
+        connection = http.client.HTTPConnection("127.0.0.1", SERVER.server_address[1], timeout=30)
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        self.assertIn("frame-ancestors 'none'", response.getheader("Content-Security-Policy"))
+        self.assertEqual(response.getheader("X-Frame-Options"), "DENY")
+        server = start_server(draw.load_models([MODEL], "cpu"))
+        server.RequestHandlerClass.timeout = 0.5  # instead of draw.SOCKET_TIMEOUT's 20 s
+        with socket.create_connection(server.server_address, timeout=30) as connection:
+            connection.sendall(b"POST /predict HTTP/1.1\r\n")  # and then nothing
+            self.assertEqual(connection.recv(1024), b"")  # closed by the server, not by us
+
+
 class CollectTest(unittest.TestCase):
-    """POST /collect: the class's drawings saved as labelled pictures, never overwriting."""
+    """POST /collect: the class's drawings saved as labelled pictures, never overwriting; each
+    test with a server and a folder of its own."""
+
+    def collect_server(self, name, **settings):
+        folder = draw.collect_folder(os.path.join(TEMP, name))  # made, as --collect makes it
+        return start_server(draw.load_models([MODEL], "cpu"), collect=folder, **settings), folder
 
     def test_a_drawing_is_saved_as_drawn_under_its_label_with_a_new_name_each_time(self):
-        folder = os.path.join(TEMP, "collected", "4")
+        server, collected = self.collect_server("collect_new_names")
+        folder = os.path.join(collected, "4")
         pixels = stroke_pixels(4)
-        status, first = request("POST", "/collect", {"label": 4, "pixels": pixels})
+        status, first = request("POST", "/collect", {"label": 4, "pixels": pixels}, server=server)
         self.assertEqual((status, first["saved"]), (200, os.path.join("4", "0000.png")), first)
         with Image.open(os.path.join(folder, "0000.png")) as saved:  # as drawn, not prepared
             self.assertEqual((saved.size, saved.mode), ((280, 280), "L"))
             self.assertEqual(torch.tensor(list(saved.tobytes())).view(280, 280).tolist(), pixels)
         with open(os.path.join(folder, "0001.png"), "wb") as file:
             file.write(b"put here by hand")
-        status, second = request("POST", "/collect", {"label": 4, "pixels": stroke_pixels(0)})
+        status, second = request("POST", "/collect", {"label": 4, "pixels": stroke_pixels(0)},
+                                 server=server)
         self.assertEqual(second["saved"], os.path.join("4", "0002.png"))  # 0001 is taken
         with open(os.path.join(folder, "0001.png"), "rb") as file:
             self.assertEqual(file.read(), b"put here by hand")  # never overwritten
-        self.assertEqual(second["counts"][4], 3)  # every .png there, the hand-made one too
-        self.assertEqual(request("GET", "/models")[1]["collect"]["counts"], second["counts"])
+        self.assertEqual(second["counts"], [0, 0, 0, 0, 3, 0, 0, 0, 0, 0])  # the hand-made one too
+        self.assertEqual(request("GET", "/models", server=server)[1]["collect"]["counts"],
+                         second["counts"])
         self.assertEqual([name for name in os.listdir(folder) if name.endswith(".tmp")], [])
 
     def test_bad_labels_pictures_and_folders_are_refused(self):
+        server, collected = self.collect_server("collect_refusals")
         one, white = stroke_pixels(1), [[255] * 40 for _ in range(40)]
         for body, expected in [({"label": 10, "pixels": one}, 400), ({"label": -1, "pixels": one}, 400),
                                ({"label": "3", "pixels": one}, 400), ({"label": True, "pixels": one}, 400),
@@ -701,19 +820,76 @@ class CollectTest(unittest.TestCase):
                                ({"label": 3, "pixels": [[0, 999]]}, 400),
                                ({"label": 3, "pixels": white}, 422)]:
             with self.subTest(body=str(body)[:50]):
-                status, answer = request("POST", "/collect", body)
+                status, answer = request("POST", "/collect", body, server=server)
                 self.assertEqual(status, expected, answer)
                 self.assertEqual(len(answer["error"].splitlines()), 1)
         # A digit's folder that cannot be made (a file in its place): 403, and nothing written.
-        with open(os.path.join(TEMP, "collected", "7"), "w") as file:
+        with open(os.path.join(collected, "7"), "w") as file:
             file.write("not a folder")
-        status, answer = request("POST", "/collect", {"label": 7, "pixels": one})
+        status, answer = request("POST", "/collect", {"label": 7, "pixels": one}, server=server)
         self.assertEqual(status, 403, answer)
         self.assertIn("cannot save into", answer["error"])
+        self.assertEqual(sorted(os.listdir(collected)), ["7"])
         status, answer = request("POST", "/collect", {"label": 1, "pixels": one}, server=EDITED_SERVER)
         self.assertEqual(status, 404)  # off unless draw.py --collect DIR
         self.assertIn("--collect DIR", answer["error"])
         self.assertIsNone(request("GET", "/models", server=EDITED_SERVER)[1]["collect"])
+
+    def test_without_hard_links_saves_still_never_overwrite(self):
+        server, collected = self.collect_server("collect_on_a_usb_stick")
+        with mock.patch("os.link", side_effect=PermissionError(1, "Operation not permitted")):
+            names = [request("POST", "/collect", {"label": 2, "pixels": stroke_pixels(2)},
+                             server=server)[1]["saved"] for _ in range(3)]
+        self.assertEqual(names, [os.path.join("2", f"{number:04d}.png") for number in range(3)])
+        self.assertEqual(sorted(os.listdir(os.path.join(collected, "2"))),
+                         ["0000.png", "0001.png", "0002.png"])
+
+    def test_a_digit_takes_at_most_the_limit(self):
+        server, collected = self.collect_server("collect_limit", collect_limit=2)
+        statuses = [request("POST", "/collect", {"label": 5, "pixels": stroke_pixels(5)},
+                            server=server)[0] for _ in range(3)]
+        self.assertEqual(statuses, [200, 200, 409])
+        status, answer = request("POST", "/collect", {"label": 5, "pixels": stroke_pixels(5)},
+                                 server=server)
+        self.assertIn("holds 2 pictures already, the most this page saves of one digit", answer["error"])
+        self.assertEqual(len(os.listdir(os.path.join(collected, "5"))), 2)
+        self.assertEqual(request("POST", "/collect", {"label": 6, "pixels": stroke_pixels(6)},
+                                 server=server)[0], 200)  # another digit has room
+        self.assertEqual(request("GET", "/models", server=server)[1]["collect"]["limit"], 2)
+
+    def test_a_class_saving_at_once_loses_and_shares_no_name(self):
+        server, collected = self.collect_server("collect_class")
+        drawings = {label: [row[::2] for row in stroke_pixels(label)[::2]] for label in range(10)}
+        results, lock = [], threading.Lock()
+
+        def student(number):  # 20 saves, one after another, as fast as answers come
+            for save in range(20):
+                label = (number + save) % 10
+                status, answer = request("POST", "/collect", {"label": label,
+                                                              "pixels": drawings[label]},
+                                         server=server)
+                with lock:
+                    results.append((status, answer.get("saved")))
+
+        threads = [threading.Thread(target=student, args=(number,)) for number in range(30)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        self.assertEqual(len(results), 600)
+        self.assertEqual({status for status, _ in results}, {200})
+        names = [name for _, name in results]
+        self.assertEqual(len(set(names)), 600)  # no name given twice
+        on_disk = [os.path.join(digit, name) for digit in sorted(os.listdir(collected))
+                   for name in os.listdir(os.path.join(collected, digit))]
+        self.assertEqual(sorted(on_disk), sorted(names))  # and no file lost or extra
+        for path in on_disk:
+            with Image.open(os.path.join(collected, path)) as picture:
+                picture.load()  # every one a whole, readable picture
+                self.assertEqual(picture.size, (140, 140))
+        counts = request("GET", "/models", server=server)[1]["collect"]["counts"]
+        self.assertEqual(counts, [len(os.listdir(os.path.join(collected, str(digit))))
+                                  for digit in range(10)])
 
     def test_a_collect_folder_that_cannot_be_made_is_one_line(self):
         blocker = os.path.join(TEMP, "a_file")
@@ -878,7 +1054,7 @@ class BrowserTest(unittest.TestCase):
                 for entry in self.driver.get_log("performance")
                 if '"Network.requestWillBeSent"' in entry["message"]]
         self.assertTrue(urls)  # at least the page itself: the log works
-        ours = (ORIGIN + "/", f"http://127.0.0.1:{EDITED_SERVER.server_address[1]}/", "data:", "blob:")
+        ours = ("http://127.0.0.1:", "data:", "blob:")  # the test servers, and nothing else
         self.assertEqual([url for url in urls if not url.startswith(ours)], [])
 
     def test_a_mouse_stroke_and_a_pen_circle_are_read_with_every_stage_shown(self):
@@ -1034,6 +1210,20 @@ class BrowserTest(unittest.TestCase):
         self.assertTrue(self.text("training-label").startswith("0 of "))
         self.driver.execute_script(move, slider, slider.get_attribute("max"))
         self.wait_for_answer("1")
+
+    def test_a_page_opened_with_its_token_sends_it_with_every_request(self):
+        server = start_server(draw.load_models([MODEL], "cpu"), token="class-token")
+        origin = f"http://127.0.0.1:{server.server_address[1]}"
+        self.driver.get(origin + "/?token=class-token")  # as the address draw.py printed
+        self.wait_for(lambda: len(self.driver.find_elements("css selector", "#model option")) == 2,
+                      "the model list to load with the token")
+        self.stroke([(140, 40 + 10 * step) for step in range(21)])
+        self.wait_for_answer("1")
+        self.assertEqual(self.text("error"), "")
+        self.driver.get(origin + "/")  # without it: refused, the page never loads
+        self.assertIn("needs its token", self.driver.find_element("tag name", "body").text)
+        self.driver.get(ORIGIN + "/")  # tearDown checks the log of the usual page
+        self.driver.get_log("browser")  # the refused page's 403 is not a script error
 
     def test_without_mnist_the_page_says_how_to_get_it(self):
         self.open_page(f"http://127.0.0.1:{EDITED_SERVER.server_address[1]}", len(EDITED))

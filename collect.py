@@ -1,0 +1,77 @@
+"""Collecting a class's drawings for the drawing page: each saved, as drawn, under its label, into
+a folder that train.py --extra-images-dir reads; never overwriting, and at most a set number a digit.
+
+Usage: python draw.py model.pt --collect class_digits [--collect-limit 500]
+"""
+import argparse
+import os
+import threading
+
+from cli import save_atomically
+
+# Pictures of one digit a folder takes at most, by default. 80 a digit gave the best measured
+# result (docs/handwriting.md); 500 leaves a class of 30 room for many more and keeps the folder
+# near 10 MB, so a prank or a stuck client cannot fill the disk.
+COLLECT_LIMIT = 500
+
+
+class FolderFull(Exception):
+    """The digit's folder already holds the most pictures it may take."""
+
+
+class Collector:
+    """Saves drawings into folder/0 ... folder/9, one at a time, each under a new name."""
+
+    def __init__(self, folder, limit=COLLECT_LIMIT):
+        self.folder, self.limit = folder, limit
+        self.lock = threading.Lock()  # saves take turns: each picks the next free name
+
+    def save(self, picture, label):
+        """Save picture (PIL) as the next free label/NNNN.png; return that name and the counts.
+
+        FolderFull past the limit; OSError (or cli.UserError) if it cannot be written.
+        """
+        folder = os.path.join(self.folder, str(label))
+        with self.lock:
+            if picture_count(folder) >= self.limit:
+                raise FolderFull(f"{self.folder}/{label} holds {self.limit} pictures already, the "
+                                 "most this page saves of one digit (draw.py --collect-limit)")
+            name = save_new_picture(picture, folder)
+            return os.path.join(str(label), name), self.counts()
+
+    def counts(self):
+        """How many pictures folder/0 ... folder/9 hold."""
+        return [picture_count(os.path.join(self.folder, str(digit))) for digit in range(10)]
+
+
+def picture_count(folder):
+    """How many .png pictures folder holds (0 when it does not exist yet)."""
+    if not os.path.isdir(folder):
+        return 0
+    return sum(name.endswith(".png") for name in os.listdir(folder))
+
+
+def save_new_picture(picture, folder):
+    """Save picture, whole, as the next free NNNN.png in folder; return its name. A name that is
+    taken (a file put there by hand, another page) is skipped, never replaced."""
+    os.makedirs(folder, exist_ok=True)
+    number = picture_count(folder)
+    while True:
+        name = f"{number:04d}.png"
+        try:
+            save_atomically(os.path.join(folder, name),
+                            lambda file: picture.save(file, format="PNG"), overwrite=False)
+            return name
+        except FileExistsError:
+            number += 1
+
+
+def collect_folder(path):
+    """argparse type for --collect: a folder that exists or can be made, and can be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot make folder {path} ({error.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"folder {path} is not writable")
+    return path
