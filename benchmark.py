@@ -18,7 +18,7 @@ import torchvision
 
 import train
 from augment import AUGMENTATIONS, augmented
-from cli import add_data_and_device_arguments, non_negative_int, positive_int, run_main
+from cli import add_data_and_device_arguments, non_negative_int, positive_int, run_main, set_threads
 from data import background, load_mnist, train_batches, transform
 from model import Net
 
@@ -151,6 +151,7 @@ def time_scripts(args, precut_seconds):
 
 def main(argv=None):
     args = parse_args(argv)
+    set_threads(args.threads)  # as train.py chooses them
     print(f"Device: {args.device}, batch size {args.batch_size}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads")
     train_images, train_labels = load_mnist(args.data_dir, train=True, device=args.device)

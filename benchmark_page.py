@@ -3,7 +3,7 @@ latency of one prediction with every stage and the pixels behind it, of the step
 views and of opening a confusion-matrix cell, then a bounded load run from 8 threads over
 loopback, every answer checked.
 
-Usage: python benchmark_page.py model.pt --data-dir mnist [--requests 400] [--threads 8] [--device cpu]
+Usage: python benchmark_page.py model.pt --data-dir mnist [--requests 400] [--clients 8] [--device cpu]
 """
 import argparse
 import http.client
@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from torchvision.transforms.functional import pil_to_tensor
 
 import draw
-from cli import UserError, add_data_and_device_arguments, positive_int, run_main
+from cli import UserError, add_data_and_device_arguments, positive_int, run_main, set_threads
 
 
 def drawing_request():
@@ -83,10 +83,11 @@ def main(argv=None):
     parser.add_argument("checkpoint", help="checkpoint written by train.py")
     parser.add_argument("--requests", type=positive_int, default=400,
                         help="requests in the load run (default: 400)")
-    parser.add_argument("--threads", type=positive_int, default=8,
+    parser.add_argument("--clients", type=positive_int, default=8,
                         help="clients sending at once (default: 8)")
     add_data_and_device_arguments(parser)
     args = parser.parse_args(argv)
+    set_threads(args.threads)  # as draw.py chooses them
     startup = {}
     for name, data_dir in (("without MNIST", os.devnull), ("with MNIST", args.data_dir)):
         start = time.perf_counter()  # what draw.py does before it listens: load, then evaluate
@@ -120,7 +121,7 @@ def main(argv=None):
             ("/step", {"stage": "convolution2", "map": 3, "row": 3, "column": 3}),
             ("/attribution", {"digit": (expected + 1) % 10}))}
         clicks = {path: [send(port, path, view)[0] for _ in range(50)] for path, view in views.items()}
-        wall, latencies = load_run(port, body, expected, args.requests, args.threads)
+        wall, latencies = load_run(port, body, expected, args.requests, args.clients)
     finally:
         server.shutdown()
         server.server_close()
@@ -136,7 +137,7 @@ def main(argv=None):
     print(f"one request over HTTP, one client (median of 50): {milliseconds['single']:7.1f} ms")
     print(f"a click on a convolution2 value, POST /step:      {milliseconds['/step']:7.1f} ms")
     print(f"a click on another digit, POST /attribution:      {milliseconds['/attribution']:7.1f} ms")
-    print(f"load: {args.requests} requests from {args.threads} threads, all answered, all {expected}:"
+    print(f"load: {args.requests} requests from {args.clients} clients, all answered, all {expected}:"
           f" {args.requests / wall:.1f} requests/s, median {milliseconds['load']:.1f} ms, "
           f"99th percentile {percentile(latencies, 0.99) * 1e3:.1f} ms")
 

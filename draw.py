@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from cli import UserError, add_data_and_device_arguments, checked, positive_int, run_main
+from cli import (UserError, add_data_and_device_arguments, checked, device_line, positive_int,
+                 run_main, set_threads)
 from collect import COLLECT_LIMIT, Collector, FolderFull, collect_folder
 from data import (DataError, load_mnist, prepare_digit, raw_folder, read_labelled_folder,
                   read_picture, to_pixels)
@@ -577,6 +578,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Requests are answered side by side, each by one thread, which is what the CPUs are for.
+    print(device_line(args.device, set_threads(args.threads)))
     networks = load_models(args.checkpoints, args.device)
     # Beyond this computer anyone on the network could use the page: as Jupyter does, it then
     # answers only requests that carry a token, given in the address printed for the class.

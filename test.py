@@ -9,7 +9,8 @@ import sys
 import torch
 from PIL import Image, ImageDraw
 
-from cli import add_data_and_device_arguments, output_path, run_main, save_atomically
+from cli import (add_data_and_device_arguments, device_line, output_path, run_main,
+                 save_atomically, set_threads)
 from data import DataError, load_mnist, read_labelled_folder, read_picture, to_pixels
 from evaluation import accuracy, confusion_matrix, load_model, predict
 
@@ -92,6 +93,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    print(device_line(args.device, set_threads(args.threads)))
     model = load_model(args.checkpoint, args.device)
     if args.images_dir:
         images, labels = read_labelled_folder(args.images_dir)

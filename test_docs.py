@@ -5,6 +5,7 @@ Usage: python -m unittest -v test_docs
 """
 import glob
 import http.client
+import importlib.util
 import json
 import os
 import re
@@ -14,13 +15,16 @@ import signal
 import subprocess
 import sys
 import unittest
+import unittest.mock
 
 import torch
 
 import benchmark
+import benchmark_class
 import benchmark_page
 import draw
 import make_digit_sets
+import make_notebook
 import test
 import train
 from fixtures import (HERE, draw_digit, draw_shape, make_fake_mnist, run_script, stroke_pixels,
@@ -28,7 +32,8 @@ from fixtures import (HERE, draw_digit, draw_shape, make_fake_mnist, run_script,
 
 DOCS = [os.path.join(HERE, "README.md"), *sorted(glob.glob(os.path.join(HERE, "docs", "*.md")))]
 SCRIPTS = {"train.py": train, "test.py": test, "draw.py": draw, "benchmark.py": benchmark,
-           "benchmark_page.py": benchmark_page, "make_digit_sets.py": make_digit_sets}
+           "benchmark_page.py": benchmark_page, "benchmark_class.py": benchmark_class,
+           "make_digit_sets.py": make_digit_sets, "make_notebook.py": make_notebook}
 
 
 def setUpModule():
@@ -42,11 +47,21 @@ def read(path):
         return file.read()
 
 
-def lesson_block():
-    """The one python block in docs/lesson.md, exactly as written there."""
+def lesson_blocks():
+    """The python blocks of docs/lesson.md, exactly as written there."""
     blocks = re.findall(r"```python\n(.*?)```", read(os.path.join(HERE, "docs", "lesson.md")), re.S)
-    assert len(blocks) == 1, f"docs/lesson.md holds {len(blocks)} python blocks, not 1"
-    return blocks[0]
+    assert len(blocks) == 5, f"docs/lesson.md holds {len(blocks)} python blocks, not 5"
+    return blocks
+
+
+def lesson_code():
+    """The lesson's blocks one after another, as one program."""
+    return "\n".join(lesson_blocks())
+
+
+def printed_lines(text):
+    """The lines that must equal train.py's: all but the timing, the device and the saved file."""
+    return [line for line in text.splitlines() if line.startswith(("Epoch:", "Test Accuracy:"))]
 
 
 def anchors(markdown):
@@ -72,33 +87,69 @@ def flags_of(module):
     return set(re.findall(r"(--[a-z][a-z0-9-]*)", out))
 
 
-class LessonBlockTest(unittest.TestCase):
-    def test_the_block_prints_and_trains_exactly_as_train_py(self):
-        # The block reads ./files, as the tutorial does: run it where ./files is the synthetic set.
-        os.symlink(DATA_DIR, os.path.join(TEMP, "files"))
-        code = lesson_block() + "\ntorch.save(model.state_dict(), 'lesson.pt')\n"
-        result = subprocess.run([sys.executable, "-c", code], cwd=TEMP, capture_output=True,
-                                text=True, timeout=300)
-        self.assertEqual(result.returncode, 0, result.stderr)
+class LessonTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        # The lesson reads ./files, as the tutorial does: it runs where ./files is the synthetic set.
+        cls.folder = os.path.join(TEMP, "lesson")
+        os.makedirs(cls.folder)
+        os.symlink(DATA_DIR, os.path.join(cls.folder, "files"))
         out = os.path.join(TEMP, "train.pt")
-        status, printed, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu",
-                                                  "--out", out])
-        self.assertEqual(status, 0, err)
+        # One thread, as the lesson's own process and kernel get with OMP_NUM_THREADS=1 below:
+        # the same threads give the same sums, bit for bit.
+        status, cls.printed, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu",
+                                                      "--threads", "1", "--out", out])
+        assert status == 0, err
+        cls.weights = torch.load(out, weights_only=True)["model"]
+        cls.environment = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-        def lines(text):  # everything but the timing, the device and the saved file
-            return [line for line in text.splitlines()
-                    if line.startswith(("Epoch:", "Test Accuracy:"))]
-        self.assertEqual(len(lines(result.stdout)), 3 + 1)  # a line per epoch on 1,000 images
-        self.assertEqual(lines(result.stdout), lines(printed))
-        block = torch.load(os.path.join(TEMP, "lesson.pt"), weights_only=True)
-        script = torch.load(out, weights_only=True)["model"]
-        self.assertEqual(block.keys(), script.keys())
+    def test_the_blocks_print_and_train_exactly_as_train_py(self):
+        code = lesson_code() + "\ntorch.save(model.state_dict(), 'lesson.pt')\n"
+        result = subprocess.run([sys.executable, "-c", code], cwd=self.folder, capture_output=True,
+                                text=True, timeout=300, env=self.environment)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(len(printed_lines(result.stdout)), 3 + 1)  # a line per epoch on 1,000 images
+        self.assertEqual(printed_lines(result.stdout), printed_lines(self.printed))
+        block = torch.load(os.path.join(self.folder, "lesson.pt"), weights_only=True)
+        self.assertEqual(block.keys(), self.weights.keys())
         for key in block:
-            self.assertTrue(torch.equal(block[key], script[key]), key)  # bit for bit
+            self.assertTrue(torch.equal(block[key], self.weights[key]), key)  # bit for bit
 
-    def test_the_block_needs_only_torch_and_torchvision(self):
-        imported = set(re.findall(r"^(?:import|from) (\w+)", lesson_block(), re.M))
+    def test_the_lesson_needs_only_torch_and_torchvision(self):
+        imported = set(re.findall(r"^(?:import|from) (\w+)", lesson_code(), re.M))
         self.assertEqual(imported, {"time", "torch", "torchvision"})
+
+    def test_the_notebook_is_made_from_the_lesson_and_holds_no_outputs(self):
+        code, out, err = run_script(make_notebook, ["--check"])
+        self.assertEqual((code, err), (0, ""), "lesson.ipynb is stale: run python make_notebook.py")
+        with open(make_notebook.NOTEBOOK, encoding="utf-8") as file:
+            notebook = json.load(file)
+        kinds = [cell["cell_type"] for cell in notebook["cells"]]
+        self.assertEqual(kinds, ["markdown", "code"] * 5 + ["markdown"])  # prose, then its code
+        self.assertEqual(["".join(cell["source"]) for cell in notebook["cells"]
+                          if cell["cell_type"] == "code"],
+                         [block.strip("\n") for block in lesson_blocks()])
+        self.assertTrue(all(cell["outputs"] == [] and cell["execution_count"] is None
+                            for cell in notebook["cells"] if cell["cell_type"] == "code"))
+        stale = make_notebook.notebook_of(read(make_notebook.LESSON).replace("lr=learning_rate",
+                                                                              "lr=0.1"))
+        self.assertNotEqual(stale, make_notebook.notebook_of(read(make_notebook.LESSON)))
+
+    @unittest.skipIf(importlib.util.find_spec("nbclient") is None
+                     or importlib.util.find_spec("ipykernel") is None,
+                     "needs nbclient and ipykernel (test-only: pip install nbclient ipykernel)")
+    def test_the_notebook_runs_in_a_jupyter_kernel_and_prints_what_train_py_prints(self):
+        import nbclient
+        import nbformat
+
+        notebook = nbformat.read(make_notebook.NOTEBOOK, as_version=4)
+        with unittest.mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1"}):  # for the kernel
+            nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                    resources={"metadata": {"path": self.folder}}).execute()
+        printed = "".join(output.get("text", "") for cell in notebook.cells
+                          for output in cell.get("outputs", []) if output.get("name") == "stdout")
+        self.assertEqual(len(printed_lines(printed)), 3 + 1)
+        self.assertEqual(printed_lines(printed), printed_lines(self.printed))
 
 
 # What a teacher who copies one file alone into a course runs with it.

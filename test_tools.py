@@ -15,6 +15,7 @@ import torchvision
 from PIL import Image, ImageOps
 
 import augment
+import cli
 import data
 import evaluation
 import make_digit_sets
@@ -399,6 +400,65 @@ class RecipeFlagsTest(unittest.TestCase):
 
 
 @unittest.skipIf(*NO_REAL_MNIST)
+class ThreadsTest(unittest.TestCase):
+    """The CPU threads each script chooses from what this process may really use."""
+
+    def setUp(self):
+        threads = torch.get_num_threads()
+        self.addCleanup(torch.set_num_threads, threads)  # the rest of the suite as it was
+
+    def quota(self, files):
+        """cli.cgroup_cpu_quota with these files (path under /cg: text) in place of the system's."""
+        def read_text(path):
+            return files.get(path.replace(os.sep, "/"), "")
+        with mock.patch.object(cli, "read_text", side_effect=read_text):
+            return cli.cgroup_cpu_quota("/cg")
+
+    def test_cgroup_quotas_v2_and_v1_and_none(self):
+        # cgroup v2, as JupyterHub's systemd spawner sets a user's limit: the least on the path.
+        self.assertEqual(self.quota({"/proc/self/cgroup": "0::/user.slice/alice\n",
+                                     "/cg/cpu.max": "max 100000\n",
+                                     "/cg/user.slice/cpu.max": "400000 100000\n",
+                                     "/cg/user.slice/alice/cpu.max": "150000 100000\n"}), 1.5)
+        # cgroup v1, as Docker sets --cpus 0.5.
+        self.assertEqual(self.quota({"/proc/self/cgroup": "5:cpu,cpuacct:/docker/abc\n",
+                                     "/cg/cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n",
+                                     "/cg/cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n"}),
+                         0.5)
+        self.assertIsNone(self.quota({"/proc/self/cgroup": "0::/\n", "/cg/cpu.max": "max 100000"}))
+        self.assertIsNone(self.quota({"/proc/self/cgroup": "4:cpu:/\n",
+                                      "/cg/cpu/cpu.cfs_quota_us": "-1\n"}))
+        with mock.patch.object(cli, "cgroup_cpu_quota", return_value=0.5):
+            self.assertEqual(cli.usable_cpus(), 1)  # a part of a CPU is still one thread
+        with mock.patch.object(cli, "cgroup_cpu_quota", return_value=None), \
+                mock.patch("os.sched_getaffinity", return_value={0, 1, 2}, create=True):
+            self.assertEqual(cli.usable_cpus(), 3)
+
+    def test_threads_flag_then_omp_num_threads_then_a_quarter_of_the_cpus(self):
+        with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "3"}):
+            self.assertEqual(cli.set_threads(2), 2)
+            self.assertEqual(torch.get_num_threads(), 2)
+            self.assertEqual(cli.set_threads(), 3)
+        with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": ""}), \
+                mock.patch.object(cli, "usable_cpus", return_value=16):
+            self.assertEqual(cli.set_threads(), 4)
+        with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "²"}), \
+                mock.patch.object(cli, "usable_cpus", return_value=2):
+            self.assertEqual(cli.set_threads(), 1)
+
+    def test_each_script_says_what_it_chose_on_its_first_line(self):
+        out = os.path.join(TEMP, "threads.pt")
+        code, printed, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu",
+                                                "--epochs", "1", "--threads", "2", "--out", out])
+        self.assertEqual((code, printed.splitlines()[0]), (0, "Device: cpu (2 threads)"), err)
+        code, printed, err = run_script(test, [out, "--data-dir", DATA_DIR, "--device", "cpu",
+                                               "--threads", "1"])
+        self.assertEqual((code, printed.splitlines()[0]), (0, "Device: cpu (1 thread)"), err)
+        code, _, err = run_script(train, ["--threads", "0"])
+        self.assertEqual(code, 2)
+        self.assertIn("argument --threads: must be a whole number of at least 1", err)
+
+
 class RealDigitPicturesTest(unittest.TestCase):
     def test_mnist_digits_survive_the_round_trip_through_pictures(self):
         """Real test digits, enlarged and drawn dark on light paper, come back as themselves."""

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 
 from augment import AUGMENTATIONS, augmented
-from cli import (UserError, add_data_and_device_arguments, checked, non_negative_int, output_path,
-                 positive_int, run_main, save_atomically)
+from cli import (UserError, add_data_and_device_arguments, checked, device_line, non_negative_int,
+                 output_path, positive_int, run_main, save_atomically, set_threads)
 from curves import save_curves
 from data import background, load_mnist, read_labelled_folder, train_batches
 from evaluation import evaluate, load_model, read_checkpoint
@@ -292,7 +292,7 @@ def with_extra_pictures(train_images, train_labels, args):
 
 def main(argv=None):
     args, resumed = parse_args(argv)
-    print(f"Device: {args.device}")
+    print(device_line(args.device, set_threads(args.threads)))
     torch.manual_seed(args.seed)  # initial weights and dropout masks
     train_images, train_labels = load_mnist(args.data_dir, train=True, device=args.device)
     test_images, test_labels = load_mnist(args.data_dir, train=False, device=args.device)

@@ -1,0 +1,73 @@
+"""Write lesson.ipynb from docs/lesson.md, its one source: the prose as Markdown cells and each code
+block as a code cell, in order, without outputs.
+
+Usage: python make_notebook.py [--check]   (--check: exit 1 if lesson.ipynb is not what it makes)
+"""
+import argparse
+import json
+import os
+import re
+import sys
+
+from cli import run_main, save_atomically
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LESSON = os.path.join(HERE, "docs", "lesson.md")
+NOTEBOOK = os.path.join(HERE, "lesson.ipynb")
+
+
+def cell(kind, text, number):
+    """One notebook cell of kind 'markdown' or 'code' holding text."""
+    lines = text.strip("\n").splitlines(keepends=True)
+    made = {"cell_type": kind, "id": f"cell-{number}", "metadata": {}, "source": lines}
+    return {**made, "execution_count": None, "outputs": []} if kind == "code" else made
+
+
+def from_the_top(markdown):
+    """The lesson's links, written from docs/, as they read from the notebook at the top level."""
+    markdown = re.sub(r"\]\(\.\./", "](", markdown)  # ../README.md -> README.md
+    return re.sub(r"\]\((?![a-z]+:|#)([\w-]+\.md)", r"](docs/\1", markdown)  # results.md -> docs/
+
+
+def notebook_of(markdown):
+    """The notebook (a dict in nbformat 4.5) of the lesson written in markdown."""
+    pieces = re.split(r"^```python\n(.*?)^```\n", markdown, flags=re.S | re.M)
+    cells = []
+    for index, piece in enumerate(pieces):  # prose, code, prose, code, ..., prose
+        kind = "code" if index % 2 else "markdown"
+        text = piece if kind == "code" else from_the_top(piece)
+        if text.strip():
+            cells.append(cell(kind, text, len(cells) + 1))
+    return {"cells": cells, "metadata": {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def notebook_text():
+    with open(LESSON, encoding="utf-8") as file:
+        return json.dumps(notebook_of(file.read()), indent=1, ensure_ascii=False) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Make lesson.ipynb from docs/lesson.md.")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that lesson.ipynb is up to date (default: write it)")
+    args = parser.parse_args(argv)
+    text = notebook_text()
+    if args.check:
+        try:
+            with open(NOTEBOOK, encoding="utf-8") as file:
+                current = file.read()
+        except OSError:
+            current = None
+        if current != text:
+            sys.exit("error: lesson.ipynb is not what docs/lesson.md makes; run: python "
+                     "make_notebook.py")
+        print("lesson.ipynb is up to date")
+        return
+    save_atomically(NOTEBOOK, lambda file: file.write(text.encode("utf-8")))
+    print(f"Saved {os.path.relpath(NOTEBOOK)}")
+
+
+if __name__ == "__main__":
+    run_main(main)
