@@ -56,7 +56,7 @@ def main(argv=None):
     settings = [(f"PyTorch's default ({cpus} per run)", cpus, args.pytorch_runs),
                 (f"the scripts' default ({default_threads()} per run)", None, args.runs)]
     print(f"{cpus} usable CPUs; train.py --epochs {args.epochs}, real time until the last run ends")
-    print(f"\n{'threads':<30}{'runs':>5}{'together s':>12}{'one by one s':>14}{'ratio':>8}"
+    print(f"\n{'threads':<34}{'runs':>5}{'together s':>12}{'one by one s':>14}{'ratio':>8}"
           f"{'alone vs PyTorch':>18}")
     alone = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -66,7 +66,7 @@ def main(argv=None):
                 together = alone[name] if count == 1 else runs_together(count, threads, args, folder)
                 one_by_one = count * alone[name]  # the same runs one after another
                 versus = alone[name] / alone[settings[0][0]]
-                print(f"{name:<30}{count:>5}{together:>12.1f}{one_by_one:>14.1f}"
+                print(f"{name:<34}{count:>5}{together:>12.1f}{one_by_one:>14.1f}"
                       f"{together / one_by_one:>7.2f}x{versus:>17.2f}x", flush=True)
 
 

@@ -132,7 +132,9 @@ def prepare_digit(picture):
     MNIST's digits are bright ink on black, cropped to the ink, scaled to fit 20x20 keeping their
     aspect ratio, and centred by their centre of mass in a 28x28 field; any size and colours work.
     """
-    if "A" in picture.getbands() or "transparency" in picture.info:  # transparent: lay on white
+    transparent = "transparency" in picture.info or (
+        "A" in picture.getbands() and picture.getchannel("A").getextrema()[0] < 255)
+    if transparent:  # lay it on white (a page's canvas is opaque: nothing to do)
         white = Image.new("RGBA", picture.size, "white")
         picture = Image.alpha_composite(white, picture.convert("RGBA"))
     gray = grey_levels(picture)  # (H, W), 0 black to 1 white

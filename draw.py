@@ -118,8 +118,9 @@ def load_sets(data_dir, images_dir):
 def describe(tensor, digits=5):
     """A tensor (batch 1) as JSON: its shape without the batch, and its values rounded."""
     values = tensor[0].detach().cpu()
+    # Rounded in float64 by PyTorch: thousands of values a request, and far quicker than round().
     return {"shape": list(values.shape),
-            "values": [round(value, digits) for value in values.flatten().tolist()]}
+            "values": values.double().round(decimals=digits).flatten().tolist()}
 
 
 def learned_kernels(model):
@@ -333,6 +334,11 @@ class Page:
 
     def predict(self, request):
         index, explainer = self.chosen(request)
+        # "attribution": false leaves out the pixels picture (64 passes through the network):
+        # the page asks so while the pen moves, and asks for it when the stroke ends.
+        with_attribution = request.get("attribution", True)
+        if type(with_attribution) is not bool:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "attribution must be true or false")
         digit, label = self.digit(request)  # (1, 28, 28)
         layers = explainer.layers(explainer.run(digit))
         probabilities = layers[-1]["output"][0].cpu()  # (10,)
@@ -343,7 +349,8 @@ class Page:
                 "input": describe(to_pixels(digit[None])),  # brightness 0..1
                 "layers": [{**{key: value for key, value in layer.items() if key != "output"},
                             **describe(layer["output"])} for layer in layers],
-                "attribution": self.attribution_of(explainer, digit, prediction)}
+                "attribution": self.attribution_of(explainer, digit, prediction)
+                if with_attribution else None}
 
     def step(self, request):
         _, explainer = self.chosen(request)

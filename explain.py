@@ -3,6 +3,8 @@ one value of a stage was computed, which pixels decided the answer, and how sure
 
 Usage: from explain import Explainer   (draw.py serves it; nothing here knows about HTTP)
 """
+import copy
+
 import torch
 import torch.fx
 import torch.nn as nn
@@ -70,7 +72,9 @@ class Explainer:
     """The stages of one network, and the explanations of one input's answer."""
 
     def __init__(self, model):
-        self.model = model.eval()
+        # A copy whose weights need no gradient: the pixels picture asks for the gradient of the
+        # input only, and backward then skips the weights' (twice as fast). The model stays as given.
+        model = self.model = copy.deepcopy(model).eval().requires_grad_(False)
         try:  # torch.fx follows forward() operation by operation, functional calls included
             self.graph_module = torch.fx.symbolic_trace(model)
         except Exception as error:  # noqa: BLE001  (Python control flow on tensor values, ...)
@@ -86,6 +90,9 @@ class Explainer:
         if tuple(output.shape) != (1, 10):
             raise UserError(f"this network answers {tuple(output.shape[1:])} values, not 10 digits")
         self.stages = self.find_stages()
+        # What the page needs to word each stage's sentence, worked out once.
+        self.details = {node: details_of(node, self.operation(node), shown)
+                        for _, node, shown in self.stages}
 
     def operation(self, node):
         """The module or function a graph node calls ('view' and the like for a tensor method)."""
@@ -111,29 +118,6 @@ class Explainer:
             stages.append((node.name, node, shown))
         return stages
 
-    def details(self, node, shown):
-        """What the page needs to word a stage's sentence: its kind, its code and its settings."""
-        operation = self.operation(node)
-        result = {"kind": kind_of(operation), "code": code_of(node, operation),
-                  "activation": "ReLU" if shown is not node else None}
-        if isinstance(operation, nn.Conv2d):
-            result.update(kernel=list(operation.kernel_size), stride=list(operation.stride),
-                          padding=padding_of(operation), dilation=list(operation.dilation),
-                          groups=operation.groups, inputs=operation.in_channels)
-        elif result["kind"] == "pool":
-            kernel, stride = pool_settings(node, operation)
-            result.update(kernel=kernel, stride=stride)
-        elif isinstance(operation, nn.Linear):
-            result.update(inputs=operation.in_features)
-        elif isinstance(operation, nn.Dropout):
-            result.update(p=operation.p, in_eval=False)
-        elif result["kind"] == "dropout":
-            # F.dropout drops in eval mode too unless forward() passes training=self.training;
-            # the trace recorded the value it had in eval mode.
-            settings = arguments_of(node, DROPOUT_ARGUMENTS)
-            result.update(p=settings.get("p", 0.5), in_eval=bool(settings.get("training", True)))
-        return result
-
     def run(self, digit):
         """Run digit (1, 28, 28) through the network; return {node: output} for every operation."""
         recorder = Recorder(self.graph_module)
@@ -144,7 +128,7 @@ class Explainer:
 
     def layers(self, outputs):
         """Each stage's name, details and output (batch 1), then the softmax of the answer."""
-        layers = [{"name": name, **self.details(node, shown), "output": outputs[shown]}
+        layers = [{"name": name, **self.details[node], "output": outputs[shown]}
                   for name, node, shown in self.stages if isinstance(outputs[shown], torch.Tensor)]
         logits = outputs[next(node for node in self.graph_module.graph.nodes
                               if node.op == "output").args[0]]
@@ -172,17 +156,7 @@ class Explainer:
         if position is None or not all(0 <= index < size for index, size in zip(position, value.shape)):
             raise UserError(f"{name} has no value at map {map_index}, row {row}, column {column}")
         layer_input = outputs[node.args[0]][0] if node.args and node.args[0] in outputs else None
-        operation = self.operation(node)
-        answer = {"kind": "none"}
-        if layer_input is not None:
-            layer_input = layer_input.float().cpu()
-            if isinstance(operation, nn.Conv2d) and operation.padding_mode == "zeros":
-                answer = convolution_step(operation, layer_input, map_index, row, column)
-            elif kind_of(operation) == "pool" and value.dim() == 3 and plain_pool(node, operation):
-                answer = pool_step(*pool_settings(node, operation), layer_input, map_index, row,
-                                   column)
-            elif isinstance(operation, nn.Linear):
-                answer = linear_step(operation, layer_input, column)
+        answer = step_of(node, self.operation(node), layer_input, map_index, row, column)
         if answer["kind"] != "none" and shown is not node:  # the ReLU shown with it
             answer.update(activation="ReLU", after=max(answer["sum"], 0.0))
         return {"stage": name, "map": map_index, "row": row, "column": column,
@@ -206,6 +180,45 @@ class Explainer:
         with torch.no_grad():
             ends = F.log_softmax(self.model(torch.stack([empty, digit])), dim=1)  # (2, 10)
         return values, (ends[1, target] - ends[0, target]).item()
+
+
+def details_of(node, operation, shown):
+    """What the page needs to word a stage's sentence: its kind, its code and its settings."""
+    result = {"kind": kind_of(operation), "code": code_of(node, operation),
+              "activation": "ReLU" if shown is not node else None}
+    if isinstance(operation, nn.Conv2d):
+        result.update(kernel=list(operation.kernel_size), stride=list(operation.stride),
+                      padding=padding_of(operation), dilation=list(operation.dilation),
+                      groups=operation.groups, inputs=operation.in_channels)
+    elif result["kind"] == "pool":
+        kernel, stride = pool_settings(node, operation)
+        result.update(kernel=kernel, stride=stride)
+    elif isinstance(operation, nn.Linear):
+        result.update(inputs=operation.in_features)
+    elif isinstance(operation, nn.Dropout):
+        result.update(p=operation.p, in_eval=False)
+    elif result["kind"] == "dropout":
+        # F.dropout drops in eval mode too unless forward() passes training=self.training;
+        # the trace recorded the value it had in eval mode.
+        settings = arguments_of(node, DROPOUT_ARGUMENTS)
+        result.update(p=settings.get("p", 0.5), in_eval=bool(settings.get("training", True)))
+    return result
+
+
+
+def step_of(node, operation, layer_input, map_index, row, column):
+    """How operation computed its value at (map_index, row, column) from layer_input (batch
+    removed): a convolution, pooling or fully connected step, or {"kind": "none"}."""
+    if layer_input is None:
+        return {"kind": "none"}
+    layer_input = layer_input.float().cpu()
+    if isinstance(operation, nn.Conv2d) and operation.padding_mode == "zeros":
+        return convolution_step(operation, layer_input, map_index, row, column)
+    if kind_of(operation) == "pool" and layer_input.dim() == 3 and plain_pool(node, operation):
+        return pool_step(*pool_settings(node, operation), layer_input, map_index, row, column)
+    if isinstance(operation, nn.Linear):
+        return linear_step(operation, layer_input, column)
+    return {"kind": "none"}
 
 
 def pair(value):
