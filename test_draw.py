@@ -225,6 +225,22 @@ class ServerTest(unittest.TestCase):
         torch.testing.assert_close(torch.tensor(answer["probabilities"]), expected,
                                    atol=1e-5, rtol=0)
 
+    def test_while_the_pen_moves_the_pixels_picture_can_wait(self):
+        canvas = draw_shape(7, torch.Generator().manual_seed(7)).resize((280, 280)).convert("RGBA")
+        picture = "data:image/png;base64," + png_base64(canvas)  # as the page's canvas sends it
+        status, full = request("POST", "/predict", {"picture": picture})
+        status, moving = request("POST", "/predict", {"picture": picture, "attribution": False})
+        self.assertEqual(status, 200, moving)
+        self.assertIsNone(moving["attribution"])
+        self.assertEqual(moving["layers"], full["layers"])
+        self.assertEqual(full["attribution"]["digit"], full["prediction"])
+        # The PNG of the canvas is prepared exactly as the same grey levels sent as numbers.
+        pixels = [[canvas.getpixel((x, y))[0] for x in range(280)] for y in range(280)]
+        self.assertEqual(request("POST", "/predict", {"pixels": pixels})[1]["input"], full["input"])
+        for value in ("no", 0, None):
+            status, answer = request("POST", "/predict", {"picture": picture, "attribution": value})
+            self.assertEqual((status, answer["error"]), (400, "attribution must be true or false"))
+
     def test_uploaded_picture_is_prepared_as_test_py_prepares_it(self):
         picture = draw_shape(0, torch.Generator().manual_seed(3))
         status, answer = request("POST", "/predict", {"model": 0, "picture": "data:image/png;base64,"
