@@ -93,8 +93,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    print(device_line(args.device, set_threads(args.threads)))
-    model = load_model(args.checkpoint, args.device)
+    threads = set_threads(args.threads)
+    model = load_model(args.checkpoint, args.device)  # a bad checkpoint: one line, nothing else
+    print(device_line(args.device, threads))
     if args.images_dir:
         images, labels = read_labelled_folder(args.images_dir)
         images, labels = images.to(args.device), labels.to(args.device)

@@ -164,6 +164,15 @@ def start_server(networks, sets=(), missing=None, collect=None, **settings):
     return server
 
 
+def at_once(client, count, timeout):
+    """Run client(0) ... client(count - 1) in threads at once; wait for all, timeout s at most."""
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+
+
 def request(method, path, body=None, headers=None, server=None):
     """Send one request to a test server (a POST as JSON, as the page sends it); return (status,
     decoded JSON or raw bytes)."""
@@ -370,11 +379,7 @@ class ServerTest(unittest.TestCase):
                 with lock:
                     results.append((status, answer.get("prediction"), label))
 
-        threads = [threading.Thread(target=client, args=(number,)) for number in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+        at_once(client, 8, timeout=120)
         self.assertEqual(len(results), 96)
         self.assertEqual([(status, predicted) for status, predicted, _ in results],
                          [(200, label) for _, _, label in results])
@@ -887,11 +892,7 @@ class CollectTest(unittest.TestCase):
                 with lock:
                     results.append((status, answer.get("saved")))
 
-        threads = [threading.Thread(target=student, args=(number,)) for number in range(30)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=300)
+        at_once(student, 30, timeout=300)
         self.assertEqual(len(results), 600)
         self.assertEqual({status for status, _ in results}, {200})
         names = [name for _, name in results]

@@ -279,7 +279,7 @@ class DamagedPictureTest(ErrorTestCase):
                 file.write(content)
         result = run_subprocess("test.py", model, "--device", "cpu", "--image", *paths)
         self.assertEqual(result.returncode, 1, result.stderr)
-        answered = [line.split(": ")[0] for line in result.stdout.splitlines()]
+        answered = [line.split(": ")[0] for line in result.stdout.splitlines()[1:]]  # after Device:
         failed = [line.split(": ")[1] for line in result.stderr.splitlines()]
         self.assertTrue(all(line.startswith("error: ") for line in result.stderr.splitlines()))
         self.assertGreater(len(answered), 5)

@@ -52,7 +52,8 @@ class ImageFlagTest(unittest.TestCase):
         code, out, err = run_script(test, [MODEL, "--device", "cpu", "--image", good, text,
                                            truncated, temp_path("missing.png"), TEMP])
         self.assertEqual(code, 1)
-        self.assertRegex(out, rf"^{re.escape(good)}: \d \(\d+\.\d%\)\n$")  # no test set run
+        # The device line, then the picture's answer: no test set was run.
+        self.assertRegex(out, rf"^Device: cpu \(\d+ threads?\)\n{re.escape(good)}: \d \(\d+\.\d%\)\n$")
         errors = err.strip().splitlines()
         self.assertEqual(len(errors), 4, err)
         self.assertIn(f"error: {text}: not an image file", errors[0])
@@ -482,7 +483,7 @@ class RealDigitPicturesTest(unittest.TestCase):
         self.assertEqual(code, 0, err)
         code, out, err = run_script(test, [model_path, "--device", "cpu", "--image", *paths])
         self.assertEqual(code, 0, err)
-        predicted = [int(line.split(": ")[1][0]) for line in out.splitlines()]
+        predicted = [int(line.split(": ")[1][0]) for line in out.splitlines()[1:]]  # after Device:
         correct = sum(p == label for p, label in zip(predicted, labels[:30].tolist()))
         self.assertGreaterEqual(correct, 27, out)
 
