@@ -7,6 +7,7 @@ Usage: python draw.py model.pt [recipe.pt ...] [--port 8000] [--host 127.0.0.1] 
 import argparse
 import base64
 import binascii
+import collections
 import hmac
 import io
 import ipaddress
@@ -27,7 +28,7 @@ import torch.nn as nn
 from PIL import Image
 
 from cli import (UserError, add_data_and_device_arguments, checked, device_line, positive_int,
-                 run_main, set_threads)
+                 run_main, set_threads, usable_cpus)
 from collect import COLLECT_LIMIT, Collector, FolderFull, collect_folder
 from data import (DataError, load_mnist, prepare_digit, raw_folder, read_labelled_folder,
                   read_picture, to_pixels)
@@ -404,6 +405,9 @@ class Handler(BaseHTTPRequestHandler):
 
     page = None  # a Page, set by make_server()
     server_version = "draw.py"
+    # HTTP/1.1 keeps a connection open for the next request, as browsers expect: a drawing's
+    # updates then skip a new connection (and a new thread here) each time.
+    protocol_version = "HTTP/1.1"
     # (method, path): what answers it, with the query string (GET) or the JSON body (POST).
     ROUTES = {("GET", "/"): lambda page, query: page.html,
               ("GET", "/models"): Page.model_list,
@@ -417,6 +421,11 @@ class Handler(BaseHTTPRequestHandler):
               ("POST", "/collect"): Page.collect}
 
     token = None  # with a token, every request must carry it (set by make_server())
+    # Answers are worked out one more at a time than there are CPUs, the others in the order
+    # they came. Thirty threads working at once take turns for Python's interpreter lock so often
+    # that a class gets fewer answers a second than ten would, and the unlucky wait longest
+    # (measured: docs/classroom.md).
+    working = None  # Turns(...), set by make_server()
     timeout = SOCKET_TIMEOUT  # a slow or silent client cannot hold a thread for ever
 
     def do_GET(self):
@@ -427,6 +436,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer(self):
         path, _, query = self.path.partition("?")
+        self.body_read = False
         try:
             query = self.admitted(query)
             route = self.ROUTES.get((self.command, path))
@@ -435,8 +445,11 @@ class Handler(BaseHTTPRequestHandler):
                 status = HTTPStatus.METHOD_NOT_ALLOWED if known else HTTPStatus.NOT_FOUND
                 raise BadRequest(status, f"no {self.command} {path[:100]} here")
             argument = query if self.command == "GET" else parse_json(self.read_body())
-            content = route(self.page, argument)
+            with self.working:
+                content = route(self.page, argument)
         except BadRequest as error:
+            if self.command == "POST" and not self.body_read:
+                self.close_connection = True  # its body is still unread: the connection ends
             self.send_json({"error": str(error)}, error.status)
         except Exception as error:  # noqa: BLE001  (a bug must not kill the server; say what)
             self.send_json({"error": f"internal error ({type(error).__name__}: {error})"},
@@ -490,16 +503,20 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body is not read, so the connection cannot go on
             raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                              f"request of {int(length):,} bytes; at most {MAX_BODY:,} are accepted")
+        self.body_read = True
         return self.rfile.read(int(length))
 
     def send_json(self, content, status=HTTPStatus.OK):
-        self.send(status, json.dumps(content).encode(), "application/json")
+        # Compact: an answer holds thousands of numbers, and every byte is written and read.
+        self.send(status, json.dumps(content, separators=(",", ":")).encode(), "application/json")
 
     def send(self, status, body, content_type):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         for header, value in SECURITY_HEADERS.items():
             self.send_header(header, value)
         self.end_headers()
@@ -540,6 +557,30 @@ def host_names_this_server(header, host, port):
                         socket.getfqdn().lower()}
 
 
+class Turns:
+    """A context manager that lets count threads in at once and the others in the order they
+    came: a thread that leaves hands its turn straight to the one that has waited longest."""
+
+    def __init__(self, count):
+        self.lock, self.free, self.waiting = threading.Lock(), count, collections.deque()
+
+    def __enter__(self):
+        with self.lock:
+            if self.free and not self.waiting:
+                self.free -= 1
+                return
+            turn = threading.Event()
+            self.waiting.append(turn)
+        turn.wait()
+
+    def __exit__(self, *exception):
+        with self.lock:
+            if self.waiting:
+                self.waiting.popleft().set()
+            else:
+                self.free += 1
+
+
 class PageServer(ThreadingHTTPServer):
     # The standard library's queue of 5 waiting connections resets some of a class's saves
     # when 30 arrive at once; the system caps this at its own limit (often 4096).
@@ -551,7 +592,8 @@ def make_server(networks, host, port, device, sets=(), missing=None, collect=Non
     """Return a threading HTTP server for the page; UserError if the address cannot be used.
     With a token, every request must carry it (?token=... or Authorization: Bearer ...)."""
     page = Page(networks, device, sets, missing, collect, collect_limit)
-    handler = type("PageHandler", (Handler,), {"page": page, "token": token})
+    handler = type("PageHandler", (Handler,), {"page": page, "token": token,
+                                               "working": Turns(usable_cpus() + 1)})
     try:
         return PageServer((host, port), handler)
     except OSError as error:

@@ -234,6 +234,61 @@ class ServerTest(unittest.TestCase):
         torch.testing.assert_close(torch.tensor(answer["probabilities"]), expected,
                                    atol=1e-5, rtol=0)
 
+    def test_one_connection_carries_many_requests_and_an_unread_body_ends_it(self):
+        connection = http.client.HTTPConnection("127.0.0.1", SERVER.server_address[1], timeout=30)
+        for _ in range(3):  # HTTP/1.1: the connection stays open, as a browser's does
+            connection.request("POST", "/predict", json.dumps({"pixels": stroke_pixels(1)}),
+                               {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            self.assertEqual((response.status, json.loads(response.read())["prediction"]), (200, 1))
+            self.assertIsNone(response.getheader("Connection"))
+        connection.request("POST", "/nowhere", b'{"label": 1}', {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        self.assertEqual((response.status, response.getheader("Connection")), (404, "close"))
+        connection.close()
+
+    def test_answers_are_worked_out_a_few_at_a_time_in_the_order_they_came(self):
+        turns, inside, order, lock = draw.Turns(2), [], [], threading.Lock()
+        first_two, let_go = threading.Barrier(3), threading.Event()
+
+        def worker(number):
+            with turns:
+                with lock:
+                    inside.append(number)
+                    order.append(number)
+                if number < 2:
+                    first_two.wait(timeout=30)  # both first workers are in at once
+                    let_go.wait(timeout=30)
+                with lock:
+                    inside.remove(number)
+
+        threads = [threading.Thread(target=worker, args=(0,)), threading.Thread(target=worker, args=(1,))]
+        for thread in threads:
+            thread.start()
+        first_two.wait(timeout=30)
+        self.assertEqual(sorted(inside), [0, 1])
+        for number in range(2, 6):  # they queue behind the two, in this order
+            threads.append(threading.Thread(target=worker, args=(number,)))
+            threads[-1].start()
+            self.wait_until(lambda queued=number - 1: len(turns.waiting) == queued)
+        self.assertEqual(sorted(inside), [0, 1])  # no third one got in
+        let_go.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        # Two at a time, in the order they queued: 2 and 3 (either first), then 4 and 5.
+        self.assertEqual((set(order[2:4]), set(order[4:])), ({2, 3}, {4, 5}))
+        self.assertEqual((turns.free, len(turns.waiting)), (2, 0))
+
+    def wait_until(self, condition, timeout=30):
+        """Wait for condition(), checking every few milliseconds, timeout seconds at most."""
+        done = threading.Event()
+        for _ in range(int(timeout / 0.005)):
+            if condition():
+                return
+            done.wait(0.005)
+        self.fail("the condition did not come true in time")
+
     def test_while_the_pen_moves_the_pixels_picture_can_wait(self):
         canvas = draw_shape(7, torch.Generator().manual_seed(7)).resize((280, 280)).convert("RGBA")
         picture = "data:image/png;base64," + png_base64(canvas)  # as the page's canvas sends it
@@ -360,13 +415,13 @@ class ServerTest(unittest.TestCase):
     def test_body_size_cap_and_missing_length(self):
         # 3 MB announced but not sent: refused from the header alone, the connection closed.
         reply = self.raw_reply(b"Content-Length: 3000000\r\n")
-        self.assertTrue(reply.startswith("HTTP/1.0 413"), reply)
+        self.assertTrue(reply.startswith("HTTP/1.1 413"), reply)
         self.assertIn("at most 2,097,152", reply)
         reply = self.raw_reply(b"")
-        self.assertTrue(reply.startswith("HTTP/1.0 411"), reply)
+        self.assertTrue(reply.startswith("HTTP/1.1 411"), reply)
         # Headers arrive as Latin-1, where "\xb2" is "²": str.isdigit() says yes, int() no.
         reply = self.raw_reply(b"Content-Length: \xb2\r\n")
-        self.assertTrue(reply.startswith("HTTP/1.0 411"), reply)
+        self.assertTrue(reply.startswith("HTTP/1.1 411"), reply)
 
     def test_concurrent_requests_all_answered_correctly(self):
         drawings = {label: stroke_pixels(label) for label in (0, 1)}
