@@ -249,36 +249,39 @@ class ServerTest(unittest.TestCase):
         connection.close()
 
     def test_answers_are_worked_out_a_few_at_a_time_in_the_order_they_came(self):
-        turns, inside, order, lock = draw.Turns(2), [], [], threading.Lock()
-        first_two, let_go = threading.Barrier(3), threading.Event()
+        self.assertEqual(self.entries(room=2), 6)  # two at a time: no third got in
+        self.assertEqual(self.entries(room=1), [0, 1, 2, 3, 4])  # one at a time: strictly in order
+
+    def entries(self, room):
+        """Let room workers into a Turns(room) and hold them there while 4 more queue; then let
+        all go. The order they got in (or, with more room than one, how many got in)."""
+        turns, inside, order, lock = draw.Turns(room), set(), [], threading.Lock()
+        let_go = threading.Event()
 
         def worker(number):
             with turns:
                 with lock:
-                    inside.append(number)
+                    inside.add(number)
                     order.append(number)
-                if number < 2:
-                    first_two.wait(timeout=30)  # both first workers are in at once
-                    let_go.wait(timeout=30)
+                if number < room:
+                    let_go.wait(timeout=30)  # the first ones stay in until let go
                 with lock:
-                    inside.remove(number)
+                    inside.discard(number)
 
-        threads = [threading.Thread(target=worker, args=(0,)), threading.Thread(target=worker, args=(1,))]
-        for thread in threads:
-            thread.start()
-        first_two.wait(timeout=30)
-        self.assertEqual(sorted(inside), [0, 1])
-        for number in range(2, 6):  # they queue behind the two, in this order
+        threads = []
+        for number in range(room + 4):
             threads.append(threading.Thread(target=worker, args=(number,)))
             threads[-1].start()
-            self.wait_until(lambda queued=number - 1: len(turns.waiting) == queued)
-        self.assertEqual(sorted(inside), [0, 1])  # no third one got in
+            if number < room:
+                self.wait_until(lambda number=number: number in inside)
+            else:  # each later one queues behind the first ones, in this order
+                self.wait_until(lambda queued=number - room + 1: len(turns.waiting) == queued)
+        self.assertEqual(inside, set(range(room)))  # no more than room got in
         let_go.set()
         for thread in threads:
             thread.join(timeout=30)
-        # Two at a time, in the order they queued: 2 and 3 (either first), then 4 and 5.
-        self.assertEqual((set(order[2:4]), set(order[4:])), ({2, 3}, {4, 5}))
-        self.assertEqual((turns.free, len(turns.waiting)), (2, 0))
+        self.assertEqual((turns.free, len(turns.waiting), inside), (room, 0, set()))
+        return order if room == 1 else len(order)
 
     def wait_until(self, condition, timeout=30):
         """Wait for condition(), checking every few milliseconds, timeout seconds at most."""
