@@ -400,7 +400,6 @@ class RecipeFlagsTest(unittest.TestCase):
                          ("onecycle", "light", 1))
 
 
-@unittest.skipIf(*NO_REAL_MNIST)
 class ThreadsTest(unittest.TestCase):
     """The CPU threads each script chooses from what this process may really use."""
 
@@ -460,6 +459,7 @@ class ThreadsTest(unittest.TestCase):
         self.assertIn("argument --threads: must be a whole number of at least 1", err)
 
 
+@unittest.skipIf(*NO_REAL_MNIST)
 class RealDigitPicturesTest(unittest.TestCase):
     def test_mnist_digits_survive_the_round_trip_through_pictures(self):
         """Real test digits, enlarged and drawn dark on light paper, come back as themselves."""
