@@ -449,7 +449,9 @@ class Handler(BaseHTTPRequestHandler):
                 content = route(self.page, argument)
         except BadRequest as error:
             if self.command == "POST" and not self.body_read:
-                self.close_connection = True  # its body is still unread: the connection ends
+                # Refused before its body was read (no length, too large, not ours): the unread
+                # bytes would be taken for the next request, so the connection ends.
+                self.close_connection = True
             self.send_json({"error": str(error)}, error.status)
         except Exception as error:  # noqa: BLE001  (a bug must not kill the server; say what)
             self.send_json({"error": f"internal error ({type(error).__name__}: {error})"},
@@ -469,38 +471,32 @@ class Handler(BaseHTTPRequestHandler):
         browser sends to any address without asking, is refused.
         """
         if not host_names_this_server(self.headers.get("Host"), *self.server.server_address[:2]):
-            raise self.refused(HTTPStatus.FORBIDDEN, "this server answers requests to its own "
-                                                     "address only (the Host header)")
+            raise BadRequest(HTTPStatus.FORBIDDEN, "this server answers requests to its own "
+                                                   "address only (the Host header)")
         fields = urllib.parse.parse_qsl(query, keep_blank_values=True)
         if self.token is not None:
             given = [value for key, value in fields if key == "token"]
             authorization = self.headers.get("Authorization", "")
             given += [authorization[len("Bearer "):]] if authorization.startswith("Bearer ") else []
             if not any(hmac.compare_digest(value.encode(), self.token.encode()) for value in given):
-                raise self.refused(HTTPStatus.FORBIDDEN, "this page needs its token: open the "
-                                                         "address draw.py printed, ?token=... included")
+                raise BadRequest(HTTPStatus.FORBIDDEN, "this page needs its token: open the "
+                                                       "address draw.py printed, ?token=... included")
         if self.command == "POST":
             origin = self.headers.get("Origin")
             if origin is not None and origin != f"http://{self.headers.get('Host')}":
-                raise self.refused(HTTPStatus.FORBIDDEN, f"requests from {origin[:100]} are "
-                                                         "refused: only this page may send them")
+                raise BadRequest(HTTPStatus.FORBIDDEN, f"requests from {origin[:100]} are "
+                                                       "refused: only this page may send them")
             kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if kind != "application/json":
-                raise self.refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                                   "send the body as JSON, with Content-Type: application/json")
+                raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                                 "send the body as JSON, with Content-Type: application/json")
         return urllib.parse.urlencode([(key, value) for key, value in fields if key != "token"])
-
-    def refused(self, status, message):
-        self.close_connection = True  # a body, if any, is not read: the connection cannot go on
-        return BadRequest(status, message)
 
     def read_body(self):
         length = self.headers.get("Content-Length")
         if length is None or not (length.isascii() and length.isdigit()):  # "²".isdigit() too
-            self.close_connection = True
             raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is needed")
         if int(length) > MAX_BODY:
-            self.close_connection = True  # the body is not read, so the connection cannot go on
             raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                              f"request of {int(length):,} bytes; at most {MAX_BODY:,} are accepted")
         self.body_read = True
@@ -627,7 +623,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    # Requests are answered side by side, each by one thread, which is what the CPUs are for.
+    # The same rule as train.py's; each answer is worked out with these threads (see Turns).
     print(device_line(args.device, set_threads(args.threads)))
     networks = load_models(args.checkpoints, args.device)
     # Beyond this computer anyone on the network could use the page: as Jupyter does, it then
