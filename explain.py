@@ -3,8 +3,6 @@ one value of a stage was computed, which pixels decided the answer, and how sure
 
 Usage: from explain import Explainer   (draw.py serves it; nothing here knows about HTTP)
 """
-import copy
-
 import torch
 import torch.fx
 import torch.nn as nn
@@ -72,9 +70,7 @@ class Explainer:
     """The stages of one network, and the explanations of one input's answer."""
 
     def __init__(self, model):
-        # A copy whose weights need no gradient: the pixels picture asks for the gradient of the
-        # input only, and backward then skips the weights' (twice as fast). The model stays as given.
-        model = self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.model = model.eval()
         try:  # torch.fx follows forward() operation by operation, functional calls included
             self.graph_module = torch.fx.symbolic_trace(model)
         except Exception as error:  # noqa: BLE001  (Python control flow on tensor values, ...)
@@ -203,7 +199,6 @@ def details_of(node, operation, shown):
         settings = arguments_of(node, DROPOUT_ARGUMENTS)
         result.update(p=settings.get("p", 0.5), in_eval=bool(settings.get("training", True)))
     return result
-
 
 
 def step_of(node, operation, layer_input, map_index, row, column):
