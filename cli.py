@@ -108,9 +108,9 @@ def add_device_argument(parser):
 def usable_cpus(cgroup_root="/sys/fs/cgroup"):
     """How many CPUs this process may really use: its CPU affinity, or fewer if its cgroup has a
     CPU quota (containers, JupyterHub), which os.cpu_count() and PyTorch's default do not see."""
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     quota = cgroup_cpu_quota(cgroup_root)
-    return max(1, min(count or 1, math.ceil(quota) if quota else count or 1))
+    return max(1, min(count, math.ceil(quota))) if quota else count
 
 
 def cgroup_cpu_quota(root):
@@ -162,9 +162,9 @@ def set_threads(requested=None):
 
     PyTorch's default, one thread per core in every process, collapses when several runs share
     a machine (their threads wait for each other while spinning): measured in docs/classroom.md,
-    4 runs at once on 2 cores took 4.9 times as long as one after another. A quarter lets 4 runs
+    4 runs at once on 2 cores took 6.1 times as long as one after another. A quarter lets 4 runs
     share the machine without more threads than CPUs, and costs one run alone little, since the
-    network is tiny (1 thread instead of 2: 1.15 times as long, on 2 cores).
+    network is tiny (1 thread instead of 2: 1.07 times as long, on 2 cores).
     """
     threads = requested or default_threads()
     torch.set_num_threads(threads)

@@ -33,10 +33,11 @@ class Collector:
         """
         folder = os.path.join(self.folder, str(label))
         with self.lock:
-            if picture_count(folder) >= self.limit:
+            count = picture_count(folder)
+            if count >= self.limit:
                 raise FolderFull(f"{self.folder}/{label} holds {self.limit} pictures already, the "
                                  "most this page saves of one digit (draw.py --collect-limit)")
-            name = save_new_picture(picture, folder)
+            name = save_new_picture(picture, folder, count)
             return os.path.join(str(label), name), self.counts()
 
     def counts(self):
@@ -51,11 +52,11 @@ def picture_count(folder):
     return sum(name.endswith(".png") for name in os.listdir(folder))
 
 
-def save_new_picture(picture, folder):
-    """Save picture, whole, as the next free NNNN.png in folder; return its name. A name that is
-    taken (a file put there by hand, another page) is skipped, never replaced."""
+def save_new_picture(picture, folder, number):
+    """Save picture, whole, as the next free NNNN.png in folder from NNNN = number (the pictures
+    it holds); return its name. A name that is taken (a file put there by hand, another page) is
+    skipped, never replaced."""
     os.makedirs(folder, exist_ok=True)
-    number = picture_count(folder)
     while True:
         name = f"{number:04d}.png"
         try:
