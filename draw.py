@@ -2,7 +2,7 @@
 how each value was computed, which pixels decided the answer, and how sure the network is.
 
 Usage: python draw.py model.pt [recipe.pt ...] [--port 8000] [--host 127.0.0.1] [--device auto]
-       then open http://127.0.0.1:8000/
+       then open http://127.0.0.1:8000/;  or  python draw.py model.pt --export page.html (no server)
 """
 import argparse
 import base64
@@ -27,14 +27,15 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from cli import (UserError, add_data_and_device_arguments, checked, device_line, positive_int,
-                 run_main, set_threads, usable_cpus)
+from cli import (UserError, add_data_and_device_arguments, checked, device_line, output_path,
+                 positive_int, run_main, set_threads, usable_cpus)
 from collect import COLLECT_LIMIT, Collector, FolderFull, collect_folder
 from data import (DataError, load_mnist, prepare_digit, raw_folder, read_labelled_folder,
                   read_picture, to_pixels)
 from evaluation import (accuracy, build_model, confusion_matrix, probabilities,
                         read_checkpoint)
 from explain import Explainer, confidence
+from export import export_page
 from model import Net
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "draw.html")
@@ -612,13 +613,23 @@ def parse_args(argv=None):
     parser.add_argument("--images-dir", metavar="DIR",
                         help="also explore your own labelled pictures, DIR/0/*.png ... "
                              "DIR/9/*.png, as test.py --images-dir reads them (default: none)")
-    parser.add_argument("--collect", type=collect_folder, metavar="DIR",
+    parser.add_argument("--collect", metavar="DIR",
                         help="let the page save drawings, labelled, into DIR/0 ... DIR/9 for "
-                             "train.py --extra-images-dir; off unless given (default: off)")
+                             "train.py --extra-images-dir (with --export: download them as "
+                             "DIR.zip); off unless given (default: off)")
     parser.add_argument("--collect-limit", type=positive_int, default=COLLECT_LIMIT, metavar="N",
                         help="with --collect, save at most N pictures of each digit "
                              f"(default: {COLLECT_LIMIT})")
-    return parser.parse_args(argv)
+    parser.add_argument("--export", type=output_path, metavar="FILE",
+                        help="write the page as one HTML file that computes everything in the "
+                             "browser, offline, and start no server (default: serve the page)")
+    args = parser.parse_args(argv)
+    if args.collect and not args.export:  # the exported page downloads drawings: no folder here
+        try:
+            collect_folder(args.collect)
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"argument --collect: {error}")
+    return args
 
 
 def main(argv=None):
@@ -626,6 +637,12 @@ def main(argv=None):
     # The same rule as train.py's; each answer is worked out with these threads (see Turns).
     print(device_line(args.device, set_threads(args.threads)))
     networks = load_models(args.checkpoints, args.device)
+    if args.export:
+        page = Page(networks, args.device, *load_sets(args.data_dir, args.images_dir),
+                    collect=args.collect, collect_limit=args.collect_limit)
+        size = export_page(page, args.export)
+        print(f"Wrote {args.export} ({size / 2**20:.2f} MB): open it in a browser, offline too")
+        return
     # Beyond this computer anyone on the network could use the page: as Jupyter does, it then
     # answers only requests that carry a token, given in the address printed for the class.
     token = None if is_loopback(args.host) else secrets.token_urlsafe(16)

@@ -50,9 +50,12 @@ def code_of(node, operation):
         return f"self.{node.target}: {type(operation).__name__}"
     if node.op == "call_method":
         return f"x.{node.target}(...)"
-    prefix = {"torch.nn.functional": "F", "torch": "torch"}.get(operation.__module__, "")
     name = getattr(operation, "__name__", str(operation))
-    return f"{prefix}.{name}" if prefix else name
+    # F.gelu and the like are defined in torch._C, but a reader calls them F.gelu.
+    for prefix, namespace in (("F", F), ("torch", torch)):
+        if getattr(namespace, name, None) is operation:
+            return f"{prefix}.{name}"
+    return name
 
 
 class Recorder(torch.fx.Interpreter):
@@ -72,7 +75,9 @@ class Explainer:
     def __init__(self, model):
         self.model = model.eval()
         try:  # torch.fx follows forward() operation by operation, functional calls included
-            self.graph_module = torch.fx.symbolic_trace(model)
+            tracer = torch.fx.Tracer()
+            tracer.record_stack_traces = True  # the line of forward() behind each operation
+            self.graph_module = torch.fx.GraphModule(model, tracer.trace(model))
         except Exception as error:  # noqa: BLE001  (Python control flow on tensor values, ...)
             raise UserError(f"the page cannot follow this network's forward(): torch.fx says "
                             f"{type(error).__name__}: {' '.join(str(error).split())[:200]}") from None

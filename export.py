@@ -1,0 +1,295 @@
+"""The drawing page as one HTML file that needs no Python: draw.html and offline.js inlined, with
+each network's traced graph and weights, and the explorer's answers worked out here by PyTorch.
+
+Usage: python draw.py model.pt [recipe.pt ...] --export page.html   (opens offline, by double-click)
+"""
+import base64
+import io
+import json
+import operator
+import os
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from cli import UserError, save_atomically
+from data import MEAN, STD, to_pixels
+from explain import (ATTRIBUTION_STEPS, DROPOUT_ARGUMENTS, INK_RANGE, POOL_ARGUMENTS, UNSURE_BELOW,
+                     arguments_of, code_of, padding_of, pair, plain_pool)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MARKER = "<!-- export: the exported file's back end goes here -->"
+# The file requests nothing, ever: no connections, no other files, only its own script, style
+# and the pictures it makes itself (data: and blob: URLs).
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; "
+                           "style-src 'unsafe-inline'; img-src data: blob:")
+SPRITE_COLUMNS = 100  # the explorer's images travel as one PNG, 100 images to a row
+AVG_POOL_ARGUMENTS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                      "divisor_override")
+# Functions and tensor methods offline.js computes, by the name of its operation.
+ELEMENTWISE = {F.relu: "relu", torch.relu: "relu", "relu": "relu", "relu_": "relu",
+               torch.tanh: "tanh", F.tanh: "tanh", "tanh": "tanh",
+               torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", "sigmoid": "sigmoid"}
+ADD = (operator.add, operator.iadd, torch.add, "add")
+
+
+def argument(value):
+    """A graph node's argument as JSON: another node's output, a number, a list or None."""
+    if isinstance(value, torch.fx.Node):
+        return {"node": value.name}
+    if isinstance(value, (tuple, list)):
+        return [argument(item) for item in value]
+    if value is None or type(value) in (int, float, bool):
+        return value
+    raise TypeError(f"an argument of type {type(value).__name__}")
+
+
+def module_node(module, prefix):
+    """(op, settings, params) of a module offline.js computes, or None."""
+    weights = {"weight": f"{prefix}.weight", "bias": f"{prefix}.bias"}
+    if isinstance(module, nn.Conv2d) and module.padding_mode == "zeros":
+        return "conv2d", {"stride": list(module.stride), "padding": padding_of(module),
+                          "dilation": list(module.dilation), "groups": module.groups}, weights
+    if isinstance(module, nn.MaxPool2d) and not module.return_indices:
+        return "max_pool2d", pool_settings(vars(module), plain_pool(None, module)), None
+    if isinstance(module, nn.AvgPool2d):
+        return "avg_pool2d", average_settings(vars(module)), None
+    if isinstance(module, nn.Linear):
+        return "linear", None, weights
+    if isinstance(module, nn.BatchNorm2d) and module.track_running_stats:
+        return "batch_norm", {"eps": module.eps}, {**weights, **{
+            name: f"{prefix}.{name}" for name in ("running_mean", "running_var")}}
+    simple = {nn.ReLU: ("relu", None), nn.Tanh: ("tanh", None), nn.Sigmoid: ("sigmoid", None),
+              nn.Dropout: ("identity", None), nn.Identity: ("identity", None),
+              nn.LeakyReLU: ("leaky_relu", {"slope": getattr(module, "negative_slope", 0)}),
+              nn.Flatten: ("flatten", {"start": getattr(module, "start_dim", 1),
+                                       "end": getattr(module, "end_dim", -1)})}
+    if type(module) in simple:
+        return (*simple[type(module)], None)
+    return None
+
+
+def pool_settings(settings, plain):
+    kernel = pair(settings.get("kernel_size"))
+    return {"kernel": kernel, "stride": pair(settings.get("stride") or kernel),
+            "padding": pair(settings.get("padding", 0)),
+            "dilation": pair(settings.get("dilation", 1)),
+            "ceil": bool(settings.get("ceil_mode")), "plain": plain}
+
+
+def average_settings(settings):
+    kernel = pair(settings.get("kernel_size"))
+    return {"kernel": kernel, "stride": pair(settings.get("stride") or kernel),
+            "padding": pair(settings.get("padding", 0)), "ceil": bool(settings.get("ceil_mode")),
+            "count_include_pad": bool(settings.get("count_include_pad", True)),
+            "divisor": settings.get("divisor_override")}
+
+
+def function_node(node):
+    """(op, settings, args) of a function or tensor method offline.js computes, or None."""
+    target, args = node.target, list(node.args)
+    if target in ELEMENTWISE:
+        return ELEMENTWISE[target], None, args[:1]
+    if target is F.leaky_relu:
+        return "leaky_relu", {"slope": {**dict(zip(("negative_slope",), args[1:])),
+                                         **node.kwargs}.get("negative_slope", 0.01)}, args[:1]
+    if target is F.max_pool2d and not arguments_of(node, POOL_ARGUMENTS).get("return_indices"):
+        return "max_pool2d", pool_settings(arguments_of(node, POOL_ARGUMENTS),
+                                           plain_pool(node, target)), args[:1]
+    if target is F.avg_pool2d:
+        return "avg_pool2d", average_settings(arguments_of(node, AVG_POOL_ARGUMENTS)), args[:1]
+    if target is F.dropout and not arguments_of(node, DROPOUT_ARGUMENTS).get("training", True):
+        return "identity", None, args[:1]  # F.dropout(..., training=self.training) in eval mode
+    if target in (torch.flatten, "flatten"):
+        settings = {**dict(zip(("start_dim", "end_dim"), args[1:])), **node.kwargs}
+        range_ = {"start": settings.get("start_dim", 0), "end": settings.get("end_dim", -1)}
+        return "flatten", range_, args[:1]
+    if target in ("view", "reshape"):
+        shape = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+        return "view", None, [args[0], list(shape)]
+    if target == "size":
+        return "size", None, args[:2]
+    if target in ADD and len(args) == 2 and not node.kwargs:
+        return "add", None, args
+    return None
+
+
+def graph_of(explainer, outputs):
+    """The traced graph as offline.js runs it: [{name, op, args, settings, params}], and the
+    name of the node whose output is the logits. UserError for an operation it cannot compute."""
+    nodes, output = [], None
+    for node in explainer.graph_module.graph.nodes:
+        if node.op == "placeholder":
+            nodes.append({"name": node.name, "op": "input"})
+            continue
+        if node.op == "output":
+            output = node.args[0].name
+            continue
+        operation = explainer.operation(node)
+        found = None
+        if node.op == "call_module":
+            found = module_node(operation, node.target)
+            found = found and (found[0], found[1], found[2], node.args[:1])
+        elif node.op in ("call_function", "call_method"):
+            found = function_node(node)
+            found = found and (found[0], found[1], None, found[2])
+        if found is None or not fits(node, found[0], outputs):
+            raise UserError(f"the exported page cannot compute {code_of(node, operation)} "
+                            f"({where(node)}); without --export, draw.py serves a page that "
+                            "shows it")
+        op, settings, params, args = found
+        nodes.append({"name": node.name, "op": op, "args": argument(args), "settings": settings,
+                      "params": params and {name: key for name, key in params.items()
+                                            if key in explainer.model.state_dict()}})
+    return nodes, output
+
+
+def fits(node, op, outputs):
+    """Whether offline.js computes this node as PyTorch did: x + y of one shape or x + a number."""
+    if op != "add":
+        return True
+    first, second = (outputs.get(arg) if isinstance(arg, torch.fx.Node) else arg
+                     for arg in node.args)
+    if not isinstance(first, torch.Tensor):
+        return False
+    if isinstance(second, torch.Tensor):
+        return second.shape == first.shape
+    return type(second) in (int, float)
+
+
+def where(node):
+    """Where forward() calls a node's operation: 'model.py, line 25: x = F.gelu(x)'."""
+    torch_folder = os.path.dirname(torch.__file__)
+    frame = r'File "([^"]+)", line (\d+), in \w+\n(?:    (.*))?'  # (path, line, code) of a call
+    frames = re.findall(frame, node.stack_trace or "")
+    calls = [frame for frame in frames if not frame[0].startswith(torch_folder)]  # not torch.fx's
+    if not calls:
+        return f"the stage {node.name}"
+    path, line, code = calls[-1]
+    return (f"forward() calls it in {os.path.basename(path)}, line {line}"
+            + (f": {code.strip()}" if code else ""))
+
+
+def network_data(page, index, outputs):
+    """Everything offline.js needs of one network: graph, stages, each snapshot's weights, the
+    kernels' names, the run's curves, and the explorer's answers at each snapshot."""
+    network, explainers = page.networks[index], page.explainers[index]
+    graph, output = graph_of(explainers[-1], outputs)
+    kernel_names = [name for name, module in network.model.named_modules()
+                    if isinstance(module, nn.Conv2d)]
+    keys = sorted({key for node in graph for key in (node.get("params") or {}).values()}
+                  | {f"{name}.weight" for name in kernel_names})
+    state = network.model.state_dict()
+    return {"name": network.name, "graph": graph, "output": output,
+            "stages": [{"name": name, "node": node.name, "shown": shown.name,
+                        "details": explainers[-1].details[node]}
+                       for name, node, shown in explainers[-1].stages],
+            "tensors": [[key, list(state[key].shape)] for key in keys],
+            "weights": [weights_of(explainer.model, keys) for explainer in explainers],
+            "kernels": kernel_names, "training": page.training(f"model={index}")}
+
+
+def weights_of(model, keys):
+    """The tensors named keys, as one block of little-endian float32, in base64."""
+    state = model.state_dict()
+    block = torch.cat([state[key].detach().float().cpu().flatten() for key in keys])
+    return base64.b64encode(block.numpy().astype("<f4").tobytes()).decode()
+
+
+def explorer_data(page, shown):
+    """Per network, snapshot and set: the accuracy and confusion matrix, and each cell's images
+    (most confident first, as the served page shows them); per pair of networks, the images one
+    reads right and the other wrong. Every image these name is added to shown[set]."""
+    cells, testsets = [], []
+    for index, explainers in enumerate(page.explainers):
+        cells.append([]), testsets.append([])
+        for snapshot in range(len(explainers)):
+            query = f"model={index}&snapshot={snapshot}"
+            testsets[-1].append([without_model(page.testset(f"{query}&set={s}"))
+                                 for s in range(len(page.explorer.sets))])
+            cells[-1].append([[compact(page.examples(f"{query}&set={s}&true={t}&predicted={p}"),
+                                       shown[s])
+                               for t in range(10) for p in range(10)]
+                              for s in range(len(page.explorer.sets))])
+    comparisons = [[[compact(page.examples(f"model={a}&other={b}&set={s}"), shown[s], True)
+                     if a != b else None for b in range(len(page.networks))]
+                    for a in range(len(page.networks))] for s in range(len(page.explorer.sets))]
+    return cells, testsets, comparisons
+
+
+def without_model(answer):
+    return {key: value for key, value in answer.items() if key != "model"}  # offline.js adds it
+
+
+def compact(answer, shown, with_predictions=False):
+    """An /examples answer without its pixels: [count, indices, (predictions,) probabilities]."""
+    indices = [example["index"] for example in answer["examples"]]
+    shown.update(indices)
+    probabilities = [example["probability"] for example in answer["examples"]]
+    if with_predictions:
+        predictions = [example["predicted"] for example in answer["examples"]]
+        return [answer["count"], indices, predictions, probabilities]
+    return [answer["count"], indices, probabilities]
+
+
+def set_data(images, indices):
+    """A set's name and size, and the images the explorer shows, as one PNG (and their labels)."""
+    indices = sorted(indices)
+    data = {"name": images.name, "count": len(images.labels), "indices": indices,
+            "labels": images.labels[indices].tolist(), "sprite": None}
+    if indices:
+        pixels = (to_pixels(images.images[indices]) * 255).round().clamp(0, 255).to(torch.uint8)
+        rows = -(-len(indices) // SPRITE_COLUMNS)
+        sheet = torch.zeros(rows * SPRITE_COLUMNS, 28, 28, dtype=torch.uint8)
+        sheet[:len(indices)] = pixels[:, 0]
+        sheet = sheet.view(rows, SPRITE_COLUMNS, 28, 28).permute(0, 2, 1, 3).reshape(rows * 28, -1)
+        buffer = io.BytesIO()
+        Image.fromarray(sheet.numpy(), mode="L").save(buffer, format="PNG", optimize=True)
+        data["sprite"] = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return data
+
+
+def export_data(page):
+    """The JSON the exported file carries (offline.js reads it)."""
+    networks = []
+    for index, explainers in enumerate(page.explainers):
+        digit = torch.zeros(1, 28, 28, device=page.device)
+        networks.append(network_data(page, index, explainers[-1].run(digit)))
+    shown = [set() for _ in page.explorer.sets]
+    cells, testsets, comparisons = explorer_data(page, shown)
+    for network, network_cells, network_testsets in zip(networks, cells, testsets):
+        network.update(cells=network_cells, testsets=network_testsets)
+    collector = page.collector
+    folder = collector and os.path.basename(os.path.normpath(collector.folder))
+    return {"networks": networks, "comparisons": comparisons, "missing": page.explorer.missing,
+            "sets": [set_data(images, indices)
+                     for images, indices in zip(page.explorer.sets, shown)],
+            "sprite_columns": SPRITE_COLUMNS, "mean": MEAN, "std": STD,
+            "attribution_steps": ATTRIBUTION_STEPS, "unsure_below": UNSURE_BELOW,
+            "ink_range": INK_RANGE,
+            "collect": collector and {"folder": folder, "limit": collector.limit}}
+
+
+def page_html(page):
+    """draw.html with the CSP, the data and offline.js inlined: one file, nothing else needed."""
+    with open(os.path.join(HERE, "draw.html"), encoding="utf-8") as file:
+        html = file.read()
+    with open(os.path.join(HERE, "offline.js"), encoding="utf-8") as file:
+        script = file.read()
+    # "</" inside a script would end it early; JSON's "\/" is the same character.
+    data = json.dumps(export_data(page), separators=(",", ":")).replace("</", "<\\/")
+    back_end = (f'<script type="application/json" id="export-data">{data}</script>\n'
+                f"<script>\n{script}</script>")
+    policy = f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
+    return (html.replace('<meta charset="utf-8">', f'<meta charset="utf-8">\n{policy}', 1)
+                .replace(MARKER, back_end, 1))
+
+
+def export_page(page, path):
+    """Write the exported page to path atomically; return its size in bytes."""
+    content = page_html(page).encode("utf-8")
+    save_atomically(path, lambda file: file.write(content))
+    return len(content)

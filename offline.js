@@ -1,0 +1,828 @@
+// The exported page's back end (python draw.py model.pt --export page.html): the server's routes as
+// functions on window.routes, with the same bodies and answers, computed here in the browser from
+// the weights and the traced graph that the export put in the page. Nothing is fetched.
+"use strict";
+(() => {
+const EXPORT = JSON.parse(document.getElementById("export-data").textContent);
+
+// ---- Tensors: {shape, data}, the batch first, values in a Float32Array as PyTorch keeps them.
+function tensor(shape, data = new Float32Array(shape.reduce((a, b) => a * b, 1))) { return { shape, data }; }
+function floats(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  return new Float32Array(bytes.buffer);
+}
+
+// ---- Each operation's forward and backward, micrograd's way: backward takes the gradient of
+// the output and returns the gradient of the (first) input. Shapes are (B, C, H, W) or (B, N).
+function outputSide(size, kernel, stride, before, after, dilation, ceil) {
+  const span = (size + before + after - dilation * (kernel - 1) - 1) / stride;
+  let side = (ceil ? Math.ceil(span) : Math.floor(span)) + 1;
+  // PyTorch: with ceil_mode, the last window must start inside the input or the left padding.
+  if (ceil && (side - 1) * stride >= size + before) side -= 1;
+  return side;
+}
+
+function convolutionShape(x, s, weight) {
+  const [B, C, H, W] = x.shape, [O, perGroup, KH, KW] = weight.shape;
+  const [[PT, PB], [PL, PR]] = s.padding;
+  const OH = outputSide(H, KH, s.stride[0], PT, PB, s.dilation[0]), OW = outputSide(W, KW, s.stride[1], PL, PR, s.dilation[1]);
+  return { B, C, H, W, O, perGroup, KH, KW, OH, OW, K: perGroup * KH * KW, outputsPerGroup: O / s.groups };
+}
+
+function patches(x, s, t, b, group) {
+  // The input under the kernel at each output position (im2col): row p = oy * OW + ox holds
+  // the K = maps x rows x columns values the kernel multiplies there, zeros where it overhangs.
+  const columns = new Float32Array(t.OH * t.OW * t.K), [SY, SX] = s.stride, [[PT], [PL]] = s.padding, [DY, DX] = s.dilation;
+  for (let oy = 0; oy < t.OH; oy++) for (let ox = 0; ox < t.OW; ox++) {
+    let k = (oy * t.OW + ox) * t.K;
+    for (let c = 0; c < t.perGroup; c++) {
+      const map = ((b * t.C) + group * t.perGroup + c) * t.H * t.W;
+      for (let ky = 0; ky < t.KH; ky++) {
+        const iy = oy * SY - PT + ky * DY;
+        for (let kx = 0; kx < t.KW; kx++, k++) {
+          const ix = ox * SX - PL + kx * DX;
+          if (iy >= 0 && iy < t.H && ix >= 0 && ix < t.W) columns[k] = x.data[map + iy * t.W + ix];
+        }
+      }
+    }
+  }
+  return columns;
+}
+
+const conv2d = {
+  // Each output value is the dot product of its kernel with its patch (see patches).
+  forward(x, s, p) {
+    const t = convolutionShape(x, s, p.weight), y = tensor([t.B, t.O, t.OH, t.OW]), positions = t.OH * t.OW;
+    for (let b = 0; b < t.B; b++) for (let group = 0; group < s.groups; group++) {
+      const columns = patches(x, s, t, b, group);
+      for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
+        const kernel = p.weight.data.subarray(o * t.K, (o + 1) * t.K), bias = p.bias ? p.bias.data[o] : 0;
+        const out = (b * t.O + o) * positions;
+        for (let position = 0; position < positions; position++) {
+          let sum = bias;
+          for (let k = 0, c = position * t.K; k < t.K; k++, c++) sum += kernel[k] * columns[c];
+          y.data[out + position] = sum;
+        }
+      }
+    }
+    return y;
+  },
+  // The gradient of each patch is the sum of its kernels times their output's gradient; each
+  // input value then collects the gradients of every patch it is in (col2im).
+  backward(g, x, s, p) {
+    const t = convolutionShape(x, s, p.weight), dx = tensor(x.shape), positions = t.OH * t.OW;
+    const [SY, SX] = s.stride, [[PT], [PL]] = s.padding, [DY, DX] = s.dilation;
+    for (let b = 0; b < t.B; b++) for (let group = 0; group < s.groups; group++) {
+      const columns = new Float32Array(positions * t.K);
+      for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
+        const kernel = p.weight.data.subarray(o * t.K, (o + 1) * t.K), out = (b * t.O + o) * positions;
+        for (let position = 0; position < positions; position++) {
+          const gradient = g.data[out + position];
+          if (gradient === 0) continue;  // most are, after a ReLU or a max pooling
+          for (let k = 0, c = position * t.K; k < t.K; k++, c++) columns[c] += gradient * kernel[k];
+        }
+      }
+      for (let oy = 0; oy < t.OH; oy++) for (let ox = 0; ox < t.OW; ox++) {
+        let k = (oy * t.OW + ox) * t.K;
+        for (let c = 0; c < t.perGroup; c++) {
+          const map = ((b * t.C) + group * t.perGroup + c) * t.H * t.W;
+          for (let ky = 0; ky < t.KH; ky++) {
+            const iy = oy * SY - PT + ky * DY;
+            for (let kx = 0; kx < t.KW; kx++, k++) {
+              const ix = ox * SX - PL + kx * DX;
+              if (iy >= 0 && iy < t.H && ix >= 0 && ix < t.W) dx.data[map + iy * t.W + ix] += columns[k];
+            }
+          }
+        }
+      }
+    }
+    return dx;
+  },
+};
+
+function windows(x, s, visit) {
+  // Pooling: each output position's window of the input, clipped to it, for every map.
+  const [B, C, H, W] = x.shape, [KH, KW] = s.kernel, [SY, SX] = s.stride, [PY, PX] = s.padding;
+  const [DY, DX] = s.dilation || [1, 1];
+  const OH = outputSide(H, KH, SY, PY, PY, DY, s.ceil), OW = outputSide(W, KW, SX, PX, PX, DX, s.ceil);
+  for (let map = 0; map < B * C; map++) for (let oy = 0; oy < OH; oy++) for (let ox = 0; ox < OW; ox++) {
+    visit(map * H * W, (map * OH + oy) * OW + ox, oy * SY - PY, ox * SX - PX, DY, DX);
+  }
+  return [B, C, OH, OW];
+}
+
+const maxPool2d = {
+  forward(x, s) {
+    const [B, C, H, W] = x.shape, [KH, KW] = s.kernel, [SY, SX] = s.stride, [PY, PX] = s.padding, [DY, DX] = s.dilation;
+    const OH = outputSide(H, KH, SY, PY, PY, DY, s.ceil), OW = outputSide(W, KW, SX, PX, PX, DX, s.ceil);
+    const y = tensor([B, C, OH, OW]);
+    y.kept = new Int32Array(y.data.length);  // where each maximum came from, for backward
+    for (let map = 0, out = 0; map < B * C; map++) for (let oy = 0; oy < OH; oy++) for (let ox = 0; ox < OW; ox++, out++) {
+      let best = -Infinity, where = -1;
+      for (let ky = 0; ky < KH; ky++) {
+        const iy = oy * SY - PY + ky * DY;
+        if (iy < 0 || iy >= H) continue;
+        for (let kx = 0; kx < KW; kx++) {
+          const ix = ox * SX - PX + kx * DX, at = (map * H + iy) * W + ix;
+          if (ix < 0 || ix >= W) continue;
+          if (x.data[at] > best || Number.isNaN(x.data[at])) { best = x.data[at]; where = at; }  // the first maximum, as PyTorch
+        }
+      }
+      y.data[out] = best;
+      y.kept[out] = where;
+    }
+    return y;
+  },
+  backward(g, x, s, p, y) {
+    const dx = tensor(x.shape);
+    for (let out = 0; out < y.kept.length; out++) dx.data[y.kept[out]] += g.data[out];
+    return dx;
+  },
+};
+
+const avgPool2d = {
+  divisors(x, s) {
+    const [H, W] = x.shape.slice(2), [KH, KW] = s.kernel, [PY, PX] = s.padding, divisors = [], windowsOf = [];
+    const shape = windows(x, s, (base, out, top, left) => {
+      // PyTorch divides by the window clipped to the padded input, or to the input alone.
+      const y0 = Math.max(top, 0), y1 = Math.min(top + KH, H), x0 = Math.max(left, 0), x1 = Math.min(left + KW, W);
+      const padded = (Math.min(top + KH, H + PY) - top) * (Math.min(left + KW, W + PX) - left);
+      divisors[out] = s.divisor || (s.count_include_pad ? padded : (y1 - y0) * (x1 - x0));
+      windowsOf[out] = [base, y0, y1, x0, x1];
+    });
+    return [shape, divisors, windowsOf];
+  },
+  forward(x, s) {
+    const [shape, divisors, windowsOf] = avgPool2d.divisors(x, s), W = x.shape[3], y = tensor(shape);
+    windowsOf.forEach(([base, y0, y1, x0, x1], out) => {
+      let sum = 0;
+      for (let iy = y0; iy < y1; iy++) for (let ix = x0; ix < x1; ix++) sum += x.data[base + iy * W + ix];
+      y.data[out] = sum / divisors[out];
+    });
+    return y;
+  },
+  backward(g, x, s) {
+    const [, divisors, windowsOf] = avgPool2d.divisors(x, s), W = x.shape[3], dx = tensor(x.shape);
+    windowsOf.forEach(([base, y0, y1, x0, x1], out) => {
+      for (let iy = y0; iy < y1; iy++) for (let ix = x0; ix < x1; ix++) dx.data[base + iy * W + ix] += g.data[out] / divisors[out];
+    });
+    return dx;
+  },
+};
+
+const linear = {
+  forward(x, s, p) {
+    const [O, I] = p.weight.shape, B = x.data.length / I, y = tensor([B, O]);
+    for (let b = 0; b < B; b++) for (let o = 0; o < O; o++) {
+      let sum = p.bias ? p.bias.data[o] : 0;
+      for (let i = 0; i < I; i++) sum += p.weight.data[o * I + i] * x.data[b * I + i];
+      y.data[b * O + o] = sum;
+    }
+    return y;
+  },
+  backward(g, x, s, p) {
+    const [O, I] = p.weight.shape, B = x.data.length / I, dx = tensor(x.shape);
+    for (let b = 0; b < B; b++) for (let o = 0; o < O; o++) {
+      const gradient = g.data[b * O + o];
+      for (let i = 0; i < I; i++) dx.data[b * I + i] += gradient * p.weight.data[o * I + i];
+    }
+    return dx;
+  },
+};
+
+function elementwise(value, slope) {
+  // value(x) and its derivative slope(x, y), applied to every element.
+  return {
+    forward(x, s) {
+      const y = tensor(x.shape);
+      for (let i = 0; i < y.data.length; i++) y.data[i] = value(x.data[i], s);
+      return y;
+    },
+    backward(g, x, s, p, y) {
+      const dx = tensor(x.shape);
+      for (let i = 0; i < dx.data.length; i++) dx.data[i] = g.data[i] * slope(x.data[i], y.data[i], s);
+      return dx;
+    },
+  };
+}
+
+const batchNorm = {
+  // Eval mode, as PyTorch's CPU kernel computes it: x * (weight / sqrt(var + eps)) + (bias - mean * that).
+  scales(s, p) {
+    const scale = p.running_var.data.map((v, c) => (p.weight ? p.weight.data[c] : 1) / Math.sqrt(v + s.eps));
+    const shift = scale.map((a, c) => (p.bias ? p.bias.data[c] : 0) - p.running_mean.data[c] * a);
+    return [scale, shift];
+  },
+  forward(x, s, p) {
+    const [scale, shift] = batchNorm.scales(s, p), [, C] = x.shape, area = x.data.length / x.shape[0] / C;
+    return tensor(x.shape, x.data.map((v, i) => v * scale[Math.floor(i / area) % C] + shift[Math.floor(i / area) % C]));
+  },
+  backward(g, x, s, p) {
+    const [scale] = batchNorm.scales(s, p), [, C] = x.shape, area = x.data.length / x.shape[0] / C;
+    return tensor(x.shape, g.data.map((d, i) => d * scale[Math.floor(i / area) % C]));
+  },
+};
+
+function reshape(x, shape) {
+  // view/reshape: -1 takes what is left; the values stay as they are.
+  const known = shape.reduce((a, b) => (b === -1 ? a : a * b), 1);
+  return tensor(shape.map((size) => (size === -1 ? x.data.length / known : size)), x.data);
+}
+
+const OPERATIONS = {
+  conv2d, max_pool2d: maxPool2d, avg_pool2d: avgPool2d, linear, batch_norm: batchNorm,
+  relu: {  // written out: the commonest operation, and the pixels picture runs it 64 times
+    forward(x) {
+      const y = tensor(x.shape);
+      for (let i = 0; i < y.data.length; i++) y.data[i] = x.data[i] > 0 ? x.data[i] : 0;
+      return y;
+    },
+    backward(g, x) {
+      const dx = tensor(x.shape);
+      for (let i = 0; i < dx.data.length; i++) dx.data[i] = x.data[i] > 0 ? g.data[i] : 0;
+      return dx;
+    },
+  },
+  leaky_relu: elementwise((v, s) => (v > 0 ? v : v * s.slope), (v, y, s) => (v > 0 ? 1 : s.slope)),
+  tanh: elementwise(Math.tanh, (v, y) => 1 - y * y),
+  sigmoid: elementwise((v) => 1 / (1 + Math.exp(-v)), (v, y) => y * (1 - y)),
+  identity: { forward: (x) => x, backward: (g) => g },  // dropout in eval mode
+  flatten: {
+    forward(x, s) {
+      const end = s.end < 0 ? x.shape.length + s.end : s.end;
+      const middle = x.shape.slice(s.start, end + 1).reduce((a, b) => a * b, 1);
+      return tensor([...x.shape.slice(0, s.start), middle, ...x.shape.slice(end + 1)], x.data);
+    },
+    backward: (g, x) => tensor(x.shape, g.data),
+  },
+  view: { forward: (x, s, p, shape) => reshape(x, shape), backward: (g, x) => tensor(x.shape, g.data) },
+  add: {  // x + y of one shape (a residual connection), or x + a number
+    forward: (x, s, p, other) => tensor(x.shape, x.data.map((v, i) => v + (typeof other === "number" ? other : other.data[i]))),
+    backward: (g) => g,
+    both: true,  // the gradient goes to both inputs unchanged
+  },
+  size: { forward: (x, s, p, dim) => (dim === undefined ? x.shape.slice() : x.shape.at(dim)) },
+};
+
+// ---- A network: its graph (the export's translation of torch.fx's) run node by node.
+function parameters(network, snapshot) {
+  // The tensors of one snapshot, by state_dict key, cut from the snapshot's one block of floats.
+  network.cache ??= [];
+  if (!network.cache[snapshot]) {
+    const all = floats(network.weights[snapshot]), found = {};
+    let offset = 0;
+    for (const [key, shape] of network.tensors) {
+      const size = shape.reduce((a, b) => a * b, 1);
+      found[key] = tensor(shape, all.subarray(offset, offset + size));
+      offset += size;
+    }
+    network.cache[snapshot] = found;
+  }
+  return network.cache[snapshot];
+}
+
+function argumentValue(argument, outputs) {
+  if (Array.isArray(argument)) return argument.map((item) => argumentValue(item, outputs));
+  return argument !== null && typeof argument === "object" ? outputs[argument.node] : argument;
+}
+
+function paramsOf(node, weights) {
+  return Object.fromEntries(Object.entries(node.params || {}).map(([name, key]) => [name, weights[key]]));
+}
+
+function run(network, snapshot, input) {
+  // input: (B, 1, 28, 28); returns every node's output by name.
+  const weights = parameters(network, snapshot), outputs = {};
+  for (const node of network.graph) {
+    if (node.op === "input") { outputs[node.name] = input; continue; }
+    const [first, ...rest] = node.args.map((argument) => argumentValue(argument, outputs));
+    outputs[node.name] = OPERATIONS[node.op].forward(first, node.settings || {}, paramsOf(node, weights), ...rest);
+  }
+  return outputs;
+}
+
+function inputGradient(network, snapshot, outputs, outputGradient) {
+  // Backward through the graph from the logits' gradient to the input's (tensor arguments only).
+  const weights = parameters(network, snapshot), gradients = { [network.output]: outputGradient };
+  const add = (name, gradient) => {
+    if (!gradients[name]) gradients[name] = tensor(gradient.shape, Float32Array.from(gradient.data));
+    else gradient.data.forEach((d, i) => { gradients[name].data[i] += d; });
+  };
+  for (const node of [...network.graph].reverse()) {
+    const gradient = gradients[node.name];
+    if (!gradient || node.op === "input" || node.op === "size") continue;
+    const operation = OPERATIONS[node.op], [first, ...rest] = node.args;
+    const x = outputs[first.node];
+    add(first.node, operation.backward(gradient, x, node.settings || {}, paramsOf(node, weights), outputs[node.name]));
+    if (operation.both && rest[0] && typeof rest[0] === "object") add(rest[0].node, gradient);
+  }
+  return gradients[network.graph[0].name];
+}
+
+function logSoftmax(logits, b) {
+  const row = logits.data.subarray(b * 10, b * 10 + 10), top = Math.max(...row);
+  const total = Math.log(row.reduce((sum, v) => sum + Math.exp(v - top), 0));
+  return Array.from(row, (v) => v - top - total);
+}
+
+// ---- Preparing a drawing exactly as data.prepare_digit does: PyTorch's float32 steps, in order.
+const f32 = Math.fround;
+function roundHalfEven(value) {  // Python's round() and torch.round(): a half goes to the even side
+  const rounded = Math.round(value);  // a half goes up
+  return rounded - value === 0.5 && rounded % 2 !== 0 ? rounded - 1 : rounded;
+}
+
+function antialiasWeights(inputSize, outputSize) {
+  // torch.nn.functional.interpolate(mode="bilinear", antialias=True): a triangle filter as wide
+  // as the scale, each output pixel's weights normalised to add up to 1 (float32 throughout).
+  const scale = f32(inputSize / outputSize), support = scale >= 1 ? f32(scale * 1.0) : 1.0;
+  const invscale = scale >= 1 ? f32(1 / scale) : 1.0, rows = [];
+  for (let i = 0; i < outputSize; i++) {
+    const center = f32(scale * f32(i + 0.5));
+    const xmin = Math.max(Math.trunc(f32(center - support) + 0.5), 0);
+    const xsize = Math.min(Math.trunc(f32(center + support) + 0.5), inputSize) - xmin;
+    const weights = [];
+    let total = 0;
+    for (let j = 0; j < xsize; j++) {
+      const t = Math.abs(f32((f32(j + xmin - center) + 0.5) * invscale));  // as C++ rounds it
+      const w = t < 1 ? f32(1 - t) : 0;
+      weights.push(w);
+      total = f32(total + w);
+    }
+    rows.push([xmin, weights.map((w) => (total !== 0 ? f32(w / total) : 0))]);
+  }
+  return rows;
+}
+
+function weightedSum(values, weights) {
+  // PyTorch's x86 build (GCC, AVX2/AVX-512) adds the first product, then four more at a time,
+  // each rounded, and the last (n - 1) % 4 fused with their products (one rounding each, as an
+  // FMA does). Measured bit for bit against torch 2.14 on such a CPU; another order differs in
+  // the last bit, which the 8-bit rounding below turns into a grey level now and then.
+  const n = values.length, unrolled = 1 + Math.floor((n - 1) / 4) * 4;
+  let sum = f32(values[0] * weights[0]), j = 1;
+  for (; j < unrolled; j++) sum = f32(sum + f32(values[j] * weights[j]));
+  for (; j < n; j++) sum = f32(sum + values[j] * weights[j]);  // a float32 product is exact in float64
+  return sum;
+}
+
+function resizeAxis(values, height, width, size, alongRows) {
+  const rows = antialiasWeights(alongRows ? height : width, size);
+  const [outHeight, outWidth] = alongRows ? [size, width] : [height, size];
+  const out = new Float32Array(outHeight * outWidth);
+  for (let y = 0; y < outHeight; y++) for (let x = 0; x < outWidth; x++) {
+    const [start, weights] = rows[alongRows ? y : x];
+    const under = weights.map((w, j) => (alongRows ? values[(start + j) * width + x] : values[y * width + start + j]));
+    out[y * outWidth + x] = weightedSum(under, weights);
+  }
+  return out;
+}
+
+function resize(values, height, width, outHeight, outWidth) {
+  // PyTorch resizes the columns first, then the rows, and skips an axis whose size stays.
+  let out = values;
+  if (outWidth !== width) out = resizeAxis(out, height, width, outWidth, false);
+  if (outHeight !== height) out = resizeAxis(out, height, outWidth, outHeight, true);
+  return out;
+}
+
+class UserError extends Error {}
+const MAX_PIXELS = 4096 * 4096;  // as data.py: far more than a digit needs
+
+function prepareDigit(levels, height, width) {
+  // levels: grey levels 0 (black) to 255 (white), row by row. Returns the (1, 1, 28, 28) input.
+  const ink = inkOf(levels), [top, bottom, left, right] = inkBox(ink, height, width);
+  const cropHeight = bottom - top + 1, cropWidth = right - left + 1, crop = new Float32Array(cropHeight * cropWidth);
+  for (let y = 0; y < cropHeight; y++) crop.set(ink.subarray((top + y) * width + left, (top + y) * width + right + 1), y * cropWidth);
+  const scale = 20 / Math.max(cropHeight, cropWidth);  // the longer side becomes 20 pixels
+  const outHeight = Math.max(1, roundHalfEven(cropHeight * scale)), outWidth = Math.max(1, roundHalfEven(cropWidth * scale));
+  const small = resize(crop, cropHeight, cropWidth, outHeight, outWidth);
+  // The centre of mass goes to row 14, column 14, as MNIST's.
+  let mass = 0, massRow = 0, massColumn = 0;
+  for (let i = 0; i < small.length; i++) {
+    mass += small[i]; massRow += small[i] * Math.floor(i / outWidth); massColumn += small[i] * (i % outWidth);
+  }
+  const row0 = Math.min(Math.max(roundHalfEven(14 - f32(massRow / mass)), 0), 28 - outHeight);
+  const column0 = Math.min(Math.max(roundHalfEven(14 - f32(massColumn / mass)), 0), 28 - outWidth);
+  const input = tensor([1, 1, 28, 28]);
+  input.data.fill(normalise(0));
+  // 8-bit pixels, then the tutorial's transform: ToTensor (/ 255), Normalize ((x - mean) / std).
+  for (let y = 0; y < outHeight; y++) for (let x = 0; x < outWidth; x++) {
+    input.data[(row0 + y) * 28 + column0 + x] = normalise(Math.min(255, roundHalfEven(f32(small[y * outWidth + x] * 255))));
+  }
+  return input;
+}
+
+const GREY = Float32Array.from({ length: 256 }, (_, level) => level / 255);  // as pil_to_tensor(...) / 255
+
+function inkOf(levels) {
+  // Light ink on black whatever the picture's colours, from 0 (the paper's level) to 1.
+  const median = medianLevel(levels), invert = GREY[median] > 0.5;  // mostly light: dark ink on a light page
+  // Each level's ink, worked out once for the 256 levels instead of for every pixel.
+  const inkOfLevel = GREY.map((grey) => (invert ? Math.max(f32(f32(1 - grey) - f32(1 - GREY[median])), 0)
+                                                : Math.max(f32(grey - GREY[median]), 0)));
+  const ink = new Float32Array(levels.length);
+  let largest = 0;
+  for (let i = 0; i < levels.length; i++) {
+    ink[i] = inkOfLevel[levels[i]];
+    largest = Math.max(largest, ink[i]);
+  }
+  if (largest < f32(0.1)) throw new UserError("no digit found: the picture has (almost) one colour");
+  for (let i = 0; i < ink.length; i++) ink[i] = f32(ink[i] / largest);
+  return ink;
+}
+
+function medianLevel(levels) {
+  // torch.median: the lower of the two middle values, found by counting each level.
+  const counts = new Uint32Array(256);
+  for (let i = 0; i < levels.length; i++) counts[levels[i]]++;
+  let level = 0;
+  for (let below = counts[0]; below <= Math.floor((levels.length - 1) / 2); below += counts[++level]);
+  return level;
+}
+
+function inkBox(ink, height, width) {
+  // The first and last rows and columns with ink brighter than 0.2 (compared in float32, as PyTorch).
+  let top = height, bottom = -1, left = width, right = -1;
+  const threshold = f32(0.2);
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) {
+    if (!(ink[y * width + x] > threshold)) continue;
+    top = Math.min(top, y); bottom = Math.max(bottom, y); left = Math.min(left, x); right = Math.max(right, x);
+  }
+  return [top, bottom, left, right];
+}
+
+function normalise(pixel) { return f32(f32(f32(pixel / 255) - EXPORT.mean) / EXPORT.std); }
+function toPixels(value) { return value * EXPORT.std + EXPORT.mean; }
+
+function onWhite(value, alpha) {
+  // Pillow's alpha_composite of one channel over opaque white, in its integer arithmetic.
+  const mixed = value * alpha * 128 + 255 * (255 - alpha) * 128 + (0x80 << 7);
+  return (((mixed >> 8) + mixed) >> 8) >> 7;
+}
+
+function greyOfRgba(data, count) {
+  let transparent = false;
+  for (let i = 0; i < count && !transparent; i++) transparent = data[4 * i + 3] < 255;
+  // Pillow's convert("L") (ITU-R 601-2 luma, integer arithmetic), after laying the picture on white.
+  const levels = new Uint8Array(count);
+  for (let i = 0; i < count; i++) {
+    const a = data[4 * i + 3], [r, g, b] = [0, 1, 2].map((k) => (a === 255 || !transparent ? data[4 * i + k]
+      : onWhite(data[4 * i + k], a)));
+    levels[i] = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
+  }
+  return levels;
+}
+
+function greyOfPixels(pixels) {
+  // A drawing sent as rows of grey levels 0 (black) to 255 (white), rounded to 8 bits as draw.py does.
+  if (!(Array.isArray(pixels) && pixels.length > 0 && pixels.length <= 1000 && Array.isArray(pixels[0])
+        && pixels[0].length > 0 && pixels[0].length <= 1000 && pixels.every((row) => Array.isArray(row) && row.length === pixels[0].length))) {
+    throw new BadRequest(400, "pixels must be a list of equally long rows, at most 1000 x 1000");
+  }
+  const width = pixels[0].length, levels = new Uint8Array(pixels.length * width);
+  pixels.forEach((row, y) => {
+    for (let x = 0; x < width; x++) {
+      const v = row[x];
+      if (typeof v !== "number" || !(v >= 0 && v <= 255)) throw new BadRequest(400, "pixels must be numbers from 0 to 255");
+      levels[y * width + x] = roundHalfEven(f32(v));
+    }
+  });
+  return levels;
+}
+
+async function decodePicture(picture) {
+  if (typeof picture !== "string") throw new BadRequest(400, "picture must be a base64 string");
+  const url = picture.startsWith("data:") ? picture : `data:image/png;base64,${picture}`;
+  const image = new Image();
+  image.src = url;
+  try { await image.decode(); } catch (error) { throw new BadRequest(422, "picture: not an image file that this browser can read"); }
+  if (image.naturalWidth * image.naturalHeight > MAX_PIXELS) {
+    throw new BadRequest(422, `picture: too many pixels for a picture of one digit (${image.naturalWidth} x ${image.naturalHeight}); scale it down`);
+  }
+  const canvas = document.createElement("canvas");
+  canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  context.drawImage(image, 0, 0);
+  const { data, width, height } = context.getImageData(0, 0, canvas.width, canvas.height);
+  return [greyOfRgba(data, width * height), height, width];
+}
+
+// ---- The routes: the same checks, bodies and answers as draw.py's Page.
+class BadRequest extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+function wholeNumber(request, key, low, high) {
+  const value = request[key];
+  if (!Number.isInteger(value) || value < low || value > high) throw new BadRequest(400, `${key} must be a whole number from ${low} to ${high}`);
+  return value;
+}
+
+function queryNumbers(query) {
+  const fields = Object.fromEntries(new URLSearchParams(query || ""));
+  for (const [key, value] of Object.entries(fields)) {
+    if (!/^[+-]?\d+$/.test(value.trim())) throw new BadRequest(400, "each field of the query must be a whole number");
+    fields[key] = Number(value);
+  }
+  return fields;
+}
+
+function chosen(request) {
+  const model = wholeNumber({ model: 0, ...request }, "model", 0, EXPORT.networks.length - 1);
+  const network = EXPORT.networks[model], last = network.weights.length - 1;
+  return [model, network, wholeNumber({ snapshot: last, ...request }, "snapshot", 0, last)];
+}
+
+function round(value, digits) { const scale = 10 ** digits; return Math.round(value * scale) / scale; }
+function describe(t, digits = 5) { return { shape: t.shape.slice(1), values: Array.from(t.data, (v) => round(v, digits)) }; }
+
+let sprites = null;  // the explorer's images, decoded once: one Uint8Array of 28 x 28 pixels per set
+async function setImages() {
+  if (!sprites) {
+    sprites = await Promise.all(EXPORT.sets.map(async (set) => {
+      if (!set.sprite) return new Uint8Array(0);
+      const [levels] = await decodePicture(set.sprite);
+      const columns = EXPORT.sprite_columns, count = set.indices.length, pixels = new Uint8Array(count * 784);
+      const width = columns * 28;
+      for (let k = 0; k < count; k++) for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
+        const sy = Math.floor(k / columns) * 28 + y, sx = (k % columns) * 28 + x;
+        pixels[k * 784 + y * 28 + x] = levels[sy * width + sx];
+      }
+      return pixels;
+    }));
+  }
+  return sprites;
+}
+
+function positionOf(set, index) {
+  // Where image index of a set is among those the page holds (the explorer's), or undefined.
+  const found = EXPORT.sets[set];
+  found.position ??= new Map(found.indices.map((image, k) => [image, k]));
+  return found.position.get(index);
+}
+
+async function imageOf(set, index) {
+  const position = positionOf(set, index);
+  return (await setImages())[set].subarray(position * 784, (position + 1) * 784);
+}
+
+function labelOf(set, index) { return EXPORT.sets[set].labels[positionOf(set, index)]; }
+
+async function digitOf(request) {
+  if ("index" in request) {
+    if ("pixels" in request || "picture" in request) throw new BadRequest(400, "send one of pixels, picture or index");
+    if (EXPORT.sets.length === 0) throw new BadRequest(404, EXPORT.missing || "no labelled set was given");
+    const set = wholeNumber({ set: 0, ...request }, "set", 0, EXPORT.sets.length - 1);
+    const index = wholeNumber(request, "index", 0, EXPORT.sets[set].count - 1);
+    if (positionOf(set, index) === undefined) throw new BadRequest(404, `image ${index} is not in this page: it holds the images the explorer shows`);
+    const pixels = await imageOf(set, index);
+    return [tensor([1, 1, 28, 28], Float32Array.from(pixels, normalise)), labelOf(set, index)];
+  }
+  if (("pixels" in request) === ("picture" in request)) {
+    throw new BadRequest(400, "send one of pixels (a drawing), picture (an image file, base64) or index (an image of a set)");
+  }
+  try {
+    if ("picture" in request) return [prepareDigit(...await decodePicture(request.picture)), null];
+    return [prepareDigit(greyOfPixels(request.pixels), request.pixels.length, request.pixels[0].length), null];
+  } catch (error) {
+    if (error instanceof UserError) throw new BadRequest(422, error.message);
+    throw error;
+  }
+}
+
+function layers(network, outputs) {
+  const found = network.stages.filter((stage) => outputs[stage.shown].data).map((stage) => ({ ...stage.details, name: stage.name, output: outputs[stage.shown] }));
+  const logits = outputs[network.output], probabilities = tensor([1, 10], Float32Array.from(softmax(logits.data)));
+  const name = found.every((layer) => layer.name !== "softmax") ? "softmax" : "probabilities";
+  return [...found, { name, kind: "output", code: "logits.softmax(dim=1)", activation: null, output: probabilities }];
+}
+
+function softmax(row) {
+  const top = Math.max(...row), exps = Array.from(row, (v) => Math.exp(v - top)), total = exps.reduce((a, b) => a + b, 0);
+  return exps.map((e) => e / total);
+}
+
+function confidence(probabilities, digit) {
+  const top = [...probabilities.keys()].sort((a, b) => probabilities[b] - probabilities[a] || a - b).slice(0, 3);
+  const ink = Array.from(digit.data).filter((v) => toPixels(v) > 0.5).length / 784;
+  const [low, high] = EXPORT.ink_range, unlike = !(low <= ink && ink <= high);
+  return { top: top.map((d) => [d, round(probabilities[d], 6)]), ink, unsure: probabilities[top[0]] < EXPORT.unsure_below || unlike,
+           unlike_a_digit: unlike, unsure_below: EXPORT.unsure_below, ink_range: EXPORT.ink_range };
+}
+
+function attributionOf(network, snapshot, digit, target) {
+  // Integrated gradients from an empty box (every pixel black), midpoints of 64 equal steps.
+  const steps = EXPORT.attribution_steps, empty = normalise(0), path = tensor([steps, 1, 28, 28]);
+  for (let k = 0; k < steps; k++) {
+    const fraction = f32((k + 0.5) / steps);
+    digit.data.forEach((v, i) => { path.data[k * 784 + i] = f32(empty + f32(fraction * f32(v - empty))); });
+  }
+  const outputs = run(network, snapshot, path), logits = outputs[network.output], gradient = tensor([steps, 10]);
+  for (let k = 0; k < steps; k++) {  // d log p(target) / d logits = one-hot - softmax
+    softmax(logits.data.subarray(k * 10, k * 10 + 10)).forEach((p, d) => { gradient.data[k * 10 + d] = (d === target) - p; });
+  }
+  const grad = inputGradient(network, snapshot, outputs, gradient), values = tensor([1, 28, 28]);
+  for (let i = 0; i < 784; i++) {
+    let sum = 0;
+    for (let k = 0; k < steps; k++) sum += grad.data[k * 784 + i];
+    values.data[i] = (sum / steps) * (digit.data[i] - empty);
+  }
+  const ends = tensor([2, 1, 28, 28]);
+  ends.data.fill(empty, 0, 784);
+  ends.data.set(digit.data, 784);
+  const endLogits = run(network, snapshot, ends)[network.output];
+  return { digit: target, ...describe(values), total: logSoftmax(endLogits, 1)[target] - logSoftmax(endLogits, 0)[target] };
+}
+
+async function predict(request) {
+  const [model, network, snapshot] = chosen(request), withAttribution = request.attribution ?? true;
+  if (typeof withAttribution !== "boolean") throw new BadRequest(400, "attribution must be true or false");
+  const [digit, label] = await digitOf(request);
+  const stages = layers(network, run(network, snapshot, digit)), probabilities = Array.from(stages.at(-1).output.data);
+  const prediction = probabilities.indexOf(Math.max(...probabilities));
+  return {
+    model: network.name, prediction, label, probabilities: probabilities.map((p) => round(p, 6)),
+    confidence: confidence(probabilities, digit),
+    input: describe(tensor([1, 1, 28, 28], digit.data.map(toPixels))),
+    layers: stages.map(({ output, ...stage }) => ({ ...stage, ...describe(output) })),
+    attribution: withAttribution ? attributionOf(network, snapshot, digit, prediction) : null,
+  };
+}
+
+async function attribution(request) {
+  const [, network, snapshot] = chosen(request), target = wholeNumber(request, "digit", 0, 9);
+  const [digit] = await digitOf(request);
+  return attributionOf(network, snapshot, digit, target);
+}
+
+// ---- How one value was computed (explain.step_of): the same patches, sums and order.
+async function step(request) {
+  const [, network, snapshot] = chosen(request);
+  if (typeof request.stage !== "string") throw new BadRequest(400, "stage must be the name of a stage");
+  const [map, row, column] = ["map", "row", "column"].map((key) => wholeNumber(request, key, 0, 10000));
+  const [digit] = await digitOf(request), outputs = run(network, snapshot, digit);
+  const stage = network.stages.find((s) => s.name === request.stage && outputs[s.shown].data);
+  if (!stage) throw new BadRequest(400, `no stage named '${request.stage}' in this network`);
+  const value = outputs[stage.shown], shape = value.shape.slice(1);
+  let position = null;
+  if (shape.length === 3) position = [map, row, column];
+  else if (shape.length === 1 && map === 0 && row === 0) position = [column];
+  if (!position || !position.every((index, axis) => index < shape[axis])) {
+    throw new BadRequest(400, `${request.stage} has no value at map ${map}, row ${row}, column ${column}`);
+  }
+  const node = network.graph.find((n) => n.name === stage.node), weights = parameters(network, snapshot);
+  const input = node.args[0] && typeof node.args[0] === "object" ? outputs[node.args[0].node] : null;
+  const answer = input ? stepOf(node, paramsOf(node, weights), input, map, row, column) : { kind: "none" };
+  if (answer.kind !== "none" && stage.shown !== stage.node) Object.assign(answer, { activation: "ReLU", after: Math.max(answer.sum, 0) });
+  const flat = position.reduce((offset, index, axis) => offset * shape[axis] + index, 0);
+  return { stage: request.stage, map, row, column, value: value.data[flat], ...answer };
+}
+
+function stepOf(node, p, input, map, row, column) {
+  const s = node.settings || {};
+  if (node.op === "conv2d") {
+    const [, C, H, W] = input.shape, [O, perGroup, KH, KW] = p.weight.shape, [[PT], [PL]] = s.padding;
+    const first = Math.floor(map / (O / s.groups)) * perGroup, top = row * s.stride[0], left = column * s.stride[1];
+    const patch = [], kernel = Array.from(p.weight.data.subarray(map * perGroup * KH * KW, (map + 1) * perGroup * KH * KW));
+    for (let c = 0; c < perGroup; c++) for (let ky = 0; ky < KH; ky++) for (let kx = 0; kx < KW; kx++) {
+      const iy = top - PT + ky * s.dilation[0], ix = left - PL + kx * s.dilation[1];
+      patch.push(iy >= 0 && iy < H && ix >= 0 && ix < W ? input.data[((first + c) * H + iy) * W + ix] : 0);
+    }
+    const products = patch.map((v, i) => f32(v * kernel[i])), bias = p.bias ? p.bias.data[map] : 0;
+    return { kind: "convolution", channels: [...Array(perGroup).keys()].map((c) => first + c), shape: [perGroup, KH, KW],
+             patch, kernel, products, bias, sum: products.reduce((a, b) => a + b, 0) + bias, top: top - PT, left: left - PL };
+  }
+  if (node.op === "max_pool2d" && input.shape.length === 4 && s.plain) {
+    const [, , H, W] = input.shape, [KH, KW] = s.kernel, top = row * s.stride[0], left = column * s.stride[1], block = [];
+    for (let y = top; y < Math.min(top + KH, H); y++) for (let x = left; x < Math.min(left + KW, W); x++) block.push(input.data[(map * H + y) * W + x]);
+    const largest = Math.max(...block);
+    return { kind: "pool", shape: [Math.min(KH, H - top), Math.min(KW, W - left)], block, kept: block.indexOf(largest), sum: largest, top, left };
+  }
+  if (node.op === "linear") {
+    const [, I] = p.weight.shape, weights = p.weight.data.subarray(column * I, (column + 1) * I);
+    const contributions = Array.from(input.data, (v, i) => f32(weights[i] * v));
+    const largest = [...contributions.keys()].sort((a, b) => Math.abs(contributions[b]) - Math.abs(contributions[a])).slice(0, 8);
+    const total = contributions.reduce((a, b) => a + b, 0), bias = p.bias ? p.bias.data[column] : 0;
+    return { kind: "linear", unit: column, inputs: I,
+             largest: largest.map((i) => ({ index: i, input: input.data[i], weight: weights[i], product: contributions[i] })),
+             rest: total - largest.reduce((sum, i) => sum + contributions[i], 0), bias, sum: total + bias };
+  }
+  return { kind: "none" };
+}
+
+// ---- What the export worked out with PyTorch: kernels, training curves, the explorer's answers.
+function kernels(query) {
+  const [, network, snapshot] = chosen(queryNumbers(query)), weights = parameters(network, snapshot);
+  return { model: network.name, kernels: network.kernels.map((name) => ({ name, ...describe(tensor([1, ...weights[`${name}.weight`].shape], weights[`${name}.weight`].data)) })) };
+}
+
+function training(query) {
+  const [, network] = chosen(queryNumbers(query));
+  return network.training;
+}
+
+function chosenSet(request) {
+  if (EXPORT.sets.length === 0) throw new BadRequest(404, EXPORT.missing || "no labelled set was given");
+  return wholeNumber({ set: 0, ...request }, "set", 0, EXPORT.sets.length - 1);
+}
+
+function testset(query) {
+  const request = queryNumbers(query), [, network, snapshot] = chosen(request), set = chosenSet(request);
+  return { model: network.name, ...network.testsets[snapshot][set] };
+}
+
+async function examples(query) {
+  const request = queryNumbers(query), [model, network, snapshot] = chosen(request), set = chosenSet(request);
+  let count, indices, predicted, probabilities;
+  if ("other" in request) {
+    const other = wholeNumber(request, "other", 0, EXPORT.networks.length - 1);
+    [count, indices, predicted, probabilities] = EXPORT.comparisons[set][model][other];
+  } else {
+    const [trueDigit, said] = ["true", "predicted"].map((key) => wholeNumber(request, key, 0, 9));
+    [count, indices, probabilities] = network.cells[snapshot][set][trueDigit * 10 + said];
+    predicted = indices.map(() => said);
+  }
+  const images = await Promise.all(indices.map((index) => imageOf(set, index)));
+  return { count, examples: indices.map((index, k) => ({ index, label: labelOf(set, index), predicted: predicted[k],
+                                                        probability: probabilities[k], pixels: Array.from(images[k]) })) };
+}
+
+function models() {
+  return { models: EXPORT.networks.map((n) => n.name), snapshots: EXPORT.networks.map((n) => n.training.snapshots),
+           sets: EXPORT.sets.map((set) => ({ name: set.name, count: set.count })), missing: EXPORT.missing,
+           collect: EXPORT.collect && { ...EXPORT.collect, counts: collected.map((pictures) => pictures.length) } };
+}
+
+// ---- Collecting: drawings kept here, labelled, and downloaded as one zip of DIR/0 ... DIR/9.
+const collected = Array.from({ length: 10 }, () => []);
+
+async function collect(request) {
+  if (!EXPORT.collect) throw new BadRequest(404, "saving drawings is off: export with --collect DIR to turn it on");
+  const label = wholeNumber(request, "label", 0, 9);
+  if (Object.keys(request).some((key) => !["label", "pixels", "model", "snapshot"].includes(key)) || !("pixels" in request)) {
+    throw new BadRequest(400, "send label and pixels (a drawing) only");
+  }
+  await digitOf({ pixels: request.pixels });  // a drawing without a digit would teach the network nothing
+  if (collected[label].length >= EXPORT.collect.limit) {
+    throw new BadRequest(409, `${EXPORT.collect.folder}/${label} holds ${EXPORT.collect.limit} pictures already, the most this page saves of one digit (draw.py --collect-limit)`);
+  }
+  collected[label].push(await pngOf(request.pixels));
+  return { saved: nameOf(label, collected[label].length - 1), counts: collected.map((pictures) => pictures.length) };
+}
+
+function nameOf(label, number) { return `${label}/${String(number).padStart(4, "0")}.png`; }  // as collect.py names them
+
+function pngOf(pixels) {
+  const canvas = document.createElement("canvas");
+  canvas.height = pixels.length; canvas.width = pixels[0].length;
+  const context = canvas.getContext("2d"), image = context.createImageData(canvas.width, canvas.height);
+  pixels.flat().forEach((v, i) => image.data.set([v, v, v, 255], 4 * i));
+  context.putImageData(image, 0, 0);
+  return new Promise((resolve) => canvas.toBlob((blob) => blob.arrayBuffer().then((b) => resolve(new Uint8Array(b))), "image/png"));
+}
+
+function zipOf(files) {
+  // A zip without compression (PNGs are compressed already): each file's header, its bytes, then
+  // the central directory that lists them.
+  const parts = [], directory = [], bytes = (n, size) => Array.from({ length: size }, (_, i) => (n >>> (8 * i)) & 255);
+  let offset = 0;
+  for (const [name, content] of files) {
+    const nameBytes = new TextEncoder().encode(name), crc = crc32(content);
+    // version 2.0, no flags, stored, 1980-01-01 00:00, CRC-32, sizes, name length, no extra field
+    const common = [...bytes(20, 2), ...bytes(0, 2), ...bytes(0, 2), ...bytes(0, 2), ...bytes(33, 2), ...bytes(crc, 4),
+                    ...bytes(content.length, 4), ...bytes(content.length, 4), ...bytes(nameBytes.length, 2), ...bytes(0, 2)];
+    const local = Uint8Array.from([...bytes(0x04034b50, 4), ...common, ...nameBytes]);
+    // + no comment, disk 0, no attributes, where the file's header starts
+    directory.push(Uint8Array.from([...bytes(0x02014b50, 4), ...bytes(20, 2), ...common, ...bytes(0, 2), ...bytes(0, 2),
+                                    ...bytes(0, 2), ...bytes(0, 4), ...bytes(offset, 4), ...nameBytes]));
+    parts.push(local, content);
+    offset += local.length + content.length;
+  }
+  const size = directory.reduce((total, entry) => total + entry.length, 0);
+  const end = Uint8Array.from([...bytes(0x06054b50, 4), ...bytes(0, 4), ...bytes(files.length, 2), ...bytes(files.length, 2),
+                               ...bytes(size, 4), ...bytes(offset, 4), ...bytes(0, 2)]);
+  return new Blob([...parts, ...directory, end], { type: "application/zip" });
+}
+
+function crc32(content) {
+  let crc = -1;
+  for (const byte of content) {
+    crc ^= byte;
+    for (let k = 0; k < 8; k++) crc = (crc >>> 1) ^ (0xEDB88320 & -(crc & 1));
+  }
+  return (crc ^ -1) >>> 0;
+}
+
+function download() {
+  // The drawings so far as FOLDER.zip; unzipped, FOLDER is what train.py --extra-images-dir reads.
+  const files = collected.flatMap((pictures, label) => pictures.map((png, k) => [`${EXPORT.collect.folder}/${nameOf(label, k)}`, png]));
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(zipOf(files));
+  link.download = `${EXPORT.collect.folder}.zip`;
+  link.click();
+  return files.length;
+}
+
+window.routes = { models, kernels, training, testset, examples, predict, step, attribution, collect, download };
+})();

@@ -1,0 +1,463 @@
+"""Tests of draw.py --export: the file's answers, computed in the browser, held to the server's
+(PyTorch's) for the same bodies; the file opened as file:// in headless Chromium, offline.
+
+Usage: python -m unittest -v test_export   (MNIST_ROOT=... uses 100 real MNIST digits)
+"""
+import base64
+import contextlib
+import glob
+import io
+import json
+import os
+import re
+import unittest
+import warnings
+import zipfile
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+import data
+import draw
+import export
+import train
+from fixtures import make_fake_mnist, make_shapes_mnist, run_script, temporary_folder
+from test_draw import CHROMEDRIVER, CHROMIUM, EDITED, browser_missing
+
+
+class OpsNet(nn.Module):
+    """Every other operation the file computes: strides, padding, 'same', dilation, a residual
+    x + y, tanh, sigmoid, LeakyReLU, average pooling, padded max pooling, reshape, + a number."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(1, 4, 3, stride=2, padding=1)        # (4, 14, 14)
+        self.conv_same = nn.Conv2d(4, 4, 3, padding="same")
+        self.average = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+        self.conv_b = nn.Conv2d(4, 6, 3, padding=2, dilation=2)      # (6, 7, 7)
+        self.squash = nn.Sigmoid()
+        self.fc = nn.Linear(24, 16)
+        self.act = nn.LeakyReLU(0.2)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = torch.tanh(self.conv_a(x))
+        x = F.leaky_relu(x + self.conv_same(x), 0.1)                # a residual connection
+        x = self.squash(self.conv_b(self.average(x)))              # (4, 7, 7) -> (6, 7, 7)
+        x = F.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True)  # (6, 4, 4)
+        x = F.avg_pool2d(x, 2).reshape(x.size(0), -1)              # (24,)
+        return self.out(self.act(self.fc(x))) + 0.5
+
+
+class GeluNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(F.gelu(torch.flatten(x, 1)))
+
+
+def setUpModule():
+    global TEMP, SHAPES, MODEL, PAGE, FILE, EDITED_PAGE, EDITED_FILE, DIGITS
+    warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
+    TEMP = temporary_folder()
+    SHAPES = make_shapes_mnist(os.path.join(TEMP, "shapes"))
+    MODEL = os.path.join(TEMP, "shapes.pt")
+    code, _, err = run_script(train, ["--data-dir", SHAPES, "--device", "cpu", "--epochs", "2",
+                                      "--out", MODEL])
+    assert code == 0, err
+    FILE = os.path.join(TEMP, "page.html")
+    code, out, err = run_script(draw, [MODEL, "--data-dir", SHAPES, "--export", FILE,
+                                       "--collect", os.path.join(TEMP, "class_digits")])
+    assert code == 0, err
+    PAGE = draw.Page(draw.load_models([MODEL], "cpu"), "cpu", *draw.load_sets(SHAPES, None),
+                     collect=os.path.join(TEMP, "unused"))
+    torch.manual_seed(0)
+    edited = [draw.Network(name, network().eval()) for name, (network, _) in EDITED.items()]
+    edited.append(draw.Network("ops", OpsNet().eval()))
+    for network in edited:  # batch norm with learned-looking statistics, not the identity
+        for module in network.model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.uniform_(-0.3, 0.3)
+    EDITED_PAGE = draw.Page(edited, "cpu")
+    EDITED_FILE = os.path.join(TEMP, "edited.html")
+    export.export_page(EDITED_PAGE, EDITED_FILE)
+    DIGITS = test_digits(100)
+
+
+def test_digits(count):
+    """count digits as 28 x 28 grey levels: MNIST's test set with MNIST_ROOT, else noisy bars.
+
+    Not the shapes: drawn perfectly symmetric, their centre of mass falls exactly halfway between
+    two pixels, where float32 sums in another order round the other way (docs/page.md).
+    """
+    root = os.environ.get("MNIST_ROOT")
+    if not (root and data.raw_folder(root)[1]):
+        root = make_fake_mnist(os.path.join(TEMP, "bars"))
+    images, _ = data.load_mnist(root, train=False)
+    step = len(images) // count
+    pixels = (data.to_pixels(images[::step][:count]) * 255).round().to(torch.uint8)
+    return [digit[0].tolist() for digit in pixels]
+
+
+def drawing(digit):
+    """A 28 x 28 digit as dark ink on a 280 x 280 white drawing, each pixel a 10 x 10 block."""
+    return [[255 - value for value in row for _ in range(10)] for row in digit for _ in range(10)]
+
+
+def as_json(answer):
+    return json.loads(json.dumps(answer))  # tuples become lists, as the server sends them
+
+
+def difference(first, second, path="answer"):
+    """The largest difference between two answers' numbers; anything else must be equal."""
+    if isinstance(first, dict):
+        if set(first) != set(second):
+            raise AssertionError(f"{path}: keys {sorted(set(first) ^ set(second))} differ")
+        return max([difference(first[key], second[key], f"{path}.{key}") for key in first] or [0])
+    if isinstance(first, list):
+        if len(first) != len(second):
+            raise AssertionError(f"{path}: {len(first)} values against {len(second)}")
+        return max([difference(a, b, path) for a, b in zip(first, second)] or [0])
+    if type(first) in (int, float) and type(second) in (int, float):
+        return abs(first - second)
+    if first != second:
+        raise AssertionError(f"{path}: {first!r} against {second!r}")
+    return 0
+
+
+def same_answer(test, file_answer, server_answer):
+    """Hold a /predict answer of the file to the server's (the issue's tolerances); return
+    whether the prepared input was identical."""
+    test.assertEqual(file_answer["prediction"], server_answer["prediction"])
+    inputs = (file_answer["input"]["values"], server_answer["input"]["values"])
+    largest = max(abs(a - b) for a, b in zip(*inputs))
+    test.assertLessEqual(largest, 1 / 255 + 1e-5)  # one grey level at most
+    if largest > 1e-5:
+        return False
+    rest = ("layers", "probabilities", "confidence", "input", "model", "label")
+    test.assertLessEqual(difference({key: file_answer[key] for key in rest},
+                                    {key: server_answer[key] for key in rest}), 1e-4)
+    if server_answer["attribution"] is not None:
+        test.assertLessEqual(difference(file_answer["attribution"], server_answer["attribution"]), 1e-3)
+    return True
+
+
+# Calls window.routes[route](argument) in the page and hands back its answer or its error.
+CALL = """
+const [route, argument, done] = arguments;
+Promise.resolve().then(() => window.routes[route](argument))
+  .then((answer) => done({ answer }), (error) => done({ error: error.message, status: error.status }));
+"""
+# Predicts each 28 x 28 digit, drawn as the Python drawing() draws it, with the given fields.
+PREDICT_DRAWINGS = """
+const [digits, fields, done] = arguments;
+const drawing = (digit) => Array.from({ length: 280 }, (_, y) => Array.from({ length: 280 },
+  (_, x) => 255 - digit[Math.floor(y / 10)][Math.floor(x / 10)]));
+(async () => {
+  const answers = [];
+  for (const digit of digits) {
+    answers.push(await window.routes.predict({ ...fields, pixels: drawing(digit) }));
+  }
+  return answers;
+})().then(done, (error) => done(String(error)));
+"""
+
+
+class ExportTest(unittest.TestCase):
+    """What draw.py --export writes, checked without a browser."""
+
+    def test_the_file_holds_its_policy_script_and_data_and_nothing_else_was_made(self):
+        with open(FILE, encoding="utf-8") as file:
+            html = file.read()
+        self.assertIn(f'content="{export.CONTENT_SECURITY_POLICY}"', html)
+        self.assertIn("window.routes = {", html)   # offline.js, inlined
+        self.assertNotIn(export.MARKER, html)
+        self.assertIn('id="export-data"', html)
+        self.assertIsNone(re.search(r'(src|href)="(?!data:)', html))  # nothing to fetch
+        self.assertFalse(os.path.exists(os.path.join(TEMP, "class_digits")))  # downloads, not a folder
+        self.assertEqual(glob.glob(os.path.join(TEMP, ".page.html*")), [])  # no temporary left
+
+    def test_an_operation_the_file_cannot_compute_is_named_with_its_line(self):
+        path = os.path.join(TEMP, "gelu.pt")
+        torch.save({"model": GeluNet().state_dict()}, path)
+        page = draw.Page([draw.Network("gelu", GeluNet().eval())], "cpu")
+        target = os.path.join(TEMP, "gelu.html")
+        with self.assertRaises(draw.UserError) as caught:
+            export.export_page(page, target)
+        message = str(caught.exception)
+        self.assertRegex(message, r"^the exported page cannot compute F\.gelu \(forward\(\) calls it "
+                                  r"in test_export\.py, line \d+: return self\.fc\(F\.gelu")
+        self.assertNotIn("\n", message)
+        self.assertFalse(os.path.exists(target))
+
+    def test_a_dropout_that_drops_in_eval_mode_is_refused(self):
+        class Dropping(GeluNet):
+            def forward(self, x):
+                return self.fc(F.dropout(torch.flatten(x, 1), p=0.2))  # training=True: it drops
+
+        page = draw.Page([draw.Network("dropping", Dropping().eval())], "cpu")
+        with self.assertRaisesRegex(draw.UserError, r"cannot compute F\.dropout"):
+            export.page_html(page)
+
+    def test_the_command_prints_the_file_and_its_size(self):
+        target = os.path.join(TEMP, "again.html")
+        code, out, err = run_script(draw, [MODEL, "--data-dir", os.path.join(TEMP, "none"),
+                                           "--export", target])
+        self.assertEqual((code, err), (0, ""))
+        self.assertRegex(out, r"Wrote .*again\.html \(\d+\.\d\d MB\): open it in a browser")
+        code, _, err = run_script(draw, [MODEL, "--export", os.path.join(TEMP, "no", "such.html")])
+        self.assertEqual(code, 2)
+        self.assertIn("does not exist; create it first", err)
+
+
+@unittest.skipIf(browser_missing(), browser_missing())
+class FileInBrowserTest(unittest.TestCase):
+    """The exported file in headless Chromium, opened as file:// with every host unresolvable."""
+
+    @classmethod
+    def setUpClass(cls):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        cls.downloads = os.path.join(TEMP, "downloads")
+        os.makedirs(cls.downloads)
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2600",
+                         "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"):
+            options.add_argument(argument)
+        options.add_experimental_option("prefs", {"download.default_directory": cls.downloads,
+                                                  "download.prompt_for_download": False})
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+        cls.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        cls.driver.set_script_timeout(120)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.driver.quit()
+
+    def open(self, path=None):
+        self.driver.get("file://" + (path or FILE))
+        self.wait_for(lambda: self.script("return document.body.dataset.ready === 'true' "
+                                          "|| !!document.getElementById('error').textContent"),
+                      "the file to be ready")
+        self.assertEqual(self.driver.find_element("id", "error").text, "")
+
+    def setUp(self):
+        self.open()
+
+    def tearDown(self):
+        # Nothing requested, ever: no script error, no blocked load, no resource fetched.
+        severe = [entry["message"] for entry in self.driver.get_log("browser") if entry["level"] == "SEVERE"]
+        self.assertEqual(severe, [])
+        self.assertEqual(self.driver.execute_script(
+            "return performance.getEntriesByType('resource').map((entry) => entry.name)"), [])
+        urls = [json.loads(entry["message"])["message"]["params"]["request"]["url"]
+                for entry in self.driver.get_log("performance")
+                if '"Network.requestWillBeSent"' in entry["message"]]
+        self.assertEqual([url for url in urls if not url.startswith(("file://", "data:", "blob:"))], [])
+
+    def wait_for(self, condition, what, timeout=30):
+        from selenium.webdriver.support.ui import WebDriverWait
+        return WebDriverWait(self.driver, timeout).until(lambda driver: condition(), message=what)
+
+    def script(self, code):
+        return self.driver.execute_script(code)
+
+    def text(self, element_id):
+        return self.driver.find_element("id", element_id).text
+
+    def call(self, route, argument=""):
+        reply = self.driver.execute_async_script(CALL, route, argument)
+        return reply
+
+    def predict_drawings(self, digits, **fields):
+        answers = self.driver.execute_async_script(PREDICT_DRAWINGS, digits, fields)
+        self.assertIsInstance(answers, list, answers)
+        return answers
+
+    def test_100_digits_get_the_servers_answer_with_every_stage_and_the_pixels_picture(self):
+        identical = 0
+        for start in range(0, len(DIGITS), 10):  # ten at a time: each answer holds every stage
+            batch = DIGITS[start:start + 10]
+            for digit, answer in zip(batch, self.predict_drawings(batch)):
+                identical += same_answer(self, answer, as_json(PAGE.predict({"pixels": drawing(digit)})))
+        self.assertGreaterEqual(len(DIGITS), 100)
+        self.assertGreaterEqual(identical, 0.95 * len(DIGITS))
+
+    def test_a_picture_body_is_prepared_as_the_server_prepares_it(self):
+        for digit in DIGITS[:10]:
+            buffer = io.BytesIO()
+            Image.fromarray(torch.tensor(drawing(digit), dtype=torch.uint8).numpy()).save(buffer, "PNG")
+            body = {"picture": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
+                    "attribution": False}
+            same_answer(self, self.call("predict", body)["answer"], as_json(PAGE.predict(body)))
+
+    def test_step_views_give_the_servers_products_sums_and_values(self):
+        body = {"pixels": drawing(DIGITS[3])}
+        for stage, position in [("convolution2", (5, 3, 4)), ("convolution1", (2, 0, 23)),
+                                ("pool", (1, 5, 6)), ("fc1", (0, 0, 7)), ("fc2", (0, 0, 3)),
+                                ("flatten", (0, 0, 17))]:
+            request = {**body, "stage": stage, **dict(zip(("map", "row", "column"), position))}
+            reply = self.call("step", request)
+            self.assertIn("answer", reply, reply)
+            server = as_json(PAGE.step(request))
+            if server["kind"] == "linear":  # ties among the largest may come in another order
+                for answer in (reply["answer"], server):
+                    answer["largest"].sort(key=lambda item: item["index"])
+            self.assertLessEqual(difference(reply["answer"], server), 1e-4, stage)
+
+    def test_edited_networks_answer_as_the_server_stage_by_stage(self):
+        self.open(EDITED_FILE)
+        for model, network in enumerate(EDITED_PAGE.networks):
+            identical = 0
+            for digit, answer in zip(DIGITS[:8], self.predict_drawings(DIGITS[:8], model=model)):
+                server = as_json(EDITED_PAGE.predict({"model": model, "pixels": drawing(digit)}))
+                identical += same_answer(self, answer, server)
+            self.assertGreaterEqual(identical, 7, network.name)
+            for stage in (layer for layer in server["layers"] if layer["kind"] in ("convolution", "pool")):
+                request = {"model": model, "pixels": drawing(DIGITS[7]), "stage": stage["name"],
+                           "map": 1, "row": 1, "column": 2}
+                reply = self.call("step", request)
+                self.assertLessEqual(difference(reply["answer"], as_json(EDITED_PAGE.step(request))),
+                                     1e-4, (network.name, stage["name"]))
+
+    def test_models_kernels_training_and_the_explorer_equal_the_servers(self):
+        self.assertEqual(self.call("models")["answer"], {**as_json(PAGE.model_list()),
+                                                         "collect": {"folder": "class_digits",
+                                                                     "limit": 500, "counts": [0] * 10}})
+        snapshots = len(PAGE.explainers[0])
+        for query in ("model=0", "model=1", f"model=0&snapshot={snapshots // 2}"):
+            self.assertLessEqual(difference(self.call("kernels", query)["answer"],
+                                            as_json(PAGE.kernels(query))), 1e-5)
+            self.assertEqual(self.call("training", query)["answer"], as_json(PAGE.training(query)))
+            self.assertEqual(self.call("testset", query)["answer"], as_json(PAGE.testset(query)))
+        for query in ("model=0&true=3&predicted=3", "model=1&true=2&predicted=5",
+                      "model=0&snapshot=1&true=0&predicted=0", "model=0&other=1", "model=1&other=0"):
+            self.assertEqual(self.call("examples", query)["answer"], as_json(PAGE.examples(query)), query)
+        for index in (0, 7):  # an image the explorer shows, sent through the network as it is
+            shown = PAGE.examples("model=0&true=3&predicted=3")["examples"]
+            body = {"set": 0, "index": shown[index]["index"]}
+            self.assertTrue(same_answer(self, self.call("predict", body)["answer"],
+                                        as_json(PAGE.predict(body))))
+
+    def test_bad_bodies_get_the_servers_status_and_message(self):
+        good = {"pixels": drawing(DIGITS[0])}
+        bad = [("predict", {}), ("predict", {**good, "picture": "x"}), ("predict", {"pixels": [[1, 2], [3]]}),
+               ("predict", {"pixels": [[300]]}), ("predict", {"pixels": [[255] * 5] * 5}),
+               ("predict", {**good, "model": 7}), ("predict", {**good, "snapshot": -1}),
+               ("predict", {**good, "attribution": "yes"}), ("predict", {"index": 10 ** 6}),
+               ("predict", {"set": 3, "index": 0}),
+               ("step", {**good, "stage": "nothing", "map": 0, "row": 0, "column": 0}),
+               ("step", {**good, "stage": "fc1", "map": 0, "row": 0, "column": 30}),
+               ("step", {**good, "stage": 3}), ("attribution", {**good, "digit": 10}),
+               ("collect", {"label": 3}), ("collect", {"label": 11, **good}),
+               ("testset", "set=x"), ("examples", "true=1"), ("kernels", "model=9")]
+        for route, body in bad:
+            with self.assertRaises(draw.BadRequest) as caught:
+                handler = PAGE.model_list if route == "models" else getattr(PAGE, route)
+                handler(body)
+            reply = self.call(route, body)
+            self.assertEqual((reply.get("status"), reply.get("error")),
+                             (caught.exception.status, str(caught.exception)), (route, body))
+
+    def test_a_digit_drawn_on_the_canvas_is_read_as_the_server_reads_it(self):
+        self.stroke([(140, 40 + 10 * step) for step in range(21)])  # a 1, top to bottom
+        self.wait_for(lambda: self.script("return document.body.dataset.busy === 'false' && "
+                                          "!!document.querySelector('#attribution[data-digit]')"),
+                      "the file to answer the drawing")
+        picture = self.driver.execute_script("return document.getElementById('draw').toDataURL('image/png')")
+        server = as_json(PAGE.predict({"picture": picture}))
+        self.assertEqual(self.driver.find_element("id", "prediction").text, str(server["prediction"]))
+        shown = [section.get_attribute("data-stage") for section in
+                 self.driver.find_elements("css selector", "#stages section")]
+        self.assertEqual(shown, [layer["name"] for layer in server["layers"]])
+        same_answer(self, self.call("predict", {"picture": picture})["answer"], server)
+        # A click on a value of convolution2 shows how it was computed, with the server's sum.
+        canvas = self.driver.find_element("css selector",
+                                          'section[data-stage="convolution2"] canvas[data-map="2"]')
+        from selenium.webdriver.common.action_chains import ActionChains
+        box = canvas.rect
+        x, y = 3.5 * box["width"] / 8 - box["width"] / 2, 4.5 * box["height"] / 8 - box["height"] / 2
+        ActionChains(self.driver).move_to_element_with_offset(canvas, x, y).click().perform()  # (4, 3)
+        self.wait_for(lambda: self.driver.find_elements("id", "step"), "the step view")
+        step = as_json(PAGE.step({"picture": picture, "stage": "convolution2",
+                                  "map": 2, "row": 4, "column": 3}))
+        self.assertIn(f"{step['sum']:.4f}"[:-1], self.driver.find_element("id", "step").text)
+
+    def stroke(self, points):
+        from selenium.webdriver.common.actions.action_builder import ActionBuilder
+        from selenium.webdriver.common.actions.interaction import POINTER_MOUSE
+        from selenium.webdriver.common.actions.pointer_input import PointerInput
+
+        canvas = self.driver.find_element("id", "draw")
+        builder = ActionBuilder(self.driver, mouse=PointerInput(POINTER_MOUSE, "mouse"))
+        builder.pointer_action.move_to(canvas, points[0][0] - 140, points[0][1] - 140)
+        builder.pointer_action.pointer_down()
+        for x, y in points[1:]:
+            builder.pointer_action.move_to(canvas, x - 140, y - 140)
+        builder.pointer_action.pointer_up()
+        builder.perform()
+
+    def test_a_confusion_cell_opens_its_images_and_a_click_sends_one_through_the_network(self):
+        cell = self.driver.find_element("css selector", '#confusion td[data-true="4"][data-predicted="4"]')
+        cell.click()
+        self.wait_for(lambda: self.driver.find_elements("css selector", "#examples figure"),
+                      "the cell's images")
+        figures = self.driver.find_elements("css selector", "#examples figure")
+        expected = PAGE.examples("model=0&true=4&predicted=4")["examples"]
+        self.assertEqual([int(figure.get_attribute("data-index")) for figure in figures],
+                         [example["index"] for example in expected])
+        figures[2].click()
+        server = PAGE.predict({"set": 0, "index": expected[2]["index"]})
+        self.wait_for(lambda: "true label: 4" in self.driver.find_element("id", "truth").text,
+                      "the image's answer")
+        self.assertEqual(self.driver.find_element("id", "prediction").text, str(server["prediction"]))
+
+    def test_on_a_phone_nothing_scrolls_sideways(self):
+        self.driver.set_window_size(390, 844)
+        try:
+            self.open()
+            self.stroke([(140, 40 + 10 * step) for step in range(21)])
+            self.wait_for(lambda: self.driver.execute_script("return document.body.dataset.busy === 'false'"),
+                          "the answer")
+            width = self.script("return document.documentElement.clientWidth")
+            self.assertLessEqual(self.script("return document.documentElement.scrollWidth"), width)
+            canvas = self.driver.find_element("id", "draw").rect
+            self.assertLessEqual(canvas["x"] + canvas["width"], width)
+        finally:
+            self.driver.set_window_size(1280, 2600)
+
+    def test_drawings_labelled_in_the_file_download_as_a_folder_train_py_reads(self):
+        for label, name in ((3, "3/0000.png"), (3, "3/0001.png"), (7, "7/0000.png")):
+            self.driver.find_element("id", "clear").click()
+            self.stroke([(100 + 8 * step, 60 + 9 * step) for step in range(18)])
+            self.wait_for(lambda: self.driver.execute_script("return document.body.dataset.busy === 'false'"),
+                          "the answer")
+            self.driver.find_element("css selector", f'#collect-buttons button[data-label="{label}"]').click()
+            self.wait_for(lambda saved=name: f"Kept as {saved}" in self.text("collect-status"),
+                          f"the save as {name}")
+        self.driver.find_element("id", "collect-download").click()
+        archive = os.path.join(self.downloads, "class_digits.zip")
+        self.wait_for(lambda: os.path.exists(archive) and not glob.glob(archive + ".crdownload"),
+                      "the download")
+        folder = os.path.join(TEMP, "unzipped")
+        with zipfile.ZipFile(archive) as files:
+            self.assertEqual(sorted(files.namelist()), ["class_digits/3/0000.png", "class_digits/3/0001.png",
+                                                         "class_digits/7/0000.png"])
+            files.extractall(folder)
+        with contextlib.redirect_stdout(io.StringIO()):
+            images, labels = data.read_labelled_folder(os.path.join(folder, "class_digits"))
+        self.assertEqual(labels.tolist(), [3, 3, 7])
+        self.assertEqual(tuple(images.shape), (3, 1, 28, 28))
+
+
+if __name__ == "__main__":
+    unittest.main()
