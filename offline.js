@@ -457,6 +457,7 @@ function toPixels(value) { return value * EXPORT.std + EXPORT.mean; }
 
 function onWhite(value, alpha) {
   // Pillow's alpha_composite of one channel over opaque white, in its integer arithmetic.
+  if (alpha === 255) return value;
   const mixed = value * alpha * 128 + 255 * (255 - alpha) * 128 + (0x80 << 7);
   return (((mixed >> 8) + mixed) >> 8) >> 7;
 }
@@ -465,12 +466,8 @@ function greyOfRgba(data, count) {
   let transparent = false;
   for (let i = 0; i < count && !transparent; i++) transparent = data[4 * i + 3] < 255;
   // Pillow's convert("L") (ITU-R 601-2 luma, integer arithmetic), after laying the picture on white.
-  const levels = new Uint8Array(count);
-  for (let i = 0; i < count; i++) {
-    const a = data[4 * i + 3], [r, g, b] = [0, 1, 2].map((k) => (a === 255 || !transparent ? data[4 * i + k]
-      : onWhite(data[4 * i + k], a)));
-    levels[i] = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
-  }
+  const levels = new Uint8Array(count), channel = (i, k) => (transparent ? onWhite(data[4 * i + k], data[4 * i + 3]) : data[4 * i + k]);
+  for (let i = 0; i < count; i++) levels[i] = (channel(i, 0) * 19595 + channel(i, 1) * 38470 + channel(i, 2) * 7471 + 0x8000) >> 16;
   return levels;
 }
 
@@ -492,16 +489,21 @@ function greyOfPixels(pixels) {
 }
 
 async function decodePicture(picture) {
+  // A data: URL as FileReader and toDataURL give it, or bare base64, decoded from its bytes.
   if (typeof picture !== "string") throw new BadRequest(400, "picture must be a base64 string");
-  const url = picture.startsWith("data:") ? picture : `data:image/png;base64,${picture}`;
-  const image = new Image();
-  image.src = url;
-  try { await image.decode(); } catch (error) { throw new BadRequest(422, "picture: not an image file that this browser can read"); }
-  if (image.naturalWidth * image.naturalHeight > MAX_PIXELS) {
-    throw new BadRequest(422, `picture: too many pixels for a picture of one digit (${image.naturalWidth} x ${image.naturalHeight}); scale it down`);
+  let bytes;
+  try {
+    bytes = Uint8Array.from(atob(picture.slice(picture.indexOf(",") + 1)), (c) => c.charCodeAt(0));
+  } catch (error) { throw new BadRequest(400, "picture is not valid base64"); }
+  let image;
+  try { image = await createImageBitmap(new Blob([bytes])); } catch (error) {
+    throw new BadRequest(422, "picture: not an image file that this browser can read");
+  }
+  if (image.width * image.height > MAX_PIXELS) {
+    throw new BadRequest(422, `picture: too many pixels for a picture of one digit (${image.width} x ${image.height}); scale it down`);
   }
   const canvas = document.createElement("canvas");
-  canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+  canvas.width = image.width; canvas.height = image.height;
   const context = canvas.getContext("2d", { willReadFrequently: true });
   context.drawImage(image, 0, 0);
   const { data, width, height } = context.getImageData(0, 0, canvas.width, canvas.height);
@@ -538,20 +540,19 @@ function round(value, digits) { const scale = 10 ** digits; return Math.round(va
 function describe(t, digits = 5) { return { shape: t.shape.slice(1), values: Array.from(t.data, (v) => round(v, digits)) }; }
 
 let sprites = null;  // the explorer's images, decoded once: one Uint8Array of 28 x 28 pixels per set
-async function setImages() {
-  if (!sprites) {
-    sprites = await Promise.all(EXPORT.sets.map(async (set) => {
-      if (!set.sprite) return new Uint8Array(0);
-      const [levels] = await decodePicture(set.sprite);
-      const columns = EXPORT.sprite_columns, count = set.indices.length, pixels = new Uint8Array(count * 784);
-      const width = columns * 28;
-      for (let k = 0; k < count; k++) for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
-        const sy = Math.floor(k / columns) * 28 + y, sx = (k % columns) * 28 + x;
-        pixels[k * 784 + y * 28 + x] = levels[sy * width + sx];
-      }
-      return pixels;
-    }));
-  }
+function setImages() {
+  // The promise is kept, not its result: the 60 images of a cell ask at once, and one decoding serves all.
+  sprites ??= Promise.all(EXPORT.sets.map(async (set) => {
+    if (!set.sprite) return new Uint8Array(0);
+    const [levels] = await decodePicture(set.sprite);
+    const columns = EXPORT.sprite_columns, count = set.indices.length, pixels = new Uint8Array(count * 784);
+    const width = columns * 28;
+    for (let k = 0; k < count; k++) for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
+      const sy = Math.floor(k / columns) * 28 + y, sx = (k % columns) * 28 + x;
+      pixels[k * 784 + y * 28 + x] = levels[sy * width + sx];
+    }
+    return pixels;
+  }));
   return sprites;
 }
 

@@ -21,6 +21,7 @@ import torch
 
 import benchmark
 import benchmark_class
+import benchmark_export
 import benchmark_page
 import draw
 import make_digit_sets
@@ -33,6 +34,7 @@ from fixtures import (HERE, draw_digit, draw_shape, make_fake_mnist, run_script,
 DOCS = [os.path.join(HERE, "README.md"), *sorted(glob.glob(os.path.join(HERE, "docs", "*.md")))]
 SCRIPTS = {"train.py": train, "test.py": test, "draw.py": draw, "benchmark.py": benchmark,
            "benchmark_page.py": benchmark_page, "benchmark_class.py": benchmark_class,
+           "benchmark_export.py": benchmark_export,
            "make_digit_sets.py": make_digit_sets, "make_notebook.py": make_notebook}
 
 
@@ -244,7 +246,7 @@ class ReadmeCommandsTest(unittest.TestCase):
         for command in commands:
             argv = shlex.split(command)[1:]
             with self.subTest(command=command):
-                if argv[0] == "draw.py":
+                if argv[0] == "draw.py" and "--export" not in argv:
                     self.assertEqual(run_served(folder, argv[1:]), 130)
                     continue
                 result = subprocess.run([sys.executable, os.path.join(HERE, argv[0]), *argv[1:]],
@@ -252,7 +254,7 @@ class ReadmeCommandsTest(unittest.TestCase):
                 self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(len(os.listdir(os.path.join(folder, "class_digits", "7"))), 2)
         for written in ("model.pt", "seed1.pt", "recipe.pt", "class.pt", "tuned.pt", "curves.png",
-                        "errors.png"):
+                        "errors.png", "class_page.html"):
             self.assertTrue(os.path.isfile(os.path.join(folder, written)), written)
 
 

@@ -23,7 +23,7 @@ import data
 import draw
 import export
 import train
-from fixtures import make_fake_mnist, make_shapes_mnist, run_script, temporary_folder
+from fixtures import draw_shape, make_fake_mnist, make_shapes_mnist, run_script, temporary_folder
 from test_draw import CHROMEDRIVER, CHROMIUM, EDITED, browser_missing
 
 
@@ -205,6 +205,22 @@ class ExportTest(unittest.TestCase):
         page = draw.Page([draw.Network("dropping", Dropping().eval())], "cpu")
         with self.assertRaisesRegex(draw.UserError, r"cannot compute F\.dropout"):
             export.page_html(page)
+
+    def test_a_folder_of_pictures_is_explored_in_the_file_too(self):
+        folder = os.path.join(TEMP, "pictures")
+        for label in range(10):
+            os.makedirs(os.path.join(folder, str(label)))
+            draw_shape(label, torch.Generator().manual_seed(label)).save(
+                os.path.join(folder, str(label), "0.png"))
+        target = os.path.join(TEMP, "pictures.html")
+        code, _, err = run_script(draw, [MODEL, "--data-dir", SHAPES, "--images-dir", folder,
+                                         "--export", target])
+        self.assertEqual(code, 0, err)
+        with open(target, encoding="utf-8") as file:
+            found = re.search(r'id="export-data">(.*?)</script>', file.read(), re.S).group(1)
+        sets = json.loads(found)["sets"]  # JSON reads its "<\/" as "</"
+        self.assertEqual([(s["name"], s["count"]) for s in sets], [("MNIST test set", 200), ("pictures", 10)])
+        self.assertEqual(sets[1]["labels"], list(range(10)))  # all ten are shown in some cell
 
     def test_the_command_prints_the_file_and_its_size(self):
         target = os.path.join(TEMP, "again.html")
