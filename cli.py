@@ -162,9 +162,9 @@ def set_threads(requested=None):
 
     PyTorch's default, one thread per core in every process, collapses when several runs share
     a machine (their threads wait for each other while spinning): measured in docs/classroom.md,
-    4 runs at once on 2 cores took 6.1 times as long as one after another. A quarter lets 4 runs
-    share the machine without more threads than CPUs, and costs one run alone little, since the
-    network is tiny (1 thread instead of 2: 1.07 times as long, on 2 cores).
+    4 runs at once on 2 cores took 6.6 times as long as one after another. A quarter lets 4 runs
+    share the machine without more threads than CPUs; it costs one run alone 1.07 to 1.32 times
+    its time with 2 threads, depending on the machine, since the network is tiny.
     """
     threads = requested or default_threads()
     torch.set_num_threads(threads)

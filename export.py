@@ -54,7 +54,7 @@ def module_node(module, prefix):
         return "conv2d", {"stride": list(module.stride), "padding": padding_of(module),
                           "dilation": list(module.dilation), "groups": module.groups}, weights
     if isinstance(module, nn.MaxPool2d) and not module.return_indices:
-        return "max_pool2d", pool_settings(vars(module), plain_pool(None, module)), None
+        return "max_pool2d", max_pool_settings(vars(module), plain_pool(None, module)), None
     if isinstance(module, nn.AvgPool2d):
         return "avg_pool2d", average_settings(vars(module)), None
     if isinstance(module, nn.Linear):
@@ -72,7 +72,7 @@ def module_node(module, prefix):
     return None
 
 
-def pool_settings(settings, plain):
+def max_pool_settings(settings, plain):
     kernel = pair(settings.get("kernel_size"))
     return {"kernel": kernel, "stride": pair(settings.get("stride") or kernel),
             "padding": pair(settings.get("padding", 0)),
@@ -94,11 +94,12 @@ def function_node(node):
     if target in ELEMENTWISE:
         return ELEMENTWISE[target], None, args[:1]
     if target is F.leaky_relu:
-        return "leaky_relu", {"slope": {**dict(zip(("negative_slope",), args[1:])),
-                                         **node.kwargs}.get("negative_slope", 0.01)}, args[:1]
+        settings = {**dict(zip(("negative_slope",), args[1:])), **node.kwargs}
+        slope = settings.get("negative_slope", 0.01)
+        return "leaky_relu", {"slope": slope}, args[:1]
     if target is F.max_pool2d and not arguments_of(node, POOL_ARGUMENTS).get("return_indices"):
-        return "max_pool2d", pool_settings(arguments_of(node, POOL_ARGUMENTS),
-                                           plain_pool(node, target)), args[:1]
+        settings = max_pool_settings(arguments_of(node, POOL_ARGUMENTS), plain_pool(node, target))
+        return "max_pool2d", settings, args[:1]
     if target is F.avg_pool2d:
         return "avg_pool2d", average_settings(arguments_of(node, AVG_POOL_ARGUMENTS)), args[:1]
     if target is F.dropout and not arguments_of(node, DROPOUT_ARGUMENTS).get("training", True):

@@ -29,71 +29,63 @@ function convolutionShape(x, s, weight) {
   return { B, C, H, W, O, perGroup, KH, KW, OH, OW, K: perGroup * KH * KW, outputsPerGroup: O / s.groups };
 }
 
-function patches(x, s, t, b, group) {
-  // The input under the kernel at each output position (im2col): row p = oy * OW + ox holds
-  // the K = maps x rows x columns values the kernel multiplies there, zeros where it overhangs.
-  const columns = new Float32Array(t.OH * t.OW * t.K), [SY, SX] = s.stride, [[PT], [PL]] = s.padding, [DY, DX] = s.dilation;
-  for (let oy = 0; oy < t.OH; oy++) for (let ox = 0; ox < t.OW; ox++) {
-    let k = (oy * t.OW + ox) * t.K;
-    for (let c = 0; c < t.perGroup; c++) {
-      const map = ((b * t.C) + group * t.perGroup + c) * t.H * t.W;
-      for (let ky = 0; ky < t.KH; ky++) {
-        const iy = oy * SY - PT + ky * DY;
-        for (let kx = 0; kx < t.KW; kx++, k++) {
-          const ix = ox * SX - PL + kx * DX;
-          if (iy >= 0 && iy < t.H && ix >= 0 && ix < t.W) columns[k] = x.data[map + iy * t.W + ix];
-        }
-      }
+function patchIndices(s, t, group) {
+  // im2col: row p = oy * OW + ox lists the K = maps x rows x columns values the kernel multiplies
+  // at that output position, each as where it is in one image of the input, or -1 where the
+  // kernel overhangs the input (the padding's zeros). Forward reads the input through it,
+  // backward adds the patches' gradients back through it.
+  const indices = new Int32Array(t.OH * t.OW * t.K), [SY, SX] = s.stride, [[PT], [PL]] = s.padding, [DY, DX] = s.dilation;
+  for (let oy = 0, k = 0; oy < t.OH; oy++) for (let ox = 0; ox < t.OW; ox++) {
+    for (let c = 0; c < t.perGroup; c++) for (let ky = 0; ky < t.KH; ky++) for (let kx = 0; kx < t.KW; kx++, k++) {
+      const iy = oy * SY - PT + ky * DY, ix = ox * SX - PL + kx * DX;
+      indices[k] = iy >= 0 && iy < t.H && ix >= 0 && ix < t.W ? ((group * t.perGroup + c) * t.H + iy) * t.W + ix : -1;
     }
   }
-  return columns;
+  return indices;
 }
 
 const conv2d = {
-  // Each output value is the dot product of its kernel with its patch (see patches).
+  // Each output value is the dot product of its kernel with its patch (see patchIndices).
   forward(x, s, p) {
     const t = convolutionShape(x, s, p.weight), y = tensor([t.B, t.O, t.OH, t.OW]), positions = t.OH * t.OW;
-    for (let b = 0; b < t.B; b++) for (let group = 0; group < s.groups; group++) {
-      const columns = patches(x, s, t, b, group);
-      for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
-        const kernel = p.weight.data.subarray(o * t.K, (o + 1) * t.K), bias = p.bias ? p.bias.data[o] : 0;
-        const out = (b * t.O + o) * positions;
-        for (let position = 0; position < positions; position++) {
-          let sum = bias;
-          for (let k = 0, c = position * t.K; k < t.K; k++, c++) sum += kernel[k] * columns[c];
-          y.data[out + position] = sum;
+    const columns = new Float32Array(positions * t.K);
+    for (let group = 0; group < s.groups; group++) {
+      const indices = patchIndices(s, t, group);
+      for (let b = 0; b < t.B; b++) {
+        const image = b * t.C * t.H * t.W;
+        for (let k = 0; k < indices.length; k++) columns[k] = indices[k] < 0 ? 0 : x.data[image + indices[k]];
+        for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
+          const kernel = p.weight.data.subarray(o * t.K, (o + 1) * t.K), bias = p.bias ? p.bias.data[o] : 0;
+          const out = (b * t.O + o) * positions;
+          for (let position = 0; position < positions; position++) {
+            let sum = bias;
+            for (let k = 0, c = position * t.K; k < t.K; k++, c++) sum += kernel[k] * columns[c];
+            y.data[out + position] = sum;
+          }
         }
       }
     }
     return y;
   },
   // The gradient of each patch is the sum of its kernels times their output's gradient; each
-  // input value then collects the gradients of every patch it is in (col2im).
+  // input value then collects the gradients of every patch it is in.
   backward(g, x, s, p) {
     const t = convolutionShape(x, s, p.weight), dx = tensor(x.shape), positions = t.OH * t.OW;
-    const [SY, SX] = s.stride, [[PT], [PL]] = s.padding, [DY, DX] = s.dilation;
-    for (let b = 0; b < t.B; b++) for (let group = 0; group < s.groups; group++) {
-      const columns = new Float32Array(positions * t.K);
-      for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
-        const kernel = p.weight.data.subarray(o * t.K, (o + 1) * t.K), out = (b * t.O + o) * positions;
-        for (let position = 0; position < positions; position++) {
-          const gradient = g.data[out + position];
-          if (gradient === 0) continue;  // most are, after a ReLU or a max pooling
-          for (let k = 0, c = position * t.K; k < t.K; k++, c++) columns[c] += gradient * kernel[k];
-        }
-      }
-      for (let oy = 0; oy < t.OH; oy++) for (let ox = 0; ox < t.OW; ox++) {
-        let k = (oy * t.OW + ox) * t.K;
-        for (let c = 0; c < t.perGroup; c++) {
-          const map = ((b * t.C) + group * t.perGroup + c) * t.H * t.W;
-          for (let ky = 0; ky < t.KH; ky++) {
-            const iy = oy * SY - PT + ky * DY;
-            for (let kx = 0; kx < t.KW; kx++, k++) {
-              const ix = ox * SX - PL + kx * DX;
-              if (iy >= 0 && iy < t.H && ix >= 0 && ix < t.W) dx.data[map + iy * t.W + ix] += columns[k];
-            }
+    const columns = new Float32Array(positions * t.K);
+    for (let group = 0; group < s.groups; group++) {
+      const indices = patchIndices(s, t, group);
+      for (let b = 0; b < t.B; b++) {
+        columns.fill(0);
+        for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
+          const kernel = p.weight.data.subarray(o * t.K, (o + 1) * t.K), out = (b * t.O + o) * positions;
+          for (let position = 0; position < positions; position++) {
+            const gradient = g.data[out + position];
+            if (gradient === 0) continue;  // most are, after a ReLU or a max pooling
+            for (let k = 0, c = position * t.K; k < t.K; k++, c++) columns[c] += gradient * kernel[k];
           }
         }
+        const image = b * t.C * t.H * t.W;
+        for (let k = 0; k < indices.length; k++) if (indices[k] >= 0) dx.data[image + indices[k]] += columns[k];
       }
     }
     return dx;
@@ -164,7 +156,9 @@ const avgPool2d = {
   backward(g, x, s) {
     const [, divisors, windowsOf] = avgPool2d.divisors(x, s), W = x.shape[3], dx = tensor(x.shape);
     windowsOf.forEach(([base, y0, y1, x0, x1], out) => {
-      for (let iy = y0; iy < y1; iy++) for (let ix = x0; ix < x1; ix++) dx.data[base + iy * W + ix] += g.data[out] / divisors[out];
+      for (let iy = y0; iy < y1; iy++) {
+        for (let ix = x0; ix < x1; ix++) dx.data[base + iy * W + ix] += g.data[out] / divisors[out];
+      }
     });
     return dx;
   },
@@ -393,7 +387,9 @@ function prepareDigit(levels, height, width) {
   // levels: grey levels 0 (black) to 255 (white), row by row. Returns the (1, 1, 28, 28) input.
   const ink = inkOf(levels), [top, bottom, left, right] = inkBox(ink, height, width);
   const cropHeight = bottom - top + 1, cropWidth = right - left + 1, crop = new Float32Array(cropHeight * cropWidth);
-  for (let y = 0; y < cropHeight; y++) crop.set(ink.subarray((top + y) * width + left, (top + y) * width + right + 1), y * cropWidth);
+  for (let y = 0; y < cropHeight; y++) {
+    crop.set(ink.subarray((top + y) * width + left, (top + y) * width + right + 1), y * cropWidth);
+  }
   const scale = 20 / Math.max(cropHeight, cropWidth);  // the longer side becomes 20 pixels
   const outHeight = Math.max(1, roundHalfEven(cropHeight * scale)), outWidth = Math.max(1, roundHalfEven(cropWidth * scale));
   const small = resize(crop, cropHeight, cropWidth, outHeight, outWidth);
@@ -466,15 +462,18 @@ function greyOfRgba(data, count) {
   let transparent = false;
   for (let i = 0; i < count && !transparent; i++) transparent = data[4 * i + 3] < 255;
   // Pillow's convert("L") (ITU-R 601-2 luma, integer arithmetic), after laying the picture on white.
-  const levels = new Uint8Array(count), channel = (i, k) => (transparent ? onWhite(data[4 * i + k], data[4 * i + 3]) : data[4 * i + k]);
-  for (let i = 0; i < count; i++) levels[i] = (channel(i, 0) * 19595 + channel(i, 1) * 38470 + channel(i, 2) * 7471 + 0x8000) >> 16;
+  const levels = new Uint8Array(count);
+  const channel = (i, k) => (transparent ? onWhite(data[4 * i + k], data[4 * i + 3]) : data[4 * i + k]);
+  for (let i = 0; i < count; i++) {
+    levels[i] = (channel(i, 0) * 19595 + channel(i, 1) * 38470 + channel(i, 2) * 7471 + 0x8000) >> 16;
+  }
   return levels;
 }
 
 function greyOfPixels(pixels) {
   // A drawing sent as rows of grey levels 0 (black) to 255 (white), rounded to 8 bits as draw.py does.
-  if (!(Array.isArray(pixels) && pixels.length > 0 && pixels.length <= 1000 && Array.isArray(pixels[0])
-        && pixels[0].length > 0 && pixels[0].length <= 1000 && pixels.every((row) => Array.isArray(row) && row.length === pixels[0].length))) {
+  const sized = (list) => Array.isArray(list) && list.length > 0 && list.length <= 1000;
+  if (!(sized(pixels) && sized(pixels[0]) && pixels.every((row) => Array.isArray(row) && row.length === pixels[0].length))) {
     throw new BadRequest(400, "pixels must be a list of equally long rows, at most 1000 x 1000");
   }
   const width = pixels[0].length, levels = new Uint8Array(pixels.length * width);
@@ -500,7 +499,8 @@ async function decodePicture(picture) {
     throw new BadRequest(422, "picture: not an image file that this browser can read");
   }
   if (image.width * image.height > MAX_PIXELS) {
-    throw new BadRequest(422, `picture: too many pixels for a picture of one digit (${image.width} x ${image.height}); scale it down`);
+    throw new BadRequest(422, "picture: too many pixels for a picture of one digit "
+                              + `(${image.width} x ${image.height}); scale it down`);
   }
   const canvas = document.createElement("canvas");
   canvas.width = image.width; canvas.height = image.height;
@@ -517,7 +517,9 @@ class BadRequest extends Error {
 
 function wholeNumber(request, key, low, high) {
   const value = request[key];
-  if (!Number.isInteger(value) || value < low || value > high) throw new BadRequest(400, `${key} must be a whole number from ${low} to ${high}`);
+  if (!Number.isInteger(value) || value < low || value > high) {
+    throw new BadRequest(400, `${key} must be a whole number from ${low} to ${high}`);
+  }
   return value;
 }
 
@@ -576,7 +578,9 @@ async function digitOf(request) {
     if (EXPORT.sets.length === 0) throw new BadRequest(404, EXPORT.missing || "no labelled set was given");
     const set = wholeNumber({ set: 0, ...request }, "set", 0, EXPORT.sets.length - 1);
     const index = wholeNumber(request, "index", 0, EXPORT.sets[set].count - 1);
-    if (positionOf(set, index) === undefined) throw new BadRequest(404, `image ${index} is not in this page: it holds the images the explorer shows`);
+    if (positionOf(set, index) === undefined) {
+      throw new BadRequest(404, `image ${index} is not in this page: it holds the images the explorer shows`);
+    }
     const pixels = await imageOf(set, index);
     return [tensor([1, 1, 28, 28], Float32Array.from(pixels, normalise)), labelOf(set, index)];
   }
@@ -593,7 +597,8 @@ async function digitOf(request) {
 }
 
 function layers(network, outputs) {
-  const found = network.stages.filter((stage) => outputs[stage.shown].data).map((stage) => ({ ...stage.details, name: stage.name, output: outputs[stage.shown] }));
+  const found = network.stages.filter((stage) => outputs[stage.shown].data)  // tensors, not sizes
+    .map((stage) => ({ ...stage.details, name: stage.name, output: outputs[stage.shown] }));
   const logits = outputs[network.output], probabilities = tensor([1, 10], Float32Array.from(softmax(logits.data)));
   const name = found.every((layer) => layer.name !== "softmax") ? "softmax" : "probabilities";
   return [...found, { name, kind: "output", code: "logits.softmax(dim=1)", activation: null, output: probabilities }];
@@ -608,7 +613,8 @@ function confidence(probabilities, digit) {
   const top = [...probabilities.keys()].sort((a, b) => probabilities[b] - probabilities[a] || a - b).slice(0, 3);
   const ink = Array.from(digit.data).filter((v) => toPixels(v) > 0.5).length / 784;
   const [low, high] = EXPORT.ink_range, unlike = !(low <= ink && ink <= high);
-  return { top: top.map((d) => [d, round(probabilities[d], 6)]), ink, unsure: probabilities[top[0]] < EXPORT.unsure_below || unlike,
+  return { top: top.map((d) => [d, round(probabilities[d], 6)]), ink,
+           unsure: probabilities[top[0]] < EXPORT.unsure_below || unlike,
            unlike_a_digit: unlike, unsure_below: EXPORT.unsure_below, ink_range: EXPORT.ink_range };
 }
 
@@ -675,7 +681,9 @@ async function step(request) {
   const node = network.graph.find((n) => n.name === stage.node), weights = parameters(network, snapshot);
   const input = node.args[0] && typeof node.args[0] === "object" ? outputs[node.args[0].node] : null;
   const answer = input ? stepOf(node, paramsOf(node, weights), input, map, row, column) : { kind: "none" };
-  if (answer.kind !== "none" && stage.shown !== stage.node) Object.assign(answer, { activation: "ReLU", after: Math.max(answer.sum, 0) });
+  if (answer.kind !== "none" && stage.shown !== stage.node) {  // the ReLU shown with it
+    Object.assign(answer, { activation: "ReLU", after: Math.max(answer.sum, 0) });
+  }
   const flat = position.reduce((offset, index, axis) => offset * shape[axis] + index, 0);
   return { stage: request.stage, map, row, column, value: value.data[flat], ...answer };
 }
@@ -696,9 +704,12 @@ function stepOf(node, p, input, map, row, column) {
   }
   if (node.op === "max_pool2d" && input.shape.length === 4 && s.plain) {
     const [, , H, W] = input.shape, [KH, KW] = s.kernel, top = row * s.stride[0], left = column * s.stride[1], block = [];
-    for (let y = top; y < Math.min(top + KH, H); y++) for (let x = left; x < Math.min(left + KW, W); x++) block.push(input.data[(map * H + y) * W + x]);
+    const rows = Math.min(KH, H - top), columns = Math.min(KW, W - left);
+    for (let y = top; y < top + rows; y++) {
+      for (let x = left; x < left + columns; x++) block.push(input.data[(map * H + y) * W + x]);
+    }
     const largest = Math.max(...block);
-    return { kind: "pool", shape: [Math.min(KH, H - top), Math.min(KW, W - left)], block, kept: block.indexOf(largest), sum: largest, top, left };
+    return { kind: "pool", shape: [rows, columns], block, kept: block.indexOf(largest), sum: largest, top, left };
   }
   if (node.op === "linear") {
     const [, I] = p.weight.shape, weights = p.weight.data.subarray(column * I, (column + 1) * I);
@@ -715,7 +726,9 @@ function stepOf(node, p, input, map, row, column) {
 // ---- What the export worked out with PyTorch: kernels, training curves, the explorer's answers.
 function kernels(query) {
   const [, network, snapshot] = chosen(queryNumbers(query)), weights = parameters(network, snapshot);
-  return { model: network.name, kernels: network.kernels.map((name) => ({ name, ...describe(tensor([1, ...weights[`${name}.weight`].shape], weights[`${name}.weight`].data)) })) };
+  const kernel = (name) => weights[`${name}.weight`];  // (out, in, rows, columns)
+  const described = (name) => ({ name, ...describe(tensor([1, ...kernel(name).shape], kernel(name).data)) });
+  return { model: network.name, kernels: network.kernels.map(described) };
 }
 
 function training(query) {
@@ -766,7 +779,8 @@ async function collect(request) {
   }
   await digitOf({ pixels: request.pixels });  // a drawing without a digit would teach the network nothing
   if (collected[label].length >= EXPORT.collect.limit) {
-    throw new BadRequest(409, `${EXPORT.collect.folder}/${label} holds ${EXPORT.collect.limit} pictures already, the most this page saves of one digit (draw.py --collect-limit)`);
+    throw new BadRequest(409, `${EXPORT.collect.folder}/${label} holds ${EXPORT.collect.limit} pictures already, `
+                              + "the most this page saves of one digit (draw.py --collect-limit)");
   }
   collected[label].push(await pngOf(request.pixels));
   return { saved: nameOf(label, collected[label].length - 1), counts: collected.map((pictures) => pictures.length) };
@@ -780,7 +794,8 @@ function pngOf(pixels) {
   const context = canvas.getContext("2d"), image = context.createImageData(canvas.width, canvas.height);
   pixels.flat().forEach((v, i) => image.data.set([v, v, v, 255], 4 * i));
   context.putImageData(image, 0, 0);
-  return new Promise((resolve) => canvas.toBlob((blob) => blob.arrayBuffer().then((b) => resolve(new Uint8Array(b))), "image/png"));
+  return new Promise((resolve) => canvas.toBlob(
+    (blob) => blob.arrayBuffer().then((buffer) => resolve(new Uint8Array(buffer))), "image/png"));
 }
 
 function zipOf(files) {
@@ -817,7 +832,8 @@ function crc32(content) {
 
 function download() {
   // The drawings so far as FOLDER.zip; unzipped, FOLDER is what train.py --extra-images-dir reads.
-  const files = collected.flatMap((pictures, label) => pictures.map((png, k) => [`${EXPORT.collect.folder}/${nameOf(label, k)}`, png]));
+  const files = collected.flatMap((pictures, label) =>
+    pictures.map((png, k) => [`${EXPORT.collect.folder}/${nameOf(label, k)}`, png]));
   const link = document.createElement("a");
   link.href = URL.createObjectURL(zipOf(files));
   link.download = `${EXPORT.collect.folder}.zip`;

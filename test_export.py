@@ -358,6 +358,10 @@ class FileInBrowserTest(unittest.TestCase):
         for query in ("model=0&true=3&predicted=3", "model=1&true=2&predicted=5",
                       "model=0&snapshot=1&true=0&predicted=0", "model=0&other=1", "model=1&other=0"):
             self.assertEqual(self.call("examples", query)["answer"], as_json(PAGE.examples(query)), query)
+        for snapshot in (0, 1, snapshots // 2):  # the training slider: the network after that step
+            body = {"pixels": drawing(DIGITS[5]), "snapshot": snapshot}
+            self.assertTrue(same_answer(self, self.call("predict", body)["answer"],
+                                        as_json(PAGE.predict(body))))
         for index in (0, 7):  # an image the explorer shows, sent through the network as it is
             shown = PAGE.examples("model=0&true=3&predicted=3")["examples"]
             body = {"set": 0, "index": shown[index]["index"]}
