@@ -137,7 +137,8 @@ def graph_of(explainer, outputs):
         elif node.op in ("call_function", "call_method"):
             found = function_node(node)
             found = found and (found[0], found[1], None, found[2])
-        if found is None or not fits(node, found[0], outputs):
+        if (found is None or not fits(node, found[0], outputs)
+                or changes_a_shared_input(node, operation)):
             raise UserError(f"the exported page cannot compute {code_of(node, operation)} "
                             f"({where(node)}); without --export, draw.py serves a page that "
                             "shows it")
@@ -159,6 +160,17 @@ def fits(node, op, outputs):
     if isinstance(second, torch.Tensor):
         return second.shape == first.shape
     return type(second) in (int, float)
+
+
+def changes_a_shared_input(node, operation):
+    """Whether node changes its input in place (relu_(), nn.ReLU(inplace=True), +=) while another
+    operation also reads that input: PyTorch then gives it the changed values, offline.js (which
+    computes everything out of place) the values from before."""
+    in_place = (getattr(operation, "inplace", False) is True or node.kwargs.get("inplace") is True
+                or node.target is operator.iadd
+                or (node.op == "call_method" and str(node.target).endswith("_")))
+    source = node.args[0] if node.args else None
+    return in_place and isinstance(source, torch.fx.Node) and len(source.users) > 1
 
 
 def where(node):

@@ -222,6 +222,16 @@ class ExportTest(unittest.TestCase):
         self.assertEqual([(s["name"], s["count"]) for s in sets], [("MNIST test set", 200), ("pictures", 10)])
         self.assertEqual(sets[1]["labels"], list(range(10)))  # all ten are shown in some cell
 
+    def test_an_in_place_change_of_an_input_read_again_is_refused(self):
+        class Shared(GeluNet):
+            def forward(self, x):
+                x = torch.flatten(x, 1)
+                return self.fc(x.relu_() + x)  # PyTorch adds the changed x to itself
+
+        page = draw.Page([draw.Network("shared", Shared().eval())], "cpu")
+        with self.assertRaisesRegex(draw.UserError, r"cannot compute x\.relu_\(\.\.\.\) \(forward"):
+            export.page_html(page)
+
     def test_the_command_prints_the_file_and_its_size(self):
         target = os.path.join(TEMP, "again.html")
         code, out, err = run_script(draw, [MODEL, "--data-dir", os.path.join(TEMP, "none"),
