@@ -208,8 +208,7 @@ def network_data(page, index, outputs):
 def weights_of(model, keys):
     """The tensors named keys, as one block of little-endian float32, in base64."""
     state = model.state_dict()
-    block = torch.cat([state[key].detach().float().cpu().flatten() for key in keys])
-    return base64.b64encode(block.numpy().astype("<f4").tobytes()).decode()
+    return floats(torch.cat([state[key].detach().float().cpu().flatten() for key in keys]))
 
 
 def explorer_data(page, shown):
@@ -265,6 +264,23 @@ def set_data(images, indices):
     return data
 
 
+def resize_probe():
+    """Resizes as data.prepare_digit makes them, by this PyTorch: offline.js finds from them the
+    order in which this build adds a resize's products (one of 8 random rows of 200, to 5 ... 20
+    columns: sums of every length modulo 4)."""
+    rows = torch.rand(1, 1, 8, 200, generator=torch.Generator().manual_seed(0))
+    widths = list(range(5, 21))
+    outputs = [F.interpolate(rows, size=(8, width), mode="bilinear", antialias=True)
+               for width in widths]
+    return {"shape": [8, 200], "input": floats(rows), "widths": widths,
+            "outputs": [floats(output) for output in outputs]}
+
+
+def floats(values):
+    """A tensor's values as little-endian float32, in base64, as offline.js reads them."""
+    return base64.b64encode(values.detach().float().cpu().numpy().astype("<f4").tobytes()).decode()
+
+
 def export_data(page):
     """The JSON the exported file carries (offline.js reads it)."""
     networks = []
@@ -282,6 +298,7 @@ def export_data(page):
                      for images, indices in zip(page.explorer.sets, shown)],
             "sprite_columns": SPRITE_COLUMNS, "mean": MEAN, "std": STD,
             "attribution_steps": ATTRIBUTION_STEPS, "unsure_below": UNSURE_BELOW,
+            "resize_probe": resize_probe(),
             "ink_range": INK_RANGE,
             "collect": collector and {"folder": folder, "limit": collector.limit}}
 
