@@ -121,7 +121,7 @@ def function_node(node):
 def graph_of(explainer, outputs):
     """The traced graph as offline.js runs it: [{name, op, args, settings, params}], and the
     name of the node whose output is the logits. UserError for an operation it cannot compute."""
-    nodes, output = [], None
+    nodes, output, state = [], None, explainer.model.state_dict()
     for node in explainer.graph_module.graph.nodes:
         if node.op == "placeholder":
             nodes.append({"name": node.name, "op": "input"})
@@ -145,7 +145,7 @@ def graph_of(explainer, outputs):
         op, settings, params, args = found
         nodes.append({"name": node.name, "op": op, "args": argument(args), "settings": settings,
                       "params": params and {name: key for name, key in params.items()
-                                            if key in explainer.model.state_dict()}})
+                                            if key in state}})  # bias=False: no such key
     return nodes, output
 
 
@@ -186,10 +186,12 @@ def where(node):
             + (f": {code.strip()}" if code else ""))
 
 
-def network_data(page, index, outputs):
+def network_data(page, index):
     """Everything offline.js needs of one network: graph, stages, each snapshot's weights, the
-    kernels' names, the run's curves, and the explorer's answers at each snapshot."""
+    kernels' names and the run's curves."""
     network, explainers = page.networks[index], page.explainers[index]
+    # One input through the network gives every node's output, for the shapes graph_of checks.
+    outputs = explainers[-1].run(torch.zeros(1, 28, 28, device=page.device))
     graph, output = graph_of(explainers[-1], outputs)
     kernel_names = [name for name, module in network.model.named_modules()
                     if isinstance(module, nn.Conv2d)]
@@ -283,10 +285,7 @@ def floats(values):
 
 def export_data(page):
     """The JSON the exported file carries (offline.js reads it)."""
-    networks = []
-    for index, explainers in enumerate(page.explainers):
-        digit = torch.zeros(1, 28, 28, device=page.device)
-        networks.append(network_data(page, index, explainers[-1].run(digit)))
+    networks = [network_data(page, index) for index in range(len(page.networks))]
     shown = [set() for _ in page.explorer.sets]
     cells, testsets, comparisons = explorer_data(page, shown)
     for network, network_cells, network_testsets in zip(networks, cells, testsets):
@@ -304,9 +303,9 @@ def export_data(page):
 
 
 def page_html(page):
-    """draw.html with the CSP, the data and offline.js inlined: one file, nothing else needed."""
-    with open(os.path.join(HERE, "draw.html"), encoding="utf-8") as file:
-        html = file.read()
+    """draw.html (as the Page read it) with the CSP, the data and offline.js inlined: one file,
+    nothing else needed."""
+    html = page.html.decode("utf-8")
     with open(os.path.join(HERE, "offline.js"), encoding="utf-8") as file:
         script = file.read()
     # "</" inside a script would end it early; JSON's "\/" is the same character.

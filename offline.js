@@ -348,63 +348,55 @@ function antialiasWeights(inputSize, outputSize) {
   return rows;
 }
 
-// The orders in which PyTorch's compiled kernel may add a weighted sum's products, each float32
-// step rounded. Builds differ: torch 2.14's x86 build adds the first product, then four more at
-// a time, each rounded, and the last (n - 1) % 4 fused with their products (one rounding each,
-// as an FMA does); torch 2.3's fuses every one. A float32 product is exact in float64, so
-// f32(sum + value * weight) is one fused step.
+// The orders in which PyTorch's compiled kernel may add a weighted sum's products. Builds differ:
+// torch 2.14's x86 build adds the first product, then four more at a time, each rounded, and
+// fuses the last (n - 1) % 4 with their products (one rounding each, as an FMA does); torch 2.3's
+// fuses every one. Each order is how many products, from the first, are rounded before adding.
 const SUM_ORDERS = {
-  unrolled(values, weights) {
-    const n = values.length, unrolled = 1 + Math.floor((n - 1) / 4) * 4;
-    let sum = f32(values[0] * weights[0]), j = 1;
-    for (; j < unrolled; j++) sum = f32(sum + f32(values[j] * weights[j]));
-    for (; j < n; j++) sum = f32(sum + values[j] * weights[j]);
-    return sum;
-  },
-  fused(values, weights) {
-    let sum = f32(values[0] * weights[0]);
-    for (let j = 1; j < values.length; j++) sum = f32(sum + values[j] * weights[j]);
-    return sum;
-  },
-  rounded(values, weights) {
-    let sum = f32(values[0] * weights[0]);
-    for (let j = 1; j < values.length; j++) sum = f32(sum + f32(values[j] * weights[j]));
-    return sum;
-  },
+  unrolled: (n) => 1 + Math.floor((n - 1) / 4) * 4,
+  fused: () => 1,
+  rounded: (n) => n,
 };
 
-let weightedSum = null;  // the order of the PyTorch that made this file, found at the first drawing
-function sumOrder() {
+function weightedSum(values, weights, order) {
+  const rounded = order(values.length);
+  let sum = f32(values[0] * weights[0]), j = 1;
+  for (; j < rounded; j++) sum = f32(sum + f32(values[j] * weights[j]));
+  for (; j < values.length; j++) sum = f32(sum + values[j] * weights[j]);  // a float32 product is exact in float64
+  return sum;
+}
+
+let sumOrder = null;  // the order of the PyTorch that made this file, found at the first drawing
+function findSumOrder() {
   // The export carries a few resizes that PyTorch computed; the first order that gives every one
   // of their numbers bit for bit is the one to use (another differs in the last bit, which the
   // 8-bit rounding turns into a grey level now and then), else the one closest to them.
   const probe = EXPORT.resize_probe, input = floats(probe.input), [rows, columns] = probe.shape;
-  const wrong = (order) => probe.widths.reduce((count, width, k) => {
-    weightedSum = order;
-    const mine = resizeAxis(input, rows, columns, width, false), theirs = floats(probe.outputs[k]);
-    return count + mine.filter((value, i) => value !== theirs[i]).length;
-  }, 0);
+  const outputs = probe.outputs.map(floats);
+  const wrong = (order) => probe.widths.reduce((count, width, k) => count
+    + resizeAxis(input, rows, columns, width, false, order).filter((value, i) => value !== outputs[k][i]).length, 0);
   const misses = Object.values(SUM_ORDERS).map((order) => [wrong(order), order]);
   return misses.find(([count]) => count === 0)?.[1] ?? misses.sort((a, b) => a[0] - b[0])[0][1];
 }
 
-function resizeAxis(values, height, width, size, alongRows) {
+function resizeAxis(values, height, width, size, alongRows, order) {
   const rows = antialiasWeights(alongRows ? height : width, size);
   const [outHeight, outWidth] = alongRows ? [size, width] : [height, size];
   const out = new Float32Array(outHeight * outWidth);
   for (let y = 0; y < outHeight; y++) for (let x = 0; x < outWidth; x++) {
     const [start, weights] = rows[alongRows ? y : x];
     const under = weights.map((w, j) => (alongRows ? values[(start + j) * width + x] : values[y * width + start + j]));
-    out[y * outWidth + x] = weightedSum(under, weights);
+    out[y * outWidth + x] = weightedSum(under, weights, order);
   }
   return out;
 }
 
 function resize(values, height, width, outHeight, outWidth) {
   // PyTorch resizes the columns first, then the rows, and skips an axis whose size stays.
+  sumOrder ??= findSumOrder();
   let out = values;
-  if (outWidth !== width) out = resizeAxis(out, height, width, outWidth, false);
-  if (outHeight !== height) out = resizeAxis(out, height, outWidth, outHeight, true);
+  if (outWidth !== width) out = resizeAxis(out, height, width, outWidth, false, sumOrder);
+  if (outHeight !== height) out = resizeAxis(out, height, outWidth, outHeight, true, sumOrder);
   return out;
 }
 
@@ -420,7 +412,6 @@ function prepareDigit(levels, height, width) {
   }
   const scale = 20 / Math.max(cropHeight, cropWidth);  // the longer side becomes 20 pixels
   const outHeight = Math.max(1, roundHalfEven(cropHeight * scale)), outWidth = Math.max(1, roundHalfEven(cropWidth * scale));
-  weightedSum ??= sumOrder();
   const small = resize(crop, cropHeight, cropWidth, outHeight, outWidth);
   // The centre of mass goes to row 14, column 14, as MNIST's.
   let mass = 0, massRow = 0, massColumn = 0;
