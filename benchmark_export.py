@@ -38,19 +38,30 @@ const [calls, n, done] = arguments;
   return times;
 })().then(done, (error) => done(String(error)));
 """
-# In the page: the answers to 28 x 28 digits drawn as dark ink on a 280 x 280 white drawing.
+# In the page: the answers to 28 x 28 digits, each drawn as drawing_of() draws it, with fields.
 ANSWER_DIGITS = """
-const [digits, done] = arguments;
+const [digits, fields, done] = arguments;
 (async () => {
   const answers = [];
   for (const digit of digits) {
     const pixels = Array.from({ length: 280 }, (_, y) => Array.from({ length: 280 },
       (_, x) => 255 - digit[Math.floor(y / 10)][Math.floor(x / 10)]));
-    answers.push(await window.routes.predict({ pixels }));
+    answers.push(await window.routes.predict({ ...fields, pixels }));
   }
   return answers;
 })().then(done, (error) => done(String(error)));
 """
+
+
+def digits_of(images, count):
+    """count images (N, 1, 28, 28) spread over a set, as 28 x 28 lists of grey levels 0..255."""
+    chosen = images[::len(images) // count][:count]
+    return [digit[0].tolist() for digit in (to_pixels(chosen) * 255).round().to(torch.uint8)]
+
+
+def drawing_of(digit):
+    """A 28 x 28 digit as dark ink on a 280 x 280 white drawing, each pixel a 10 x 10 block."""
+    return [[255 - value for value in row for _ in range(10)] for row in digit for _ in range(10)]
 
 
 def chromium():
@@ -99,13 +110,11 @@ def agreement(session, page, digits):
     inputs, within one grey level, largest stage difference, largest attribution difference)."""
     answers = []
     for start in range(0, len(digits), 10):
-        answers += session.execute_async_script(ANSWER_DIGITS, digits[start:start + 10])
+        answers += session.execute_async_script(ANSWER_DIGITS, digits[start:start + 10], {})
     same = identical = close = 0
     stages = pixels = 0.0
     for digit, answer in zip(digits, answers):
-        ink = [[255 - value for value in row for _ in range(10)]  # each pixel a 10 x 10 block
-               for row in digit for _ in range(10)]
-        server = json.loads(json.dumps(page.predict({"pixels": ink})))
+        server = json.loads(json.dumps(page.predict({"pixels": drawing_of(digit)})))
         same += answer["prediction"] == server["prediction"]
         gap = max(abs(a - b) for a, b in zip(answer["input"]["values"], server["input"]["values"]))
         close += gap <= 1 / 255 + 1e-5
@@ -151,9 +160,7 @@ def main(argv=None):
             start = time.perf_counter()
             json.dumps(pages["one"].predict(dict(body)))
             server.append((time.perf_counter() - start) * 1e3)
-        images, _ = load_mnist(args.data_dir, train=False)
-        chosen = images[::len(images) // args.digits][:args.digits]
-        digits = [digit[0].tolist() for digit in (to_pixels(chosen) * 255).round().to(torch.uint8)]
+        digits = digits_of(load_mnist(args.data_dir, train=False)[0], args.digits)
         same, identical, close, stages, pixels = agreement(session, pages["one"], digits)
         resources = session.execute_script(
             "return performance.getEntriesByType('resource').length")

@@ -1040,6 +1040,26 @@ def browser_missing():
     return None
 
 
+def draw_stroke(driver, points, kind="mouse"):
+    """Draw one stroke through points (x, y in canvas pixels, 0..280) on the page's canvas, with
+    pointer events of a mouse or a pen."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.interaction import POINTER_MOUSE, POINTER_PEN
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+
+    canvas = driver.find_element("id", "draw")
+    builder = ActionBuilder(driver, mouse=PointerInput(
+        POINTER_PEN if kind == "pen" else POINTER_MOUSE, kind))
+    pointer = builder.pointer_action
+    # Offsets count from the element's centre; the canvas shows 280 x 280 pixels.
+    pointer.move_to(canvas, points[0][0] - 140, points[0][1] - 140)
+    pointer.pointer_down()
+    for x, y in points[1:]:
+        pointer.move_to(canvas, x - 140, y - 140)
+    pointer.pointer_up()
+    builder.perform()
+
+
 @unittest.skipIf(browser_missing(), browser_missing())
 class BrowserTest(unittest.TestCase):
     @classmethod
@@ -1072,22 +1092,7 @@ class BrowserTest(unittest.TestCase):
         return self.driver.find_element("id", element_id).text
 
     def stroke(self, points, kind="mouse"):
-        """Draw one stroke through points (x, y in canvas pixels, 0..280) with pointer events."""
-        from selenium.webdriver.common.actions.action_builder import ActionBuilder
-        from selenium.webdriver.common.actions.interaction import POINTER_MOUSE, POINTER_PEN
-        from selenium.webdriver.common.actions.pointer_input import PointerInput
-
-        canvas = self.driver.find_element("id", "draw")
-        builder = ActionBuilder(self.driver, mouse=PointerInput(
-            POINTER_PEN if kind == "pen" else POINTER_MOUSE, kind))
-        pointer = builder.pointer_action
-        # Offsets count from the element's centre; the canvas shows 280 x 280 pixels.
-        pointer.move_to(canvas, points[0][0] - 140, points[0][1] - 140)
-        pointer.pointer_down()
-        for x, y in points[1:]:
-            pointer.move_to(canvas, x - 140, y - 140)
-        pointer.pointer_up()
-        builder.perform()
+        draw_stroke(self.driver, points, kind)
 
     def wait_for_answer(self, prediction=None):
         """Wait until the page has shown the answer to its last drawing (and it is prediction)."""

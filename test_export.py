@@ -23,8 +23,9 @@ import data
 import draw
 import export
 import train
+from benchmark_export import ANSWER_DIGITS, digits_of, drawing_of
 from fixtures import draw_shape, make_fake_mnist, make_shapes_mnist, run_script, temporary_folder
-from test_draw import CHROMEDRIVER, CHROMIUM, EDITED, browser_missing
+from test_draw import CHROMEDRIVER, CHROMIUM, EDITED, browser_missing, draw_stroke
 
 
 class OpsNet(nn.Module):
@@ -100,15 +101,7 @@ def test_digits(count):
     root = os.environ.get("MNIST_ROOT")
     if not (root and data.raw_folder(root)[1]):
         root = make_fake_mnist(os.path.join(TEMP, "bars"))
-    images, _ = data.load_mnist(root, train=False)
-    step = len(images) // count
-    pixels = (data.to_pixels(images[::step][:count]) * 255).round().to(torch.uint8)
-    return [digit[0].tolist() for digit in pixels]
-
-
-def drawing(digit):
-    """A 28 x 28 digit as dark ink on a 280 x 280 white drawing, each pixel a 10 x 10 block."""
-    return [[255 - value for value in row for _ in range(10)] for row in digit for _ in range(10)]
+    return digits_of(data.load_mnist(root, train=False)[0], count)
 
 
 def as_json(answer):
@@ -154,19 +147,6 @@ CALL = """
 const [route, argument, done] = arguments;
 Promise.resolve().then(() => window.routes[route](argument))
   .then((answer) => done({ answer }), (error) => done({ error: error.message, status: error.status }));
-"""
-# Predicts each 28 x 28 digit, drawn as the Python drawing() draws it, with the given fields.
-PREDICT_DRAWINGS = """
-const [digits, fields, done] = arguments;
-const drawing = (digit) => Array.from({ length: 280 }, (_, y) => Array.from({ length: 280 },
-  (_, x) => 255 - digit[Math.floor(y / 10)][Math.floor(x / 10)]));
-(async () => {
-  const answers = [];
-  for (const digit of digits) {
-    answers.push(await window.routes.predict({ ...fields, pixels: drawing(digit) }));
-  }
-  return answers;
-})().then(done, (error) => done(String(error)));
 """
 
 
@@ -305,7 +285,7 @@ class FileInBrowserTest(unittest.TestCase):
         return reply
 
     def predict_drawings(self, digits, **fields):
-        answers = self.driver.execute_async_script(PREDICT_DRAWINGS, digits, fields)
+        answers = self.driver.execute_async_script(ANSWER_DIGITS, digits, fields)
         self.assertIsInstance(answers, list, answers)
         return answers
 
@@ -314,20 +294,20 @@ class FileInBrowserTest(unittest.TestCase):
         for start in range(0, len(DIGITS), 10):  # ten at a time: each answer holds every stage
             batch = DIGITS[start:start + 10]
             for digit, answer in zip(batch, self.predict_drawings(batch)):
-                identical += same_answer(self, answer, as_json(PAGE.predict({"pixels": drawing(digit)})))
+                identical += same_answer(self, answer, as_json(PAGE.predict({"pixels": drawing_of(digit)})))
         self.assertGreaterEqual(len(DIGITS), 100)
         self.assertGreaterEqual(identical, 0.95 * len(DIGITS))
 
     def test_a_picture_body_is_prepared_as_the_server_prepares_it(self):
         for digit in DIGITS[:10]:
             buffer = io.BytesIO()
-            Image.fromarray(torch.tensor(drawing(digit), dtype=torch.uint8).numpy()).save(buffer, "PNG")
+            Image.fromarray(torch.tensor(drawing_of(digit), dtype=torch.uint8).numpy()).save(buffer, "PNG")
             body = {"picture": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
                     "attribution": False}
             same_answer(self, self.call("predict", body)["answer"], as_json(PAGE.predict(body)))
 
     def test_step_views_give_the_servers_products_sums_and_values(self):
-        body = {"pixels": drawing(DIGITS[3])}
+        body = {"pixels": drawing_of(DIGITS[3])}
         for stage, position in [("convolution2", (5, 3, 4)), ("convolution1", (2, 0, 23)),
                                 ("pool", (1, 5, 6)), ("fc1", (0, 0, 7)), ("fc2", (0, 0, 3)),
                                 ("flatten", (0, 0, 17))]:
@@ -345,11 +325,11 @@ class FileInBrowserTest(unittest.TestCase):
         for model, network in enumerate(EDITED_PAGE.networks):
             identical = 0
             for digit, answer in zip(DIGITS[:8], self.predict_drawings(DIGITS[:8], model=model)):
-                server = as_json(EDITED_PAGE.predict({"model": model, "pixels": drawing(digit)}))
+                server = as_json(EDITED_PAGE.predict({"model": model, "pixels": drawing_of(digit)}))
                 identical += same_answer(self, answer, server)
             self.assertGreaterEqual(identical, 7, network.name)
             for stage in (layer for layer in server["layers"] if layer["kind"] in ("convolution", "pool")):
-                request = {"model": model, "pixels": drawing(DIGITS[7]), "stage": stage["name"],
+                request = {"model": model, "pixels": drawing_of(DIGITS[7]), "stage": stage["name"],
                            "map": 1, "row": 1, "column": 2}
                 reply = self.call("step", request)
                 self.assertLessEqual(difference(reply["answer"], as_json(EDITED_PAGE.step(request))),
@@ -369,7 +349,7 @@ class FileInBrowserTest(unittest.TestCase):
                       "model=0&snapshot=1&true=0&predicted=0", "model=0&other=1", "model=1&other=0"):
             self.assertEqual(self.call("examples", query)["answer"], as_json(PAGE.examples(query)), query)
         for snapshot in (0, 1, snapshots // 2):  # the training slider: the network after that step
-            body = {"pixels": drawing(DIGITS[5]), "snapshot": snapshot}
+            body = {"pixels": drawing_of(DIGITS[5]), "snapshot": snapshot}
             self.assertTrue(same_answer(self, self.call("predict", body)["answer"],
                                         as_json(PAGE.predict(body))))
         for index in (0, 7):  # an image the explorer shows, sent through the network as it is
@@ -379,7 +359,7 @@ class FileInBrowserTest(unittest.TestCase):
                                         as_json(PAGE.predict(body))))
 
     def test_bad_bodies_get_the_servers_status_and_message(self):
-        good = {"pixels": drawing(DIGITS[0])}
+        good = {"pixels": drawing_of(DIGITS[0])}
         bad = [("predict", {}), ("predict", {**good, "picture": "x"}), ("predict", {"pixels": [[1, 2], [3]]}),
                ("predict", {"pixels": [[300]]}), ("predict", {"pixels": [[255] * 5] * 5}),
                ("predict", {**good, "model": 7}), ("predict", {**good, "snapshot": -1}),
@@ -423,18 +403,7 @@ class FileInBrowserTest(unittest.TestCase):
         self.assertIn(f"{step['sum']:.4f}"[:-1], self.driver.find_element("id", "step").text)
 
     def stroke(self, points):
-        from selenium.webdriver.common.actions.action_builder import ActionBuilder
-        from selenium.webdriver.common.actions.interaction import POINTER_MOUSE
-        from selenium.webdriver.common.actions.pointer_input import PointerInput
-
-        canvas = self.driver.find_element("id", "draw")
-        builder = ActionBuilder(self.driver, mouse=PointerInput(POINTER_MOUSE, "mouse"))
-        builder.pointer_action.move_to(canvas, points[0][0] - 140, points[0][1] - 140)
-        builder.pointer_action.pointer_down()
-        for x, y in points[1:]:
-            builder.pointer_action.move_to(canvas, x - 140, y - 140)
-        builder.pointer_action.pointer_up()
-        builder.perform()
+        draw_stroke(self.driver, points)
 
     def test_a_confusion_cell_opens_its_images_and_a_click_sends_one_through_the_network(self):
         cell = self.driver.find_element("css selector", '#confusion td[data-true="4"][data-predicted="4"]')
