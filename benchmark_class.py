@@ -2,10 +2,11 @@
 one epoch started together, against the same runs one after another, with PyTorch's own thread
 count (one per CPU) and with the scripts' default; ratios from this one run.
 
-Usage: python benchmark_class.py --data-dir mnist [--runs 1 2 4 8] [--pytorch-runs 1 2 4 8]
+Usage: python benchmark_class.py --data-dir mnist [--runs 1 2 4 8] [--pytorch-runs 1 2 4 8] [--alone 5]
 """
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,9 @@ def parse_args(argv=None):
     parser.add_argument("--pytorch-runs", type=positive_int, nargs="+", default=[1, 2, 4, 8],
                         help="the counts for PyTorch's own thread count, which take longest "
                              "(default: 1 2 4 8)")
+    parser.add_argument("--alone", type=positive_int, default=5, metavar="N",
+                        help="runs alone of each thread count, taking turns; the median is the "
+                             "time of one run (default: 5)")
     parser.add_argument("--epochs", type=positive_int, default=1,
                         help="epochs each run trains (default: 1)")
     return parser.parse_args(argv)
@@ -50,18 +54,31 @@ def runs_together(count, threads, args, folder):
     return time.perf_counter() - start
 
 
+def runs_alone(settings, args, folder):
+    """Time one run of each setting at a time, taking turns --alone times, and return each
+    setting's median: a run alone varies by a fifth and more on a shared virtual machine, so
+    one run of each would decide the ratio by chance."""
+    times = {name: [] for name, _, _ in settings}
+    for _ in range(args.alone):
+        for name, threads, _ in settings:
+            times[name].append(runs_together(1, threads, args, folder))
+    for name, values in times.items():
+        print(f"{name}, alone: {' '.join(f'{value:.1f}' for value in values)} s, "
+              f"median {statistics.median(values):.1f} s")
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def main(argv=None):
     args = parse_args(argv)
     cpus = usable_cpus()
     settings = [(f"PyTorch's default ({cpus} per run)", cpus, args.pytorch_runs),
                 (f"the scripts' default ({default_threads()} per run)", None, args.runs)]
     print(f"{cpus} usable CPUs; train.py --epochs {args.epochs}, real time until the last run ends")
-    print(f"\n{'threads':<34}{'runs':>5}{'together s':>12}{'one by one s':>14}{'ratio':>8}"
-          f"{'alone vs PyTorch':>18}")
-    alone = {}
     with tempfile.TemporaryDirectory() as folder:
+        alone = runs_alone(settings, args, folder)
+        print(f"\n{'threads':<34}{'runs':>5}{'together s':>12}{'one by one s':>14}{'ratio':>8}"
+              f"{'alone vs PyTorch':>18}")
         for name, threads, counts in settings:
-            alone[name] = runs_together(1, threads, args, folder)
             for count in counts:
                 together = alone[name] if count == 1 else runs_together(count, threads, args, folder)
                 one_by_one = count * alone[name]  # the same runs one after another

@@ -162,9 +162,11 @@ def set_threads(requested=None):
 
     PyTorch's default, one thread per core in every process, collapses when several runs share
     a machine (their threads wait for each other while spinning): measured in docs/classroom.md,
-    4 runs at once on 2 cores took 6.6 times as long as one after another. A quarter lets 4 runs
-    share the machine without more threads than CPUs; it costs one run alone 1.07 to 1.32 times
-    its time with 2 threads, depending on the machine, since the network is tiny.
+    4 runs at once on 2 cores took about 5 times as long as one after another. A quarter lets 4
+    runs share the machine without more threads than CPUs; since the network is tiny, it costs one
+    run alone at most about 1.2 times its time with 2 threads. The count never follows the load:
+    another count adds some gradients in another order, and the same seed must give the same
+    weights.
     """
     threads = requested or default_threads()
     torch.set_num_threads(threads)
