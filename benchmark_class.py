@@ -2,7 +2,8 @@
 one epoch started together, against the same runs one after another, with PyTorch's own thread
 count (one per CPU) and with the scripts' default; ratios from this one run.
 
-Usage: python benchmark_class.py --data-dir mnist [--runs 1 2 4 8] [--pytorch-runs 1 2 4 8] [--alone 5]
+Usage: python benchmark_class.py --data-dir mnist [--runs 1 2 4 8] [--pytorch-runs 1 2 4 8]
+       [--alone 5]
 """
 import argparse
 import os
@@ -62,10 +63,11 @@ def runs_alone(settings, args, folder):
     for _ in range(args.alone):
         for name, threads, _ in settings:
             times[name].append(runs_together(1, threads, args, folder))
+    medians = {name: statistics.median(values) for name, values in times.items()}
     for name, values in times.items():
         print(f"{name}, alone: {' '.join(f'{value:.1f}' for value in values)} s, "
-              f"median {statistics.median(values):.1f} s")
-    return {name: statistics.median(values) for name, values in times.items()}
+              f"median {medians[name]:.1f} s")
+    return medians
 
 
 def main(argv=None):
