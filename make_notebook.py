@@ -25,8 +25,10 @@ def cell(kind, text, number):
 
 def from_the_top(markdown):
     """The lesson's links, written from docs/, as they read from the notebook at the top level."""
-    markdown = re.sub(r"\]\(\.\./", "](", markdown)  # ../README.md -> README.md
-    return re.sub(r"\]\((?![a-z]+:|#)([\w-]+\.md)", r"](docs/\1", markdown)  # results.md -> docs/
+    # First results.md -> docs/results.md, then ../README.md -> README.md (in this order, or the
+    # second's result would be taken for a file of docs/ too).
+    markdown = re.sub(r"\]\((?![a-z]+:|#)([\w-]+\.md)", r"](docs/\1", markdown)
+    return re.sub(r"\]\(\.\./", "](", markdown)
 
 
 def notebook_of(markdown):
