@@ -28,6 +28,11 @@ MEAN, STD = 0.5, 0.5
 # page is 133 KB but takes 1.7 GB of memory to prepare. A JPEG is decoded at 1/2, 1/4 or 1/8 of
 # its size instead, so a phone's photo still works. 4096 x 4096 is far more than a digit needs.
 MAX_PIXELS = 4096 * 4096
+# The formats a picture of a digit comes in: photos (JPEG, and phones' MPO, which Pillow opens as
+# JPEG), screenshots and drawings (PNG), pictures saved from the web (WebP, GIF), Paint's BMP and
+# scanners' TIFF. No other is opened: Pillow reads EPS by running its PostScript in Ghostscript,
+# another program, and the rarer formats' readers are code no digit needs.
+PICTURE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 
 
 class DataError(Exception):
@@ -172,23 +177,25 @@ def grey_levels(picture):
     return transforms.functional.pil_to_tensor(picture.convert("L"))[0].float() / 255
 
 
-def open_within_limit(file):
-    """Open a picture and decode it, within MAX_PIXELS: a JPEG decoded smaller, others refused
-    from their header, before any pixel is in memory."""
+def open_within_limit(file, max_pixels=None):
+    """Open a picture in one of PICTURE_FORMATS and decode it, within max_pixels (MAX_PIXELS if
+    None): a JPEG decoded smaller, others refused from their header, before any pixel is in
+    memory."""
+    max_pixels = max_pixels or MAX_PIXELS
     with warnings.catch_warnings():
         # Too many pixels are refused below with a message of ours; Pillow's warning while
         # opening such a file would only repeat it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        picture = Image.open(file)  # reads the header only
+        picture = Image.open(file, formats=PICTURE_FORMATS)  # reads the header only
     try:
         width, height = picture.size
-        if picture.format == "JPEG" and width * height > MAX_PIXELS:
+        if picture.format in ("JPEG", "MPO") and width * height > max_pixels:
             # The decoder can skip to 1/2, 1/4 or 1/8 of the size: the least reduction that fits.
-            factor = next((f for f in (2, 4, 8) if (width / f) * (height / f) <= MAX_PIXELS), 8)
+            factor = next((f for f in (2, 4, 8) if (width / f) * (height / f) <= max_pixels), 8)
             picture.draft(picture.mode, (math.ceil(width / factor), math.ceil(height / factor)))
-        if picture.width * picture.height > MAX_PIXELS:
+        if picture.width * picture.height > max_pixels:
             raise Image.DecompressionBombError(f"{width} x {height} pixels, at most "
-                                               f"{MAX_PIXELS:,} are read")
+                                               f"{max_pixels:,} are read")
         picture.load()  # decode every pixel now, so that damage shows here
     except BaseException:
         picture.close()
@@ -196,21 +203,46 @@ def open_within_limit(file):
     return picture
 
 
-def read_picture(file, name):
+def refused_format(file):
+    """Why a file that is none of PICTURE_FORMATS is not read, naming its format where Pillow's
+    checks of its first bytes know it (those checks only compare bytes: no reader runs)."""
+    Image.init()
+    if hasattr(file, "read"):
+        file.seek(0)
+        prefix = file.read(16)
+    else:
+        try:
+            with open(file, "rb") as opened:
+                prefix = opened.read(16)
+        except OSError:  # gone since Pillow read it: its format is unknown
+            prefix = b""
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            answer = accept(prefix) if accept else None
+        except (IndexError, TypeError, struct.error):  # too few bytes for that format's check
+            answer = None
+        if answer and not isinstance(answer, str):  # a string: Pillow's warning, not a match
+            return f"{name} files are not read, only {', '.join(PICTURE_FORMATS)}"
+    return f"not an image file of a format this reads ({', '.join(PICTURE_FORMATS)})"
+
+
+def read_picture(file, name, max_pixels=None):
     """Return the digit pictured in file (a path or a binary file) as a (1, 28, 28) tensor.
 
-    Any problem is a DataError that starts with name: a missing file, not a picture, a damaged one
-    (Pillow's decoders raise many kinds of exception on damaged bytes), or no digit in it.
+    Any problem is a DataError that starts with name: a missing file, not a picture (or one of a
+    format not read), a damaged one (Pillow's decoders raise many kinds of exception on damaged
+    bytes), more than max_pixels (MAX_PIXELS if None), or no digit in it.
     """
     try:
-        with open_within_limit(file) as picture:
+        with open_within_limit(file, max_pixels) as picture:
             # Phones store photos sideways plus an Orientation tag; turn them upright.
             picture = ImageOps.exif_transpose(picture)
     except Image.DecompressionBombError as error:
         raise DataError(f"{name}: too many pixels for a picture of one digit ({error}); "
                         "scale it down") from None
     except UnidentifiedImageError:
-        raise DataError(f"{name}: not an image file that Pillow can read") from None
+        raise DataError(f"{name}: {refused_format(file)}") from None
     except OSError as error:
         if error.strerror:  # missing, a folder, no permission to read
             raise DataError(f"{name}: {error.strerror}") from None

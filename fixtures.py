@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import zlib
 
 import torch
 import torch.nn as nn
@@ -195,3 +196,38 @@ def png_base64(picture):
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def png_header_only(path, width, height, bit_depth=8, colour_type=0):
+    """A PNG whose header claims width x height pixels (grey unless colour_type says otherwise: 6
+    is RGBA), with a few bytes of pixel data."""
+    def chunk(kind, content):
+        return (struct.pack(">I", len(content)) + kind + content
+                + struct.pack(">I", zlib.crc32(kind + content)))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    with open(path, "wb") as file:
+        file.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                   + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+# An EPS picture of a 7. Pillow would read it by running its PostScript in Ghostscript.
+EPS_SEVEN = b"""%!PS-Adobe-3.0 EPSF-3.0
+%%BoundingBox: 0 0 28 28
+1 setgray 0 0 28 28 rectfill 0 setgray 3 setlinewidth
+5 24 moveto 22 24 lineto 12 3 lineto stroke
+showpage
+"""
+
+
+def fake_ghostscript(folder):
+    """Make folder/gs, a program that leaves the file folder/gs_started when anything starts it;
+    return (folder, that file's path). With folder first on PATH it is the gs that Pillow would
+    start, even where a real Ghostscript is installed."""
+    os.makedirs(folder, exist_ok=True)
+    marker = os.path.join(folder, "gs_started")
+    program = os.path.join(folder, "gs")
+    with open(program, "w") as file:
+        file.write(f"#!/bin/sh\ntouch '{marker}'\n")
+    os.chmod(program, 0o755)
+    return folder, marker

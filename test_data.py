@@ -6,9 +6,7 @@ Usage: python -m unittest -v test_data
 import contextlib
 import io
 import os
-import struct
 import unittest
-import zlib
 from unittest import mock
 
 import numpy as np
@@ -18,8 +16,8 @@ from PIL import Image
 
 import augment
 import data
-from fixtures import (MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, draw_digit, make_fake_mnist,
-                      temporary_folder)
+from fixtures import (EPS_SEVEN, MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, draw_digit,
+                      make_fake_mnist, png_header_only, temporary_folder)
 
 
 def setUpModule():
@@ -124,16 +122,37 @@ class ReadPictureTest(unittest.TestCase):
                                         data.read_picture(path, path)))
 
 
-def png_header_only(path, width, height):
-    """A PNG whose header claims width x height grey pixels, with a few bytes of pixel data."""
-    def chunk(kind, content):
-        return (struct.pack(">I", len(content)) + kind + content
-                + struct.pack(">I", zlib.crc32(kind + content)))
+class PictureFormatTest(unittest.TestCase):
+    def test_the_formats_a_digit_comes_in_are_read_and_a_phones_mpo_decoded_smaller(self):
+        upright = draw_digit((120, 160), (20, 20, 90, 140), mode="RGB")
+        expected = data.prepare_digit(upright)
+        for name, options in [("PNG", {}), ("JPEG", {"quality": 95}), ("GIF", {}), ("BMP", {}),
+                              ("TIFF", {}), ("WEBP", {"lossless": True}),
+                              ("MPO", {"save_all": True, "append_images": [upright]})]:  # phones'
+            with self.subTest(format=name):
+                buffer = io.BytesIO()
+                upright.save(buffer, format=name, **options)
+                self.assertLess((data.read_picture(buffer, name) - expected).abs().mean().item(),
+                                0.02)
+                if name == "MPO":  # over the limit, as a JPEG is: decoded at half the size
+                    with mock.patch.object(data, "MAX_PIXELS", 60 * 80):
+                        with data.open_within_limit(buffer) as picture:
+                            self.assertEqual((picture.format, picture.size), ("MPO", (60, 80)))
 
-    with open(path, "wb") as file:
-        file.write(b"\x89PNG\r\n\x1a\n"
-                   + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                   + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    def test_other_formats_are_refused_by_name_without_opening_them(self):
+        buffer = io.BytesIO()
+        draw_digit((120, 160), (20, 20, 90, 140)).save(buffer, format="PPM")  # Pillow reads PPM
+        for name, content in [("digit.ppm", buffer.getvalue()), ("seven.eps", EPS_SEVEN)]:
+            with self.subTest(name=name):
+                with mock.patch("PIL.EpsImagePlugin.EpsImageFile._open",
+                                side_effect=AssertionError("opened as EPS")):
+                    with self.assertRaises(data.DataError) as raised:
+                        data.read_picture(io.BytesIO(content), name)
+                kind = name.split(".")[1].upper()
+                self.assertEqual(str(raised.exception), f"{name}: {kind} files are not read, only "
+                                                        "PNG, JPEG, GIF, BMP, TIFF, WEBP")
+        with self.assertRaisesRegex(data.DataError, "^notes: not an image file of a format"):
+            data.read_picture(io.BytesIO(b"just text"), "notes")
 
 
 class LargeAndDeepPictureTest(unittest.TestCase):
@@ -157,7 +176,7 @@ class LargeAndDeepPictureTest(unittest.TestCase):
         opened = []
         real_open = data.open_within_limit
         with mock.patch.object(data, "open_within_limit",
-                               side_effect=lambda file: opened.append(real_open(file)) or opened[-1]):
+                               side_effect=lambda *args: opened.append(real_open(*args)) or opened[-1]):
             digit = data.read_picture(path, path)
         self.assertEqual(opened[0].size, (2400, 1800))  # decoded at half the size: 4.3 million
         expected = data.prepare_digit(photo)  # every pixel, as it was read before the limit

@@ -22,8 +22,8 @@ import cli
 import data
 import test
 import train
-from fixtures import (HERE, TutorialModel, make_fake_mnist, run_script, run_subprocess,
-                      start_script, temporary_folder, write_idx)
+from fixtures import (EPS_SEVEN, HERE, TutorialModel, fake_ghostscript, make_fake_mnist,
+                      run_script, run_subprocess, start_script, temporary_folder, write_idx)
 
 
 def setUpModule():
@@ -284,6 +284,31 @@ class DamagedPictureTest(ErrorTestCase):
         self.assertTrue(all(line.startswith("error: ") for line in result.stderr.splitlines()))
         self.assertGreater(len(answered), 5)
         self.assertEqual(sorted(answered + failed), sorted(paths))  # each picture once
+
+
+class PostScriptPictureTest(ErrorTestCase):
+    def test_scripts_refuse_an_eps_picture_by_name_and_start_no_program(self):
+        folder, marker = fake_ghostscript(temp_path("fake_gs"))
+        environment = {**os.environ, "PATH": folder + os.pathsep + os.environ["PATH"]}
+        model = temp_path("eps_model.pt")
+        torch.save(TutorialModel().state_dict(), model)
+        picture = temp_path("seven.eps")
+        pictures = temp_path("eps_digits")
+        os.makedirs(os.path.join(pictures, "7"))
+        for path in (picture, os.path.join(pictures, "7", "seven.eps")):
+            with open(path, "wb") as file:
+                file.write(EPS_SEVEN)
+        for script, *argv in [("test.py", model, "--image", picture),
+                              ("test.py", model, "--images-dir", pictures),
+                              ("train.py", "--data-dir", DATA_DIR, "--extra-images-dir", pictures,
+                               "--out", temp_path("eps_trained.pt"))]:
+            with self.subTest(script=script, flag=[word for word in argv if "image" in word][0]):
+                result = run_subprocess(script, *argv, "--device", "cpu", env=environment)
+                self.assertFalse(os.path.exists(marker), "a program was started")
+                self.assertNotIn("Traceback", result.stderr)
+                self.assertEqual(result.returncode, 1, result.stderr)
+                self.assertIn("seven.eps: EPS files are not read, only PNG, JPEG", result.stderr)
+        self.assertFalse(os.path.exists(temp_path("eps_trained.pt")))
 
 
 class AtomicSaveTest(unittest.TestCase):
