@@ -41,6 +41,10 @@ from model import Net
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "draw.html")
 MAX_BODY = 2 * 2**20        # bytes; a 280 x 280 drawing as JSON is about 0.3 MB
 MAX_SIDE = 1000             # pixels per side of a drawing sent as numbers
+# A picture file is decoded within as many pixels as the largest drawing sent as numbers: a
+# drawing needs far fewer than the photos test.py --image reads, and a request's memory grows with
+# its pixels. A photo's JPEG is decoded at 1/2 to 1/8 of its size to fit (data.open_within_limit).
+MAX_PICTURE_PIXELS = MAX_SIDE * MAX_SIDE
 UNTRAINED = "untrained (random weights)"
 # Only this machine's own files and answers: nothing may come from other hosts (classrooms are
 # often offline, and a page that fetches nothing can leak nothing).
@@ -192,7 +196,7 @@ def digit_from_request(request):
             content = base64.b64decode(picture.split(",", 1)[-1], validate=True)
         except (binascii.Error, ValueError):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "picture is not valid base64") from None
-        return read_picture(io.BytesIO(content), "picture")
+        return read_picture(io.BytesIO(content), "picture", MAX_PICTURE_PIXELS)
     except DataError as error:  # no digit in it, a damaged file, ...
         raise BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
 

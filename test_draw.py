@@ -21,15 +21,16 @@ from unittest import mock
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
+from PIL import EpsImagePlugin, Image
 
 import data
 import draw
 import explain
 import test
 import train
-from fixtures import (draw_shape, make_shapes_mnist, png_base64, run_script, run_subprocess,
-                      start_script, stroke_pixels, temporary_folder)
+from fixtures import (EPS_SEVEN, draw_digit, draw_shape, fake_ghostscript, make_shapes_mnist,
+                      png_base64, png_header_only, run_script, run_subprocess, start_script,
+                      stroke_pixels, temporary_folder)
 from model import Net
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -760,6 +761,45 @@ def raw_reply(server, request_head):
         while chunk := connection.recv(65536):
             reply += chunk
     return reply.decode()
+
+
+class HostilePictureTest(unittest.TestCase):
+    """Picture files sent to the page that would start a program or take much memory."""
+
+    def test_an_eps_picture_is_refused_by_name_and_starts_no_program(self):
+        folder, marker = fake_ghostscript(os.path.join(TEMP, "fake_gs"))
+        eps = base64.b64encode(EPS_SEVEN).decode()
+        # Pillow looks for gs once a process: forgetting it makes it find the fake one first.
+        with mock.patch.dict(os.environ, {"PATH": folder + os.pathsep + os.environ["PATH"]}), \
+                mock.patch.object(EpsImagePlugin, "gs_binary", None):
+            for route, body, expected in [
+                    ("/predict", {"picture": eps}, 422),
+                    ("/predict", {"picture": "data:application/postscript;base64," + eps}, 422),
+                    ("/collect", {"label": 7, "picture": eps}, 400)]:
+                with self.subTest(route=route, body=str(body)[:40]):
+                    status, answer = request("POST", route, body)
+                    self.assertFalse(os.path.exists(marker), "a program was started")
+                    self.assertEqual(status, expected, answer)
+                    self.assertEqual(len(answer["error"].splitlines()), 1)
+                    if route == "/predict":
+                        self.assertIn("picture: EPS files are not read, only PNG", answer["error"])
+
+    def test_a_picture_of_more_pixels_than_a_drawing_is_refused_before_decoding(self):
+        path = os.path.join(TEMP, "deep.png")
+        png_header_only(path, 4096, 4096, bit_depth=16, colour_type=6)  # 16-bit RGBA
+        with open(path, "rb") as file:
+            picture = base64.b64encode(file.read()).decode()
+        with mock.patch("PIL.ImageFile.ImageFile.load", side_effect=AssertionError("decoded")):
+            status, answer = request("POST", "/predict", {"picture": picture})
+        self.assertEqual(status, 422, answer)
+        self.assertIn("too many pixels for a picture of one digit (4096 x 4096 pixels, at most "
+                      "1,000,000 are read)", answer["error"])
+        # A phone's photo is decoded at a quarter of its size instead, and answered.
+        buffer = io.BytesIO()
+        draw_digit((4000, 3000), (1500, 500, 2500, 2500), mode="L").save(buffer, format="JPEG")
+        status, answer = request("POST", "/predict",
+                                 {"picture": base64.b64encode(buffer.getvalue()).decode()})
+        self.assertEqual(status, 200, answer)
 
 
 class GuardTest(unittest.TestCase):
