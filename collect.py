@@ -4,19 +4,29 @@ a folder that train.py --extra-images-dir reads; never overwriting, and at most 
 Usage: python draw.py model.pt --collect class_digits [--collect-limit 500]
 """
 import argparse
+import io
 import os
 import threading
 
 from cli import save_atomically
 
 # Pictures of one digit a folder takes at most, by default. 80 a digit gave the best measured
-# result (docs/handwriting.md); 500 leaves a class of 30 room for many more and keeps the folder
-# near 10 MB, so a prank or a stuck client cannot fill the disk.
+# result (docs/handwriting.md); 500 leaves a class of 30 room for many more, and with each
+# picture bounded below a prank or a stuck client cannot fill the disk.
 COLLECT_LIMIT = 500
+# A saved drawing is at most the page's canvas, 280 x 280 greys, and its PNG at most this many
+# bytes: pen strokes on white compress to far less, while noise (no drawing) would not, so a
+# digit's folder holds at most COLLECT_LIMIT x MAX_PICTURE_BYTES (docs/page.md).
+COLLECT_SIDE = 280
+MAX_PICTURE_BYTES = 16 * 1024
 
 
 class FolderFull(Exception):
     """The digit's folder already holds the most pictures it may take."""
+
+
+class PictureTooLarge(Exception):
+    """The drawing's PNG is over MAX_PICTURE_BYTES: not a drawing made with a pen."""
 
 
 class Collector:
@@ -29,15 +39,22 @@ class Collector:
     def save(self, picture, label):
         """Save picture (PIL) as the next free label/NNNN.png; return that name and the counts.
 
-        FolderFull past the limit; OSError (or cli.UserError) if it cannot be written.
+        PictureTooLarge over MAX_PICTURE_BYTES; FolderFull past the limit; OSError (or
+        cli.UserError) if it cannot be written.
         """
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        png = buffer.getvalue()
+        if len(png) > MAX_PICTURE_BYTES:
+            raise PictureTooLarge(f"the drawing is {len(png):,} bytes as a PNG, at most "
+                                  f"{MAX_PICTURE_BYTES:,} are saved (drawn with a pen, far less)")
         folder = os.path.join(self.folder, str(label))
         with self.lock:
             count = picture_count(folder)
             if count >= self.limit:
                 raise FolderFull(f"{self.folder}/{label} holds {self.limit} pictures already, the "
                                  "most this page saves of one digit (draw.py --collect-limit)")
-            name = save_new_picture(picture, folder, count)
+            name = save_new_picture(png, folder, count)
             return os.path.join(str(label), name), self.counts()
 
     def counts(self):
@@ -52,16 +69,16 @@ def picture_count(folder):
     return sum(name.endswith(".png") for name in os.listdir(folder))
 
 
-def save_new_picture(picture, folder, number):
-    """Save picture, whole, as the next free NNNN.png in folder from NNNN = number (the pictures
-    it holds); return its name. A name that is taken (a file put there by hand, another page) is
-    skipped, never replaced."""
+def save_new_picture(png, folder, number):
+    """Save png (a PNG file's bytes), whole, as the next free NNNN.png in folder from NNNN = number
+    (the pictures it holds); return its name. A name that is taken (a file put there by hand,
+    another page) is skipped, never replaced."""
     os.makedirs(folder, exist_ok=True)
     while True:
         name = f"{number:04d}.png"
         try:
-            save_atomically(os.path.join(folder, name),
-                            lambda file: picture.save(file, format="PNG"), overwrite=False)
+            save_atomically(os.path.join(folder, name), lambda file: file.write(png),
+                            overwrite=False)
             return name
         except FileExistsError:
             number += 1

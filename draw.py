@@ -29,7 +29,8 @@ from PIL import Image
 
 from cli import (UserError, add_data_and_device_arguments, checked, device_line, output_path,
                  positive_int, run_main, set_threads, usable_cpus)
-from collect import COLLECT_LIMIT, Collector, FolderFull, collect_folder
+from collect import (COLLECT_LIMIT, COLLECT_SIDE, Collector, FolderFull, PictureTooLarge,
+                     collect_folder)
 from data import (DataError, load_mnist, prepare_digit, raw_folder, read_labelled_folder,
                   read_picture, to_pixels)
 from evaluation import (accuracy, build_model, confusion_matrix, probabilities,
@@ -167,13 +168,13 @@ def parse_json(body):
     return request
 
 
-def picture_from_pixels(pixels):
+def picture_from_pixels(pixels, max_side=MAX_SIDE):
     """A drawing sent as rows of grey levels 0 (black) to 255 (white), as a PIL picture."""
-    if not (isinstance(pixels, list) and 0 < len(pixels) <= MAX_SIDE
+    if not (isinstance(pixels, list) and 0 < len(pixels) <= max_side
             and all(isinstance(row, list) and len(row) == len(pixels[0]) for row in pixels)
-            and 0 < len(pixels[0]) <= MAX_SIDE):
+            and 0 < len(pixels[0]) <= max_side):
         raise BadRequest(HTTPStatus.BAD_REQUEST, "pixels must be a list of equally long rows, "
-                                                 f"at most {MAX_SIDE} x {MAX_SIDE}")
+                                                 f"at most {max_side} x {max_side}")
     flat = [value for row in pixels for value in row]
     if not all(type(value) in (int, float) and 0 <= value <= 255 for value in flat):
         raise BadRequest(HTTPStatus.BAD_REQUEST, "pixels must be numbers from 0 to 255")
@@ -383,7 +384,7 @@ class Page:
         label = whole_number(request, "label", 0, 9)
         if set(request) - {"label", "pixels", "model", "snapshot"} or "pixels" not in request:
             raise BadRequest(HTTPStatus.BAD_REQUEST, "send label and pixels (a drawing) only")
-        picture = picture_from_pixels(request["pixels"])
+        picture = picture_from_pixels(request["pixels"], COLLECT_SIDE)  # the page's canvas at most
         try:
             prepare_digit(picture)  # a drawing without a digit would teach the network nothing
         except DataError as error:
@@ -392,6 +393,8 @@ class Page:
             saved, counts = self.collector.save(picture, label)
         except FolderFull as error:
             raise BadRequest(HTTPStatus.CONFLICT, str(error)) from None
+        except PictureTooLarge as error:
+            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(error)) from None
         except OSError as error:  # the digit's folder cannot be made
             raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save into {self.collector.folder} "
                                                    f"({error.strerror or error})") from None

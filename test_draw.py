@@ -976,6 +976,26 @@ class CollectTest(unittest.TestCase):
                                  server=server)[0], 200)  # another digit has room
         self.assertEqual(request("GET", "/models", server=server)[1]["collect"]["limit"], 2)
 
+    def test_a_saved_drawing_is_at_most_the_canvas_and_a_bounded_png(self):
+        server, collected = self.collect_server("collect_bounded")
+        one = stroke_pixels(1)  # 280 x 280, as the page's canvas sends it
+        noise = torch.randint(0, 256, (280, 280), generator=torch.Generator().manual_seed(0))
+        for pixels, expected, message in [
+                ([row + row[:1] for row in one], 400, "at most 280 x 280"),
+                (one + one[:1], 400, "at most 280 x 280"),
+                (noise.tolist(), 413, "bytes as a PNG, at most 16,384 are saved")]:
+            with self.subTest(shape=(len(pixels), len(pixels[0])), expected=expected):
+                status, answer = request("POST", "/collect", {"label": 8, "pixels": pixels},
+                                         server=server)
+                self.assertEqual(status, expected, answer)
+                self.assertIn(message, answer["error"])
+        self.assertEqual(os.listdir(collected), [])  # nothing written
+        status, answer = request("POST", "/collect", {"label": 8, "pixels": one}, server=server)
+        self.assertEqual(status, 200, answer)
+        with contextlib.redirect_stdout(io.StringIO()):  # read as train.py --extra-images-dir does
+            _, labels = data.read_labelled_folder(collected)
+        self.assertEqual(labels.tolist(), [8])
+
     def test_a_class_saving_at_once_loses_and_shares_no_name(self):
         server, collected = self.collect_server("collect_class")
         drawings = {label: [row[::2] for row in stroke_pixels(label)[::2]] for label in range(10)}
