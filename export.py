@@ -308,8 +308,10 @@ def page_html(page):
     html = page.html.decode("utf-8")
     with open(os.path.join(HERE, "offline.js"), encoding="utf-8") as file:
         script = file.read()
-    # "</" inside a script would end it early; JSON's "\/" is the same character.
-    data = json.dumps(export_data(page), separators=(",", ":")).replace("</", "<\\/")
+    # Any "<" inside a script may end it ("</script>") or make the parser swallow the scripts
+    # after it ("<!--<script>"); JSON's "\u003c" is the same character, and "<" occurs in JSON
+    # only inside strings (a name, a path, a line of code).
+    data = json.dumps(export_data(page), separators=(",", ":")).replace("<", "\\u003c")
     back_end = (f'<script type="application/json" id="export-data">{data}</script>\n'
                 f"<script>\n{script}</script>")
     policy = f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shutil
 import unittest
 import warnings
 import zipfile
@@ -59,6 +60,33 @@ class GeluNet(nn.Module):
 
     def forward(self, x):
         return self.fc(F.gelu(torch.flatten(x, 1)))
+
+
+# A name that, inlined as it is, would put the HTML parser in its escaped script state: the data
+# would swallow the page's scripts and the file would open blank.
+OPENING = "<!--<script>"
+
+
+class OpeningNet(nn.Module):
+    """An edited model.py whose module is called <!--<script> (add_module takes any name)."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_module(OPENING, nn.Conv2d(1, 4, 5))
+        self.fc = nn.Linear(4 * 12 * 12, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(getattr(self, OPENING)(x)), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+def picture_folder(folder):
+    """Write one drawn shape of each digit as folder/0/0.png ... folder/9/0.png; return folder."""
+    for label in range(10):
+        os.makedirs(os.path.join(folder, str(label)))
+        draw_shape(label, torch.Generator().manual_seed(label)).save(
+            os.path.join(folder, str(label), "0.png"))
+    return folder
 
 
 def setUpModule():
@@ -187,18 +215,14 @@ class ExportTest(unittest.TestCase):
             export.page_html(page)
 
     def test_a_folder_of_pictures_is_explored_in_the_file_too(self):
-        folder = os.path.join(TEMP, "pictures")
-        for label in range(10):
-            os.makedirs(os.path.join(folder, str(label)))
-            draw_shape(label, torch.Generator().manual_seed(label)).save(
-                os.path.join(folder, str(label), "0.png"))
+        folder = picture_folder(os.path.join(TEMP, "pictures"))
         target = os.path.join(TEMP, "pictures.html")
         code, _, err = run_script(draw, [MODEL, "--data-dir", SHAPES, "--images-dir", folder,
                                          "--export", target])
         self.assertEqual(code, 0, err)
         with open(target, encoding="utf-8") as file:
             found = re.search(r'id="export-data">(.*?)</script>', file.read(), re.S).group(1)
-        sets = json.loads(found)["sets"]  # JSON reads its "<\/" as "</"
+        sets = json.loads(found)["sets"]  # JSON reads its "\u003c" as "<"
         self.assertEqual([(s["name"], s["count"]) for s in sets], [("MNIST test set", 200), ("pictures", 10)])
         self.assertEqual(sets[1]["labels"], list(range(10)))  # all ten are shown in some cell
 
@@ -419,6 +443,38 @@ class FileInBrowserTest(unittest.TestCase):
         self.wait_for(lambda: "true label: 4" in self.driver.find_element("id", "truth").text,
                       "the image's answer")
         self.assertEqual(self.driver.find_element("id", "prediction").text, str(server["prediction"]))
+
+    def test_a_name_that_opens_a_script_comment_shows_as_typed(self):
+        # The four ways a name reaches the data: a checkpoint, an --images-dir folder, a module of
+        # an edited model.py, and the --data-dir of the line that says MNIST is missing.
+        from selenium.webdriver.support.ui import Select
+
+        root = os.path.join(TEMP, "opening")
+        checkpoint, data_dir = os.path.join(root, f"{OPENING}.pt"), os.path.join(root, "data", OPENING)
+        pictures = picture_folder(os.path.join(root, "pictures", OPENING))
+        shutil.copy(MODEL, checkpoint)
+        with contextlib.redirect_stdout(io.StringIO()):  # "Pictures: 10 read, 0 skipped"
+            sets = draw.load_sets(data_dir, pictures)
+        networks = draw.load_models([checkpoint], "cpu") + [draw.Network("edited", OpeningNet().eval())]
+        export.export_page(draw.Page(networks, "cpu", *sets), os.path.join(root, "names.html"))
+        export.export_page(draw.Page(networks[:1], "cpu", *draw.load_sets(data_dir, None)),
+                           os.path.join(root, "missing.html"))
+        self.open(os.path.join(root, "names.html"))
+        options = self.driver.find_elements("css selector", "#model option")
+        self.assertEqual([option.text for option in options], [f"{OPENING}.pt", draw.UNTRAINED, "edited"])
+        self.assertEqual(self.driver.find_element("css selector", "#set option").text, f"{OPENING} (10)")
+        Select(self.driver.find_element("id", "model")).select_by_index(2)
+        self.stroke([(140, 40 + 10 * step) for step in range(21)])
+        self.wait_for(lambda: self.script("return document.body.dataset.busy === 'false'")
+                      and "edited" in self.text("status"), "the edited network's answer")
+        codes = [code.text for code in self.driver.find_elements("css selector", "#stages .code")]
+        self.assertIn(f"self.{OPENING}: Conv2d", codes)
+        self.wait_for(lambda: self.driver.find_elements("css selector", "#kernels [data-kernels]"),
+                      "the kernels")
+        self.assertEqual(self.driver.find_element("css selector", "#kernels [data-kernels]")
+                         .get_attribute("data-kernels"), OPENING)
+        self.open(os.path.join(root, "missing.html"))
+        self.assertIn(f"{OPENING}/MNIST/raw: ", self.text("testset-status"))
 
     def test_on_a_phone_nothing_scrolls_sideways(self):
         self.driver.set_window_size(390, 844)
