@@ -198,6 +198,13 @@ def output_path(path):
     return path
 
 
+def folder_name(path):
+    """A folder as a page names it: its own name, as in /home/a/digits or .. -> digits (or '' for
+    the root). A page may be seen by a class or sent as a file: it never shows where this machine
+    keeps things, and a name from it never climbs out of a folder ("../3/0000.png")."""
+    return os.path.basename(os.path.abspath(path))
+
+
 def save_atomically(path, write, overwrite=True):
     """Call write(file) on a temporary file beside path, then give it path's name.
 

@@ -8,7 +8,7 @@ import io
 import os
 import threading
 
-from cli import save_atomically
+from cli import folder_name, save_atomically
 
 # Pictures of one digit a folder takes at most, by default. 80 a digit gave the best measured
 # result (docs/handwriting.md); 500 leaves a class of 30 room for many more, and with each
@@ -30,10 +30,11 @@ class PictureTooLarge(Exception):
 
 
 class Collector:
-    """Saves drawings into folder/0 ... folder/9, one at a time, each under a new name."""
+    """Saves drawings into folder/0 ... folder/9, one at a time, each under a new name; the page
+    names the folder by its own name only."""
 
     def __init__(self, folder, limit=COLLECT_LIMIT):
-        self.folder, self.limit = folder, limit
+        self.folder, self.name, self.limit = folder, folder_name(folder), limit
         self.lock = threading.Lock()  # saves take turns: each picks the next free name
 
     def save(self, picture, label):
@@ -52,7 +53,7 @@ class Collector:
         with self.lock:
             count = picture_count(folder)
             if count >= self.limit:
-                raise FolderFull(f"{self.folder}/{label} holds {self.limit} pictures already, the "
+                raise FolderFull(f"{self.name}/{label} holds {self.limit} pictures already, the "
                                  "most this page saves of one digit (draw.py --collect-limit)")
             name = save_new_picture(png, folder, count)
             return os.path.join(str(label), name), self.counts()

@@ -27,8 +27,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from cli import (UserError, add_data_and_device_arguments, checked, device_line, output_path,
-                 positive_int, run_main, set_threads, usable_cpus)
+from cli import (UserError, add_data_and_device_arguments, checked, device_line, folder_name,
+                 output_path, positive_int, run_main, set_threads, usable_cpus)
 from collect import (COLLECT_LIMIT, COLLECT_SIDE, Collector, FolderFull, PictureTooLarge,
                      collect_folder)
 from data import (DataError, load_mnist, prepare_digit, raw_folder, read_labelled_folder,
@@ -110,14 +110,16 @@ def load_sets(data_dir, images_dir):
     to get it.
     """
     sets, missing = [], None
-    raw_dir, present = raw_folder(data_dir)
+    present = raw_folder(data_dir)[1]
     if present:
         sets.append(Images("MNIST test set", *load_mnist(data_dir, train=False)))
     else:
-        missing = (f"No MNIST in {raw_dir}: python train.py --data-dir {data_dir} downloads it "
-                   "(or see Offline use in docs/usage.md), then start draw.py again.")
+        # The page names the folder only: the command line that gave it knows the rest.
+        missing = (f"No MNIST in {folder_name(data_dir)}/MNIST/raw: python train.py with the same "
+                   "--data-dir downloads it (or see Offline use in docs/usage.md), then start "
+                   "draw.py again.")
     if images_dir:
-        sets.append(Images(os.path.basename(os.path.normpath(images_dir)),
+        sets.append(Images(folder_name(images_dir),
                            *read_labelled_folder(images_dir)))
     return sets, missing
 
@@ -307,7 +309,7 @@ class Page:
         return {"models": [network.name for network in self.networks],
                 "snapshots": [[step for step, _ in network.snapshots] for network in self.networks],
                 "sets": self.explorer.catalogue(), "missing": self.explorer.missing,
-                "collect": self.collector and {"folder": self.collector.folder,
+                "collect": self.collector and {"folder": self.collector.name,
                                                "limit": self.collector.limit,
                                                "counts": self.collector.counts()}}
 
@@ -396,10 +398,12 @@ class Page:
         except PictureTooLarge as error:
             raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(error)) from None
         except OSError as error:  # the digit's folder cannot be made
-            raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save into {self.collector.folder} "
+            raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save into {self.collector.name} "
                                                    f"({error.strerror or error})") from None
-        except UserError as error:  # the picture cannot be written there
-            raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save: {error}") from None
+        except UserError as error:  # the picture cannot be written there: its path, as the
+            # page names the folder
+            reason = str(error).replace(self.collector.folder, self.collector.name, 1)
+            raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save: {reason}") from None
         return {"saved": saved, "counts": counts}
 
     @staticmethod

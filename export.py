@@ -291,7 +291,6 @@ def export_data(page):
     for network, network_cells, network_testsets in zip(networks, cells, testsets):
         network.update(cells=network_cells, testsets=network_testsets)
     collector = page.collector
-    folder = collector and os.path.basename(os.path.normpath(collector.folder))
     return {"networks": networks, "comparisons": comparisons, "missing": page.explorer.missing,
             "sets": [set_data(images, indices)
                      for images, indices in zip(page.explorer.sets, shown)],
@@ -299,7 +298,7 @@ def export_data(page):
             "attribution_steps": ATTRIBUTION_STEPS, "unsure_below": UNSURE_BELOW,
             "resize_probe": resize_probe(),
             "ink_range": INK_RANGE,
-            "collect": collector and {"folder": folder, "limit": collector.limit}}
+            "collect": collector and {"folder": collector.name, "limit": collector.limit}}
 
 
 def page_html(page):

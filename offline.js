@@ -825,8 +825,9 @@ function zipOf(files) {
   let offset = 0;
   for (const [name, content] of files) {
     const nameBytes = new TextEncoder().encode(name), crc = crc32(content);
-    // version 2.0, no flags, stored, 1980-01-01 00:00, CRC-32, sizes, name length, no extra field
-    const common = [...bytes(20, 2), ...bytes(0, 2), ...bytes(0, 2), ...bytes(0, 2), ...bytes(33, 2), ...bytes(crc, 4),
+    // version 2.0, names in UTF-8 (a folder may be called "chiffres_é"), stored, 1980-01-01 00:00,
+    // CRC-32, sizes, name length, no extra field
+    const common = [...bytes(20, 2), ...bytes(0x800, 2), ...bytes(0, 2), ...bytes(0, 2), ...bytes(33, 2), ...bytes(crc, 4),
                     ...bytes(content.length, 4), ...bytes(content.length, 4), ...bytes(nameBytes.length, 2), ...bytes(0, 2)];
     const local = Uint8Array.from([...bytes(0x04034b50, 4), ...common, ...nameBytes]);
     // + no comment, disk 0, no attributes, where the file's header starts
@@ -852,11 +853,13 @@ function crc32(content) {
 
 function download() {
   // The drawings so far as FOLDER.zip; unzipped, FOLDER is what train.py --extra-images-dir reads.
+  // FOLDER is a name of its own (export.py never gives a path), or none for the root folder.
+  const folder = EXPORT.collect.folder;
   const files = collected.flatMap((pictures, label) =>
-    pictures.map((png, k) => [`${EXPORT.collect.folder}/${nameOf(label, k)}`, png]));
+    pictures.map((png, k) => [`${folder ? `${folder}/` : ""}${nameOf(label, k)}`, png]));
   const link = document.createElement("a");
   link.href = URL.createObjectURL(zipOf(files));
-  link.download = `${EXPORT.collect.folder}.zip`;
+  link.download = `${folder || "drawings"}.zip`;
   link.click();
   return files.length;
 }

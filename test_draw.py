@@ -746,7 +746,7 @@ class ExplorerTest(unittest.TestCase):
         status, catalogue = request("GET", "/models", server=EDITED_SERVER)
         self.assertEqual(catalogue["sets"], [])
         self.assertIn("No MNIST in", catalogue["missing"])
-        self.assertIn("python train.py --data-dir", catalogue["missing"])
+        self.assertIn("python train.py with the same --data-dir", catalogue["missing"])
         status, answer = request("GET", "/testset?model=0", server=EDITED_SERVER)
         self.assertEqual(status, 404)
         self.assertEqual(answer["error"], catalogue["missing"])
@@ -1025,6 +1025,32 @@ class CollectTest(unittest.TestCase):
         counts = request("GET", "/models", server=server)[1]["collect"]["counts"]
         self.assertEqual(counts, [len(os.listdir(os.path.join(collected, str(digit))))
                                   for digit in range(10)])
+
+    def test_the_page_names_folders_by_their_own_name_never_a_path_of_this_machine(self):
+        # --collect and --data-dir as paths of this machine, the folder given as "collect_named/..".
+        collected = draw.collect_folder(os.path.join(TEMP, "collect_named", "class", ".."))
+        with contextlib.redirect_stdout(io.StringIO()):
+            sets = draw.load_sets(os.path.join(TEMP, "no_mnist_here"), FOLDER)
+        server = start_server(draw.load_models([MODEL], "cpu"), *sets, collect=collected,
+                              collect_limit=1)
+        body = {"label": 5, "pixels": stroke_pixels(5)}
+        answers = [request("GET", "/models", server=server)]
+        answers += [request("POST", "/collect", body, server=server) for _ in range(2)]  # 200, 409
+        with open(os.path.join(collected, "7"), "w") as file:
+            file.write("not a folder")  # 403: cannot be made
+        answers.append(request("POST", "/collect", {**body, "label": 7}, server=server))
+        with mock.patch("os.fsync", side_effect=OSError(28, "No space left on device")):
+            answers.append(request("POST", "/collect", {**body, "label": 3}, server=server))  # 403
+        self.assertEqual([status for status, _ in answers], [200, 200, 409, 403, 403])
+        for path in {TEMP, os.path.realpath(TEMP)}:
+            self.assertNotIn(path, json.dumps(answers))
+        catalogue = answers[0][1]
+        self.assertEqual(catalogue["collect"]["folder"], "collect_named")
+        self.assertEqual([s["name"] for s in catalogue["sets"]], ["class_digits"])
+        self.assertTrue(catalogue["missing"].startswith("No MNIST in no_mnist_here/MNIST/raw: "))
+        self.assertTrue(answers[2][1]["error"].startswith("collect_named/5 holds 1 pictures"))
+        self.assertEqual(answers[4][1]["error"], "cannot save: collect_named/3/0000.png: could "
+                                                 "not be written (No space left on device)")
 
     def test_a_collect_folder_that_cannot_be_made_is_one_line(self):
         blocker = os.path.join(TEMP, "a_file")

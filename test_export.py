@@ -236,6 +236,22 @@ class ExportTest(unittest.TestCase):
         with self.assertRaisesRegex(draw.UserError, r"cannot compute x\.relu_\(\.\.\.\) \(forward"):
             export.page_html(page)
 
+    def test_the_file_names_folders_by_their_own_name_never_a_path_of_this_machine(self):
+        target = os.path.join(TEMP, "paths.html")
+        code, _, err = run_script(draw, [
+            MODEL, "--data-dir", os.path.join(TEMP, "no_mnist"), "--export", target,
+            "--images-dir", picture_folder(os.path.join(TEMP, "paths", "class_pictures")),
+            "--collect", os.path.join(TEMP, "paths", "class_pictures", "..")])  # as --collect ..
+        self.assertEqual(code, 0, err)
+        with open(target, encoding="utf-8") as file:
+            html = file.read()
+        for path in {TEMP, os.path.realpath(TEMP)}:
+            self.assertNotIn(path, html)
+        found = json.loads(re.search(r'id="export-data">(.*?)</script>', html, re.S).group(1))
+        self.assertEqual(found["collect"]["folder"], "paths")
+        self.assertEqual(found["sets"][0]["name"], "class_pictures")
+        self.assertTrue(found["missing"].startswith("No MNIST in no_mnist/MNIST/raw: "), found["missing"])
+
     def test_the_command_prints_the_file_and_its_size(self):
         target = os.path.join(TEMP, "again.html")
         code, out, err = run_script(draw, [MODEL, "--data-dir", os.path.join(TEMP, "none"),
@@ -490,8 +506,10 @@ class FileInBrowserTest(unittest.TestCase):
         finally:
             self.driver.set_window_size(1280, 2600)
 
-    def test_drawings_labelled_in_the_file_download_as_a_folder_train_py_reads(self):
-        for label, name in ((3, "3/0000.png"), (3, "3/0001.png"), (7, "7/0000.png")):
+    def keep_and_download(self, saves, archive):
+        """Draw, keep each drawing under its label (saves: (label, the name it is kept as)), then
+        download them; return the downloaded file's path."""
+        for label, name in saves:
             self.driver.find_element("id", "clear").click()
             self.stroke([(100 + 8 * step, 60 + 9 * step) for step in range(18)])
             self.wait_for(lambda: self.driver.execute_script("return document.body.dataset.busy === 'false'"),
@@ -500,9 +518,29 @@ class FileInBrowserTest(unittest.TestCase):
             self.wait_for(lambda saved=name: f"Kept as {saved}" in self.text("collect-status"),
                           f"the save as {name}")
         self.driver.find_element("id", "collect-download").click()
-        archive = os.path.join(self.downloads, "class_digits.zip")
+        archive = os.path.join(self.downloads, archive)
         self.wait_for(lambda: os.path.exists(archive) and not glob.glob(archive + ".crdownload"),
-                      "the download")
+                      f"the download of {archive}")
+        return archive
+
+    def test_drawings_of_a_folder_given_as_a_path_that_climbs_download_under_its_own_name(self):
+        target, inside = os.path.join(TEMP, "climbing.html"), os.path.join(TEMP, "chiffres_é", "sub")
+        os.makedirs(inside)
+        here = os.getcwd()
+        os.chdir(inside)  # draw.py --collect .. run in chiffres_é/sub
+        try:
+            page = draw.Page(draw.load_models([MODEL], "cpu"), "cpu", collect="..")
+        finally:
+            os.chdir(here)
+        export.export_page(page, target)
+        self.open(target)
+        archive = self.keep_and_download([(3, "3/0000.png")], "chiffres_é.zip")
+        with zipfile.ZipFile(archive) as files:
+            self.assertEqual(files.namelist(), ["chiffres_é/3/0000.png"])  # never "../3/0000.png"
+
+    def test_drawings_labelled_in_the_file_download_as_a_folder_train_py_reads(self):
+        archive = self.keep_and_download(((3, "3/0000.png"), (3, "3/0001.png"), (7, "7/0000.png")),
+                                         "class_digits.zip")
         folder = os.path.join(TEMP, "unzipped")
         with zipfile.ZipFile(archive) as files:
             self.assertEqual(sorted(files.namelist()), ["class_digits/3/0000.png", "class_digits/3/0001.png",
