@@ -1112,6 +1112,52 @@ let ink = 0;
 for (let i = 0; i < pixels.length; i += 4) ink += pixels[i] < 128;
 return ink;
 """
+# What is hard to read on a phone, each as a line: anything past the screen's edge, a count of
+# the confusion matrix on more than one line (its corner on more than two), a word of a stage's
+# title cut across two lines, a label of the training curves under 10 CSS pixels.
+PHONE_PROBLEMS = """
+const problems = [], width = document.documentElement.clientWidth, range = document.createRange();
+const lines = (target) => new Set([...target.getClientRects()].map((box) => Math.round(box.top))).size;
+for (const element of document.querySelectorAll("body *")) {
+  const box = element.getBoundingClientRect();
+  if (box.width > 0 && (box.left < -0.5 || box.right > width + 0.5)) {
+    problems.push(`${element.tagName}#${element.id}.${element.className} spans ${box.left} to ${box.right}`);
+  }
+}
+for (const cell of document.querySelectorAll("#confusion td")) {
+  range.selectNodeContents(cell);
+  if (lines(range) > 1) problems.push(`the count ${cell.textContent} takes ${lines(range)} lines`);
+}
+const corner = document.querySelector("#confusion th");
+range.selectNodeContents(corner);
+if (lines(range) > 2) problems.push(`the corner ${corner.textContent} takes ${lines(range)} lines`);
+const titles = document.createTreeWalker(document.getElementById("stages"), NodeFilter.SHOW_TEXT);
+for (let text = titles.nextNode(); text; text = titles.nextNode()) {
+  if (!text.parentElement.closest("h2")) continue;
+  for (const word of text.textContent.matchAll(/\\S+/g)) {
+    range.setStart(text, word.index);
+    range.setEnd(text, word.index + word[0].length);
+    if (lines(range) > 1) problems.push(`${word[0]} is cut across lines`);
+  }
+}
+const sizes = [], fillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (...text) {  // the size each label is shown at
+  const shown = this.canvas.getBoundingClientRect().width / this.canvas.width;
+  if (this.canvas.id === "curves") sizes.push(parseFloat(this.font) * this.getTransform().a * shown);
+  return fillText.apply(this, text);
+};
+showTrainingStep();
+CanvasRenderingContext2D.prototype.fillText = fillText;
+if (sizes.length === 0 || Math.min(...sizes) < 10) problems.push(`curve labels of ${sizes} pixels`);
+return problems;
+"""
+
+
+def thousands_set(root):
+    """The shapes' test set of root 50 times over, 10,000 images as MNIST's test set: the
+    confusion matrix then holds counts of four digits."""
+    images, labels = data.load_mnist(root, train=False)
+    return draw.Images("MNIST-sized set", images.repeat(50, 1, 1, 1), labels.repeat(50))
 
 
 def browser_missing():
@@ -1320,10 +1366,11 @@ class BrowserTest(unittest.TestCase):
                                float(view.get_attribute("data-value")), delta=1e-4)
 
     def test_on_a_phone_nothing_scrolls_sideways_and_the_prediction_stays_in_view(self):
+        server = start_server(draw.load_models([MODEL], "cpu"), [thousands_set(SHAPES)])
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
         try:
-            self.open_page(ORIGIN, 3)
+            self.open_page(f"http://127.0.0.1:{server.server_address[1]}", 2)
             self.stroke([(140, 40 + 10 * step) for step in range(21)])
             self.wait_for_answer("1")
             self.click_map("convolution2", 3, 2, 5)
@@ -1332,6 +1379,11 @@ class BrowserTest(unittest.TestCase):
                 "return [document.documentElement.scrollWidth, window.innerWidth]")
             self.assertEqual(widths[1], 390)
             self.assertLessEqual(widths[0], widths[1])  # nothing wider than the screen
+            self.wait_for(lambda: self.driver.execute_script("return document.body.dataset.ready"),
+                          "the confusion matrix and the curves")
+            counts = [cell.text for cell in self.driver.find_elements("css selector", "#confusion td")]
+            self.assertEqual(max(len(count) for count in counts), 4)
+            self.assertEqual(self.driver.execute_script(PHONE_PROBLEMS), [])
             self.driver.execute_script("window.scrollTo(0, 0)")
             bottom = self.driver.execute_script(
                 "return document.getElementById('prediction').getBoundingClientRect().bottom")

@@ -26,7 +26,8 @@ import export
 import train
 from benchmark_export import ANSWER_DIGITS, digits_of, drawing_of
 from fixtures import draw_shape, make_fake_mnist, make_shapes_mnist, run_script, temporary_folder
-from test_draw import CHROMEDRIVER, CHROMIUM, EDITED, browser_missing, draw_stroke
+from test_draw import (CHROMEDRIVER, CHROMIUM, EDITED, PHONE_PROBLEMS, browser_missing, draw_stroke,
+                       thousands_set)
 
 
 class OpsNet(nn.Module):
@@ -492,10 +493,13 @@ class FileInBrowserTest(unittest.TestCase):
         self.open(os.path.join(root, "missing.html"))
         self.assertIn(f"{OPENING}/MNIST/raw: ", self.text("testset-status"))
 
-    def test_on_a_phone_nothing_scrolls_sideways(self):
+    def test_on_a_phone_nothing_scrolls_sideways_and_everything_reads(self):
+        target = os.path.join(TEMP, "thousands.html")  # counts of four digits, as MNIST's
+        export.export_page(draw.Page(draw.load_models([MODEL], "cpu"), "cpu", [thousands_set(SHAPES)]),
+                           target)
         self.driver.set_window_size(390, 844)
         try:
-            self.open()
+            self.open(target)
             self.stroke([(140, 40 + 10 * step) for step in range(21)])
             self.wait_for(lambda: self.driver.execute_script("return document.body.dataset.busy === 'false'"),
                           "the answer")
@@ -503,6 +507,10 @@ class FileInBrowserTest(unittest.TestCase):
             self.assertLessEqual(self.script("return document.documentElement.scrollWidth"), width)
             canvas = self.driver.find_element("id", "draw").rect
             self.assertLessEqual(canvas["x"] + canvas["width"], width)
+            counts = [cell.text for cell in self.driver.find_elements("css selector", "#confusion td")]
+            self.assertEqual(max(len(count) for count in counts), 4)
+            self.maxDiff = None
+            self.assertEqual(self.script(PHONE_PROBLEMS), [])
         finally:
             self.driver.set_window_size(1280, 2600)
 
