@@ -2,15 +2,24 @@
 
 Usage: from evaluation import load_model, predict, evaluate
 """
+import io
+import math
 import pickle
 import pickletools
+import reprlib
+import warnings
 import zipfile
+import zlib
 
 import torch
 
 from cli import UserError
 from model import Net
 
+# The globals besides torch's own that weights_only loads: plain types, which run no code of
+# the file's choosing.
+PLAIN_GLOBALS = {"builtins.set", "builtins.bytearray", "builtins.complex", "_codecs.encode",
+                 "collections.OrderedDict", "collections.Counter"}
 # Evaluation keeps no gradients, so large batches are cheap and much faster than the tutorial's 64.
 EVAL_BATCH_SIZE = 1000
 
@@ -23,13 +32,21 @@ def read_checkpoint(path):
     for anything else is refused before any of its code can run.
     """
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns of a pickle protocol it does not write, before reading or refusing
+            # the file: what came of it is said in one line, here or below.
+            warnings.simplefilter("ignore")
+            saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  (each kind is named by load_problem)
         raise UserError(f"{path}: {load_problem(error, path)}") from None
     checkpoint = saved if isinstance(saved, dict) and "model" in saved else {"model": saved}
     if not is_state_dict(checkpoint["model"]):
         raise UserError(f"{path}: holds a {type(saved).__name__}, "
                         "not a checkpoint or a model state_dict")
+    problem = checkpoint_problem(checkpoint)
+    if problem:
+        raise UserError(f"{path}: {problem}; the checkpoint is damaged or was not written by "
+                        "train.py")
     return checkpoint
 
 
@@ -38,8 +55,135 @@ def is_state_dict(value):
             and all(isinstance(tensor, torch.Tensor) for tensor in value.values()))
 
 
+def checkpoint_problem(checkpoint):
+    """Why a field of checkpoint is not as train.py writes it, in a few words (None when every
+    field is): every reader takes the fields from here, so none meets a wrong type, a missing
+    part or a weight that is not a number. A field that is absent (a bare state_dict, a
+    checkpoint older than the field) is left to the reader that needs it."""
+    for key, problem_of in FIELD_PROBLEMS.items():
+        problem = problem_of(checkpoint[key]) if key in checkpoint else None
+        if problem:
+            return f"{key} {problem}"
+    return None
+
+
+def weights_problem(state_dict):
+    """Why state_dict is not weights a network can use (None when it is), naming the first
+    tensor that holds NaN or an infinity."""
+    if not is_state_dict(state_dict):
+        return f"is {shown(state_dict)}, not a state_dict of tensors"
+    for key, tensor in state_dict.items():
+        if not isinstance(key, str):
+            return f"has a key that is not a name: {shown(key)}"
+        if tensor.layout != torch.strided:
+            return f"{key} is a {tensor.layout} tensor, not a plain one"
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return f"{key} holds weights that are not numbers (NaN or infinite)"
+    return None
+
+
+def snapshots_problem(snapshots):
+    if not isinstance(snapshots, list):
+        return f"is {shown(snapshots)}, not a list"
+    for number, snapshot in enumerate(snapshots):
+        if not (isinstance(snapshot, dict) and is_count(snapshot.get("step"))
+                and "model" in snapshot):
+            return f"{number} is {shown(snapshot)}, not {{'step': N, 'model': state_dict}}"
+        problem = weights_problem(snapshot["model"])
+        if problem:
+            return f"{number} (step {snapshot['step']}): model {problem}"
+    return None
+
+
+def history_problem(history):
+    """Why history is not the run's per-step lists of numbers (None when it is)."""
+    if not isinstance(history, dict) or not {"loss", "accuracy"} <= history.keys():
+        return f"is {shown(history)}, not a dict with the lists 'loss' and 'accuracy'"
+    for key, values in history.items():
+        if not isinstance(values, list):
+            return f"{shown(key)} is {shown(values)}, not a list of numbers"
+        bad = next((step for step, value in enumerate(values) if not is_number(value)), None)
+        if bad is not None:
+            return f"{shown(key)} at step {bad + 1} is {shown(values[bad])}, not a number"
+    return None
+
+
+def data_problem(record):
+    """Why record is not what train.py keeps of the pictures a run trained on (None when it is)."""
+    if record is None:
+        return None
+    extra = record.get("extra_pictures", False) if isinstance(record, dict) else False
+    if isinstance(record, dict) and is_count(record.get("train_images")) and (
+            extra is None or isinstance(extra, dict) and is_count(extra.get("count"))
+            and isinstance(extra.get("digest"), str)):
+        return None
+    return (f"is {shown(record)}, not {{'train_images': N, 'extra_pictures': None or "
+            "{'count': N, 'digest': text}}")
+
+
+def rng_problem(states):
+    if (isinstance(states, dict) and all(is_byte_tensor(states.get(key)) for key in ("shuffle", "cpu"))
+            and "cuda" in states and (states["cuda"] is None or is_byte_tensor(states["cuda"]))):
+        return None
+    return f"is {shown(states)}, not the states 'shuffle', 'cpu' and 'cuda' of random numbers"
+
+
+def kind_problem(is_right, kind):
+    """A check that a field is of kind, as is_right tells."""
+    return lambda value: None if is_right(value) else f"is {shown(value)}, not {kind}"
+
+
+def is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def is_number(value):
+    """Whether value is a finite int or float (a bool is neither, for this)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def is_byte_tensor(value):
+    return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
+
+
+def is_named_dict(value):
+    return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+
+
+def shown(value):
+    """value in a few characters: a field of a hostile file may hold anything, of any size."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return SHORT.repr(value)
+
+
+SHORT = reprlib.Repr()  # one level of a container, its first few items
+SHORT.maxlevel, SHORT.maxdict, SHORT.maxlist, SHORT.maxtuple = 1, 3, 3, 3
+SHORT.maxstring = SHORT.maxother = 40
+
+FIELD_PROBLEMS = {
+    "model": weights_problem,
+    "snapshots": snapshots_problem,
+    "history": history_problem,
+    "epoch": kind_problem(is_count, "a number of epochs"),
+    "args": kind_problem(is_named_dict, "a dict of flags"),
+    "data": data_problem,
+    "optimizer": kind_problem(lambda value: is_named_dict(value)
+                              and isinstance(value.get("state"), dict)
+                              and isinstance(value.get("param_groups"), list), "Adam's state"),
+    "scheduler": kind_problem(lambda value: value is None or is_named_dict(value),
+                              "a schedule's state or None"),
+    "rng": rng_problem,
+    "test_accuracy": kind_problem(lambda value: value is None or is_number(value) and 0 <= value <= 1,
+                                  "a fraction or None"),
+}
+
+
 def load_problem(error, path):
-    """Say in a few words why torch.load failed on path, from the kind of error alone."""
+    """Say in a few words why torch.load failed on path, from the kind of error and, for a
+    pickle it refused, the globals the pickle asks for."""
     if isinstance(error, FileNotFoundError):
         return f"no such file; train one with: python train.py --out {path}"
     if isinstance(error, IsADirectoryError):
@@ -48,30 +192,79 @@ def load_problem(error, path):
         return "cannot be read (permission denied)"
     if isinstance(error, EOFError):
         return "empty or truncated, not a PyTorch checkpoint"
-    # torch.save writes a zip archive; inside a whole one, a pickle that weights_only refuses
-    # asks for Python objects besides tensors and plain types.
-    if isinstance(error, pickle.UnpicklingError) and zipfile.is_zipfile(path):
-        if holds_whole_model(path):
+    # A pickle that weights_only refuses asks for Python objects besides tensors and plain
+    # types; read whole, its instructions say which (a damaged one cannot be read whole).
+    asked = pickle_globals(path) if isinstance(error, pickle.UnpicklingError) else None
+    if asked is not None:
+        # Every nn.Module pickles its layers' classes by name.
+        if any(name.startswith("torch.nn.modules.") for name in asked):
             return ("holds a whole model, saved with torch.save(model), and loading one runs its "
                     "code; save its weights instead: torch.save(model.state_dict(), path)")
-        return ("refused: it holds Python objects besides tensors and plain types, and loading "
-                "those could run code; only tensors and plain types are loaded")
-    # A damaged archive (RuntimeError), text or foreign pickle data (UnpicklingError), ...
+        foreign = [name for name in asked
+                   if name.split(".")[0] != "torch" and plain_name(name) not in PLAIN_GLOBALS]
+        if foreign:
+            return (f"refused: loading it would run code (it asks for {foreign[0]}), so none of "
+                    "it was loaded; only tensors and plain types are")
+        if zipfile.is_zipfile(path):
+            return ("refused: it holds Python objects besides tensors and plain types, and "
+                    "loading those could run code; only tensors and plain types are loaded")
+    # A damaged archive or pickle (RuntimeError, UnpicklingError), text, ...
     return "not a PyTorch checkpoint (damaged, truncated, or saved in another format)"
 
 
-def holds_whole_model(path):
-    """Whether the checkpoint at path pickles a torch.nn module (torch.save(model), as many
-    tutorials do), read from the pickle's instructions without running any of them."""
-    with zipfile.ZipFile(path) as archive:
-        names = [name for name in archive.namelist() if name.endswith("/data.pkl")]
-        instructions = pickletools.genops(archive.read(names[0])) if names else []
+def plain_name(name):
+    """name as Python 3 spells it: protocol 2 pickles (torch.save's) name builtins __builtin__."""
+    return "builtins." + name.split(".", 1)[1] if name.startswith("__builtin__.") else name
+
+
+def pickle_globals(path):
+    """The globals ('module.name') that the pickle in path asks for, from torch.save's zip
+    archive or a plain file, read from its instructions without running any; None when no
+    whole pickle is there (a damaged archive or pickle, text, ...)."""
+    try:
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as file:
+                return globals_of_pickles(file)
+        with zipfile.ZipFile(path) as archive:
+            names = [name for name in archive.namelist() if name.endswith("/data.pkl")]
+            # read() checks the CRC: a damaged pickle is not read at all
+            return globals_of_pickles(io.BytesIO(archive.read(names[0]))) if names else None
+    except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error):
+        return None
+
+
+def globals_of_pickles(file):
+    """The globals asked for by the whole pickles at the start of file (torch's older format
+    writes several in a row, then raw bytes); None when the first is not whole."""
+    asked = None
+    while file.read(1):
+        file.seek(-1, io.SEEK_CUR)
         try:
-            # GLOBAL names "module class"; every nn.Module pickles its layers' classes by name.
-            return any(opcode.name == "GLOBAL" and str(argument).startswith("torch.nn.modules")
-                       for opcode, argument, _ in instructions)
-        except ValueError:  # a damaged pickle
-            return False
+            names = globals_of_pickle(file)
+        except ValueError:  # not a pickle (any more): damaged, or the raw bytes after them
+            return asked
+        asked = (asked or []) + names
+    return asked
+
+
+def globals_of_pickle(file):
+    """The globals one pickle asks for: GLOBAL and INST name them ('module name'), STACK_GLOBAL
+    takes the last two strings pushed (directly or from the memo). ValueError: not a pickle."""
+    names, pushed, memo = [], [], {}
+    for opcode, argument, _ in pickletools.genops(file):
+        if opcode.name in ("GLOBAL", "INST", "STACK_GLOBAL"):
+            names.append(argument.replace(" ", ".", 1) if argument
+                         else ".".join(str(part) for part in pushed[-2:]))
+            value = None
+        elif opcode.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+            memo[len(memo) if opcode.name == "MEMOIZE" else argument] = pushed[-1] if pushed else None
+            continue
+        elif opcode.name.endswith("GET"):
+            value = memo.get(argument)
+        else:
+            value = argument if isinstance(argument, str) else None
+        pushed.append(value)
+    return names
 
 
 def load_model(path, device):

@@ -5,6 +5,7 @@ Usage: python -m unittest -v test_errors
 import contextlib
 import io
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from PIL import Image, ImageDraw
 import benchmark
 import cli
 import data
+import draw
 import test
 import train
 from fixtures import (EPS_SEVEN, HERE, TutorialModel, fake_ghostscript, make_fake_mnist,
@@ -98,10 +100,78 @@ class HostileCheckpointTest(ErrorTestCase):
         marker = temp_path("pwned")
         path = temp_path("evil.pt")
         torch.save({"model": Payload(marker)}, path)
-        self.check(path, "refused", "could run code")
+        self.check(path, "refused", "would run code", "posix.system")
         result = run_subprocess("test.py", path, "--data-dir", DATA_DIR, "--device", "cpu")
         self.assertOneLineError(result.returncode, result.stderr, 1, "refused")
         self.assertFalse(os.path.exists(marker), "code from the checkpoint ran")
+
+    def test_plain_and_old_format_pickles_that_would_run_code_are_refused_by_name(self):
+        marker = temp_path("pwned_plain")
+        plain = self.write_bytes("evil.pkl", pickle.dumps({"model": Payload(marker)}))
+        torch.save({"model": Payload(marker)}, temp_path("evil_old.pt"),
+                   _use_new_zipfile_serialization=False)  # torch's format before 1.6
+        for path in (plain, temp_path("evil_old.pt")):
+            self.check(path, "refused: loading it would run code (it asks for posix.system)")
+            result = run_subprocess("draw.py", path, "--export", temp_path("evil.html"),
+                                    "--data-dir", DATA_DIR, "--device", "cpu")
+            self.assertOneLineError(result.returncode, result.stderr, 1, "posix.system")
+        self.assertFalse(os.path.exists(marker), "code from the checkpoint ran")
+
+    def test_damaged_pickle_naming_an_unknown_global_is_damaged(self):
+        path = temp_path("flipped.pt")
+        torch.save({"model": TutorialModel().state_dict()}, path)
+        with open(path, "rb") as file:
+            content = file.read()
+        # One byte of a global's name changed: torch.load names an unknown global, and the
+        # archive's checksum of the pickle no longer matches.
+        at = content.index(b"_rebuild_tensor_v2")
+        self.check(self.write_bytes("flipped.pt", content[:at] + b"X" + content[at + 1:]),
+                   "not a PyTorch checkpoint (damaged")
+
+
+class CheckpointFieldTest(ErrorTestCase):
+    """A checkpoint whose weights are not numbers, or whose fields have the wrong type, is
+    refused in one line by test.py, draw.py (the page and --export) and train.py --init-from."""
+
+    def check_every_reader(self, name, checkpoint, *fragments):
+        path = temp_path(name)
+        torch.save(checkpoint, path)
+        common = ["--data-dir", DATA_DIR, "--device", "cpu"]
+        for module, argv in ((test, [path]), (draw, [path, "--export", temp_path("page.html")]),
+                             (train, ["--init-from", path, "--out", temp_path("tuned.pt")])):
+            code, _, err = run_script(module, argv + common)
+            self.assertOneLineError(code, err, 1, "error: " + path, *fragments)
+        self.assertFalse(os.path.exists(temp_path("page.html")))
+        self.assertFalse(os.path.exists(temp_path("tuned.pt")))
+
+    def test_weights_that_are_not_numbers_are_refused_naming_the_first(self):
+        for bad in (float("nan"), float("inf")):
+            weights = TutorialModel().state_dict()
+            weights["fc1.bias"][3] = bad
+            self.check_every_reader("nan.pt", {"model": weights}, "model fc1.bias holds weights "
+                                    "that are not numbers")
+            snapshot = TutorialModel().state_dict()
+            snapshot["convolution2.weight"][0, 0, 0, 0] = bad
+            self.check_every_reader("nan_snapshot.pt", {
+                "model": TutorialModel().state_dict(),
+                "snapshots": [{"step": 0, "model": TutorialModel().state_dict()},
+                              {"step": 5, "model": snapshot}]},
+                "snapshots 1 (step 5): model convolution2.weight holds weights that are not")
+        self.check_every_reader("nan_history.pt", {
+            "model": TutorialModel().state_dict(),
+            "history": {"loss": [2.3, float("nan")], "accuracy": [0.1, 0.2]}},
+            "history 'loss' at step 2 is nan, not a number")
+
+    def test_fields_of_the_wrong_type_are_one_line(self):
+        weights = TutorialModel().state_dict()
+        cases = [({"model": {0: torch.zeros(3), **weights}}, "model has a key that is not a name: 0"),
+                 ({"model": weights, "history": {"loss": ["a"], "accuracy": []}},
+                  "history 'loss' at step 1 is 'a', not a number"),
+                 ({"model": weights, "history": "x"}, "history is 'x', not a dict"),
+                 ({"model": weights, "snapshots": [{"step": 0}]}, "snapshots 0 is {'step': 0}, not"),
+                 ({"model": weights, "snapshots": "abc"}, "snapshots is 'abc', not a list")]
+        for checkpoint, fragment in cases:
+            self.check_every_reader("fields.pt", checkpoint, fragment, "damaged or was not")
 
 
 class Payload:
