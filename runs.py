@@ -12,11 +12,15 @@ import torch
 
 from cli import UserError, save_atomically
 from data import to_pixels
+from evaluation import build_model, is_number, shown
 
 # What --resume takes from the run, and refuses to change: anything that makes it another run.
 RUN_FLAGS = ("batch_size", "lr", "weight_decay", "schedule", "augment", "no_dropout_epochs",
              "no_augment_epochs", "seed", "snapshots", "extra_images_dir", "extra_repeats",
              "init_from")
+# What Adam keeps for each weight it has stepped.
+ADAM_STATE = {"step", "exp_avg", "exp_avg_sq"}
+NOT_TRAIN_PY = "the checkpoint is damaged or was not written by train.py"
 
 
 def flag_of(name):
@@ -86,8 +90,12 @@ def random_state(generator, device):
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def restore(checkpoint, model, optimizer, scheduler, generator):
-    """Put the run saved in checkpoint back in place; return its epoch, history and snapshots."""
+def restore(checkpoint, path, model, optimizer, scheduler, generator):
+    """Put the run saved in checkpoint (read from path) back in place; return its epoch, history
+    and snapshots. UserError if its states do not fit the ones made for the run."""
+    problem = run_state_problem(checkpoint, optimizer, scheduler)
+    if problem:
+        raise UserError(f"{path}: {problem}; {NOT_TRAIN_PY}")
     model.load_state_dict(checkpoint["model"])
     # After the scheduler was made: its first step set a learning rate that this one replaces.
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -101,16 +109,72 @@ def restore(checkpoint, model, optimizer, scheduler, generator):
             "snapshots": checkpoint.get("snapshots", [])}
 
 
-def continue_run(args, checkpoint, given, defaults):
+def run_state_problem(checkpoint, optimizer, scheduler):
+    """Why the saved optimizer, schedule or random states do not fit the ones made for this run
+    (None when they do): loaded, a misfit would fail steps later, or never."""
+    saved = checkpoint["optimizer"]
+    if not fits(saved["param_groups"], optimizer.state_dict()["param_groups"]):
+        return f"optimizer's settings {shown(saved['param_groups'])} are not Adam's for this network"
+    problem = adam_state_problem(saved, optimizer)
+    if problem:
+        return problem
+    if scheduler is not None and not fits(checkpoint["scheduler"], plain_state(scheduler)):
+        return f"scheduler {shown(checkpoint['scheduler'])} is not a one-cycle schedule's state"
+    for key in ("shuffle", "cpu"):
+        try:
+            torch.Generator().set_state(checkpoint["rng"][key])
+        except RuntimeError:
+            return f"rng {key} is not a state of random numbers"
+    return None
+
+
+def adam_state_problem(saved, optimizer):
+    """Why Adam's saved state does not fit this network's weights (None when it does)."""
+    shapes = {index: weight.shape for group, saved_group in zip(optimizer.param_groups,
+                                                                saved["param_groups"])
+              for index, weight in zip(saved_group["params"], group["params"])}
+    for index, state in saved["state"].items():
+        if not isinstance(state, dict) or state and not ADAM_STATE <= state.keys():
+            return f"optimizer state {shown(index)} is {shown(state)}, not Adam's"
+        for name, value in state.items():
+            # The step count is one number; the rest are the shape of their weight (unknown
+            # for an index that names no weight, which Adam then never reads).
+            shape = torch.Size() if name == "step" else shapes.get(index)
+            if not (isinstance(value, torch.Tensor) and shape in (None, value.shape)
+                    or name == "step" and is_number(value)):
+                return (f"optimizer state {shown(index)} {shown(name)} is {shown(value)}, not a "
+                        f"tensor of shape {tuple(shape or ())}")
+    return None
+
+
+def fits(saved, fresh):
+    """Whether saved has the form of fresh, made anew for the run: the same keys (switches,
+    which newer PyTorch adds with their defaults, may be missing), values of the same kind,
+    lists of the same length."""
+    if isinstance(fresh, dict):
+        return isinstance(saved, dict) and all(
+            fits(saved[key], value) if key in saved else value is None or isinstance(value, bool)
+            for key, value in fresh.items())
+    if isinstance(fresh, (list, tuple)):
+        return (isinstance(saved, (list, tuple)) and len(saved) == len(fresh)
+                and all(map(fits, saved, fresh)))
+    if fresh is None or isinstance(fresh, bool):
+        return saved is None or isinstance(saved, bool)
+    if isinstance(fresh, (int, float)):
+        return is_number(saved) and (isinstance(fresh, float) or isinstance(saved, int))
+    return type(saved) is type(fresh)
+
+
+def continue_run(args, checkpoint, given, parser):
     """Fill args from the run in checkpoint (read from args.resume); UserError if the flags given
-    would change it, or if it cannot go on to --epochs. defaults: each flag's default."""
+    would change it, or if it cannot go on to --epochs. parser: train.py's, for each flag's
+    default and the values it can take."""
     path, run_args = args.resume, checkpoint.get("args")
-    if not isinstance(run_args, dict) or not {"optimizer", "rng", "epoch"} <= checkpoint.keys():
-        raise UserError(f"{path}: holds weights only, not a run train.py can resume")
+    check_resumable(path, checkpoint, parser)
     for name in RUN_FLAGS:
         # A flag the run does not record is newer than the run, which trained without it: as
         # the flag's default does, since each new flag's default keeps what train.py did before.
-        value = run_args.get(name, defaults[name])
+        value = run_args.get(name, parser.get_default(name))
         if name in given and getattr(args, name) != value:
             raise UserError(f"{flag_of(name)} would change the run in {path} (it has {value}); "
                             "leave it out to continue that run")
@@ -132,6 +196,45 @@ def continue_run(args, checkpoint, given, defaults):
                             "train a new run")
     if args.out is None:
         args.out = path
+
+
+def check_resumable(path, checkpoint, parser):
+    """UserError unless checkpoint holds a whole run of this network whose recorded flags each
+    hold a value the flag can take: they stand in for the flags of the run that continues."""
+    run_args = checkpoint.get("args")
+    if not isinstance(run_args, dict) or not {"optimizer", "rng", "epoch"} <= checkpoint.keys():
+        raise UserError(f"{path}: holds weights only, not a run train.py can resume")
+    missing = [key for key in ("history", "scheduler") if key not in checkpoint]
+    if missing:
+        raise UserError(f"{path}: has no {missing[0]}, which --resume needs; {NOT_TRAIN_PY}")
+    build_model(checkpoint["model"], path, "cpu")  # another network's weights: one line, here
+    actions = {action.dest: action for action in parser._actions}
+    for name in (*RUN_FLAGS, "epochs"):
+        value = run_args.get(name, None if name == "epochs" else parser.get_default(name))
+        if not could_be_given(actions[name], value):
+            raise UserError(f"{path}: its args hold {flag_of(name)} {shown(value)}, which that "
+                            f"flag cannot take; {NOT_TRAIN_PY}")
+
+
+def could_be_given(action, value):
+    """Whether the flag of this argparse action can leave value in the parsed arguments."""
+    if isinstance(action.default, bool):  # a switch: --no-snapshots
+        return isinstance(value, bool)
+    if isinstance(action.default, list):  # given again and again: --extra-images-dir
+        return isinstance(value, list) and all(could_be_given_once(action, item) for item in value)
+    return value is None and action.default is None or could_be_given_once(action, value)
+
+
+def could_be_given_once(action, value):
+    """Whether value is what the flag makes of its own text: 64 for --batch-size, not "64",
+    True or 0."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return False
+    try:
+        parsed = (action.type or str)(str(value))
+    except (ValueError, argparse.ArgumentTypeError):
+        return False
+    return parsed == value and (action.choices is None or value in action.choices)
 
 
 def check_same_pictures(args, checkpoint, record):

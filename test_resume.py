@@ -4,6 +4,7 @@ flags that would change the run refused, a run interrupted by Ctrl-C continued.
 Usage: python -m unittest -v test_resume
 """
 import contextlib
+import functools
 import io
 import itertools
 import os
@@ -229,6 +230,36 @@ class ResumeTest(unittest.TestCase):
         code, _, err = run_script(train, ["--resume", temp_path("missing.pt")])
         self.assertEqual(code, 1)
         self.assertIn("no such file", err)
+
+    def test_a_damaged_run_is_refused_in_one_line_before_it_trains(self):
+        half_run(temp_path("constant_run.pt"), [])
+        half_run(temp_path("cycle_run.pt"), ["--schedule", "onecycle"])
+        constant, cycle = "constant_run.pt", "cycle_run.pt"
+        changes = [
+            (constant, ("model", "fc1.weight"), torch.full((30, 256), float("nan")),
+             "model fc1.weight holds weights that are not numbers"),
+            (constant, ("model", "fc1.weight"), torch.zeros(30, 320), "another architecture"),
+            (constant, ("history", "loss"), [float("inf")], "history 'loss' at step 1 is inf"),
+            (constant, ("args", "lr"), "abc", "its args hold --lr 'abc'"),
+            (constant, ("args", "batch_size"), 0, "its args hold --batch-size 0"),
+            (constant, ("optimizer", "param_groups", 0, "eps"), "x", "optimizer's settings"),
+            (constant, ("optimizer", "state", 4, "exp_avg"), torch.zeros(3),
+             "optimizer state 4 'exp_avg' is"),
+            (constant, ("rng", "shuffle"), torch.full((5056,), 7, dtype=torch.uint8),
+             "rng shuffle is not a state of random numbers"),
+            (cycle, ("scheduler", "total_steps"), "x", "scheduler"),
+        ]
+        for name, path, value, fragment in changes:
+            changed = torch.load(temp_path(name), weights_only=True)
+            parent = functools.reduce(lambda item, key: item[key], path[:-1], changed)
+            parent[path[-1]] = value
+            torch.save(changed, temp_path("changed.pt"))
+            code, _, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu", "--resume",
+                                              temp_path("changed.pt"), "--out", temp_path("on.pt")])
+            self.assertEqual(code, 1, err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertIn(fragment, err)
+            self.assertFalse(os.path.exists(temp_path("on.pt")))
 
     def test_ctrl_c_keeps_the_last_whole_epoch_and_resume_continues_it(self):
         out = temp_path("interrupted.pt")

@@ -20,8 +20,8 @@ from curves import save_curves
 from data import background, load_mnist, read_labelled_folder, train_batches
 from evaluation import evaluate, load_model, read_checkpoint
 from model import Net
-from runs import (RUN_FLAGS, check_same_pictures, checkpoint_of, continue_run, flag_of,
-                  given_flags, on_cpu, pictures_record, restore, save_interrupted, snapshot_steps)
+from runs import (check_same_pictures, checkpoint_of, continue_run, flag_of, given_flags,
+                  on_cpu, pictures_record, restore, save_interrupted, snapshot_steps)
 
 # Training counts as diverged when a step's loss is NaN, infinite or above this. Guessing
 # uniformly costs ln(10) = 2.30; a loss 40 times that means the weights have blown up (a huge
@@ -105,8 +105,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     resumed = read_checkpoint(args.resume) if args.resume else None
     if resumed is not None:
-        defaults = {name: parser.get_default(name) for name in RUN_FLAGS}
-        continue_run(args, resumed, given_flags(build_parser(), argv), defaults)
+        continue_run(args, resumed, given_flags(build_parser(), argv), parser)
     check_combinations(parser, args)  # after --resume has filled in the run's own values
     return args, resumed
 
@@ -241,7 +240,7 @@ def train(model, train_images, train_labels, args, resumed=None, record=None):
     generator = torch.Generator().manual_seed(args.seed)  # shuffling and augmentation
     run = {"epoch": 0, "history": {"loss": [], "accuracy": []}, "snapshots": []}
     if resumed is not None:
-        run = restore(resumed, model, optimizer, scheduler, generator)
+        run = restore(resumed, args.resume, model, optimizer, scheduler, generator)
     keep = set(snapshot_steps(args.epochs * steps)) if args.snapshots else set()
     # A run resumed to more epochs keeps the snapshots of the longer run only: the last step of
     # the shorter one is not among them.
