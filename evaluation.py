@@ -153,13 +153,20 @@ def is_named_dict(value):
 
 
 def shown(value):
-    """value in a few characters: a field of a hostile file may hold anything, of any size."""
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
+    """value in a few characters on one line: a field of a hostile file may hold anything, of
+    any size."""
     return SHORT.repr(value)
 
 
-SHORT = reprlib.Repr()  # one level of a container, its first few items
+class ShortRepr(reprlib.Repr):
+    """One level of a container and its first few items; a tensor by its shape alone (its own
+    repr takes many lines)."""
+
+    def repr_Tensor(self, tensor, level):
+        return f"a tensor of shape {tuple(tensor.shape)}"
+
+
+SHORT = ShortRepr()
 SHORT.maxlevel, SHORT.maxdict, SHORT.maxlist, SHORT.maxtuple = 1, 3, 3, 3
 SHORT.maxstring = SHORT.maxother = 40
 

@@ -141,6 +141,7 @@ class CheckpointFieldTest(ErrorTestCase):
                              (train, ["--init-from", path, "--out", temp_path("tuned.pt")])):
             code, _, err = run_script(module, argv + common)
             self.assertOneLineError(code, err, 1, "error: " + path, *fragments)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertFalse(os.path.exists(temp_path("page.html")))
         self.assertFalse(os.path.exists(temp_path("tuned.pt")))
 
@@ -169,7 +170,9 @@ class CheckpointFieldTest(ErrorTestCase):
                   "history 'loss' at step 1 is 'a', not a number"),
                  ({"model": weights, "history": "x"}, "history is 'x', not a dict"),
                  ({"model": weights, "snapshots": [{"step": 0}]}, "snapshots 0 is {'step': 0}, not"),
-                 ({"model": weights, "snapshots": "abc"}, "snapshots is 'abc', not a list")]
+                 ({"model": weights, "snapshots": "abc"}, "snapshots is 'abc', not a list"),
+                 ({"model": weights, "rng": {"shuffle": torch.zeros(2, 2)}},
+                  "rng is {'shuffle': a tensor of shape (2, 2)}, not")]
         for checkpoint, fragment in cases:
             self.check_every_reader("fields.pt", checkpoint, fragment, "damaged or was not")
 
