@@ -431,6 +431,9 @@ class Handler(BaseHTTPRequestHandler):
               ("POST", "/step"): Page.step,
               ("POST", "/attribution"): Page.attribution,
               ("POST", "/collect"): Page.collect}
+    # Routes that only read what the page holds, with no network run and no picture read: they
+    # take turns of their own (quick), so that opening the page never waits behind pictures.
+    QUICK_ROUTES = {("GET", "/"), ("GET", "/models"), ("GET", "/kernels"), ("GET", "/training")}
 
     token = None  # with a token, every request must carry it (set by make_server())
     # Answers are worked out one more at a time than there are CPUs, the others in the order
@@ -438,6 +441,7 @@ class Handler(BaseHTTPRequestHandler):
     # that a class gets fewer answers a second than ten would, and the unlucky wait longest
     # (measured: docs/classroom.md).
     working = None  # Turns(...), set by make_server()
+    quick = None    # Turns(...) for QUICK_ROUTES, set by make_server()
     timeout = SOCKET_TIMEOUT  # a slow or silent client cannot hold a thread for ever
 
     def do_GET(self):
@@ -457,7 +461,7 @@ class Handler(BaseHTTPRequestHandler):
                 status = HTTPStatus.METHOD_NOT_ALLOWED if known else HTTPStatus.NOT_FOUND
                 raise BadRequest(status, f"no {self.command} {path[:100]} here")
             argument = query if self.command == "GET" else parse_json(self.read_body())
-            with self.working:
+            with self.quick if (self.command, path) in self.QUICK_ROUTES else self.working:
                 content = route(self.page, argument)
         except BadRequest as error:
             if self.command == "POST" and not self.body_read:
@@ -601,7 +605,8 @@ def make_server(networks, host, port, device, sets=(), missing=None, collect=Non
     With a token, every request must carry it (?token=... or Authorization: Bearer ...)."""
     page = Page(networks, device, sets, missing, collect, collect_limit)
     handler = type("PageHandler", (Handler,), {"page": page, "token": token,
-                                               "working": Turns(usable_cpus() + 1)})
+                                               "working": Turns(usable_cpus() + 1),
+                                               "quick": Turns(usable_cpus() + 1)})
     try:
         return PageServer((host, port), handler)
     except OSError as error:

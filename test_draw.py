@@ -174,11 +174,11 @@ def at_once(client, count, timeout):
         thread.join(timeout=timeout)
 
 
-def request(method, path, body=None, headers=None, server=None):
+def request(method, path, body=None, headers=None, server=None, timeout=30):
     """Send one request to a test server (a POST as JSON, as the page sends it); return (status,
     decoded JSON or raw bytes)."""
     port = (server or SERVER).server_address[1]
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         if isinstance(body, (dict, list)):
             body = json.dumps(body)
@@ -292,6 +292,30 @@ class ServerTest(unittest.TestCase):
                 return
             done.wait(0.005)
         self.fail("the condition did not come true in time")
+
+    def test_opening_the_page_never_waits_behind_pictures(self):
+        server = start_server(draw.load_models([MODEL], "cpu"))
+        working, let_go, answers = server.RequestHandlerClass.working, threading.Event(), []
+
+        def hold():  # stands in for a picture being worked out
+            with working:
+                let_go.wait(timeout=30)
+
+        predictor = threading.Thread(target=lambda: answers.append(
+            request("POST", "/predict", {"pixels": stroke_pixels(1)}, server=server)))
+        try:
+            for _ in range(working.free):
+                threading.Thread(target=hold).start()
+            self.wait_until(lambda: working.free == 0)
+            for path in ("/", "/models", "/kernels?model=0", "/training?model=0"):
+                with self.subTest(path=path):
+                    self.assertEqual(request("GET", path, server=server, timeout=10)[0], 200)
+            predictor.start()
+            self.wait_until(lambda: len(working.waiting) == 1)  # a picture waits its turn
+        finally:
+            let_go.set()
+        predictor.join(timeout=30)
+        self.assertEqual(answers[0][0], 200)
 
     def test_while_the_pen_moves_the_pixels_picture_can_wait(self):
         canvas = draw_shape(7, torch.Generator().manual_seed(7)).resize((280, 280)).convert("RGBA")
