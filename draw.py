@@ -417,6 +417,10 @@ class Handler(BaseHTTPRequestHandler):
 
     page = None  # a Page, set by make_server()
     server_version = "draw.py"
+    # A request line without a version (HTTP/0.9) or with one that cannot be read would be
+    # answered as HTTP/0.9, without a status line or any header: as HTTP/1.0 instead, so that
+    # every answer carries SECURITY_HEADERS.
+    default_request_version = "HTTP/1.0"
     # HTTP/1.1 keeps a connection open for the next request, as browsers expect: a drawing's
     # updates then skip a new connection (and a new thread here) each time.
     protocol_version = "HTTP/1.1"
@@ -443,6 +447,13 @@ class Handler(BaseHTTPRequestHandler):
     working = None  # Turns(...), set by make_server()
     quick = None    # Turns(...) for QUICK_ROUTES, set by make_server()
     timeout = SOCKET_TIMEOUT  # a slow or silent client cannot hold a thread for ever
+
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's own refusals (a request line or header too long, a method
+        without a route, a malformed request) in the page's form: JSON with its headers. The
+        rest of such a request cannot be trusted, so its connection ends."""
+        self.close_connection = True
+        self.send_json({"error": (message or HTTPStatus(code).phrase)[:200]}, code)
 
     def do_GET(self):
         self.answer()

@@ -923,6 +923,24 @@ class GuardTest(unittest.TestCase):
             connection.sendall(b"POST /predict HTTP/1.1\r\n")  # and then nothing
             self.assertEqual(connection.recv(1024), b"")  # closed by the server, not by us
 
+    def test_the_standard_librarys_own_refusals_are_the_pages_json_with_its_headers(self):
+        port = SERVER.server_address[1]
+        for status, head in (("414", b"GET /" + b"a" * 65532),  # a request line over 65,536 bytes
+                             ("431", b"GET / HTTP/1.1\r\nX: " + b"a" * 65534),  # a header line so
+                             ("501", f"PUT / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()),
+                             ("400", b"GARBAGE\r\n"), ("400", b"GET / HTTP/x\r\n"),
+                             ("403", b"GET /\r\n\r\n")):  # HTTP/0.9, whose answers have no headers
+            with self.subTest(head=head[:20]):
+                answer_head, _, body = raw_reply(SERVER, head).partition("\r\n\r\n")
+                status_line, *lines = answer_head.split("\r\n")
+                self.assertEqual(status_line.split()[1], status, answer_head)
+                headers = dict(line.split(": ", 1) for line in lines)
+                self.assertEqual({name: headers.get(name) for name in draw.SECURITY_HEADERS},
+                                 draw.SECURITY_HEADERS)
+                self.assertEqual((headers["Content-Type"], headers["Connection"]),
+                                 ("application/json", "close"))
+                self.assertEqual(len(json.loads(body)["error"].splitlines()), 1)
+
 
 class CollectTest(unittest.TestCase):
     """POST /collect: the class's drawings saved as labelled pictures, never overwriting; each
