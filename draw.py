@@ -8,6 +8,7 @@ import argparse
 import base64
 import binascii
 import collections
+import contextlib
 import hmac
 import io
 import ipaddress
@@ -18,6 +19,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -57,7 +59,14 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
-SOCKET_TIMEOUT = 20  # seconds a client may stay silent before its connection is closed
+IDLE_TIMEOUT = 20  # seconds a connection may stay silent, waiting for its next request
+# Seconds from a request's first byte to its last (request line, headers and body), and again for
+# its answer to be written: the largest body (MAX_BODY) arrives in time at about 0.6 Mbit/s, a
+# crowded classroom network, while a client that sends a byte now and then frees its thread soon.
+REQUEST_DEADLINE = 30
+# A browser opens at most 6 connections to one server, so a class of 30 behind one address (a
+# school's NAT) holds up to 180 at once; one address cannot hold more threads than this.
+CONNECTIONS_PER_ADDRESS = 200
 
 port_number = checked(int, lambda value: 0 <= value <= 65535, "a port number from 0 to 65535")
 
@@ -446,7 +455,25 @@ class Handler(BaseHTTPRequestHandler):
     # (measured: docs/classroom.md).
     working = None  # Turns(...), set by make_server()
     quick = None    # Turns(...) for QUICK_ROUTES, set by make_server()
-    timeout = SOCKET_TIMEOUT  # a slow or silent client cannot hold a thread for ever
+    # A slow or silent client cannot hold a thread for ever; settable per server (the tests).
+    idle_timeout, request_deadline = IDLE_TIMEOUT, REQUEST_DEADLINE
+
+    def setup(self):
+        super().setup()
+        self.rfile.close()  # the standard library's reader times each read alone: replaced
+        self.reader = DeadlineReader(self.connection, self.idle_timeout, self.request_deadline)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self):
+        """Read and answer one request within its deadline. One that misses it is answered 408
+        and its connection closed; a connection that stays silent is closed without a word."""
+        self.reader.next_request()
+        super().handle_one_request()  # a read or a write past its time closes the connection
+        if self.reader.timed_out and self.reader.deadline is not None:
+            # As the standard library sets them for its own refusals before a request is read.
+            self.requestline, self.request_version, self.command = "", "", ""
+            self.send_json({"error": f"the request did not arrive whole within "
+                                     f"{self.request_deadline} s"}, HTTPStatus.REQUEST_TIMEOUT)
 
     def send_error(self, code, message=None, explain=None):
         """The standard library's own refusals (a request line or header too long, a method
@@ -474,6 +501,8 @@ class Handler(BaseHTTPRequestHandler):
             argument = query if self.command == "GET" else parse_json(self.read_body())
             with self.quick if (self.command, path) in self.QUICK_ROUTES else self.working:
                 content = route(self.page, argument)
+        except TimeoutError:
+            raise  # the body missed its deadline: handle_one_request answers 408
         except BadRequest as error:
             if self.command == "POST" and not self.body_read:
                 # Refused before its body was read (no length, too large, not ours): the unread
@@ -534,6 +563,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send(status, json.dumps(content, separators=(",", ":")).encode(), "application/json")
 
     def send(self, status, body, content_type):
+        # The answer gets a deadline of its own (sendall's timeout bounds the whole write): a
+        # client that reads it a byte at a time cannot hold the thread either.
+        self.connection.settimeout(self.request_deadline)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -604,10 +636,93 @@ class Turns:
                 self.free += 1
 
 
+class DeadlineReader(io.RawIOBase):
+    """A connection's bytes, read so that each request arrives whole within its deadline: the
+    wait for its first byte is bounded by idle_timeout, the rest by request_deadline from then.
+    A timeout on each read alone lets a client that sends a line now and then keep its thread."""
+
+    def __init__(self, connection, idle_timeout, request_deadline):
+        self.connection, self.idle_timeout = connection, idle_timeout
+        self.request_deadline = request_deadline
+        self.next_request()
+
+    def next_request(self):
+        self.deadline = None  # the time.monotonic() the request must be in by, from its first byte
+        self.timed_out = False
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.deadline is None:
+            left = self.idle_timeout
+        else:
+            left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:  # a timeout of 0 would make the socket non-blocking instead
+                raise TimeoutError("the request missed its deadline")
+            self.connection.settimeout(left)
+            count = self.connection.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+        if count and self.deadline is None:
+            self.deadline = time.monotonic() + self.request_deadline
+        return count
+
+
+def refusal(status, message):
+    """A whole HTTP answer, JSON with the page's headers, for a connection refused unread."""
+    body = json.dumps({"error": message}).encode()
+    head = [f"HTTP/1.1 {status.value} {status.phrase}", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", "Cache-Control: no-store", "Connection: close",
+            *(f"{header}: {value}" for header, value in SECURITY_HEADERS.items())]
+    return "\r\n".join(head).encode() + b"\r\n\r\n" + body
+
+
 class PageServer(ThreadingHTTPServer):
     # The standard library's queue of 5 waiting connections resets some of a class's saves
     # when 30 arrive at once; the system caps this at its own limit (often 4096).
     request_queue_size = 128
+    connections_per_address = CONNECTIONS_PER_ADDRESS  # settable per server (the tests)
+
+    def __init__(self, *arguments, **settings):
+        super().__init__(*arguments, **settings)
+        self.connections, self.connections_lock = collections.Counter(), threading.Lock()
+
+    def process_request(self, request, client_address):
+        """Serve a connection in a thread of its own, unless its address holds its share of
+        connections already: that one is refused here, at once, and holds no thread."""
+        address = client_address[0]
+        with self.connections_lock:
+            admitted = self.connections[address] < self.connections_per_address
+            if admitted:
+                self.connections[address] += 1
+        if not admitted:
+            request.settimeout(0)  # a short answer into an empty buffer; never wait for it
+            with contextlib.suppress(OSError):
+                request.send(refusal(HTTPStatus.TOO_MANY_REQUESTS, "too many connections from "
+                                     f"this address (at most {self.connections_per_address} at "
+                                     "once); try again when others have ended"))
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: nothing will let its place go
+            self.let_go(address)
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.let_go(client_address[0])
+
+    def let_go(self, address):
+        with self.connections_lock:
+            self.connections[address] -= 1
+            if not self.connections[address]:
+                del self.connections[address]  # the table holds only addresses connected now
 
 
 def make_server(networks, host, port, device, sets=(), missing=None, collect=None,

@@ -317,6 +317,28 @@ class ServerTest(unittest.TestCase):
         predictor.join(timeout=30)
         self.assertEqual(answers[0][0], 200)
 
+    def test_one_address_holds_at_most_its_share_of_connections(self):
+        server = start_server(draw.load_models([MODEL], "cpu"))
+        server.connections_per_address = 3  # instead of draw.CONNECTIONS_PER_ADDRESS's 200
+        port = server.server_address[1]
+        models = f"GET /models HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        held = [socket.create_connection(server.server_address, timeout=30) for _ in range(3)]
+        try:
+            reply = raw_reply(server, b"")  # a fourth, refused at once, before it sends a byte
+            self.assertTrue(reply.startswith("HTTP/1.1 429"), reply[:300])
+            self.assertIn("at most 3 at once", reply)
+            # Another address (127.0.0.2 is this machine too) is served meanwhile.
+            with socket.create_connection(server.server_address, timeout=30,
+                                          source_address=("127.0.0.2", 0)) as other:
+                other.sendall(models.encode())
+                self.assertTrue(other.recv(65536).startswith(b"HTTP/1.1 200"))
+            held.pop().close()  # a connection that ends gives its place back
+            self.wait_until(lambda: server.connections["127.0.0.1"] == 2)
+            self.assertTrue(raw_reply(server, models.encode()).startswith("HTTP/1.1 200"))
+        finally:
+            for connection in held:
+                connection.close()
+
     def test_while_the_pen_moves_the_pixels_picture_can_wait(self):
         canvas = draw_shape(7, torch.Generator().manual_seed(7)).resize((280, 280)).convert("RGBA")
         picture = "data:image/png;base64," + png_base64(canvas)  # as the page's canvas sends it
@@ -787,6 +809,28 @@ def raw_reply(server, request_head):
     return reply.decode()
 
 
+def trickle(server, head, piece, pause=0.2, count=50):
+    """Send head, then piece every pause seconds, count times at most, until the server answers;
+    return all it answers until it closes ("" if it never did) and how many pieces were sent."""
+    with socket.create_connection(server.server_address, timeout=30) as connection:
+        connection.sendall(head)
+        reply, sent = None, 0
+        while reply is None and sent < count:
+            connection.settimeout(pause)
+            try:
+                reply = connection.recv(65536)  # b"" if it closed without a word
+            except TimeoutError:
+                connection.sendall(piece)
+                sent += 1
+        if reply is None:
+            return "", sent
+        connection.settimeout(30)
+        with contextlib.suppress(ConnectionResetError):  # a piece it never read resets it
+            while chunk := connection.recv(65536):
+                reply += chunk
+    return reply.decode(), sent
+
+
 class HostilePictureTest(unittest.TestCase):
     """Picture files sent to the page that would start a program or take much memory."""
 
@@ -918,10 +962,26 @@ class GuardTest(unittest.TestCase):
         self.assertIn("frame-ancestors 'none'", response.getheader("Content-Security-Policy"))
         self.assertEqual(response.getheader("X-Frame-Options"), "DENY")
         server = start_server(draw.load_models([MODEL], "cpu"))
-        server.RequestHandlerClass.timeout = 0.5  # instead of draw.SOCKET_TIMEOUT's 20 s
-        with socket.create_connection(server.server_address, timeout=30) as connection:
-            connection.sendall(b"POST /predict HTTP/1.1\r\n")  # and then nothing
-            self.assertEqual(connection.recv(1024), b"")  # closed by the server, not by us
+        server.RequestHandlerClass.idle_timeout = 0.5  # instead of draw.IDLE_TIMEOUT's 20 s
+        reply = raw_reply(server, f"GET /models HTTP/1.1\r\nHost: 127.0.0.1:"
+                                  f"{server.server_address[1]}\r\n\r\n".encode())  # kept open
+        # Answered, then closed by the server (raw_reply reads until then) without a word more.
+        self.assertTrue(reply.startswith("HTTP/1.1 200"), reply[:300])
+        self.assertEqual(reply.count("HTTP/1.1"), 1)
+
+    def test_a_request_slower_than_its_deadline_is_answered_408_and_let_go(self):
+        server = start_server(draw.load_models([MODEL], "cpu"))
+        server.RequestHandlerClass.request_deadline = 1  # instead of draw.REQUEST_DEADLINE's 30 s
+        post = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{server.server_address[1]}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").encode()
+        for what, head, piece in (("header lines", b"GET /models HTTP/1.1\r\n", b"X-Slow: 1\r\n"),
+                                  ("a body", post, b" "), ("a body that stops", post, b"")):
+            with self.subTest(what):
+                reply, sent = trickle(server, head, piece)
+                self.assertLess(sent, 50)  # cut off, not served for as long as it likes
+                self.assertTrue(reply.startswith("HTTP/1.1 408"), reply[:300])
+                self.assertIn("\r\nConnection: close\r\n", reply)
+                self.assertIn("did not arrive whole within 1 s", reply)
 
     def test_the_standard_librarys_own_refusals_are_the_pages_json_with_its_headers(self):
         port = SERVER.server_address[1]
