@@ -724,6 +724,14 @@ class PageServer(ThreadingHTTPServer):
             if not self.connections[address]:
                 del self.connections[address]  # the table holds only addresses connected now
 
+    def handle_error(self, request, client_address):
+        """Print nothing for a client that went away mid-request (a closed tab, a reload, a
+        phone leaving the network) or missed its deadline: the page goes on serving, nothing is
+        to be done, and a class's reloads would bury a real report. Anything else is a bug of
+        the server: the standard library's report, traceback included."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
 
 def make_server(networks, host, port, device, sets=(), missing=None, collect=None,
                 collect_limit=COLLECT_LIMIT, token=None):

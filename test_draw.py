@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import threading
 import unittest
 import warnings
@@ -1000,6 +1001,27 @@ class GuardTest(unittest.TestCase):
                 self.assertEqual((headers["Content-Type"], headers["Connection"]),
                                  ("application/json", "close"))
                 self.assertEqual(len(json.loads(body)["error"].splitlines()), 1)
+
+    def test_a_client_that_resets_its_connection_leaves_no_traceback(self):
+        server = start_server(draw.load_models([MODEL], "cpu"))
+        served, shutdown_request = threading.Event(), server.shutdown_request
+
+        def shut_down_and_tell(connection):  # the server's last step with a connection
+            shutdown_request(connection)
+            served.set()
+
+        server.shutdown_request = shut_down_and_tell
+        body = json.dumps({"pixels": stroke_pixels(1)})
+        head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{server.server_address[1]}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            connection = socket.create_connection(server.server_address, timeout=30)
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.sendall((head + body).encode())
+            connection.close()  # unread, with a reset: as a tab closed mid-answer does
+            self.assertTrue(served.wait(timeout=30))
+        self.assertEqual(err.getvalue(), "")
+        self.assertEqual(request("GET", "/models", server=server)[0], 200)  # still serving
 
 
 class CollectTest(unittest.TestCase):
