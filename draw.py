@@ -49,6 +49,8 @@ MAX_SIDE = 1000             # pixels per side of a drawing sent as numbers
 # its pixels. A photo's JPEG is decoded at 1/2 to 1/8 of its size to fit (data.open_within_limit).
 MAX_PICTURE_PIXELS = MAX_SIDE * MAX_SIDE
 UNTRAINED = "untrained (random weights)"
+NOT_NUMBERS = ("the network computed values that are not numbers (NaN or infinite) for this input: "
+               "its weights are too large for float32 arithmetic")
 # Only this machine's own files and answers: nothing may come from other hosts (classrooms are
 # often offline, and a page that fetches nothing can leak nothing).
 # No other site may show the page in a frame (clickjacking: a click there would be a click here).
@@ -560,7 +562,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_json(self, content, status=HTTPStatus.OK):
         # Compact: an answer holds thousands of numbers, and every byte is written and read.
-        self.send(status, json.dumps(content, separators=(",", ":")).encode(), "application/json")
+        try:  # JSON has no NaN or infinity; weights that are numbers can still overflow to them
+            body = json.dumps(content, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            status, body = HTTPStatus.UNPROCESSABLE_ENTITY, json.dumps({"error": NOT_NUMBERS})
+        self.send(status, body.encode(), "application/json")
 
     def send(self, status, body, content_type):
         # The answer gets a deadline of its own (sendall's timeout bounds the whole write): a

@@ -832,6 +832,25 @@ def trickle(server, head, piece, pause=0.2, count=50):
     return reply.decode(), sent
 
 
+class OverflowTest(unittest.TestCase):
+    def test_weights_that_overflow_are_answered_in_one_line_never_as_nan(self):
+        """Weights that are numbers but so large that the network computes infinities and NaN:
+        JSON has no such values, so the answer is a 422 that says why, not invalid JSON."""
+        huge = Net()
+        with torch.no_grad():
+            for parameter in huge.parameters():
+                parameter.mul_(1e30)
+        server = start_server([draw.Network("huge", huge.eval())])
+        for path, body in [("/predict", {"pixels": stroke_pixels(7)}),
+                           ("/step", {"pixels": stroke_pixels(7), "stage": "fc2", "map": 0,
+                                      "row": 0, "column": 3})]:
+            with self.subTest(path=path):
+                status, answer = request("POST", path, body, server=server)
+                self.assertEqual(status, 422, answer)
+                self.assertEqual(answer["error"], draw.NOT_NUMBERS)
+        self.assertEqual(request("GET", "/models", server=server)[0], 200)
+
+
 class HostilePictureTest(unittest.TestCase):
     """Picture files sent to the page that would start a program or take much memory."""
 
