@@ -34,6 +34,12 @@ ELEMENTWISE = {F.relu: "relu", torch.relu: "relu", "relu": "relu", "relu_": "rel
                torch.tanh: "tanh", F.tanh: "tanh", "tanh": "tanh",
                torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", "sigmoid": "sigmoid"}
 ADD = (operator.add, operator.iadd, torch.add, "add")
+# softmax and log_softmax, as functions, tensor methods and modules; each call's arguments after
+# the input, in order.
+SOFTMAX = {F.softmax: "softmax", torch.softmax: "softmax", "softmax": "softmax",
+           F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax", "log_softmax": "log_softmax"}
+SOFTMAX_ARGUMENTS = {F.softmax: ("dim", "_stacklevel", "dtype"),
+                     F.log_softmax: ("dim", "_stacklevel", "dtype")}  # the others: (dim, dtype)
 
 
 def argument(value):
@@ -64,6 +70,8 @@ def module_node(module, prefix):
             name: f"{prefix}.{name}" for name in ("running_mean", "running_var")}}
     simple = {nn.ReLU: ("relu", None), nn.Tanh: ("tanh", None), nn.Sigmoid: ("sigmoid", None),
               nn.Dropout: ("identity", None), nn.Identity: ("identity", None),
+              nn.Softmax: ("softmax", {"dim": getattr(module, "dim", None)}),
+              nn.LogSoftmax: ("log_softmax", {"dim": getattr(module, "dim", None)}),
               nn.LeakyReLU: ("leaky_relu", {"slope": getattr(module, "negative_slope", 0)}),
               nn.Flatten: ("flatten", {"start": getattr(module, "start_dim", 1),
                                        "end": getattr(module, "end_dim", -1)})}
@@ -115,6 +123,11 @@ def function_node(node):
         return "size", None, args[:2]
     if target in ADD and len(args) == 2 and not node.kwargs:
         return "add", None, args
+    if target in SOFTMAX:
+        settings = arguments_of(node, SOFTMAX_ARGUMENTS.get(target, ("dim", "dtype")))
+        if settings.get("dtype") not in (None, torch.float32):
+            return None  # the file computes in float32 only
+        return SOFTMAX[target], {"dim": settings.get("dim")}, args[:1]
     return None
 
 
@@ -137,20 +150,25 @@ def graph_of(explainer, outputs):
         elif node.op in ("call_function", "call_method"):
             found = function_node(node)
             found = found and (found[0], found[1], None, found[2])
-        if (found is None or not fits(node, found[0], outputs)
+        if (found is None or not fits(node, found[0], outputs, found[1])
                 or changes_a_shared_input(node, operation)):
             raise UserError(f"the exported page cannot compute {code_of(node, operation)} "
                             f"({where(node)}); without --export, draw.py serves a page that "
                             "shows it")
         op, settings, params, args = found
+        if op in ("softmax", "log_softmax"):
+            settings = {"dim": softmax_dimension(outputs[node.args[0]], settings["dim"])}
         nodes.append({"name": node.name, "op": op, "args": argument(args), "settings": settings,
                       "params": params and {name: key for name, key in params.items()
                                             if key in state}})  # bias=False: no such key
     return nodes, output
 
 
-def fits(node, op, outputs):
-    """Whether offline.js computes this node as PyTorch did: x + y of one shape or x + a number."""
+def fits(node, op, outputs, settings):
+    """Whether offline.js computes this node as PyTorch did: x + y of one shape or x + a number;
+    a softmax along a dimension of a tensor."""
+    if op in ("softmax", "log_softmax"):
+        return softmax_dimension(outputs.get(node.args[0]), settings["dim"]) is not None
     if op != "add":
         return True
     first, second = (outputs.get(arg) if isinstance(arg, torch.fx.Node) else arg
@@ -160,6 +178,19 @@ def fits(node, op, outputs):
     if isinstance(second, torch.Tensor):
         return second.shape == first.shape
     return type(second) in (int, float)
+
+
+def softmax_dimension(value, dim):
+    """The dimension of the tensor value that a softmax's dim names, counted from 0 as PyTorch
+    counts it (negative from the end; none given: 0 for 1 and 3 dimensions, else 1), or None."""
+    if not isinstance(value, torch.Tensor):
+        return None
+    rank = value.dim()
+    if dim is None:
+        dim = 0 if rank in (0, 1, 3) else 1
+    if type(dim) is not int or not -rank <= dim < rank:
+        return None
+    return dim % rank
 
 
 def changes_a_shared_input(node, operation):

@@ -217,6 +217,30 @@ const batchNorm = {
   },
 };
 
+function lines(x, dim) {
+  // The positions in x.data of each line of values along dimension dim, which a softmax normalises.
+  const size = x.shape[dim], inner = x.shape.slice(dim + 1).reduce((a, b) => a * b, 1), found = [];
+  for (let outer = 0; outer < x.data.length / (size * inner); outer++) {
+    for (let i = 0; i < inner; i++) found.push(Array.from({ length: size }, (_, k) => (outer * size + k) * inner + i));
+  }
+  return found;
+}
+
+function alongLines(normalise, gradient) {
+  // softmax or log_softmax over dimension s.dim: normalise(line of x) gives the line of y, and
+  // gradient(line of g, line of y) the line of dx.
+  const each = (x, dim, compute) => {
+    const out = tensor(x.shape);
+    for (const line of lines(x, dim)) compute(line).forEach((v, k) => { out.data[line[k]] = v; });
+    return out;
+  };
+  const values = (t, line) => line.map((i) => t.data[i]);
+  return {
+    forward: (x, s) => each(x, s.dim, (line) => normalise(values(x, line))),
+    backward: (g, x, s, p, y) => each(x, s.dim, (line) => gradient(values(g, line), values(y, line))),
+  };
+}
+
 function reshape(x, shape) {
   // view/reshape: -1 takes what is left; the values stay as they are.
   const known = shape.reduce((a, b) => (b === -1 ? a : a * b), 1);
@@ -241,6 +265,16 @@ const OPERATIONS = {
   tanh: elementwise(Math.tanh, (v, y) => 1 - y * y),
   sigmoid: elementwise((v) => 1 / (1 + Math.exp(-v)), (v, y) => y * (1 - y)),
   identity: { forward: (x) => x, backward: (g) => g },  // dropout in eval mode
+  // Both subtract the line's largest value before exp (in softmax and logSoftmax), so that no
+  // exp overflows. d softmax: y (g - sum(g y)); d log_softmax: g - exp(y) sum(g).
+  softmax: alongLines(softmax, (g, y) => {
+    const total = g.reduce((a, d, k) => a + d * y[k], 0);
+    return y.map((v, k) => v * (g[k] - total));
+  }),
+  log_softmax: alongLines(logSoftmax, (g, y) => {
+    const total = g.reduce((a, d) => a + d, 0);
+    return g.map((d, k) => d - Math.exp(y[k]) * total);
+  }),
   flatten: {
     forward(x, s) {
       const end = s.end < 0 ? x.shape.length + s.end : s.end;
@@ -313,9 +347,8 @@ function inputGradient(network, snapshot, outputs, outputGradient) {
   return gradients[network.graph[0].name];
 }
 
-function logSoftmax(logits, b) {
-  const row = logits.data.subarray(b * 10, b * 10 + 10), top = Math.max(...row);
-  const total = Math.log(row.reduce((sum, v) => sum + Math.exp(v - top), 0));
+function logSoftmax(row) {
+  const top = Math.max(...row), total = Math.log(row.reduce((sum, v) => sum + Math.exp(v - top), 0));
   return Array.from(row, (v) => v - top - total);
 }
 
@@ -659,7 +692,7 @@ function attributionOf(network, snapshot, digit, target) {
   ends.data.fill(empty, 0, 784);
   ends.data.set(digit.data, 784);
   const endLogits = run(network, snapshot, ends)[network.output];
-  return { digit: target, ...describe(values), total: logSoftmax(endLogits, 1)[target] - logSoftmax(endLogits, 0)[target] };
+  return { digit: target, ...describe(values), total: logSoftmax(endLogits.data.subarray(10, 20))[target] - logSoftmax(endLogits.data.subarray(0, 10))[target] };
 }
 
 async function predict(request) {

@@ -54,6 +54,25 @@ class OpsNet(nn.Module):
         return self.out(self.act(self.fc(x))) + 0.5
 
 
+class SoftmaxNet(nn.Module):
+    """softmax and log_softmax as modules, functions and tensor methods, along several dimensions."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 5, stride=2)                    # (4, 12, 12)
+        self.channels = nn.Softmax(dim=1)
+        self.fc = nn.Linear(4 * 12 * 12, 32)
+        self.out = nn.Linear(32, 10)
+        self.last = nn.LogSoftmax()  # no dim: PyTorch takes dim 1 of (N, 10)
+
+    def forward(self, x):
+        x = self.channels(self.conv(x))                            # over the 4 maps
+        x = x.log_softmax(-1) + torch.softmax(x, 2)                # along each row and each column
+        h = F.relu(self.fc(torch.flatten(x, 1)))
+        h = h + torch.log_softmax(h, 1) + F.softmax(h, dim=1)
+        return self.last(self.out(h))
+
+
 class GeluNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -93,6 +112,7 @@ def picture_folder(folder):
 def setUpModule():
     global TEMP, SHAPES, MODEL, PAGE, FILE, EDITED_PAGE, EDITED_FILE, DIGITS
     warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
+    warnings.filterwarnings("ignore", message="Implicit dimension choice")  # SoftmaxNet's, on purpose
     TEMP = temporary_folder()
     SHAPES = make_shapes_mnist(os.path.join(TEMP, "shapes"))
     MODEL = os.path.join(TEMP, "shapes.pt")
@@ -108,6 +128,7 @@ def setUpModule():
     torch.manual_seed(0)
     edited = [draw.Network(name, network().eval()) for name, (network, _) in EDITED.items()]
     edited.append(draw.Network("ops", OpsNet().eval()))
+    edited.append(draw.Network("softmax", SoftmaxNet().eval()))
     for network in edited:  # batch norm with learned-looking statistics, not the identity
         for module in network.model.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -214,6 +235,21 @@ class ExportTest(unittest.TestCase):
         page = draw.Page([draw.Network("dropping", Dropping().eval())], "cpu")
         with self.assertRaisesRegex(draw.UserError, r"cannot compute F\.dropout"):
             export.page_html(page)
+
+    def test_a_softmax_in_float32_is_exported_and_in_another_precision_refused(self):
+        class Softmax(GeluNet):
+            dtype = torch.float32
+
+            def forward(self, x):
+                return F.log_softmax(self.fc(torch.flatten(x, 1)), dim=1, dtype=self.dtype)
+
+        page = draw.Page([draw.Network("float", Softmax().eval())], "cpu")
+        self.assertIn('"op":"log_softmax"', export.page_html(page))
+        Softmax.dtype = torch.float64
+        with self.assertRaises(draw.UserError) as caught:
+            export.page_html(draw.Page([draw.Network("double", Softmax().eval())], "cpu"))
+        self.assertRegex(str(caught.exception), r"^the exported page cannot compute F\.log_softmax \(forward")
+        self.assertNotIn("\n", str(caught.exception))
 
     def test_a_folder_of_pictures_is_explored_in_the_file_too(self):
         folder = picture_folder(os.path.join(TEMP, "pictures"))
