@@ -151,7 +151,9 @@ def main(argv=None):
         buffer = io.BytesIO()
         drawing().save(buffer, format="PNG")
         body = {"picture": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
-        step = {**body, "stage": "convolution2", "map": 3, "row": 3, "column": 3}
+        stage = [layer["name"] for layer in pages["one"].predict(dict(body))["layers"]
+                 if layer["kind"] == "convolution"][-1]  # convolution2 in the tutorial's network
+        step = {**body, "stage": stage, "map": 3, "row": 3, "column": 3}
         times = session.execute_async_script(TIME_ROUTES, [
             ("answer", "predict", body), ("pen", "predict", {**body, "attribution": False}),
             ("step", "step", step)], 20)
@@ -164,6 +166,7 @@ def main(argv=None):
         same, identical, close, stages, pixels = agreement(session, pages["one"], digits)
         resources = session.execute_script(
             "return performance.getEntriesByType('resource').length")
+        note = session.execute_script("return window.routes.training('model=0').note")
     finally:
         if session is not None:
             session.quit()
@@ -179,12 +182,14 @@ def main(argv=None):
     print(f"a drawing's answer, every stage and the pixels picture: {median['answer']:7.1f} ms "
           f"(the server computes it in {statistics.median(server):.1f} ms)")
     print(f"the same while the pen moves, without the picture:     {median['pen']:7.1f} ms")
-    print(f"a click on a convolution2 value (routes.step):         {median['step']:7.1f} ms")
+    print(f"{f'a click on a {stage} value (routes.step):':55}{median['step']:7.1f} ms")
     print(f"resources requested: {resources}")
     print(f"{len(digits)} MNIST test digits drawn as dark ink on 280 x 280: the same prediction "
           f"for {same}; the prepared input identical for {identical} and within one grey level for "
           f"{close}; where identical, stages and probabilities within {stages:.1e}, the pixels "
           f"picture within {pixels:.1e}")
+    if note:  # the file rounds this network's snapshots
+        print(f"the training slider says: {note}")
 
 
 if __name__ == "__main__":

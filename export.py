@@ -4,6 +4,7 @@ each network's traced graph and weights, and the explorer's answers worked out h
 Usage: python draw.py model.pt [recipe.pt ...] --export page.html   (opens offline, by double-click)
 """
 import base64
+import copy
 import io
 import json
 import operator
@@ -17,6 +18,7 @@ from PIL import Image
 
 from cli import UserError, save_atomically
 from data import MEAN, STD, to_pixels
+from evaluation import predict
 from explain import (ATTRIBUTION_STEPS, DROPOUT_ARGUMENTS, INK_RANGE, POOL_ARGUMENTS, UNSURE_BELOW,
                      arguments_of, code_of, padding_of, pair, plain_pool)
 
@@ -27,6 +29,12 @@ MARKER = "<!-- export: the exported file's back end goes here -->"
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; "
                            "style-src 'unsafe-inline'; img-src data: blob:")
 SPRITE_COLUMNS = 100  # the explorer's images travel as one PNG, 100 images to a row
+# A set of weights other than a checkpoint's final ones (a training snapshot, the untrained
+# network the page adds) takes at most this many bytes of the file: float32 while it fits, else 8,
+# else 4 bits a weight. A network of a million weights with 13 snapshots then stays under 20 MB
+# with its final weights exact, and the tutorial's network stays exact throughout.
+COMPACT_BYTES = 2**20
+ROUNDING_IMAGES = 1000  # the images of the first set on which the page counts what rounding changes
 AVG_POOL_ARGUMENTS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
                       "divisor_override")
 # Functions and tensor methods offline.js computes, by the name of its operation.
@@ -229,19 +237,91 @@ def network_data(page, index):
     keys = sorted({key for node in graph for key in (node.get("params") or {}).values()}
                   | {f"{name}.weight" for name in kernel_names})
     state = network.model.state_dict()
+    blocks, rounded, bits = weight_blocks(network, explainers, keys)
+    on_the_slider = {snapshot: weights for snapshot, weights in rounded.items()
+                     if snapshot < len(explainers) - 1}  # not the untrained network's, which has none
+    note = {"note": rounding_note(page, explainers, on_the_slider, bits)} if on_the_slider else {}
     return {"name": network.name, "graph": graph, "output": output,
             "stages": [{"name": name, "node": node.name, "shown": shown.name,
                         "details": explainers[-1].details[node]}
                        for name, node, shown in explainers[-1].stages],
             "tensors": [[key, list(state[key].shape)] for key in keys],
-            "weights": [weights_of(explainer.model, keys) for explainer in explainers],
-            "kernels": kernel_names, "training": page.training(f"model={index}")}
+            "weights": blocks, "kernels": kernel_names,
+            "training": {**page.training(f"model={index}"), **note}}
 
 
 def weights_of(model, keys):
     """The tensors named keys, as one block of little-endian float32, in base64."""
     state = model.state_dict()
     return floats(torch.cat([state[key].detach().float().cpu().flatten() for key in keys]))
+
+
+def weight_blocks(network, explainers, keys):
+    """Each snapshot's weights, then the final ones, as offline.js reads them: float32 (exact),
+    the number of the block they equal, or compact (compact_weights); the weights the file computes
+    with for each compact block, by snapshot; and the bits a compact weight has."""
+    final = explainers[-1].model.state_dict()
+    bits = next((bits for bits in (32, 8) if sum(final[key].numel() for key in keys) * bits / 6
+                 <= COMPACT_BYTES), 4)  # base64: 6 bits of the file carry 8 of the weights
+    blocks, rounded = [], {}
+    for snapshot, explainer in enumerate(explainers):
+        state, last = explainer.model.state_dict(), snapshot == len(explainers) - 1
+        if not last and all(torch.equal(state[key], final[key]) for key in keys):
+            blocks.append(len(explainers) - 1)  # the last snapshot: the final weights, kept once
+        elif bits == 32 or (last and not made_by_the_page(network)):
+            blocks.append(weights_of(explainer.model, keys))
+        else:
+            block, rounded[snapshot] = compact_weights(state, keys, bits)
+            blocks.append(block)
+    return blocks, rounded, bits
+
+
+def made_by_the_page(network):
+    """Whether network is the untrained one that draw.load_models adds, read from no checkpoint."""
+    from draw import UNTRAINED  # imported here: draw imports this module
+    return network.name == UNTRAINED
+
+
+def compact_weights(state, keys, bits):
+    """The tensors named keys with bits a weight: each row (one unit's weights) as whole multiples
+    of its own scale, its largest magnitude the largest multiple. Returns the block offline.js
+    reads ({bits, scales, codes}: a scale per row, then each code plus 2 ** (bits - 1), packed
+    lowest bits first) and {key: the weights the file computes with}."""
+    largest = 2 ** (bits - 1) - 1
+    scales, codes, rounded = [], [], {}
+    for key in keys:
+        tensor = state[key].detach().float().cpu()
+        rows = tensor.reshape(tensor.shape[0], -1) if tensor.dim() > 1 else tensor.reshape(1, -1)
+        scale = rows.abs().amax(dim=1, keepdim=True) / largest
+        code = (rows / torch.where(scale > 0, scale, 1)).round()
+        scales.append(scale.flatten())
+        codes.append(code.flatten())
+        rounded[key] = (code * scale).reshape(tensor.shape)
+    packed = (torch.cat(codes) + largest + 1).to(torch.uint8)
+    if bits == 4:  # two codes a byte
+        packed = F.pad(packed, (0, len(packed) % 2)).view(-1, 2)
+        packed = packed[:, 0] | (packed[:, 1] << 4)
+    return ({"bits": bits, "scales": floats(torch.cat(scales)),
+             "codes": base64.b64encode(packed.numpy().tobytes()).decode()}, rounded)
+
+
+def rounding_note(page, explainers, rounded, bits):
+    """The sentence the training slider shows when the file rounds snapshots: how many answers
+    to the first images of the first set the rounding changes."""
+    sentence = (f"In this file the weights before the last step are kept with {bits} bits each, "
+                "not 32, to keep it small")
+    if not page.explorer.sets:
+        return sentence + ": their answers can differ a little from PyTorch's."
+    images = page.explorer.sets[0].images[:ROUNDING_IMAGES].to(page.device)
+    changed = 0
+    for snapshot, weights in rounded.items():
+        exact = page.explorer.answers_of(explainers[snapshot], 0)[:ROUNDING_IMAGES].argmax(dim=1)
+        model = copy.deepcopy(explainers[snapshot].model)
+        model.load_state_dict(weights, strict=False)  # the rounded tensors; the rest as it was
+        changed += (predict(model, images) != exact).sum().item()
+    share = changed / (len(images) * len(rounded))
+    return (sentence + f": at those steps, {share:.1%} of the answers to {len(images):,} images of "
+            f"the {page.explorer.sets[0].name} differ from PyTorch's.")
 
 
 def explorer_data(page, shown):

@@ -7,10 +7,8 @@ const EXPORT = JSON.parse(document.getElementById("export-data").textContent);
 
 // ---- Tensors: {shape, data}, the batch first, values in a Float32Array as PyTorch keeps them.
 function tensor(shape, data = new Float32Array(shape.reduce((a, b) => a * b, 1))) { return { shape, data }; }
-function floats(base64) {
-  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-  return new Float32Array(bytes.buffer);
-}
+function bytesOf(base64) { return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0)); }
+function floats(base64) { return new Float32Array(bytesOf(base64).buffer); }
 
 // ---- Each operation's forward and backward, micrograd's way: backward takes the gradient of
 // the output and returns the gradient of the (first) input. Shapes are (B, C, H, W) or (B, N).
@@ -296,8 +294,10 @@ const OPERATIONS = {
 function parameters(network, snapshot) {
   // The tensors of one snapshot, by state_dict key, cut from the snapshot's one block of floats.
   network.cache ??= [];
+  const block = network.weights[snapshot];
+  if (typeof block === "number") return parameters(network, block);  // the same weights as that block
   if (!network.cache[snapshot]) {
-    const all = floats(network.weights[snapshot]), found = {};
+    const all = typeof block === "string" ? floats(block) : unpacked(block, network.tensors), found = {};
     let offset = 0;
     for (const [key, shape] of network.tensors) {
       const size = shape.reduce((a, b) => a * b, 1);
@@ -307,6 +307,25 @@ function parameters(network, snapshot) {
     network.cache[snapshot] = found;
   }
   return network.cache[snapshot];
+}
+
+function unpacked(block, tensors) {
+  // Weights the export rounded (export.compact_weights): each row's codes times the row's scale.
+  // A code is stored plus 2 ** (bits - 1), as an unsigned number of block.bits bits, lowest first.
+  const scales = floats(block.scales), bytes = bytesOf(block.codes), perByte = 8 / block.bits;
+  const mask = (1 << block.bits) - 1, zero = 1 << (block.bits - 1);
+  const values = new Float32Array(tensors.reduce((total, [, shape]) => total + shape.reduce((a, b) => a * b, 1), 0));
+  let n = 0, row = 0;
+  for (const [, shape] of tensors) {
+    const count = shape.reduce((a, b) => a * b, 1), rows = shape.length > 1 ? shape[0] : 1;
+    for (let r = 0; r < rows; r++, row++) {
+      for (let k = 0; k < count / rows; k++, n++) {
+        const code = (bytes[Math.floor(n / perByte)] >> (block.bits * (n % perByte))) & mask;
+        values[n] = (code - zero) * scales[row];
+      }
+    }
+  }
+  return values;
 }
 
 function argumentValue(argument, outputs) {

@@ -5,6 +5,7 @@ Usage: python -m unittest -v test_export   (MNIST_ROOT=... uses 100 real MNIST d
 """
 import base64
 import contextlib
+import copy
 import glob
 import io
 import json
@@ -14,6 +15,7 @@ import shutil
 import unittest
 import warnings
 import zipfile
+from unittest import mock
 
 import torch
 import torch.nn as nn
@@ -22,7 +24,9 @@ from PIL import Image
 
 import data
 import draw
+import evaluation
 import export
+import runs
 import train
 from benchmark_export import ANSWER_DIGITS, digits_of, drawing_of
 from fixtures import draw_shape, make_fake_mnist, make_shapes_mnist, run_script, temporary_folder
@@ -71,6 +75,56 @@ class SoftmaxNet(nn.Module):
         h = F.relu(self.fc(torch.flatten(x, 1)))
         h = h + torch.log_softmax(h, 1) + F.softmax(h, dim=1)
         return self.last(self.out(h))
+
+
+class ExamplesNet(nn.Module):
+    """pytorch/examples' mnist/main.py Net, as it is pasted into model.py."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = F.relu(x)
+        x = self.conv2(x)
+        x = F.relu(x)
+        x = F.max_pool2d(x, 2)
+        x = self.dropout1(x)
+        x = torch.flatten(x, 1)
+        x = self.fc1(x)
+        x = F.relu(x)
+        x = self.dropout2(x)
+        x = self.fc2(x)
+        output = F.log_softmax(x, dim=1)
+        return output
+
+
+@contextlib.contextmanager
+def examples_net_in_model_py():
+    """The scripts build ExamplesNet wherever they build model.py's Net, as if it were pasted there."""
+    with mock.patch.object(train, "Net", ExamplesNet), mock.patch.object(evaluation, "Net", ExamplesNet), \
+            mock.patch.object(draw, "Net", ExamplesNet):
+        yield
+
+
+def exported_data(path):
+    with open(path, encoding="utf-8") as file:
+        return json.loads(re.search(r'id="export-data">(.*?)</script>', file.read(), re.S).group(1))
+
+
+def exact_weights(network, block):
+    """An exported float32 block of network's weights, as one tensor."""
+    return torch.frombuffer(bytearray(base64.b64decode(network["weights"][block])), dtype=torch.float32)
+
+
+def flat(state, network):
+    return torch.cat([state[key].flatten() for key, _ in network["tensors"]])
 
 
 class GeluNet(nn.Module):
@@ -251,6 +305,35 @@ class ExportTest(unittest.TestCase):
         self.assertRegex(str(caught.exception), r"^the exported page cannot compute F\.log_softmax \(forward")
         self.assertNotIn("\n", str(caught.exception))
 
+    def test_pytorch_examples_net_with_13_snapshots_is_at_most_20_mb_its_final_weights_exact(self):
+        torch.manual_seed(0)
+        model, steps, snapshots = ExamplesNet(), runs.snapshot_steps(3 * 937), []
+        for step in steps:  # weights that move between snapshots, as a run's do
+            snapshots.append({"step": step, "model": copy.deepcopy(model.state_dict())})
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.add_(torch.randn_like(parameter), alpha=0.01)
+        path, target = os.path.join(TEMP, "examples.pt"), os.path.join(TEMP, "examples.html")
+        torch.save({"model": snapshots[-1]["model"], "snapshots": snapshots,
+                    "history": {"loss": [1.0] * steps[-1], "accuracy": [0.5] * steps[-1]}}, path)
+        with examples_net_in_model_py():
+            code, _, err = run_script(draw, [path, "--data-dir", SHAPES, "--export", target])
+        self.assertEqual(code, 0, err)
+        self.assertLessEqual(os.path.getsize(target), 20 * 2**20)
+        trained, untrained = exported_data(target)["networks"]
+        self.assertEqual(len(trained["weights"]), 14)  # 13 snapshots, then the final weights
+        self.assertTrue(torch.equal(exact_weights(trained, 13), flat(snapshots[-1]["model"], trained)))
+        self.assertEqual(trained["weights"][12], 13)  # the last snapshot: the final weights
+        self.assertEqual({block["bits"] for block in trained["weights"][:12] + untrained["weights"]}, {4})
+        self.assertRegex(trained["training"]["note"],
+                         r"^In this file the weights before the last step are kept with 4 bits each, not 32, "
+                         r".* \d+\.\d% of the answers")
+        # The tutorial's network stays exact, every snapshot.
+        tutorial, checkpoint = exported_data(FILE)["networks"][0], torch.load(MODEL, weights_only=True)
+        for block, snapshot in enumerate(checkpoint["snapshots"][:-1]):
+            self.assertTrue(torch.equal(exact_weights(tutorial, block), flat(snapshot["model"], tutorial)))
+        self.assertNotIn("note", tutorial["training"])
+
     def test_a_folder_of_pictures_is_explored_in_the_file_too(self):
         folder = picture_folder(os.path.join(TEMP, "pictures"))
         target = os.path.join(TEMP, "pictures.html")
@@ -411,6 +494,28 @@ class FileInBrowserTest(unittest.TestCase):
                 reply = self.call("step", request)
                 self.assertLessEqual(difference(reply["answer"], as_json(EDITED_PAGE.step(request))),
                                      1e-4, (network.name, stage["name"]))
+
+    def test_pytorch_examples_net_answers_as_the_server_and_its_slider_as_its_rounded_weights(self):
+        path, target = os.path.join(TEMP, "examples_run.pt"), os.path.join(TEMP, "examples_run.html")
+        with examples_net_in_model_py():
+            code, _, err = run_script(train, ["--data-dir", SHAPES, "--device", "cpu", "--epochs", "1",
+                                              "--out", path])
+            self.assertEqual(code, 0, err)
+            code, _, err = run_script(draw, [path, "--data-dir", SHAPES, "--export", target])
+            self.assertEqual(code, 0, err)
+            page = draw.Page(draw.load_models([path], "cpu"), "cpu")
+        self.open(target)
+        self.wait_for(lambda: "kept with 4 bits each" in self.text("training-note"), "the slider's note")
+        identical = sum(same_answer(self, answer, as_json(page.predict({"pixels": drawing_of(digit)})))
+                        for digit, answer in zip(DIGITS[:4], self.predict_drawings(DIGITS[:4])))
+        self.assertGreaterEqual(identical, 3)
+        # A snapshot on the slider: PyTorch with the weights the file rounded gives the file's answer.
+        network, keys = page.networks[0], [key for key, _ in exported_data(target)["networks"][0]["tensors"]]
+        model = copy.deepcopy(network.snapshots[2][1])
+        model.load_state_dict(export.compact_weights(model.state_dict(), keys, 4)[1], strict=False)
+        rounded = draw.Page([draw.Network(network.name, model)], "cpu")
+        for digit, answer in zip(DIGITS[4:6], self.predict_drawings(DIGITS[4:6], snapshot=2)):
+            same_answer(self, answer, as_json(rounded.predict({"pixels": drawing_of(digit)})))
 
     def test_models_kernels_training_and_the_explorer_equal_the_servers(self):
         self.assertEqual(self.call("models")["answer"], {**as_json(PAGE.model_list()),
