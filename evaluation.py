@@ -293,7 +293,23 @@ def build_model(state_dict, path, device):
                     (("missing", missing), ("unexpected", unexpected), ("shape", reshaped)) if keys]
         raise UserError(f"{path}: weights of another architecture ({'; '.join(problems)})")
     model.load_state_dict(state_dict)  # strict: every key and shape was checked above
-    return model.to(device).eval()
+    if overflows(model.eval()):
+        raise UserError(f"{path}: its weights are numbers, but so large that the network computes "
+                        "values that are not numbers (NaN or infinite) from an image")
+    return model.to(device)
+
+
+@torch.no_grad()
+def overflows(model):
+    """Whether the network computes NaN or infinities from a few seeded random images; weights
+    that are all numbers can still overflow float32 on the way. A network that cannot take
+    MNIST's shape at all is left to say so where it is used."""
+    images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    try:
+        output = model(images)
+    except Exception:  # noqa: BLE001  (any forward() error shows again, in place, when it is used)
+        return False
+    return not torch.isfinite(output).all().item()
 
 
 @torch.no_grad()

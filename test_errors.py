@@ -163,6 +163,11 @@ class CheckpointFieldTest(ErrorTestCase):
             "history": {"loss": [2.3, float("nan")], "accuracy": [0.1, 0.2]}},
             "history 'loss' at step 2 is nan, not a number")
 
+    def test_weights_so_large_that_the_network_overflows_are_refused(self):
+        weights = {key: value * 1e30 for key, value in TutorialModel().state_dict().items()}
+        self.check_every_reader("huge.pt", {"model": weights}, "its weights are numbers, but so "
+                                "large that the network computes values that are not numbers")
+
     def test_fields_of_the_wrong_type_are_one_line(self):
         weights = TutorialModel().state_dict()
         cases = [({"model": {0: torch.zeros(3), **weights}}, "model has a key that is not a name: 0"),
