@@ -9,10 +9,10 @@ import sys
 import torch
 from PIL import Image, ImageDraw
 
-from cli import (add_data_and_device_arguments, device_line, output_path, run_main,
-                 save_atomically, set_threads)
-from data import DataError, load_mnist, read_labelled_folder, read_picture, to_pixels
-from evaluation import accuracy, confusion_matrix, load_model, predict
+from cli import (accuracy, add_data_and_device_arguments, confusion_matrix, device_line, load_model,
+                 output_path, predict, run_main, save_atomically, set_threads)
+from data import DataError, load_mnist, to_pixels
+from extras.pictures import read_labelled_folder, read_picture
 
 
 def print_per_class(labels, predictions):

@@ -1,23 +1,118 @@
-"""Tests of the network and of a whole train -> checkpoint -> test run, offline.
+"""Tests of the network and of a whole train -> checkpoint -> test run, offline, on a small fake
+MNIST of its own: no other test file is needed.
 
-Usage: python -m unittest -v   (set MNIST_ROOT to a folder holding MNIST/raw/ to add the real-data tests)
+Usage: python -m unittest -v test_smoke   (MNIST_ROOT=folder holding MNIST/raw/ adds real-data tests)
 """
+import contextlib
+import io
 import os
 import re
+import struct
 import subprocess
 import sys
 import tempfile
 import unittest
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
+import torchvision.transforms as transforms
 
-import evaluation
+import cli
 import test
 import train
-from fixtures import (HERE, MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, TutorialModel,
-                      make_fake_mnist, run_script, run_subprocess, temporary_folder)
 from model import Net, tutorial_model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Real MNIST, for the few tests that need it; they skip with this reason without it.
+MNIST_ROOT = os.environ.get("MNIST_ROOT", "")
+NO_REAL_MNIST = (not os.path.isfile(os.path.join(MNIST_ROOT, "MNIST", "raw", "t10k-images-idx3-ubyte")),
+                 "set MNIST_ROOT to a folder holding MNIST/raw/ (real MNIST) to run this test")
+
+
+class TutorialModel(nn.Module):
+    """The tutorial's class, copied as written: the reference our model must match."""
+
+    def __init__(self):
+        super(TutorialModel, self).__init__()
+        self.convolution1 = nn.Conv2d(in_channels=1, out_channels=6, kernel_size=5)
+        self.convolution2 = nn.Conv2d(in_channels=6, out_channels=16, kernel_size=5)
+        self.conv_dropout = nn.Dropout()
+        self.fc1 = nn.Linear(in_features=16*4*4, out_features=30)
+        self.fc2 = nn.Linear(in_features=30, out_features=10)
+        self.pool = nn.MaxPool2d(2, 2)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.convolution1(x)))
+        x = self.conv_dropout(x)
+        x = self.pool(F.relu(self.convolution2(x)))
+        x = x.view(-1, 16*4*4)
+        x = self.fc1(x)
+        y = self.fc2(x)
+        return y
+
+
+# The tutorial's transform, as written.
+TUTORIAL_TRANSFORM = transforms.Compose([
+    transforms.ToTensor(),
+    transforms.Normalize((0.5,), (0.5,)),
+])
+
+
+def temporary_folder():
+    """Return a new temporary folder, removed when the test module ends (call in setUpModule)."""
+    folder = tempfile.TemporaryDirectory()
+    unittest.addModuleCleanup(folder.cleanup)
+    return folder.name
+
+
+def write_idx(path, array):
+    """Write a uint8 tensor in MNIST's raw IDX format: magic, big-endian sizes, bytes."""
+    with open(path, "wb") as file:
+        file.write(bytes([0, 0, 8, array.dim()]))
+        file.write(struct.pack(f">{array.dim()}I", *array.shape))
+        file.write(array.numpy().tobytes())
+
+
+def make_fake_mnist(root, train_size=1000, test_size=200, seed=0):
+    """Write a small MNIST look-alike under root/MNIST/raw: digit d is a bright bar at row 2 + 2d.
+
+    The bars make the task learnable in a few steps; noise makes every image different.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    raw_dir = os.path.join(root, "MNIST", "raw")
+    os.makedirs(raw_dir, exist_ok=True)
+    for prefix, size in (("train", train_size), ("t10k", test_size)):
+        labels = torch.randint(0, 10, (size,), generator=generator)
+        images = torch.randint(0, 60, (size, 28, 28), generator=generator)
+        rows = 2 + 2 * labels
+        images[torch.arange(size), rows, 4:24] = 255
+        write_idx(os.path.join(raw_dir, f"{prefix}-images-idx3-ubyte"), images.to(torch.uint8))
+        write_idx(os.path.join(raw_dir, f"{prefix}-labels-idx1-ubyte"), labels.to(torch.uint8))
+    return root
+
+
+def run_script(module, argv):
+    """Run module.main(argv) as its script does, in this process: return (exit code, out, err)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.run_main(lambda: module.main(argv))
+        except SystemExit as exit:
+            code = exit.code
+            if isinstance(code, str):  # sys.exit("message") prints it and exits 1
+                err.write(code + "\n")
+                code = 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_subprocess(script, *argv, **kwargs):
+    """Run one of our scripts as a user would; return the CompletedProcess."""
+    return subprocess.run([sys.executable, os.path.join(HERE, script), *argv], cwd=HERE,
+                          capture_output=True, text=True, timeout=120, **kwargs)
+
 
 
 def setUpModule():
@@ -56,17 +151,17 @@ class ModelTest(unittest.TestCase):
     def test_predict_leaves_the_model_in_the_mode_it_found(self):
         model = Net().train()
         images = torch.randn(8, 1, 28, 28)
-        first, again = evaluation.predict(model, images), evaluation.predict(model, images)
+        first, again = cli.predict(model, images), cli.predict(model, images)
         self.assertTrue(torch.equal(first, again))  # dropout was off while predicting
         self.assertTrue(model.training and model.conv_dropout.training)
-        evaluation.predict(model.eval(), images)
+        cli.predict(model.eval(), images)
         self.assertFalse(model.training)
 
     def test_scripts_import_from_a_notebook_in_another_folder(self):
         # A notebook appends the project folder to sys.path, after the standard library, whose
         # own 'test' package then shadows test.py: nothing may import from test.py.
         code = (f"import sys; sys.path.append({HERE!r}); "
-                "import train, evaluation, data, model, cli; print(evaluation.EVAL_BATCH_SIZE)")
+                "import train, data, model, cli; print(cli.EVAL_BATCH_SIZE)")
         with tempfile.TemporaryDirectory() as elsewhere:
             result = subprocess.run([sys.executable, "-c", code], cwd=elsewhere,
                                     capture_output=True, text=True, timeout=120)
@@ -141,7 +236,7 @@ class RealMnistTest(unittest.TestCase):
         accuracy = torch.load(out, weights_only=True)["test_accuracy"]
         self.assertGreaterEqual(accuracy, 0.96, stdout)
         # An independent count on the same weights, one image at a time through torchvision.
-        model = evaluation.load_model(out, "cpu")
+        model = cli.load_model(out, "cpu")
         reference = torchvision.datasets.MNIST(MNIST_ROOT, train=False, transform=TUTORIAL_TRANSFORM)
         loader = torch.utils.data.DataLoader(reference, batch_size=64)
         with torch.no_grad():

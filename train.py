@@ -13,15 +13,16 @@ import time
 import torch
 import torch.nn as nn
 
-from augment import AUGMENTATIONS, augmented
-from cli import (UserError, add_data_and_device_arguments, checked, device_line, non_negative_int,
-                 output_path, positive_int, run_main, save_atomically, set_threads)
-from curves import save_curves
-from data import background, load_mnist, read_labelled_folder, train_batches
-from evaluation import evaluate, load_model, read_checkpoint
+from cli import (UserError, add_data_and_device_arguments, checked, device_line, evaluate,
+                 load_model, non_negative_int, output_path, positive_int, read_checkpoint,
+                 run_main, save_atomically, set_threads)
+from data import background, load_mnist, train_batches
+from extras.augment import AUGMENTATIONS, augmented
+from extras.curves import save_curves
+from extras.pictures import read_labelled_folder
+from extras.runs import (check_same_pictures, checkpoint_of, continue_run, flag_of, given_flags,
+                         on_cpu, pictures_record, restore, save_interrupted, snapshot_steps)
 from model import Net
-from runs import (check_same_pictures, checkpoint_of, continue_run, flag_of, given_flags,
-                  on_cpu, pictures_record, restore, save_interrupted, snapshot_steps)
 
 # Training counts as diverged when a step's loss is NaN, infinite or above this. Guessing
 # uniformly costs ln(10) = 2.30; a loss 40 times that means the weights have blown up (a huge

@@ -1,7 +1,7 @@
 """Measure the exported page (draw.py --export) in headless Chromium on this machine: its size, how
 fast it opens and answers, and how closely its answers follow the server's (PyTorch's).
 
-Usage: python benchmark_export.py model.pt [recipe.pt ...] --data-dir mnist [--digits 100]
+Usage: python -m tools.benchmark_export model.pt [recipe.pt ...] --data-dir mnist [--digits 100]
 """
 import argparse
 import base64
@@ -15,11 +15,12 @@ import time
 
 import torch
 
-import draw
-import export
-from benchmark_page import drawing
 from cli import UserError, add_data_and_device_arguments, positive_int, run_main, set_threads
 from data import load_mnist, to_pixels
+from page import export
+from page.routes import Page, load_models, load_sets
+from page.server import answer
+from tools.benchmark_page import drawing
 
 # In the page: times each route n times (ms), after one call that warms the page's code up.
 TIME_ROUTES = """
@@ -113,15 +114,16 @@ def agreement(session, page, digits):
         answers += session.execute_async_script(ANSWER_DIGITS, digits[start:start + 10], {})
     same = identical = close = 0
     stages = pixels = 0.0
-    for digit, answer in zip(digits, answers):
-        server = json.loads(json.dumps(page.predict({"pixels": drawing_of(digit)})))
-        same += answer["prediction"] == server["prediction"]
-        gap = max(abs(a - b) for a, b in zip(answer["input"]["values"], server["input"]["values"]))
+    for digit, offline in zip(digits, answers):
+        request = {"pixels": drawing_of(digit)}
+        server = json.loads(json.dumps(answer(page, "POST", "/predict", request)))
+        same += offline["prediction"] == server["prediction"]
+        gap = max(abs(a - b) for a, b in zip(offline["input"]["values"], server["input"]["values"]))
         close += gap <= 1 / 255 + 1e-5
         if gap <= 1e-5:
             identical += 1
-            stages = max(stages, largest_difference(answer, server))
-            pixels = max(pixels, max(abs(a - b) for a, b in zip(answer["attribution"]["values"],
+            stages = max(stages, largest_difference(offline, server))
+            pixels = max(pixels, max(abs(a - b) for a, b in zip(offline["attribution"]["values"],
                                                                  server["attribution"]["values"])))
     return same, identical, close, stages, pixels
 
@@ -135,7 +137,7 @@ def main(argv=None):
     add_data_and_device_arguments(parser)
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    sets, missing = draw.load_sets(args.data_dir, None)
+    sets, missing = load_sets(args.data_dir, None)
     if missing:
         raise UserError(missing)
     folder = tempfile.mkdtemp()
@@ -143,7 +145,7 @@ def main(argv=None):
     try:
         sizes, pages = {}, {}
         for name, checkpoints in (("one", args.checkpoints[:1]), ("all", args.checkpoints)):
-            pages[name] = draw.Page(draw.load_models(checkpoints, args.device), args.device, sets)
+            pages[name] = Page(load_models(checkpoints, args.device), args.device, sets)
             sizes[name] = export.export_page(pages[name], os.path.join(folder, f"{name}.html"))
         session = chromium()
         version = session.capabilities.get("browserVersion", "?")
@@ -151,7 +153,8 @@ def main(argv=None):
         buffer = io.BytesIO()
         drawing().save(buffer, format="PNG")
         body = {"picture": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
-        stage = [layer["name"] for layer in pages["one"].predict(dict(body))["layers"]
+        layers = answer(pages["one"], "POST", "/predict", dict(body))["layers"]
+        stage = [layer["name"] for layer in layers
                  if layer["kind"] == "convolution"][-1]  # convolution2 in the tutorial's network
         step = {**body, "stage": stage, "map": 3, "row": 3, "column": 3}
         times = session.execute_async_script(TIME_ROUTES, [
@@ -160,7 +163,7 @@ def main(argv=None):
         server = []
         for _ in range(20):
             start = time.perf_counter()
-            json.dumps(pages["one"].predict(dict(body)))
+            json.dumps(answer(pages["one"], "POST", "/predict", dict(body)))
             server.append((time.perf_counter() - start) * 1e3)
         digits = digits_of(load_mnist(args.data_dir, train=False)[0], args.digits)
         same, identical, close, stages, pixels = agreement(session, pages["one"], digits)

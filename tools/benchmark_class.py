@@ -2,7 +2,7 @@
 one epoch started together, against the same runs one after another, with PyTorch's own thread
 count (one per CPU) and with the scripts' default; ratios from this one run.
 
-Usage: python benchmark_class.py --data-dir mnist [--runs 1 2 4 8] [--pytorch-runs 1 2 4 8]
+Usage: python -m tools.benchmark_class --data-dir mnist [--runs 1 2 4 8] [--pytorch-runs 1 2 4 8]
        [--alone 5]
 """
 import argparse
@@ -15,7 +15,7 @@ import time
 
 from cli import default_threads, positive_int, run_main, usable_cpus
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where train.py is
 
 
 def parse_args(argv=None):
@@ -38,7 +38,7 @@ def parse_args(argv=None):
 def runs_together(count, threads, args, folder):
     """Start count train.py runs at once (threads None: the scripts' default); return the seconds
     until the last one has finished."""
-    command = [sys.executable, os.path.join(HERE, "train.py"), "--data-dir", args.data_dir,
+    command = [sys.executable, os.path.join(ROOT, "train.py"), "--data-dir", args.data_dir,
                "--device", "cpu", "--epochs", str(args.epochs), "--no-snapshots"]
     # PyTorch's own default, one thread per CPU, is asked for by number: without --threads the
     # scripts now choose their own.

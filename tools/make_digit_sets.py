@@ -1,6 +1,6 @@
 """Write the sets of handwritten digits that are not MNIST, as folders for test.py --images-dir.
 
-Usage: python make_digit_sets.py digit_sets [--semeion handwriting/semeion]
+Usage: python -m tools.make_digit_sets digit_sets [--semeion handwriting/semeion]
        then: python test.py model.pt --images-dir digit_sets/uci --per-class
        uci/: the 1,797 digits of 43 writers that scikit-learn ships (pip install scikit-learn)
        drawn/: 500 digits drawn with pen strokes as the drawing page draws them, seeded

@@ -1,7 +1,7 @@
 """Write lesson.ipynb from docs/lesson.md, its one source: the prose as Markdown cells and each code
 block as a code cell, in order, without outputs.
 
-Usage: python make_notebook.py [--check]   (--check: exit 1 if lesson.ipynb is not what it makes)
+Usage: python -m tools.make_notebook [--check]   (--check: exit 1 if lesson.ipynb is not what it makes)
 """
 import argparse
 import json
@@ -11,9 +11,9 @@ import sys
 
 from cli import run_main, save_atomically
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-LESSON = os.path.join(HERE, "docs", "lesson.md")
-NOTEBOOK = os.path.join(HERE, "lesson.ipynb")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LESSON = os.path.join(ROOT, "docs", "lesson.md")
+NOTEBOOK = os.path.join(ROOT, "lesson.ipynb")
 
 
 def cell(kind, text, number):
@@ -63,8 +63,8 @@ def main(argv=None):
         except OSError:
             current = None
         if current != text:
-            sys.exit("error: lesson.ipynb is not what docs/lesson.md makes; run: python "
-                     "make_notebook.py")
+            sys.exit("error: lesson.ipynb is not what docs/lesson.md makes; run: python -m "
+                     "tools.make_notebook")
         print("lesson.ipynb is up to date")
         return
     save_atomically(NOTEBOOK, lambda file: file.write(text.encode("utf-8")))

@@ -10,9 +10,8 @@ import sys
 
 import torch
 
-from cli import UserError, save_atomically
+from cli import UserError, build_model, is_number, save_atomically, shown
 from data import to_pixels
-from evaluation import build_model, is_number, shown
 
 # What --resume takes from the run, and refuses to change: anything that makes it another run.
 RUN_FLAGS = ("batch_size", "lr", "weight_decay", "schedule", "augment", "no_dropout_epochs",

@@ -1,7 +1,7 @@
 """Measure the drawing page's server on this machine: start-up, one prediction with every stage,
 each click, then a class of 30 drawing at once over loopback for 30 s, every answer checked.
 
-Usage: python benchmark_page.py model.pt --data-dir mnist [--clients 30] [--seconds 30]
+Usage: python -m tools.benchmark_page model.pt --data-dir mnist [--clients 30] [--seconds 30]
 """
 import argparse
 import base64
@@ -18,8 +18,9 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.transforms.functional import pil_to_tensor
 
-import draw
 from cli import UserError, add_data_and_device_arguments, positive_int, run_main, set_threads
+from page.routes import Page, load_models, load_sets
+from page.server import answer, make_server
 
 
 def drawing():
@@ -124,20 +125,20 @@ def main(argv=None):
     startup = {}
     for name, data_dir in (("without MNIST", os.devnull), ("with MNIST", args.data_dir)):
         start = time.perf_counter()  # what draw.py does before it listens: load, then evaluate
-        networks = draw.load_models([args.checkpoint], args.device)
-        sets, missing = draw.load_sets(data_dir, None)
-        page = draw.Page(networks, args.device, sets, missing)
+        networks = load_models([args.checkpoint], args.device)
+        sets, missing = load_sets(data_dir, None)
+        page = Page(networks, args.device, sets, missing)
         startup[name] = time.perf_counter() - start
     if missing:
         raise UserError(missing)
-    server = draw.make_server(networks, "127.0.0.1", 0, args.device, sets)  # loopback only
+    server = make_server(networks, "127.0.0.1", 0, args.device, sets)  # loopback only
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     request, numbers = page_request(), numbers_request()
     body, numbers_body = json.dumps(request).encode(), json.dumps(numbers).encode()
     try:
         page = server.RequestHandlerClass.page
-        confusion = page.testset("model=0")["confusion"]
+        confusion = answer(page, "GET", "/testset", "model=0")["confusion"]
         cell = max((count, true, predicted) for true, row in enumerate(confusion)
                    for predicted, count in enumerate(row) if true != predicted)
         cells = [send(port, f"/examples?model=0&true={cell[1]}&predicted={cell[2]}")[0]
@@ -145,7 +146,7 @@ def main(argv=None):
         inside = []
         for _ in range(50):  # preparation, forward pass with every layer, JSON: no HTTP
             start = time.perf_counter()
-            json.dumps(page.predict(json.loads(body)))
+            json.dumps(answer(page, "POST", "/predict", json.loads(body)))
             inside.append(time.perf_counter() - start)
         single = [send(port, "/predict", body)[0] for _ in range(50)]
         single_numbers = [send(port, "/predict", numbers_body)[0] for _ in range(50)]

@@ -1,7 +1,7 @@
 """Time one training epoch several ways (the tutorial's DataLoader over PIL images, ours, batches cut
 in advance, ours with augmentation), then the whole scripts, and print ratios from this one run.
 
-Usage: python benchmark.py --data-dir mnist [--device cuda] [--batch-size 256]
+Usage: python -m tools.benchmark --data-dir mnist [--device cuda] [--batch-size 256]
 """
 import argparse
 import contextlib
@@ -17,10 +17,12 @@ import torch.nn as nn
 import torchvision
 
 import train
-from augment import AUGMENTATIONS, augmented
 from cli import add_data_and_device_arguments, non_negative_int, positive_int, run_main, set_threads
 from data import background, load_mnist, train_batches, transform
+from extras.augment import AUGMENTATIONS, augmented
 from model import Net
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where train.py is
 
 
 def parse_args(argv=None):
@@ -128,15 +130,14 @@ def time_command(*argv):
 
 
 def time_scripts(args, precut_seconds):
-    here = os.path.dirname(os.path.abspath(__file__))
     python = sys.executable
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "model.pt")
         common = ["--data-dir", args.data_dir, "--device", args.device, "--out", out]
         imports = time_command(python, "-c", "import torch, torchvision")
-        one = time_command(python, os.path.join(here, "train.py"), "--epochs", "1", *common)
-        two = time_command(python, os.path.join(here, "train.py"), "--epochs", "2", *common)
-        evaluation = time_command(python, os.path.join(here, "test.py"), out,
+        one = time_command(python, os.path.join(ROOT, "train.py"), "--epochs", "1", *common)
+        two = time_command(python, os.path.join(ROOT, "train.py"), "--epochs", "2", *common)
+        evaluation = time_command(python, os.path.join(ROOT, "test.py"), out,
                                   "--data-dir", args.data_dir, "--device", args.device)
     rows = [("python -c 'import torch, torchvision'", imports, "1.00x"),
             ("python test.py model.pt", evaluation, f"{evaluation / imports:.2f}x the import"),

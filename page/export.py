@@ -16,11 +16,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from cli import UserError, save_atomically
+from cli import UserError, predict, save_atomically
 from data import MEAN, STD, to_pixels
-from evaluation import predict
-from explain import (ATTRIBUTION_STEPS, DROPOUT_ARGUMENTS, INK_RANGE, POOL_ARGUMENTS, UNSURE_BELOW,
-                     arguments_of, code_of, padding_of, pair, plain_pool)
+from page.explain import (ATTRIBUTION_STEPS, DROPOUT_ARGUMENTS, INK_RANGE, POOL_ARGUMENTS,
+                          UNSURE_BELOW, arguments_of, code_of, padding_of, pair, plain_pool)
+from page.routes import UNTRAINED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MARKER = "<!-- export: the exported file's back end goes here -->"
@@ -277,8 +277,7 @@ def weight_blocks(network, explainers, keys):
 
 
 def made_by_the_page(network):
-    """Whether network is the untrained one that draw.load_models adds, read from no checkpoint."""
-    from draw import UNTRAINED  # imported here: draw imports this module
+    """Whether network is the untrained one that routes.load_models adds, read from no checkpoint."""
     return network.name == UNTRAINED
 
 

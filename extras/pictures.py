@@ -1,0 +1,201 @@
+"""Pictures of your own digits, prepared as MNIST's were: one file (test.py --image), a labelled
+folder (--images-dir), read within limits (formats, pixels).
+
+Usage: from extras.pictures import read_picture, read_labelled_folder, prepare_digit
+"""
+import math
+import os
+import struct
+import sys
+import warnings
+
+import numpy as np
+import torch
+import torchvision
+import torchvision.transforms as transforms
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from data import DataError, transform
+
+DIGITS = [str(digit) for digit in range(10)]  # the names of a labelled folder's subfolders
+# A picture of more pixels than this is refused before it is decoded: a 9000 x 9000 PNG of a white
+# page is 133 KB but takes 1.7 GB of memory to prepare. A JPEG is decoded at 1/2, 1/4 or 1/8 of
+# its size instead, so a phone's photo still works. 4096 x 4096 is far more than a digit needs.
+MAX_PIXELS = 4096 * 4096
+# The formats a picture of a digit comes in: photos (JPEG, and phones' MPO, which Pillow opens as
+# JPEG), screenshots and drawings (PNG), pictures saved from the web (WebP, GIF), Paint's BMP and
+# scanners' TIFF. No other is opened: Pillow reads EPS by running its PostScript in Ghostscript,
+# another program, and the rarer formats' readers are code no digit needs.
+PICTURE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+
+
+def prepare_digit(picture):
+    """Return a PIL picture of one handwritten digit as a (1, 28, 28) tensor, prepared as MNIST was.
+
+    MNIST's digits are bright ink on black, cropped to the ink, scaled to fit 20x20 keeping their
+    aspect ratio, and centred by their centre of mass in a 28x28 field; any size and colours work.
+    """
+    transparent = "transparency" in picture.info or (
+        "A" in picture.getbands() and picture.getchannel("A").getextrema()[0] < 255)
+    if transparent:  # lay it on white (a page's canvas is opaque: nothing to do)
+        white = Image.new("RGBA", picture.size, "white")
+        picture = Image.alpha_composite(white, picture.convert("RGBA"))
+    gray = grey_levels(picture)  # (H, W), 0 black to 1 white
+    background = gray.median()
+    if background > 0.5:  # mostly light: dark ink on a light page, so turn it into light on dark
+        gray, background = 1 - gray, 1 - background
+    ink = (gray - background).clamp(min=0)  # paper is rarely pure white: its level becomes 0
+    if ink.max() < 0.1:
+        raise DataError("no digit found: the picture has (almost) one colour")
+    ink = ink / ink.max()
+    rows = (ink > 0.2).any(dim=1).nonzero()
+    columns = (ink > 0.2).any(dim=0).nonzero()
+    ink = ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]  # cropped to the ink
+    scale = 20 / max(ink.shape)
+    height, width = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
+    ink = torch.nn.functional.interpolate(ink[None, None], size=(height, width), mode="bilinear",
+                                          antialias=True)[0, 0]  # (height, width), both <= 20
+    # MNIST's digits have their centre of mass at row 14, column 14 (measured: 13.99, 14.01).
+    mass_row = (ink.sum(dim=1) * torch.arange(height)).sum() / ink.sum()
+    mass_column = (ink.sum(dim=0) * torch.arange(width)).sum() / ink.sum()
+    top = min(max(round(14 - mass_row.item()), 0), 28 - height)
+    left = min(max(round(14 - mass_column.item()), 0), 28 - width)
+    field = torch.zeros(28, 28)
+    field[top:top + height, left:left + width] = ink
+    # Back to 8-bit pixels as MNIST stores them, then the tutorial's transform.
+    return transform((field * 255).round().to(torch.uint8).numpy())  # (1, 28, 28)
+
+
+def grey_levels(picture):
+    """The picture's brightness as (H, W) floats from 0 to 1; 16-bit greys (scanners) keep their
+    full range, which Pillow's convert("L") would clip at 255 of 65535."""
+    if picture.mode == "I" or picture.mode.startswith("I;16"):
+        levels = torch.from_numpy(np.asarray(picture).astype(np.float32))
+        return (levels / 65535).clamp(0, 1)
+    return transforms.functional.pil_to_tensor(picture.convert("L"))[0].float() / 255
+
+
+def open_within_limit(file, max_pixels=None):
+    """Open a picture in one of PICTURE_FORMATS and decode it, within max_pixels (MAX_PIXELS if
+    None): a JPEG decoded smaller, others refused from their header, before any pixel is in
+    memory."""
+    max_pixels = max_pixels or MAX_PIXELS
+    with warnings.catch_warnings():
+        # Too many pixels are refused below with a message of ours; Pillow's warning while
+        # opening such a file would only repeat it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        picture = Image.open(file, formats=PICTURE_FORMATS)  # reads the header only
+    try:
+        width, height = picture.size
+        if picture.format in ("JPEG", "MPO") and width * height > max_pixels:
+            # The decoder can skip to 1/2, 1/4 or 1/8 of the size: the least reduction that fits.
+            factor = next((f for f in (2, 4, 8) if (width / f) * (height / f) <= max_pixels), 8)
+            picture.draft(picture.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+        if picture.width * picture.height > max_pixels:
+            raise Image.DecompressionBombError(f"{width} x {height} pixels, at most "
+                                               f"{max_pixels:,} are read")
+        picture.load()  # decode every pixel now, so that damage shows here
+    except BaseException:
+        picture.close()
+        raise
+    return picture
+
+
+def refused_format(file):
+    """Why a file that is none of PICTURE_FORMATS is not read, naming its format where Pillow's
+    checks of its first bytes know it (those checks only compare bytes: no reader runs)."""
+    Image.init()
+    if hasattr(file, "read"):
+        file.seek(0)
+        prefix = file.read(16)
+    else:
+        try:
+            with open(file, "rb") as opened:
+                prefix = opened.read(16)
+        except OSError:  # gone since Pillow read it: its format is unknown
+            prefix = b""
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            answer = accept(prefix) if accept else None
+        except (IndexError, TypeError, struct.error):  # too few bytes for that format's check
+            answer = None
+        if answer and not isinstance(answer, str):  # a string: Pillow's warning, not a match
+            return f"{name} files are not read, only {', '.join(PICTURE_FORMATS)}"
+    return f"not an image file of a format this reads ({', '.join(PICTURE_FORMATS)})"
+
+
+def read_picture(file, name, max_pixels=None):
+    """Return the digit pictured in file (a path or a binary file) as a (1, 28, 28) tensor.
+
+    Any problem is a DataError that starts with name: a missing file, not a picture (or one of a
+    format not read), a damaged one (Pillow's decoders raise many kinds of exception on damaged
+    bytes), more than max_pixels (MAX_PIXELS if None), or no digit in it.
+    """
+    try:
+        with open_within_limit(file, max_pixels) as picture:
+            # Phones store photos sideways plus an Orientation tag; turn them upright.
+            picture = ImageOps.exif_transpose(picture)
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{name}: too many pixels for a picture of one digit ({error}); "
+                        "scale it down") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: {refused_format(file)}") from None
+    except OSError as error:
+        if error.strerror:  # missing, a folder, no permission to read
+            raise DataError(f"{name}: {error.strerror}") from None
+        raise DataError(f"{name}: damaged picture ({one_line(error)})") from None
+    except Exception as error:  # noqa: BLE001  (damaged bytes: SyntaxError, ValueError, ...)
+        raise DataError(f"{name}: damaged picture "
+                        f"({type(error).__name__}: {one_line(error)})") from None
+    try:
+        return prepare_digit(picture)
+    except DataError as error:
+        raise DataError(f"{name}: {error}") from None
+
+
+class DigitFolders(torchvision.datasets.ImageFolder):
+    """torchvision's ImageFolder with the subfolders 0 to 9 as the classes, each its own digit;
+    hidden folders (.ipynb_checkpoints, which Jupyter makes) are not digits."""
+
+    def find_classes(self, directory):
+        classes = [name for name in DIGITS if os.path.isdir(os.path.join(directory, name))]
+        return classes, {name: int(name) for name in classes}
+
+
+def read_labelled_folder(folder):
+    """Return the pictures in folder/0 ... folder/9 as images (N, 1, 28, 28) and labels (N,).
+
+    A picture that cannot be read is named on stderr and skipped; the count is printed. A digit's
+    folder may be empty or missing: a class collects some digits before others.
+    """
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: no such folder")
+    subfolders = sorted(entry.name for entry in os.scandir(folder)
+                        if entry.is_dir() and not entry.name.startswith("."))
+    others = [name for name in subfolders if name not in DIGITS]
+    if others or not subfolders:
+        raise DataError(f"{folder}: needs subfolders named 0 to 9 holding the pictures of each "
+                        f"digit, found {', '.join(others) or 'none'}")
+    # Every file but hidden ones (.DS_Store) counts, so a damaged picture is named below.
+    found = DigitFolders(folder, allow_empty=True,
+                         is_valid_file=lambda path: not os.path.basename(path).startswith("."))
+    if not found.samples:
+        raise DataError(f"{folder}: its subfolders 0 to 9 hold no pictures")
+    images, labels = [], []
+    for path, digit in found.samples:
+        try:
+            images.append(read_picture(path, path))  # (1, 28, 28), prepared as --image does
+        except DataError as error:
+            print(f"error: {error}", file=sys.stderr)
+            continue
+        labels.append(digit)
+    print(f"Pictures: {len(images)} read, {len(found.samples) - len(images)} skipped")
+    if not images:
+        raise DataError(f"{folder}: none of its {len(found.samples)} files is a readable picture")
+    return torch.stack(images), torch.tensor(labels)
+
+
+def one_line(error):
+    """The error's message with its whitespace, line breaks included, collapsed to single spaces."""
+    return " ".join(str(error).split())

@@ -1,0 +1,413 @@
+"""The page's HTTP server: fixed routes, each answered by page.routes' Page, behind guards (the
+Host, Origin, Content-Type and token checks), deadlines, a cap on connections per address and
+turns for the CPUs.
+
+Usage: from page.server import make_server, answer
+"""
+import collections
+import contextlib
+import hmac
+import io
+import ipaddress
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from cli import UserError, usable_cpus
+from page.collect import COLLECT_LIMIT
+from page.routes import BadRequest, Page
+
+MAX_BODY = 2 * 2**20        # bytes; a 280 x 280 drawing as JSON is about 0.3 MB
+NOT_NUMBERS = ("the network computed values that are not numbers (NaN or infinite) for this input: "
+               "its weights are too large for float32 arithmetic")
+# Only this machine's own files and answers: nothing may come from other hosts (classrooms are
+# often offline, and a page that fetches nothing can leak nothing).
+# No other site may show the page in a frame (clickjacking: a click there would be a click here).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                               "style-src 'self' 'unsafe-inline'; "
+                               "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+IDLE_TIMEOUT = 20  # seconds a connection may stay silent, waiting for its next request
+# Seconds from a request's first byte to its last (request line, headers and body), and again for
+# its answer to be written: the largest body (MAX_BODY) arrives in time at about 0.6 Mbit/s, a
+# crowded classroom network, while a client that sends a byte now and then frees its thread soon.
+REQUEST_DEADLINE = 30
+# A browser opens at most 6 connections to one server, so a class of 30 behind one address (a
+# school's NAT) holds up to 180 at once; one address cannot hold more threads than this.
+CONNECTIONS_PER_ADDRESS = 200
+
+
+def parse_json(body):
+    """Return the JSON object in body; NaN and Infinity (Python's json takes them) are refused."""
+    def refuse_constant(name):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"{name} is not a number this page accepts")
+
+    try:
+        request = json.loads(body, parse_constant=refuse_constant)
+    except (ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"malformed JSON ({error})") from None
+    if not isinstance(request, dict):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "the request must be a JSON object")
+    return request
+
+
+# (method, path): what answers it, with the query string (GET) or the JSON body (POST).
+ROUTES = {("GET", "/"): lambda page, query: page.html,
+          ("GET", "/models"): Page.model_list,
+          ("GET", "/kernels"): Page.kernels,
+          ("GET", "/training"): Page.training,
+          ("GET", "/testset"): Page.testset,
+          ("GET", "/examples"): Page.examples,
+          ("POST", "/predict"): Page.predict,
+          ("POST", "/step"): Page.step,
+          ("POST", "/attribution"): Page.attribution,
+          ("POST", "/collect"): Page.collect}
+# Routes that only read what the page holds, with no network run and no picture read: they
+# take turns of their own (quick), so that opening the page never waits behind pictures.
+QUICK_ROUTES = {("GET", "/"), ("GET", "/models"), ("GET", "/kernels"), ("GET", "/training")}
+
+
+def route_of(method, path):
+    """What answers a request for path by method (a function of the page and the request's query
+    string or JSON body); BadRequest 404 for an unknown path, 405 for a known one's other method."""
+    route = ROUTES.get((method, path))
+    if route is None:
+        known = any(known_path == path for _, known_path in ROUTES)
+        status = HTTPStatus.METHOD_NOT_ALLOWED if known else HTTPStatus.NOT_FOUND
+        raise BadRequest(status, f"no {method} {path[:100]} here")
+    return route
+
+
+def answer(page, method, path, argument):
+    """The server's answer without a socket or its guards, for tools and tests: argument is the
+    query string of a GET, the JSON object (a dict) of a POST. BadRequest as the server's."""
+    return route_of(method, path)(page, argument)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Fixed routes only: no part of a URL ever reaches the file system."""
+
+    page = None  # a Page, set by make_server()
+    server_version = "draw.py"
+    # A request line without a version (HTTP/0.9) or with one that cannot be read would be
+    # answered as HTTP/0.9, without a status line or any header: as HTTP/1.0 instead, so that
+    # every answer carries SECURITY_HEADERS.
+    default_request_version = "HTTP/1.0"
+    # HTTP/1.1 keeps a connection open for the next request, as browsers expect: a drawing's
+    # updates then skip a new connection (and a new thread here) each time.
+    protocol_version = "HTTP/1.1"
+    token = None  # with a token, every request must carry it (set by make_server())
+    # Answers are worked out one more at a time than there are CPUs, the others in the order
+    # they came. Thirty threads working at once take turns for Python's interpreter lock so often
+    # that a class gets fewer answers a second than ten would, and the unlucky wait longest
+    # (measured: docs/classroom.md).
+    working = None  # Turns(...), set by make_server()
+    quick = None    # Turns(...) for QUICK_ROUTES, set by make_server()
+    # A slow or silent client cannot hold a thread for ever; settable per server (the tests).
+    idle_timeout, request_deadline = IDLE_TIMEOUT, REQUEST_DEADLINE
+
+    def setup(self):
+        super().setup()
+        self.rfile.close()  # the standard library's reader times each read alone: replaced
+        self.reader = DeadlineReader(self.connection, self.idle_timeout, self.request_deadline)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self):
+        """Read and answer one request within its deadline. One that misses it is answered 408
+        and its connection closed; a connection that stays silent is closed without a word."""
+        self.reader.next_request()
+        super().handle_one_request()  # a read or a write past its time closes the connection
+        if self.reader.timed_out and self.reader.deadline is not None:
+            # As the standard library sets them for its own refusals before a request is read.
+            self.requestline, self.request_version, self.command = "", "", ""
+            self.send_json({"error": f"the request did not arrive whole within "
+                                     f"{self.request_deadline} s"}, HTTPStatus.REQUEST_TIMEOUT)
+
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's own refusals (a request line or header too long, a method
+        without a route, a malformed request) in the page's form: JSON with its headers. The
+        rest of such a request cannot be trusted, so its connection ends."""
+        self.close_connection = True
+        self.send_json({"error": (message or HTTPStatus(code).phrase)[:200]}, code)
+
+    def do_GET(self):
+        self.answer()
+
+    def do_POST(self):
+        self.answer()
+
+    def answer(self):
+        path, _, query = self.path.partition("?")
+        self.body_read = False
+        try:
+            query = self.admitted(query)
+            route = route_of(self.command, path)
+            argument = query if self.command == "GET" else parse_json(self.read_body())
+            with self.quick if (self.command, path) in QUICK_ROUTES else self.working:
+                content = route(self.page, argument)
+        except TimeoutError:
+            raise  # the body missed its deadline: handle_one_request answers 408
+        except BadRequest as error:
+            if self.command == "POST" and not self.body_read:
+                # Refused before its body was read (no length, too large, not ours): the unread
+                # bytes would be taken for the next request, so the connection ends.
+                self.close_connection = True
+            self.send_json({"error": str(error)}, error.status)
+        except Exception as error:  # noqa: BLE001  (a bug must not kill the server; say what)
+            self.send_json({"error": f"internal error ({type(error).__name__}: {error})"},
+                           HTTPStatus.INTERNAL_SERVER_ERROR)
+        else:
+            if isinstance(content, bytes):
+                self.send(HTTPStatus.OK, content, "text/html; charset=utf-8")
+            else:
+                self.send_json(content)
+
+    def admitted(self, query):
+        """Refuse a request that is not this page's own; return the query without the token.
+
+        Host must name this server: a site that points its own name at 127.0.0.1 (DNS
+        rebinding) sends that name. A POST must come from this page or a script, never from a
+        page of another site (its Origin), and be JSON: a form or a text/plain body, which a
+        browser sends to any address without asking, is refused.
+        """
+        if not host_names_this_server(self.headers.get("Host"), *self.server.server_address[:2]):
+            raise BadRequest(HTTPStatus.FORBIDDEN, "this server answers requests to its own "
+                                                   "address only (the Host header)")
+        fields = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        if self.token is not None:
+            given = [value for key, value in fields if key == "token"]
+            authorization = self.headers.get("Authorization", "")
+            given += [authorization[len("Bearer "):]] if authorization.startswith("Bearer ") else []
+            if not any(hmac.compare_digest(value.encode(), self.token.encode()) for value in given):
+                raise BadRequest(HTTPStatus.FORBIDDEN, "this page needs its token: open the "
+                                                       "address draw.py printed, ?token=... included")
+        if self.command == "POST":
+            origin = self.headers.get("Origin")
+            if origin is not None and origin != f"http://{self.headers.get('Host')}":
+                raise BadRequest(HTTPStatus.FORBIDDEN, f"requests from {origin[:100]} are "
+                                                       "refused: only this page may send them")
+            kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if kind != "application/json":
+                raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                                 "send the body as JSON, with Content-Type: application/json")
+        return urllib.parse.urlencode([(key, value) for key, value in fields if key != "token"])
+
+    def read_body(self):
+        length = self.headers.get("Content-Length")
+        if length is None or not (length.isascii() and length.isdigit()):  # "²".isdigit() too
+            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is needed")
+        if int(length) > MAX_BODY:
+            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                             f"request of {int(length):,} bytes; at most {MAX_BODY:,} are accepted")
+        self.body_read = True
+        return self.rfile.read(int(length))
+
+    def send_json(self, content, status=HTTPStatus.OK):
+        # Compact: an answer holds thousands of numbers, and every byte is written and read.
+        try:  # JSON has no NaN or infinity; weights that are numbers can still overflow to them
+            body = json.dumps(content, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            status, body = HTTPStatus.UNPROCESSABLE_ENTITY, json.dumps({"error": NOT_NUMBERS})
+        self.send(status, body.encode(), "application/json")
+
+    def send(self, status, body, content_type):
+        # The answer gets a deadline of its own (sendall's timeout bounds the whole write): a
+        # client that reads it a byte at a time cannot hold the thread either.
+        self.connection.settimeout(self.request_deadline)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        for header, value in SECURITY_HEADERS.items():
+            self.send_header(header, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):  # noqa: A002  (quiet: one line per request is noise)
+        pass
+
+
+
+def is_loopback(host):
+    """Whether host, a name or an address, is this computer alone."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+
+def host_names_this_server(header, host, port):
+    """Whether a request's Host header ("name:port") names this server, listening on host:port.
+
+    On a loopback address only loopback names count. On another address (a classroom's), any IP
+    address names it (the machine may have several), and so does its own name; a DNS name of
+    another site, which DNS rebinding would send, does not.
+    """
+    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+))(?::(\d{1,5}))?", header or "")
+    if match is None or int(match.group(3) or 80) != port:
+        return False
+    name = (match.group(1) or match.group(2)).lower()
+    if is_loopback(host):
+        return is_loopback(name)
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return name in {host.lower(), "localhost", socket.gethostname().lower(),
+                        socket.getfqdn().lower()}
+
+
+
+class Turns:
+    """A context manager that lets count threads in at once and the others in the order they
+    came: a thread that leaves hands its turn straight to the one that has waited longest."""
+
+    def __init__(self, count):
+        self.lock, self.free, self.waiting = threading.Lock(), count, collections.deque()
+
+    def __enter__(self):
+        with self.lock:
+            if self.free and not self.waiting:
+                self.free -= 1
+                return
+            turn = threading.Event()
+            self.waiting.append(turn)
+        turn.wait()
+
+    def __exit__(self, *exception):
+        with self.lock:
+            if self.waiting:
+                self.waiting.popleft().set()
+            else:
+                self.free += 1
+
+
+
+class DeadlineReader(io.RawIOBase):
+    """A connection's bytes, read so that each request arrives whole within its deadline: the
+    wait for its first byte is bounded by idle_timeout, the rest by request_deadline from then.
+    A timeout on each read alone lets a client that sends a line now and then keep its thread."""
+
+    def __init__(self, connection, idle_timeout, request_deadline):
+        self.connection, self.idle_timeout = connection, idle_timeout
+        self.request_deadline = request_deadline
+        self.next_request()
+
+    def next_request(self):
+        self.deadline = None  # the time.monotonic() the request must be in by, from its first byte
+        self.timed_out = False
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.deadline is None:
+            left = self.idle_timeout
+        else:
+            left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:  # a timeout of 0 would make the socket non-blocking instead
+                raise TimeoutError("the request missed its deadline")
+            self.connection.settimeout(left)
+            count = self.connection.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+        if count and self.deadline is None:
+            self.deadline = time.monotonic() + self.request_deadline
+        return count
+
+
+
+def refusal(status, message):
+    """A whole HTTP answer, JSON with the page's headers, for a connection refused unread."""
+    body = json.dumps({"error": message}).encode()
+    head = [f"HTTP/1.1 {status.value} {status.phrase}", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", "Cache-Control: no-store", "Connection: close",
+            *(f"{header}: {value}" for header, value in SECURITY_HEADERS.items())]
+    return "\r\n".join(head).encode() + b"\r\n\r\n" + body
+
+
+
+class PageServer(ThreadingHTTPServer):
+    # The standard library's queue of 5 waiting connections resets some of a class's saves
+    # when 30 arrive at once; the system caps this at its own limit (often 4096).
+    request_queue_size = 128
+    connections_per_address = CONNECTIONS_PER_ADDRESS  # settable per server (the tests)
+
+    def __init__(self, *arguments, **settings):
+        super().__init__(*arguments, **settings)
+        self.connections, self.connections_lock = collections.Counter(), threading.Lock()
+
+    def process_request(self, request, client_address):
+        """Serve a connection in a thread of its own, unless its address holds its share of
+        connections already: that one is refused here, at once, and holds no thread."""
+        address = client_address[0]
+        with self.connections_lock:
+            admitted = self.connections[address] < self.connections_per_address
+            if admitted:
+                self.connections[address] += 1
+        if not admitted:
+            request.settimeout(0)  # a short answer into an empty buffer; never wait for it
+            with contextlib.suppress(OSError):
+                request.send(refusal(HTTPStatus.TOO_MANY_REQUESTS, "too many connections from "
+                                     f"this address (at most {self.connections_per_address} at "
+                                     "once); try again when others have ended"))
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: nothing will let its place go
+            self.let_go(address)
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.let_go(client_address[0])
+
+    def let_go(self, address):
+        with self.connections_lock:
+            self.connections[address] -= 1
+            if not self.connections[address]:
+                del self.connections[address]  # the table holds only addresses connected now
+
+    def handle_error(self, request, client_address):
+        """Print nothing for a client that went away mid-request (a closed tab, a reload, a
+        phone leaving the network) or missed its deadline: the page goes on serving, nothing is
+        to be done, and a class's reloads would bury a real report. Anything else is a bug of
+        the server: the standard library's report, traceback included."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+
+def make_server(networks, host, port, device, sets=(), missing=None, collect=None,
+                collect_limit=COLLECT_LIMIT, token=None):
+    """Return a threading HTTP server for the page; UserError if the address cannot be used.
+    With a token, every request must carry it (?token=... or Authorization: Bearer ...)."""
+    page = Page(networks, device, sets, missing, collect, collect_limit)
+    handler = type("PageHandler", (Handler,), {"page": page, "token": token,
+                                               "working": Turns(usable_cpus() + 1),
+                                               "quick": Turns(usable_cpus() + 1)})
+    try:
+        return PageServer((host, port), handler)
+    except OSError as error:
+        if error.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            raise UserError(f"port {port} is already in use; choose another with --port") from None
+        raise UserError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
