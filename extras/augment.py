@@ -1,7 +1,7 @@
 """Random changes to training images, so the network learns what stays the same in a digit:
 turned, resized, moved, slanted, wider or narrower, thicker or thinner strokes, blurred.
 
-Usage: python train.py --augment handwriting   (or: from augment import AUGMENTATIONS, augmented)
+Usage: python train.py --augment handwriting   (or: from extras.augment import AUGMENTATIONS, augmented)
 """
 import math
 

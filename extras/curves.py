@@ -1,6 +1,6 @@
 """Draw a training run's loss and accuracy curves as a PNG; needs matplotlib.
 
-Usage: python train.py --plot curves.png   (or: from curves import save_curves)
+Usage: python train.py --plot curves.png   (or: from extras.curves import save_curves)
 """
 import torch
 

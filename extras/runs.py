@@ -1,7 +1,7 @@
 """A training run's bookkeeping for train.py: what its checkpoint keeps so that --resume continues
 it bit for bit, the refusals that keep it the same run, and what Ctrl-C saves.
 
-Usage: from runs import continue_run, checkpoint_of, restore   (train.py uses it)
+Usage: from extras.runs import continue_run, checkpoint_of, restore   (train.py uses it)
 """
 import argparse
 import hashlib

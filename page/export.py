@@ -377,9 +377,9 @@ def set_data(images, indices):
 
 
 def resize_probe():
-    """Resizes as data.prepare_digit makes them, by this PyTorch: offline.js finds from them the
-    order in which this build adds a resize's products (one of 8 random rows of 200, to 5 ... 20
-    columns: sums of every length modulo 4)."""
+    """Resizes as extras.pictures.prepare_digit makes them, by this PyTorch: offline.js finds from
+    them the order in which this build adds a resize's products (one of 8 random rows of 200, to
+    5 ... 20 columns: sums of every length modulo 4)."""
     rows = torch.rand(1, 1, 8, 200, generator=torch.Generator().manual_seed(0))
     widths = list(range(5, 21))
     outputs = [F.interpolate(rows, size=(8, width), mode="bilinear", antialias=True)

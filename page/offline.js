@@ -371,7 +371,7 @@ function logSoftmax(row) {
   return Array.from(row, (v) => v - top - total);
 }
 
-// ---- Preparing a drawing exactly as data.prepare_digit does: PyTorch's float32 steps, in order.
+// ---- Preparing a drawing exactly as extras.pictures.prepare_digit does: PyTorch's float32 steps, in order.
 const f32 = Math.fround;
 function roundHalfEven(value) {  // Python's round() and torch.round(): a half goes to the even side
   const rounded = Math.round(value);  // a half goes up
@@ -453,7 +453,7 @@ function resize(values, height, width, outHeight, outWidth) {
 }
 
 class UserError extends Error {}
-const MAX_PIXELS = 4096 * 4096;  // as data.py: far more than a digit needs
+const MAX_PIXELS = 4096 * 4096;  // as extras/pictures.py: far more than a digit needs
 
 function prepareDigit(levels, height, width) {
   // levels: grey levels 0 (black) to 255 (white), row by row. Returns the (1, 1, 28, 28) input.
@@ -543,7 +543,7 @@ function greyOfRgba(data, count) {
 }
 
 function greyOfPixels(pixels) {
-  // A drawing sent as rows of grey levels 0 (black) to 255 (white), rounded to 8 bits as draw.py does.
+  // A drawing sent as rows of grey levels 0 (black) to 255 (white), rounded to 8 bits as page/routes.py does.
   const sized = (list) => Array.isArray(list) && list.length > 0 && list.length <= 1000;
   if (!(sized(pixels) && sized(pixels[0]) && pixels.every((row) => Array.isArray(row) && row.length === pixels[0].length))) {
     throw new BadRequest(400, "pixels must be a list of equally long rows, at most 1000 x 1000");
@@ -582,7 +582,7 @@ async function decodePicture(picture) {
   return [greyOfRgba(data, width * height), height, width];
 }
 
-// ---- The routes: the same checks, bodies and answers as draw.py's Page.
+// ---- The routes: the same checks, bodies and answers as page/routes.py's Page.
 class BadRequest extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }

@@ -1,7 +1,7 @@
 """Tests of draw.py: the server's routes and its answers to bad requests, and the page in a real
 headless Chromium (skipped, with the reason, only where no browser and driver are installed).
 
-Usage: python -m unittest -v test_draw   (DRAW_SCREENSHOT=docs/draw_page.png saves the screenshot)
+Usage: python -m unittest -v tests.test_draw   (DRAW_SCREENSHOT=docs/draw_page.png saves the screenshot)
 """
 import base64
 import contextlib
@@ -24,15 +24,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import EpsImagePlugin, Image
 
+import cli
 import data
 import draw
-import explain
 import test
 import train
-from fixtures import (EPS_SEVEN, draw_digit, draw_shape, fake_ghostscript, make_shapes_mnist,
-                      png_base64, png_header_only, run_script, run_subprocess, start_script,
-                      stroke_pixels, temporary_folder)
+from extras import pictures
 from model import Net
+from page import explain, routes
+from page.collect import collect_folder
+from page.server import NOT_NUMBERS, SECURITY_HEADERS, Turns, host_names_this_server, make_server
+from tests.fixtures import (EPS_SEVEN, draw_digit, draw_shape, fake_ghostscript, make_shapes_mnist,
+                            png_base64, png_header_only, run_script, run_subprocess, start_script,
+                            stroke_pixels, temporary_folder)
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
@@ -142,24 +146,24 @@ def setUpModule():
             draw_shape(label, torch.Generator().manual_seed(100 * label + copy)).save(
                 os.path.join(FOLDER, str(label), f"{copy}.png"))
     with contextlib.redirect_stdout(io.StringIO()):  # "Pictures: 30 read, 0 skipped"
-        sets = draw.load_sets(shapes, FOLDER)
+        sets = routes.load_sets(shapes, FOLDER)
     # A second trained network, trained less, to compare with.
     EARLY = os.path.join(TEMP, "early.pt")
     code, _, err = run_script(train, ["--data-dir", shapes, "--device", "cpu", "--epochs", "1",
                                       "--seed", "1", "--batch-size", "256", "--out", EARLY])
     assert code == 0, err
-    SERVER = start_server(draw.load_models([MODEL, EARLY], "cpu"), *sets,
+    SERVER = start_server(routes.load_models([MODEL, EARLY], "cpu"), *sets,
                           collect=os.path.join(TEMP, "collected"))
     ORIGIN = f"http://127.0.0.1:{SERVER.server_address[1]}"
     torch.manual_seed(0)
-    EDITED_SERVER = start_server([draw.Network(name, network().eval())
+    EDITED_SERVER = start_server([routes.Network(name, network().eval())
                                   for name, (network, _) in EDITED.items()],
-                                 *draw.load_sets(os.path.join(TEMP, "no_mnist_here"), None))
+                                 *routes.load_sets(os.path.join(TEMP, "no_mnist_here"), None))
 
 
 def start_server(networks, sets=(), missing=None, collect=None, **settings):
     """Serve the page for networks on a free port of 127.0.0.1 until the module's tests end."""
-    server = draw.make_server(networks, "127.0.0.1", 0, "cpu", sets, missing, collect, **settings)
+    server = make_server(networks, "127.0.0.1", 0, "cpu", sets, missing, collect, **settings)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     unittest.addModuleCleanup(server.server_close)
     unittest.addModuleCleanup(server.shutdown)  # cleanups run last first: shut down, then close
@@ -211,7 +215,7 @@ class ServerTest(unittest.TestCase):
         self.assertNotIn(b"http://", page.replace(b"http://127.0.0.1", b""))  # nothing from elsewhere
         self.assertNotIn(b"https://", page)
         status, answer = request("GET", "/models")
-        self.assertEqual((status, answer["models"]), (200, ["shapes.pt", "early.pt", draw.UNTRAINED]))
+        self.assertEqual((status, answer["models"]), (200, ["shapes.pt", "early.pt", routes.UNTRAINED]))
 
     def test_drawing_gives_prediction_and_every_layer_with_the_models_shapes(self):
         status, answer = request("POST", "/predict", {"model": 0, "pixels": stroke_pixels(1)})
@@ -228,8 +232,8 @@ class ServerTest(unittest.TestCase):
             self.assertEqual(len(layer["values"]), math.prod(layer["shape"]), layer["name"])
         self.assertEqual(answer["input"]["shape"], [1, 28, 28])
         # The layers are the model's own: the same input through model.py gives the same output.
-        model = draw.load_models([MODEL], "cpu")[0].model
-        digit = data.prepare_digit(Image.fromarray(
+        model = routes.load_models([MODEL], "cpu")[0].model
+        digit = pictures.prepare_digit(Image.fromarray(
             torch.tensor(stroke_pixels(1), dtype=torch.uint8).numpy(), mode="L"))
         with torch.no_grad():
             expected = model(digit[None]).softmax(dim=1)[0]
@@ -257,7 +261,7 @@ class ServerTest(unittest.TestCase):
     def entries(self, room):
         """Let room workers into a Turns(room) and hold them there while 4 more queue; then let
         all go. The order they got in (or, with more room than one, how many got in)."""
-        turns, inside, order, lock = draw.Turns(room), set(), [], threading.Lock()
+        turns, inside, order, lock = Turns(room), set(), [], threading.Lock()
         let_go = threading.Event()
 
         def worker(number):
@@ -295,7 +299,7 @@ class ServerTest(unittest.TestCase):
         self.fail("the condition did not come true in time")
 
     def test_opening_the_page_never_waits_behind_pictures(self):
-        server = start_server(draw.load_models([MODEL], "cpu"))
+        server = start_server(routes.load_models([MODEL], "cpu"))
         working, let_go, answers = server.RequestHandlerClass.working, threading.Event(), []
 
         def hold():  # stands in for a picture being worked out
@@ -319,8 +323,8 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(answers[0][0], 200)
 
     def test_one_address_holds_at_most_its_share_of_connections(self):
-        server = start_server(draw.load_models([MODEL], "cpu"))
-        server.connections_per_address = 3  # instead of draw.CONNECTIONS_PER_ADDRESS's 200
+        server = start_server(routes.load_models([MODEL], "cpu"))
+        server.connections_per_address = 3  # instead of page.server's CONNECTIONS_PER_ADDRESS, 200
         port = server.server_address[1]
         models = f"GET /models HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
         held = [socket.create_connection(server.server_address, timeout=30) for _ in range(3)]
@@ -362,13 +366,13 @@ class ServerTest(unittest.TestCase):
                                                       + png_base64(picture)})
         self.assertEqual(status, 200, str(answer)[:300])
         self.assertEqual(answer["prediction"], 0)
-        expected = data.to_pixels(data.prepare_digit(picture)).flatten()
+        expected = data.to_pixels(pictures.prepare_digit(picture)).flatten()
         torch.testing.assert_close(torch.tensor(answer["input"]["values"]), expected, atol=1e-4, rtol=0)
 
     def test_kernels_of_each_model(self):
         status, answer = request("GET", "/kernels?model=2")
         self.assertEqual(status, 200)
-        self.assertEqual(answer["model"], draw.UNTRAINED)
+        self.assertEqual(answer["model"], routes.UNTRAINED)
         self.assertEqual([(k["name"], k["shape"]) for k in answer["kernels"]],
                          [("convolution1", [6, 1, 5, 5]), ("convolution2", [16, 6, 5, 5])])
         self.assertEqual(len(answer["kernels"][1]["values"]), 16 * 6 * 5 * 5)
@@ -509,7 +513,7 @@ class EditedModelTest(unittest.TestCase):
     def test_in_place_operations_do_not_change_stages_already_shown(self):
         network = EDITED_SERVER.RequestHandlerClass.page.networks[3].model  # DilatedNet
         pixels = stroke_pixels(1)
-        digit = data.prepare_digit(Image.fromarray(torch.tensor(pixels, dtype=torch.uint8).numpy(),
+        digit = pictures.prepare_digit(Image.fromarray(torch.tensor(pixels, dtype=torch.uint8).numpy(),
                                                    mode="L"))
         with torch.no_grad():
             normed = network.norm(network.convolution1(digit[None]))[0]  # (6, 24, 24)
@@ -561,8 +565,8 @@ class EditedModelTest(unittest.TestCase):
                                (OtherSize, "cannot take a 1 x 28 x 28 picture"),
                                (FiveDigits, "answers (5,) values, not 10 digits")):
             with self.subTest(network=network.__name__):
-                with self.assertRaises(draw.UserError) as raised:
-                    draw.Page([draw.Network("edited.pt", network())], "cpu")
+                with self.assertRaises(cli.UserError) as raised:
+                    routes.Page([routes.Network("edited.pt", network())], "cpu")
                 self.assertIn("edited.pt: this network" if network is not Branching
                               else "edited.pt: the page", str(raised.exception))
                 self.assertIn(words, str(raised.exception))
@@ -582,8 +586,8 @@ class StepTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.model = draw.load_models([MODEL], "cpu")[0].model
-        digit = data.prepare_digit(Image.fromarray(
+        cls.model = routes.load_models([MODEL], "cpu")[0].model
+        digit = pictures.prepare_digit(Image.fromarray(
             torch.tensor(stroke_pixels(1), dtype=torch.uint8).numpy(), mode="L"))
         with torch.no_grad():  # the reference: the tutorial's forward, written out here
             cls.maps1 = F.relu(cls.model.convolution1(digit[None]))[0]  # (6, 24, 24)
@@ -718,7 +722,7 @@ class ExplorerTest(unittest.TestCase):
         self.assertEqual((status, cell["count"], len(cell["examples"])), (200, count, count))
         probabilities = [example["probability"] for example in cell["examples"]]
         self.assertEqual(probabilities, sorted(probabilities, reverse=True))
-        model = draw.load_models([os.path.join(TEMP, "early.pt")], "cpu")[0].model
+        model = routes.load_models([os.path.join(TEMP, "early.pt")], "cpu")[0].model
         for example in cell["examples"]:
             index = example["index"]
             self.assertEqual((example["label"], example["predicted"]), (true, predicted))
@@ -748,7 +752,7 @@ class ExplorerTest(unittest.TestCase):
         status, first = request("GET", "/examples?model=0&other=1&set=0")
         status, second = request("GET", "/examples?model=1&other=0&set=0")
         images, labels = data.load_mnist(SHAPES, train=False)
-        networks = draw.load_models([MODEL, os.path.join(TEMP, "early.pt")], "cpu")
+        networks = routes.load_models([MODEL, os.path.join(TEMP, "early.pt")], "cpu")
         with torch.no_grad():
             right = [network.model(images).argmax(dim=1) == labels for network in networks[:2]]
         self.assertEqual(first["count"], int((right[0] & ~right[1]).sum()))
@@ -840,14 +844,14 @@ class OverflowTest(unittest.TestCase):
         with torch.no_grad():
             for parameter in huge.parameters():
                 parameter.mul_(1e30)
-        server = start_server([draw.Network("huge", huge.eval())])
+        server = start_server([routes.Network("huge", huge.eval())])
         for path, body in [("/predict", {"pixels": stroke_pixels(7)}),
                            ("/step", {"pixels": stroke_pixels(7), "stage": "fc2", "map": 0,
                                       "row": 0, "column": 3})]:
             with self.subTest(path=path):
                 status, answer = request("POST", path, body, server=server)
                 self.assertEqual(status, 422, answer)
-                self.assertEqual(answer["error"], draw.NOT_NUMBERS)
+                self.assertEqual(answer["error"], NOT_NUMBERS)
         self.assertEqual(request("GET", "/models", server=server)[0], 200)
 
 
@@ -903,13 +907,13 @@ class GuardTest(unittest.TestCase):
                 reply = raw_reply(SERVER, f"GET /models HTTP/1.1\r\nHost: {host}\r\n"
                                           "Connection: close\r\n\r\n".encode())
                 self.assertEqual(reply.split()[1], expected, reply[:300])
-        self.assertTrue(draw.host_names_this_server("192.168.1.20:8000", "0.0.0.0", 8000))
-        self.assertTrue(draw.host_names_this_server(f"{socket.gethostname()}:8000", "0.0.0.0", 8000))
-        self.assertFalse(draw.host_names_this_server("rebound.example:8000", "0.0.0.0", 8000))
-        self.assertFalse(draw.host_names_this_server("192.168.1.20:8000", "127.0.0.1", 8000))
+        self.assertTrue(host_names_this_server("192.168.1.20:8000", "0.0.0.0", 8000))
+        self.assertTrue(host_names_this_server(f"{socket.gethostname()}:8000", "0.0.0.0", 8000))
+        self.assertFalse(host_names_this_server("rebound.example:8000", "0.0.0.0", 8000))
+        self.assertFalse(host_names_this_server("192.168.1.20:8000", "127.0.0.1", 8000))
 
     def test_a_post_from_another_site_or_not_json_is_refused_and_nothing_written(self):
-        server = start_server(draw.load_models([MODEL], "cpu"),
+        server = start_server(routes.load_models([MODEL], "cpu"),
                               collect=os.path.join(TEMP, "collect_guarded"))
         port = server.server_address[1]
         body = json.dumps({"label": 1, "pixels": stroke_pixels(1)})
@@ -930,7 +934,7 @@ class GuardTest(unittest.TestCase):
         self.assertEqual(status, 200, answer)  # the page itself
 
     def test_with_a_token_every_route_needs_it(self):
-        server = start_server(draw.load_models([MODEL], "cpu"), token="s3cret-token")
+        server = start_server(routes.load_models([MODEL], "cpu"), token="s3cret-token")
         for path in ("/", "/models", "/kernels?model=0", "/?token=wrong", "/models?token="):
             with self.subTest(path=path):
                 status, answer = request("GET", path, server=server)
@@ -981,8 +985,8 @@ class GuardTest(unittest.TestCase):
         connection.close()
         self.assertIn("frame-ancestors 'none'", response.getheader("Content-Security-Policy"))
         self.assertEqual(response.getheader("X-Frame-Options"), "DENY")
-        server = start_server(draw.load_models([MODEL], "cpu"))
-        server.RequestHandlerClass.idle_timeout = 0.5  # instead of draw.IDLE_TIMEOUT's 20 s
+        server = start_server(routes.load_models([MODEL], "cpu"))
+        server.RequestHandlerClass.idle_timeout = 0.5  # instead of page.server's IDLE_TIMEOUT, 20 s
         reply = raw_reply(server, f"GET /models HTTP/1.1\r\nHost: 127.0.0.1:"
                                   f"{server.server_address[1]}\r\n\r\n".encode())  # kept open
         # Answered, then closed by the server (raw_reply reads until then) without a word more.
@@ -990,8 +994,8 @@ class GuardTest(unittest.TestCase):
         self.assertEqual(reply.count("HTTP/1.1"), 1)
 
     def test_a_request_slower_than_its_deadline_is_answered_408_and_let_go(self):
-        server = start_server(draw.load_models([MODEL], "cpu"))
-        server.RequestHandlerClass.request_deadline = 1  # instead of draw.REQUEST_DEADLINE's 30 s
+        server = start_server(routes.load_models([MODEL], "cpu"))
+        server.RequestHandlerClass.request_deadline = 1  # instead of page.server's REQUEST_DEADLINE, 30 s
         post = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{server.server_address[1]}\r\n"
                 "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").encode()
         for what, head, piece in (("header lines", b"GET /models HTTP/1.1\r\n", b"X-Slow: 1\r\n"),
@@ -1015,14 +1019,14 @@ class GuardTest(unittest.TestCase):
                 status_line, *lines = answer_head.split("\r\n")
                 self.assertEqual(status_line.split()[1], status, answer_head)
                 headers = dict(line.split(": ", 1) for line in lines)
-                self.assertEqual({name: headers.get(name) for name in draw.SECURITY_HEADERS},
-                                 draw.SECURITY_HEADERS)
+                self.assertEqual({name: headers.get(name) for name in SECURITY_HEADERS},
+                                 SECURITY_HEADERS)
                 self.assertEqual((headers["Content-Type"], headers["Connection"]),
                                  ("application/json", "close"))
                 self.assertEqual(len(json.loads(body)["error"].splitlines()), 1)
 
     def test_a_client_that_resets_its_connection_leaves_no_traceback(self):
-        server = start_server(draw.load_models([MODEL], "cpu"))
+        server = start_server(routes.load_models([MODEL], "cpu"))
         served, shutdown_request = threading.Event(), server.shutdown_request
 
         def shut_down_and_tell(connection):  # the server's last step with a connection
@@ -1048,8 +1052,8 @@ class CollectTest(unittest.TestCase):
     test with a server and a folder of its own."""
 
     def collect_server(self, name, **settings):
-        folder = draw.collect_folder(os.path.join(TEMP, name))  # made, as --collect makes it
-        return start_server(draw.load_models([MODEL], "cpu"), collect=folder, **settings), folder
+        folder = collect_folder(os.path.join(TEMP, name))  # made, as --collect makes it
+        return start_server(routes.load_models([MODEL], "cpu"), collect=folder, **settings), folder
 
     def test_a_drawing_is_saved_as_drawn_under_its_label_with_a_new_name_each_time(self):
         server, collected = self.collect_server("collect_new_names")
@@ -1136,7 +1140,7 @@ class CollectTest(unittest.TestCase):
         status, answer = request("POST", "/collect", {"label": 8, "pixels": one}, server=server)
         self.assertEqual(status, 200, answer)
         with contextlib.redirect_stdout(io.StringIO()):  # read as train.py --extra-images-dir does
-            _, labels = data.read_labelled_folder(collected)
+            _, labels = pictures.read_labelled_folder(collected)
         self.assertEqual(labels.tolist(), [8])
 
     def test_a_class_saving_at_once_loses_and_shares_no_name(self):
@@ -1171,10 +1175,10 @@ class CollectTest(unittest.TestCase):
 
     def test_the_page_names_folders_by_their_own_name_never_a_path_of_this_machine(self):
         # --collect and --data-dir as paths of this machine, the folder given as "collect_named/..".
-        collected = draw.collect_folder(os.path.join(TEMP, "collect_named", "class", ".."))
+        collected = collect_folder(os.path.join(TEMP, "collect_named", "class", ".."))
         with contextlib.redirect_stdout(io.StringIO()):
-            sets = draw.load_sets(os.path.join(TEMP, "no_mnist_here"), FOLDER)
-        server = start_server(draw.load_models([MODEL], "cpu"), *sets, collect=collected,
+            sets = routes.load_sets(os.path.join(TEMP, "no_mnist_here"), FOLDER)
+        server = start_server(routes.load_models([MODEL], "cpu"), *sets, collect=collected,
                               collect_limit=1)
         body = {"label": 5, "pixels": stroke_pixels(5)}
         answers = [request("GET", "/models", server=server)]
@@ -1300,7 +1304,7 @@ def thousands_set(root):
     """The shapes' test set of root 50 times over, 10,000 images as MNIST's test set: the
     confusion matrix then holds counts of four digits."""
     images, labels = data.load_mnist(root, train=False)
-    return draw.Images("MNIST-sized set", images.repeat(50, 1, 1, 1), labels.repeat(50))
+    return routes.Images("MNIST-sized set", images.repeat(50, 1, 1, 1), labels.repeat(50))
 
 
 def browser_missing():
@@ -1509,7 +1513,7 @@ class BrowserTest(unittest.TestCase):
                                float(view.get_attribute("data-value")), delta=1e-4)
 
     def test_on_a_phone_nothing_scrolls_sideways_and_the_prediction_stays_in_view(self):
-        server = start_server(draw.load_models([MODEL], "cpu"), [thousands_set(SHAPES)])
+        server = start_server(routes.load_models([MODEL], "cpu"), [thousands_set(SHAPES)])
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
         try:
@@ -1572,7 +1576,7 @@ class BrowserTest(unittest.TestCase):
         self.wait_for_answer("1")
 
     def test_a_page_opened_with_its_token_sends_it_with_every_request(self):
-        server = start_server(draw.load_models([MODEL], "cpu"), token="class-token")
+        server = start_server(routes.load_models([MODEL], "cpu"), token="class-token")
         origin = f"http://127.0.0.1:{server.server_address[1]}"
         self.driver.get(origin + "/?token=class-token")  # as the address draw.py printed
         self.wait_for(lambda: len(self.driver.find_elements("css selector", "#model option")) == 2,
@@ -1631,7 +1635,7 @@ class BrowserTest(unittest.TestCase):
         self.driver.execute_script(SCRIPTED_STROKE, [[140, 40 + 10 * step] for step in range(21)])
         self.wait_for_answer("1")
         Select(self.driver.find_element("id", "model")).select_by_index(2)
-        self.wait_for(lambda: draw.UNTRAINED in self.text("status"), "the untrained network to answer")
+        self.wait_for(lambda: routes.UNTRAINED in self.text("status"), "the untrained network to answer")
         self.wait_for(lambda: len(self.driver.find_elements("css selector", "#kernels canvas")) == 6 + 96,
                       "the kernels of the untrained network")
         self.assertIn("had to pick one of ten anyway", self.text("confidence"))  # never sure

@@ -1,7 +1,7 @@
 """Tests of every path that differs on an accelerator (CUDA, MPS, ...): skipped, with the reason,
 on a machine without one. bash .ci/gpu runs them with the GPU benchmarks in one go.
 
-Usage: python -m unittest -v test_accelerator
+Usage: python -m unittest -v tests.test_accelerator
 """
 import os
 import re
@@ -10,15 +10,15 @@ import unittest
 import torch
 from PIL import Image, ImageDraw
 
-import augment
 import cli
 import data
-import draw
-import evaluation
 import test
 import train
-from fixtures import make_fake_mnist, run_script, temporary_folder
+from extras import augment
 from model import Net
+from page import routes
+from page.server import answer
+from tests.fixtures import make_fake_mnist, run_script, temporary_folder
 
 ACCELERATOR = cli.accelerator_type()
 
@@ -105,9 +105,9 @@ class AcceleratorTest(unittest.TestCase):
         self.assertEqual(outputs["cpu"], outputs[ACCELERATOR])  # printed from CPU values
         answers = []
         for device in ("cpu", ACCELERATOR):
-            page = draw.Page(draw.load_models([model_path], device), device)
+            page = routes.Page(routes.load_models([model_path], device), device)
             pixels = [[picture.getpixel((x, y)) for x in range(80)] for y in range(80)]
-            answers.append(page.predict({"model": 0, "pixels": pixels}))
+            answers.append(answer(page, "POST", "/predict", {"model": 0, "pixels": pixels}))
         self.assertEqual(answers[0]["prediction"], answers[1]["prediction"])
         torch.testing.assert_close(torch.tensor(answers[1]["probabilities"]),
                                    torch.tensor(answers[0]["probabilities"]), atol=1e-4, rtol=0)
@@ -118,8 +118,8 @@ class AcceleratorTest(unittest.TestCase):
         torch.manual_seed(0)
         model = Net()
         images, labels = data.load_mnist(DATA_DIR, train=False)
-        on_cpu = evaluation.predict(model, images)
-        on_device = evaluation.predict(model.to(ACCELERATOR), images.to(ACCELERATOR)).cpu()
+        on_cpu = cli.predict(model, images)
+        on_device = cli.predict(model.to(ACCELERATOR), images.to(ACCELERATOR)).cpu()
         self.assertGreaterEqual((on_cpu == on_device).float().mean().item(), 0.99)
 
 

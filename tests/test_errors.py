@@ -1,6 +1,6 @@
 """Tests that every user mistake ends in one clear line, a non-zero exit and no half-written file.
 
-Usage: python -m unittest -v test_errors
+Usage: python -m unittest -v tests.test_errors
 """
 import contextlib
 import io
@@ -18,14 +18,15 @@ import torch.nn as nn
 import torchvision
 from PIL import Image, ImageDraw
 
-import benchmark
 import cli
 import data
 import draw
 import test
 import train
-from fixtures import (EPS_SEVEN, HERE, TutorialModel, fake_ghostscript, make_fake_mnist,
-                      run_script, run_subprocess, start_script, temporary_folder, write_idx)
+from extras import pictures
+from tests.fixtures import (EPS_SEVEN, ROOT, TutorialModel, fake_ghostscript, make_fake_mnist,
+                            run_script, run_subprocess, start_script, temporary_folder, write_idx)
+from tools import benchmark
 
 
 def setUpModule():
@@ -338,7 +339,7 @@ class DamagedPictureTest(ErrorTestCase):
         refused = 0
         for name, content in self.damaged_copies():
             try:
-                digit = data.read_picture(io.BytesIO(content), name)
+                digit = pictures.read_picture(io.BytesIO(content), name)
             except data.DataError as error:
                 self.assertTrue(str(error).startswith(name + ": "), error)
                 self.assertEqual(len(str(error).splitlines()), 1, error)
@@ -465,7 +466,7 @@ class AtomicSaveTest(unittest.TestCase):
             "    print('halfway', flush=True)\n"
             "    sys.stdin.read()\n"
             f"cli.save_atomically({path!r}, write)\n")
-        process = subprocess.Popen([sys.executable, "-c", child_code], cwd=HERE, text=True,
+        process = subprocess.Popen([sys.executable, "-c", child_code], cwd=ROOT, text=True,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.assertEqual(process.stdout.readline().strip(), "halfway")
         process.kill()

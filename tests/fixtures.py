@@ -1,116 +1,31 @@
-"""What the test modules share: a synthetic MNIST in the raw IDX format, the tutorial's own class
-and transform as references, pictures of digits, and ways to run the scripts.
+"""What the test modules share: test_smoke's fake MNIST, reference model and ways to run the
+scripts (re-exported from it), pictures of digits, and ways to start scripts and tools.
 
-Usage: from fixtures import make_fake_mnist, run_script, temporary_folder, ...   (tests only)
+Usage: from tests.fixtures import make_fake_mnist, run_script, temporary_folder, ...   (tests only)
 """
 import base64
-import contextlib
 import io
 import os
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
-import unittest
 import zlib
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-import torchvision.transforms as transforms
 from PIL import Image, ImageDraw
 
-import cli
-import data
+from data import to_pixels
+from extras.pictures import prepare_digit
+from test_smoke import (MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, TutorialModel,  # noqa: F401
+                        make_fake_mnist, run_script, run_subprocess, temporary_folder, write_idx)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-# Real MNIST, for the few tests that need it; they skip with this reason without it.
-MNIST_ROOT = os.environ.get("MNIST_ROOT", "")
-NO_REAL_MNIST = (not os.path.isfile(os.path.join(MNIST_ROOT, "MNIST", "raw", "t10k-images-idx3-ubyte")),
-                 "set MNIST_ROOT to a folder holding MNIST/raw/ (real MNIST) to run this test")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the scripts are
 
 
-class TutorialModel(nn.Module):
-    """The tutorial's class, copied as written: the reference our model must match."""
-
-    def __init__(self):
-        super(TutorialModel, self).__init__()
-        self.convolution1 = nn.Conv2d(in_channels=1, out_channels=6, kernel_size=5)
-        self.convolution2 = nn.Conv2d(in_channels=6, out_channels=16, kernel_size=5)
-        self.conv_dropout = nn.Dropout()
-        self.fc1 = nn.Linear(in_features=16*4*4, out_features=30)
-        self.fc2 = nn.Linear(in_features=30, out_features=10)
-        self.pool = nn.MaxPool2d(2, 2)
-
-    def forward(self, x):
-        x = self.pool(F.relu(self.convolution1(x)))
-        x = self.conv_dropout(x)
-        x = self.pool(F.relu(self.convolution2(x)))
-        x = x.view(-1, 16*4*4)
-        x = self.fc1(x)
-        y = self.fc2(x)
-        return y
-
-
-# The tutorial's transform, as written.
-TUTORIAL_TRANSFORM = transforms.Compose([
-    transforms.ToTensor(),
-    transforms.Normalize((0.5,), (0.5,)),
-])
-
-
-def temporary_folder():
-    """Return a new temporary folder, removed when the test module ends (call in setUpModule)."""
-    folder = tempfile.TemporaryDirectory()
-    unittest.addModuleCleanup(folder.cleanup)
-    return folder.name
-
-
-def write_idx(path, array):
-    """Write a uint8 tensor in MNIST's raw IDX format: magic, big-endian sizes, bytes."""
-    with open(path, "wb") as file:
-        file.write(bytes([0, 0, 8, array.dim()]))
-        file.write(struct.pack(f">{array.dim()}I", *array.shape))
-        file.write(array.numpy().tobytes())
-
-
-def make_fake_mnist(root, train_size=1000, test_size=200, seed=0):
-    """Write a small MNIST look-alike under root/MNIST/raw: digit d is a bright bar at row 2 + 2d.
-
-    The bars make the task learnable in a few steps; noise makes every image different.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    raw_dir = os.path.join(root, "MNIST", "raw")
-    os.makedirs(raw_dir, exist_ok=True)
-    for prefix, size in (("train", train_size), ("t10k", test_size)):
-        labels = torch.randint(0, 10, (size,), generator=generator)
-        images = torch.randint(0, 60, (size, 28, 28), generator=generator)
-        rows = 2 + 2 * labels
-        images[torch.arange(size), rows, 4:24] = 255
-        write_idx(os.path.join(raw_dir, f"{prefix}-images-idx3-ubyte"), images.to(torch.uint8))
-        write_idx(os.path.join(raw_dir, f"{prefix}-labels-idx1-ubyte"), labels.to(torch.uint8))
-    return root
-
-
-def run_script(module, argv):
-    """Run module.main(argv) as its script does, in this process: return (exit code, out, err)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.run_main(lambda: module.main(argv))
-        except SystemExit as exit:
-            code = exit.code
-            if isinstance(code, str):  # sys.exit("message") prints it and exits 1
-                err.write(code + "\n")
-                code = 1
-    return code, out.getvalue(), err.getvalue()
-
-
-def run_subprocess(script, *argv, **kwargs):
-    """Run one of our scripts as a user would; return the CompletedProcess."""
-    return subprocess.run([sys.executable, os.path.join(HERE, script), *argv], cwd=HERE,
+def run_module(name, *argv, **kwargs):
+    """Run a module of the project (python -m tools.NAME) as a user would; the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", name, *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, **kwargs)
 
 
@@ -120,7 +35,7 @@ def start_script(script, *argv):
     A shell that runs the suite in the background starts it with Ctrl-C (SIGINT) ignored, and
     children inherit that, so the script would never see it: the child gets the default back.
     """
-    return subprocess.Popen([sys.executable, os.path.join(HERE, script), *argv], cwd=HERE,
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, script), *argv], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -177,9 +92,9 @@ def make_shapes_mnist(root, train_size=1500, test_size=200):
     os.makedirs(raw_dir, exist_ok=True)
     for prefix, size in (("train", train_size), ("t10k", test_size)):
         labels = torch.arange(size) % 10
-        digits = torch.stack([data.prepare_digit(draw_shape(label, generator))
+        digits = torch.stack([prepare_digit(draw_shape(label, generator))
                               for label in labels.tolist()])  # (N, 1, 28, 28)
-        pixels = (data.to_pixels(digits[:, 0]) * 255).round().to(torch.uint8)
+        pixels = (to_pixels(digits[:, 0]) * 255).round().to(torch.uint8)
         write_idx(os.path.join(raw_dir, f"{prefix}-images-idx3-ubyte"), pixels)
         write_idx(os.path.join(raw_dir, f"{prefix}-labels-idx1-ubyte"), labels.to(torch.uint8))
     return root

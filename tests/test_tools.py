@@ -1,6 +1,6 @@
 """Tests of the teaching tools: --plot, --per-class, --save-errors, --image and the 99% recipe flags.
 
-Usage: python -m unittest -v test_tools
+Usage: python -m unittest -v tests.test_tools
 """
 import contextlib
 import importlib.util
@@ -14,16 +14,15 @@ import torch
 import torchvision
 from PIL import Image, ImageOps
 
-import augment
 import cli
 import data
-import evaluation
-import make_digit_sets
 import test
 import train
-from fixtures import (MNIST_ROOT, NO_REAL_MNIST, draw_digit, make_fake_mnist, run_script,
-                      run_subprocess, temporary_folder)
+from extras import augment, pictures
 from model import Net
+from tests.fixtures import (MNIST_ROOT, NO_REAL_MNIST, draw_digit, make_fake_mnist, run_module,
+                            run_script, run_subprocess, temporary_folder)
+from tools import make_digit_sets
 
 
 def setUpModule():
@@ -85,11 +84,11 @@ class ImagesDirTest(unittest.TestCase):
         self.assertIn("Pictures: 7 read, 1 skipped", out)
         self.assertIn("notes.txt: not an image file", err)
         self.assertEqual(len(err.strip().splitlines()), 1)
-        model = evaluation.load_model(MODEL, "cpu")
+        model = cli.load_model(MODEL, "cpu")
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            images, labels = data.read_labelled_folder(folder)
+            images, labels = pictures.read_labelled_folder(folder)
         self.assertEqual(sorted(labels.tolist()), [3, 3, 3, 7, 7, 7, 7])
-        expected = evaluation.accuracy(evaluation.predict(model, images), labels)
+        expected = cli.accuracy(cli.predict(model, images), labels)
         self.assertIn(f"Test Accuracy: {expected * 100:.2f}%", out)
         self.assertRegex(out, r"\n3  \d+\.\d{2}%  \(\d/3\)\n")  # the per-digit table
         self.assertRegex(out, r"\n7  \d+\.\d{2}%  \(\d/4\)\n")
@@ -127,7 +126,7 @@ class DigitSetsTest(unittest.TestCase):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             for folder in folders:
                 make_digit_sets.write_drawn(folder, per_digit=2)
-            images, labels = data.read_labelled_folder(folders[0])
+            images, labels = pictures.read_labelled_folder(folders[0])
         self.assertEqual(images.shape, (20, 1, 28, 28))
         self.assertEqual(sorted(labels.tolist()), sorted(list(range(10)) * 2))
         for digit in ("0", "7"):
@@ -140,8 +139,8 @@ class DigitSetsTest(unittest.TestCase):
         os.makedirs(os.path.join(fake, "sklearn"), exist_ok=True)
         with open(os.path.join(fake, "sklearn", "__init__.py"), "w") as file:
             file.write("raise ImportError('No module named sklearn')\n")
-        result = run_subprocess("make_digit_sets.py", temp_path("uci_sets"), "--sets", "uci",
-                                env={**os.environ, "PYTHONPATH": fake})
+        result = run_module("tools.make_digit_sets", temp_path("uci_sets"), "--sets", "uci",
+                            env={**os.environ, "PYTHONPATH": fake})
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stderr.strip(),
                          "error: the uci set needs scikit-learn: pip install scikit-learn")
@@ -171,9 +170,9 @@ class PerClassAndErrorsTest(unittest.TestCase):
         torch.manual_seed(0)
         untrained = temp_path("untrained.pt")
         torch.save(Net().state_dict(), untrained)
-        model = evaluation.load_model(untrained, "cpu")
+        model = cli.load_model(untrained, "cpu")
         images, labels = data.load_mnist(DATA_DIR, train=False)
-        predictions = evaluation.predict(model, images)
+        predictions = cli.predict(model, images)
         wrong = (predictions != labels).nonzero().view(-1).tolist()
         self.assertGreater(len(wrong), 100)
         path = temp_path("errors.png")
@@ -266,7 +265,7 @@ class ExtraImagesTest(unittest.TestCase):
         for position, (path, label) in enumerate(readable):
             for repeat in range(3):
                 index = 500 + repeat * 20 + position
-                self.assertTrue(torch.equal(all_images[index], data.read_picture(path, path)), path)
+                self.assertTrue(torch.equal(all_images[index], pictures.read_picture(path, path)), path)
                 self.assertEqual(int(all_labels[index]), label)
 
     def test_same_seed_same_weights_and_the_run_records_its_folders(self):
@@ -299,7 +298,7 @@ class ExtraImagesTest(unittest.TestCase):
                                                   "--out", out])
                 self.assertEqual(code, 0, err)
                 first = torch.load(out, weights_only=True)["snapshots"][0]
-                expected = evaluation.load_model(start, "cpu").state_dict()
+                expected = cli.load_model(start, "cpu").state_dict()
                 for key, value in expected.items():  # step 0 is the weights it started from
                     self.assertTrue(torch.equal(first["model"][key], value), key)
         code, _, err = run_script(train, ["--data-dir", DATA_DIR, "--init-from", temp_path("none.pt"),
@@ -472,7 +471,7 @@ class RealDigitPicturesTest(unittest.TestCase):
             page.paste(picture, (10 + 3 * index, 30))
             paths.append(temp_path(f"real_{index}_{labels[index]}.png"))
             page.save(paths[-1])
-            differences.append((data.prepare_digit(page) - images[index]).abs().mean().item())
+            differences.append((pictures.prepare_digit(page) - images[index]).abs().mean().item())
         # MNIST digits were prepared this way, so preparing them again changes them less than
         # moving them by one pixel would.
         one_pixel = (torch.roll(images[:30], 1, dims=3) - images[:30]).abs().mean().item()

@@ -1,7 +1,7 @@
 """Tests of the training run's snapshots and of runs that resume: the same weights as one run,
 flags that would change the run refused, a run interrupted by Ctrl-C continued.
 
-Usage: python -m unittest -v test_resume
+Usage: python -m unittest -v tests.test_resume
 """
 import contextlib
 import functools
@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 import data
-import runs
 import train
-from fixtures import draw_digit, make_fake_mnist, run_script, start_script, temporary_folder
+from extras import runs
 from model import Net
+from tests.fixtures import draw_digit, make_fake_mnist, run_script, start_script, temporary_folder
 
 
 def setUpModule():

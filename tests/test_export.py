@@ -1,7 +1,7 @@
 """Tests of draw.py --export: the file's answers, computed in the browser, held to the server's
 (PyTorch's) for the same bodies; the file opened as file:// in headless Chromium, offline.
 
-Usage: python -m unittest -v test_export   (MNIST_ROOT=... uses 100 real MNIST digits)
+Usage: python -m unittest -v tests.test_export   (MNIST_ROOT=... uses 100 real MNIST digits)
 """
 import base64
 import contextlib
@@ -22,16 +22,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+import cli
 import data
 import draw
-import evaluation
-import export
-import runs
 import train
-from benchmark_export import ANSWER_DIGITS, digits_of, drawing_of
-from fixtures import draw_shape, make_fake_mnist, make_shapes_mnist, run_script, temporary_folder
-from test_draw import (CHROMEDRIVER, CHROMIUM, EDITED, PHONE_PROBLEMS, browser_missing, draw_stroke,
-                       thousands_set)
+from extras import pictures, runs
+from page import export, routes
+from page.server import answer as server_answer  # 'answer' names the file's answers
+from tests.fixtures import draw_shape, make_fake_mnist, make_shapes_mnist, run_script, temporary_folder
+from tests.test_draw import (CHROMEDRIVER, CHROMIUM, EDITED, PHONE_PROBLEMS, browser_missing,
+                             draw_stroke, thousands_set)
+from tools.benchmark_export import ANSWER_DIGITS, digits_of, drawing_of
 
 
 class OpsNet(nn.Module):
@@ -108,8 +109,8 @@ class ExamplesNet(nn.Module):
 @contextlib.contextmanager
 def examples_net_in_model_py():
     """The scripts build ExamplesNet wherever they build model.py's Net, as if it were pasted there."""
-    with mock.patch.object(train, "Net", ExamplesNet), mock.patch.object(evaluation, "Net", ExamplesNet), \
-            mock.patch.object(draw, "Net", ExamplesNet):
+    with mock.patch.object(train, "Net", ExamplesNet), mock.patch.object(cli, "Net", ExamplesNet), \
+            mock.patch.object(routes, "Net", ExamplesNet):
         yield
 
 
@@ -177,12 +178,12 @@ def setUpModule():
     code, out, err = run_script(draw, [MODEL, "--data-dir", SHAPES, "--export", FILE,
                                        "--collect", os.path.join(TEMP, "class_digits")])
     assert code == 0, err
-    PAGE = draw.Page(draw.load_models([MODEL], "cpu"), "cpu", *draw.load_sets(SHAPES, None),
+    PAGE = routes.Page(routes.load_models([MODEL], "cpu"), "cpu", *routes.load_sets(SHAPES, None),
                      collect=os.path.join(TEMP, "unused"))
     torch.manual_seed(0)
-    edited = [draw.Network(name, network().eval()) for name, (network, _) in EDITED.items()]
-    edited.append(draw.Network("ops", OpsNet().eval()))
-    edited.append(draw.Network("softmax", SoftmaxNet().eval()))
+    edited = [routes.Network(name, network().eval()) for name, (network, _) in EDITED.items()]
+    edited.append(routes.Network("ops", OpsNet().eval()))
+    edited.append(routes.Network("softmax", SoftmaxNet().eval()))
     for network in edited:  # batch norm with learned-looking statistics, not the identity
         for module in network.model.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -190,7 +191,7 @@ def setUpModule():
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.data.uniform_(0.5, 1.5)
                 module.bias.data.uniform_(-0.3, 0.3)
-    EDITED_PAGE = draw.Page(edited, "cpu")
+    EDITED_PAGE = routes.Page(edited, "cpu")
     EDITED_FILE = os.path.join(TEMP, "edited.html")
     export.export_page(EDITED_PAGE, EDITED_FILE)
     DIGITS = test_digits(100)
@@ -206,6 +207,11 @@ def test_digits(count):
     if not (root and data.raw_folder(root)[1]):
         root = make_fake_mnist(os.path.join(TEMP, "bars"))
     return digits_of(data.load_mnist(root, train=False)[0], count)
+
+
+def served(page, route, argument=""):
+    """The server's answer to route, as the file is asked it: a query string (GET) or a dict (POST)."""
+    return server_answer(page, "GET" if isinstance(argument, str) else "POST", f"/{route}", argument)
 
 
 def as_json(answer):
@@ -271,9 +277,9 @@ class ExportTest(unittest.TestCase):
     def test_an_operation_the_file_cannot_compute_is_named_with_its_line(self):
         path = os.path.join(TEMP, "gelu.pt")
         torch.save({"model": GeluNet().state_dict()}, path)
-        page = draw.Page([draw.Network("gelu", GeluNet().eval())], "cpu")
+        page = routes.Page([routes.Network("gelu", GeluNet().eval())], "cpu")
         target = os.path.join(TEMP, "gelu.html")
-        with self.assertRaises(draw.UserError) as caught:
+        with self.assertRaises(cli.UserError) as caught:
             export.export_page(page, target)
         message = str(caught.exception)
         self.assertRegex(message, r"^the exported page cannot compute F\.gelu \(forward\(\) calls it "
@@ -286,8 +292,8 @@ class ExportTest(unittest.TestCase):
             def forward(self, x):
                 return self.fc(F.dropout(torch.flatten(x, 1), p=0.2))  # training=True: it drops
 
-        page = draw.Page([draw.Network("dropping", Dropping().eval())], "cpu")
-        with self.assertRaisesRegex(draw.UserError, r"cannot compute F\.dropout"):
+        page = routes.Page([routes.Network("dropping", Dropping().eval())], "cpu")
+        with self.assertRaisesRegex(cli.UserError, r"cannot compute F\.dropout"):
             export.page_html(page)
 
     def test_a_softmax_in_float32_is_exported_and_in_another_precision_refused(self):
@@ -297,11 +303,11 @@ class ExportTest(unittest.TestCase):
             def forward(self, x):
                 return F.log_softmax(self.fc(torch.flatten(x, 1)), dim=1, dtype=self.dtype)
 
-        page = draw.Page([draw.Network("float", Softmax().eval())], "cpu")
+        page = routes.Page([routes.Network("float", Softmax().eval())], "cpu")
         self.assertIn('"op":"log_softmax"', export.page_html(page))
         Softmax.dtype = torch.float64
-        with self.assertRaises(draw.UserError) as caught:
-            export.page_html(draw.Page([draw.Network("double", Softmax().eval())], "cpu"))
+        with self.assertRaises(cli.UserError) as caught:
+            export.page_html(routes.Page([routes.Network("double", Softmax().eval())], "cpu"))
         self.assertRegex(str(caught.exception), r"^the exported page cannot compute F\.log_softmax \(forward")
         self.assertNotIn("\n", str(caught.exception))
 
@@ -352,8 +358,8 @@ class ExportTest(unittest.TestCase):
                 x = torch.flatten(x, 1)
                 return self.fc(x.relu_() + x)  # PyTorch adds the changed x to itself
 
-        page = draw.Page([draw.Network("shared", Shared().eval())], "cpu")
-        with self.assertRaisesRegex(draw.UserError, r"cannot compute x\.relu_\(\.\.\.\) \(forward"):
+        page = routes.Page([routes.Network("shared", Shared().eval())], "cpu")
+        with self.assertRaisesRegex(cli.UserError, r"cannot compute x\.relu_\(\.\.\.\) \(forward"):
             export.page_html(page)
 
     def test_the_file_names_folders_by_their_own_name_never_a_path_of_this_machine(self):
@@ -454,7 +460,8 @@ class FileInBrowserTest(unittest.TestCase):
         for start in range(0, len(DIGITS), 10):  # ten at a time: each answer holds every stage
             batch = DIGITS[start:start + 10]
             for digit, answer in zip(batch, self.predict_drawings(batch)):
-                identical += same_answer(self, answer, as_json(PAGE.predict({"pixels": drawing_of(digit)})))
+                server = as_json(served(PAGE, "predict", {"pixels": drawing_of(digit)}))
+                identical += same_answer(self, answer, server)
         self.assertGreaterEqual(len(DIGITS), 100)
         self.assertGreaterEqual(identical, 0.95 * len(DIGITS))
 
@@ -464,7 +471,7 @@ class FileInBrowserTest(unittest.TestCase):
             Image.fromarray(torch.tensor(drawing_of(digit), dtype=torch.uint8).numpy()).save(buffer, "PNG")
             body = {"picture": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
                     "attribution": False}
-            same_answer(self, self.call("predict", body)["answer"], as_json(PAGE.predict(body)))
+            same_answer(self, self.call("predict", body)["answer"], as_json(served(PAGE, "predict", body)))
 
     def test_step_views_give_the_servers_products_sums_and_values(self):
         body = {"pixels": drawing_of(DIGITS[3])}
@@ -474,7 +481,7 @@ class FileInBrowserTest(unittest.TestCase):
             request = {**body, "stage": stage, **dict(zip(("map", "row", "column"), position))}
             reply = self.call("step", request)
             self.assertIn("answer", reply, reply)
-            server = as_json(PAGE.step(request))
+            server = as_json(served(PAGE, "step", request))
             if server["kind"] == "linear":  # ties among the largest may come in another order
                 for answer in (reply["answer"], server):
                     answer["largest"].sort(key=lambda item: item["index"])
@@ -485,15 +492,17 @@ class FileInBrowserTest(unittest.TestCase):
         for model, network in enumerate(EDITED_PAGE.networks):
             identical = 0
             for digit, answer in zip(DIGITS[:8], self.predict_drawings(DIGITS[:8], model=model)):
-                server = as_json(EDITED_PAGE.predict({"model": model, "pixels": drawing_of(digit)}))
+                server = as_json(served(EDITED_PAGE, "predict",
+                                        {"model": model, "pixels": drawing_of(digit)}))
                 identical += same_answer(self, answer, server)
             self.assertGreaterEqual(identical, 7, network.name)
             for stage in (layer for layer in server["layers"] if layer["kind"] in ("convolution", "pool")):
                 request = {"model": model, "pixels": drawing_of(DIGITS[7]), "stage": stage["name"],
                            "map": 1, "row": 1, "column": 2}
                 reply = self.call("step", request)
-                self.assertLessEqual(difference(reply["answer"], as_json(EDITED_PAGE.step(request))),
-                                     1e-4, (network.name, stage["name"]))
+                expected = as_json(served(EDITED_PAGE, "step", request))
+                self.assertLessEqual(difference(reply["answer"], expected), 1e-4,
+                                     (network.name, stage["name"]))
 
     def test_pytorch_examples_net_answers_as_the_server_and_its_slider_as_its_rounded_weights(self):
         path, target = os.path.join(TEMP, "examples_run.pt"), os.path.join(TEMP, "examples_run.html")
@@ -503,42 +512,44 @@ class FileInBrowserTest(unittest.TestCase):
             self.assertEqual(code, 0, err)
             code, _, err = run_script(draw, [path, "--data-dir", SHAPES, "--export", target])
             self.assertEqual(code, 0, err)
-            page = draw.Page(draw.load_models([path], "cpu"), "cpu")
+            page = routes.Page(routes.load_models([path], "cpu"), "cpu")
         self.open(target)
         self.wait_for(lambda: "kept with 4 bits each" in self.text("training-note"), "the slider's note")
-        identical = sum(same_answer(self, answer, as_json(page.predict({"pixels": drawing_of(digit)})))
+        identical = sum(same_answer(self, answer,
+                                    as_json(served(page, "predict", {"pixels": drawing_of(digit)})))
                         for digit, answer in zip(DIGITS[:4], self.predict_drawings(DIGITS[:4])))
         self.assertGreaterEqual(identical, 3)
         # A snapshot on the slider: PyTorch with the weights the file rounded gives the file's answer.
         network, keys = page.networks[0], [key for key, _ in exported_data(target)["networks"][0]["tensors"]]
         model = copy.deepcopy(network.snapshots[2][1])
         model.load_state_dict(export.compact_weights(model.state_dict(), keys, 4)[1], strict=False)
-        rounded = draw.Page([draw.Network(network.name, model)], "cpu")
+        rounded = routes.Page([routes.Network(network.name, model)], "cpu")
         for digit, answer in zip(DIGITS[4:6], self.predict_drawings(DIGITS[4:6], snapshot=2)):
-            same_answer(self, answer, as_json(rounded.predict({"pixels": drawing_of(digit)})))
+            same_answer(self, answer, as_json(served(rounded, "predict", {"pixels": drawing_of(digit)})))
 
     def test_models_kernels_training_and_the_explorer_equal_the_servers(self):
-        self.assertEqual(self.call("models")["answer"], {**as_json(PAGE.model_list()),
+        self.assertEqual(self.call("models")["answer"], {**as_json(served(PAGE, "models")),
                                                          "collect": {"folder": "class_digits",
                                                                      "limit": 500, "counts": [0] * 10}})
         snapshots = len(PAGE.explainers[0])
         for query in ("model=0", "model=1", f"model=0&snapshot={snapshots // 2}"):
             self.assertLessEqual(difference(self.call("kernels", query)["answer"],
-                                            as_json(PAGE.kernels(query))), 1e-5)
-            self.assertEqual(self.call("training", query)["answer"], as_json(PAGE.training(query)))
-            self.assertEqual(self.call("testset", query)["answer"], as_json(PAGE.testset(query)))
+                                            as_json(served(PAGE, "kernels", query))), 1e-5)
+            self.assertEqual(self.call("training", query)["answer"], as_json(served(PAGE, "training", query)))
+            self.assertEqual(self.call("testset", query)["answer"], as_json(served(PAGE, "testset", query)))
         for query in ("model=0&true=3&predicted=3", "model=1&true=2&predicted=5",
                       "model=0&snapshot=1&true=0&predicted=0", "model=0&other=1", "model=1&other=0"):
-            self.assertEqual(self.call("examples", query)["answer"], as_json(PAGE.examples(query)), query)
+            self.assertEqual(self.call("examples", query)["answer"],
+                             as_json(served(PAGE, "examples", query)), query)
         for snapshot in (0, 1, snapshots // 2):  # the training slider: the network after that step
             body = {"pixels": drawing_of(DIGITS[5]), "snapshot": snapshot}
             self.assertTrue(same_answer(self, self.call("predict", body)["answer"],
-                                        as_json(PAGE.predict(body))))
+                                        as_json(served(PAGE, "predict", body))))
         for index in (0, 7):  # an image the explorer shows, sent through the network as it is
-            shown = PAGE.examples("model=0&true=3&predicted=3")["examples"]
+            shown = served(PAGE, "examples", "model=0&true=3&predicted=3")["examples"]
             body = {"set": 0, "index": shown[index]["index"]}
             self.assertTrue(same_answer(self, self.call("predict", body)["answer"],
-                                        as_json(PAGE.predict(body))))
+                                        as_json(served(PAGE, "predict", body))))
 
     def test_bad_bodies_get_the_servers_status_and_message(self):
         good = {"pixels": drawing_of(DIGITS[0])}
@@ -553,9 +564,8 @@ class FileInBrowserTest(unittest.TestCase):
                ("collect", {"label": 3}), ("collect", {"label": 11, **good}),
                ("testset", "set=x"), ("examples", "true=1"), ("kernels", "model=9")]
         for route, body in bad:
-            with self.assertRaises(draw.BadRequest) as caught:
-                handler = PAGE.model_list if route == "models" else getattr(PAGE, route)
-                handler(body)
+            with self.assertRaises(routes.BadRequest) as caught:
+                served(PAGE, route, body)
             reply = self.call(route, body)
             self.assertEqual((reply.get("status"), reply.get("error")),
                              (caught.exception.status, str(caught.exception)), (route, body))
@@ -566,7 +576,7 @@ class FileInBrowserTest(unittest.TestCase):
                                           "!!document.querySelector('#attribution[data-digit]')"),
                       "the file to answer the drawing")
         picture = self.driver.execute_script("return document.getElementById('draw').toDataURL('image/png')")
-        server = as_json(PAGE.predict({"picture": picture}))
+        server = as_json(served(PAGE, "predict", {"picture": picture}))
         self.assertEqual(self.driver.find_element("id", "prediction").text, str(server["prediction"]))
         shown = [section.get_attribute("data-stage") for section in
                  self.driver.find_elements("css selector", "#stages section")]
@@ -580,7 +590,7 @@ class FileInBrowserTest(unittest.TestCase):
         x, y = 3.5 * box["width"] / 8 - box["width"] / 2, 4.5 * box["height"] / 8 - box["height"] / 2
         ActionChains(self.driver).move_to_element_with_offset(canvas, x, y).click().perform()  # (4, 3)
         self.wait_for(lambda: self.driver.find_elements("id", "step"), "the step view")
-        step = as_json(PAGE.step({"picture": picture, "stage": "convolution2",
+        step = as_json(served(PAGE, "step", {"picture": picture, "stage": "convolution2",
                                   "map": 2, "row": 4, "column": 3}))
         self.assertIn(f"{step['sum']:.4f}"[:-1], self.driver.find_element("id", "step").text)
 
@@ -593,11 +603,11 @@ class FileInBrowserTest(unittest.TestCase):
         self.wait_for(lambda: self.driver.find_elements("css selector", "#examples figure"),
                       "the cell's images")
         figures = self.driver.find_elements("css selector", "#examples figure")
-        expected = PAGE.examples("model=0&true=4&predicted=4")["examples"]
+        expected = served(PAGE, "examples", "model=0&true=4&predicted=4")["examples"]
         self.assertEqual([int(figure.get_attribute("data-index")) for figure in figures],
                          [example["index"] for example in expected])
         figures[2].click()
-        server = PAGE.predict({"set": 0, "index": expected[2]["index"]})
+        server = served(PAGE, "predict", {"set": 0, "index": expected[2]["index"]})
         self.wait_for(lambda: "true label: 4" in self.driver.find_element("id", "truth").text,
                       "the image's answer")
         self.assertEqual(self.driver.find_element("id", "prediction").text, str(server["prediction"]))
@@ -612,14 +622,14 @@ class FileInBrowserTest(unittest.TestCase):
         pictures = picture_folder(os.path.join(root, "pictures", OPENING))
         shutil.copy(MODEL, checkpoint)
         with contextlib.redirect_stdout(io.StringIO()):  # "Pictures: 10 read, 0 skipped"
-            sets = draw.load_sets(data_dir, pictures)
-        networks = draw.load_models([checkpoint], "cpu") + [draw.Network("edited", OpeningNet().eval())]
-        export.export_page(draw.Page(networks, "cpu", *sets), os.path.join(root, "names.html"))
-        export.export_page(draw.Page(networks[:1], "cpu", *draw.load_sets(data_dir, None)),
+            sets = routes.load_sets(data_dir, pictures)
+        networks = routes.load_models([checkpoint], "cpu") + [routes.Network("edited", OpeningNet().eval())]
+        export.export_page(routes.Page(networks, "cpu", *sets), os.path.join(root, "names.html"))
+        export.export_page(routes.Page(networks[:1], "cpu", *routes.load_sets(data_dir, None)),
                            os.path.join(root, "missing.html"))
         self.open(os.path.join(root, "names.html"))
         options = self.driver.find_elements("css selector", "#model option")
-        self.assertEqual([option.text for option in options], [f"{OPENING}.pt", draw.UNTRAINED, "edited"])
+        self.assertEqual([option.text for option in options], [f"{OPENING}.pt", routes.UNTRAINED, "edited"])
         self.assertEqual(self.driver.find_element("css selector", "#set option").text, f"{OPENING} (10)")
         Select(self.driver.find_element("id", "model")).select_by_index(2)
         self.stroke([(140, 40 + 10 * step) for step in range(21)])
@@ -636,7 +646,7 @@ class FileInBrowserTest(unittest.TestCase):
 
     def test_on_a_phone_nothing_scrolls_sideways_and_everything_reads(self):
         target = os.path.join(TEMP, "thousands.html")  # counts of four digits, as MNIST's
-        export.export_page(draw.Page(draw.load_models([MODEL], "cpu"), "cpu", [thousands_set(SHAPES)]),
+        export.export_page(routes.Page(routes.load_models([MODEL], "cpu"), "cpu", [thousands_set(SHAPES)]),
                            target)
         self.driver.set_window_size(390, 844)
         try:
@@ -678,7 +688,7 @@ class FileInBrowserTest(unittest.TestCase):
         here = os.getcwd()
         os.chdir(inside)  # draw.py --collect .. run in chiffres_é/sub
         try:
-            page = draw.Page(draw.load_models([MODEL], "cpu"), "cpu", collect="..")
+            page = routes.Page(routes.load_models([MODEL], "cpu"), "cpu", collect="..")
         finally:
             os.chdir(here)
         export.export_page(page, target)
@@ -696,7 +706,7 @@ class FileInBrowserTest(unittest.TestCase):
                                                          "class_digits/7/0000.png"])
             files.extractall(folder)
         with contextlib.redirect_stdout(io.StringIO()):
-            images, labels = data.read_labelled_folder(os.path.join(folder, "class_digits"))
+            images, labels = pictures.read_labelled_folder(os.path.join(folder, "class_digits"))
         self.assertEqual(labels.tolist(), [3, 3, 7])
         self.assertEqual(tuple(images.shape), (3, 1, 28, 28))
 

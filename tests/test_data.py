@@ -1,7 +1,7 @@
-"""Tests of data.py and augment.py: MNIST as tensors, shuffled batches, pictures of your own
-digits prepared as MNIST's were, and the random changes of --augment.
+"""Tests of data.py, extras/pictures.py and extras/augment.py: MNIST as tensors, shuffled batches,
+pictures of your own digits prepared as MNIST's were, and the random changes of --augment.
 
-Usage: python -m unittest -v test_data
+Usage: python -m unittest -v tests.test_data
 """
 import contextlib
 import io
@@ -14,9 +14,9 @@ import torch
 import torchvision
 from PIL import Image
 
-import augment
 import data
-from fixtures import (EPS_SEVEN, MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, draw_digit,
+from extras import augment, pictures
+from tests.fixtures import (EPS_SEVEN, MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, draw_digit,
                       make_fake_mnist, png_header_only, temporary_folder)
 
 
@@ -69,7 +69,7 @@ def ink_box_and_centre(digit):
 class PrepareDigitTest(unittest.TestCase):
     def test_prepared_as_mnist_fit_20_and_centred_by_mass(self):
         picture = draw_digit((400, 300), (250, 30, 330, 230))  # tall, far off-centre, dark on light
-        digit = data.prepare_digit(picture)
+        digit = pictures.prepare_digit(picture)
         self.assertEqual(digit.shape, (1, 28, 28))
         self.assertEqual(digit[0, 0, 0].item(), -1.0)  # background as MNIST's black after Normalize
         self.assertAlmostEqual(digit.max().item(), 1.0, places=2)  # full-strength ink
@@ -82,22 +82,22 @@ class PrepareDigitTest(unittest.TestCase):
     def test_light_ink_on_dark_gives_the_same_digit(self):
         dark_on_light = draw_digit((120, 160), (20, 20, 90, 140))
         light_on_dark = draw_digit((120, 160), (20, 20, 90, 140), ink="white", paper="black")
-        self.assertTrue(torch.equal(data.prepare_digit(dark_on_light),
-                                    data.prepare_digit(light_on_dark)))
+        self.assertTrue(torch.equal(pictures.prepare_digit(dark_on_light),
+                                    pictures.prepare_digit(light_on_dark)))
 
     def test_grey_paper_and_transparent_background(self):
-        reference = data.prepare_digit(draw_digit((120, 160), (20, 20, 90, 140)))
-        grey = data.prepare_digit(draw_digit((120, 160), (20, 20, 90, 140), ink=(40, 40, 40),
+        reference = pictures.prepare_digit(draw_digit((120, 160), (20, 20, 90, 140)))
+        grey = pictures.prepare_digit(draw_digit((120, 160), (20, 20, 90, 140), ink=(40, 40, 40),
                                              paper=(200, 195, 190)))
         self.assertLess((grey - reference).abs().max().item(), 0.05)
         # Black ink on clear pixels that are black too: only the alpha channel shows the digit.
         transparent = draw_digit((120, 160), (20, 20, 90, 140), ink=(0, 0, 0, 255),
                                  paper=(0, 0, 0, 0), mode="RGBA")
-        self.assertTrue(torch.equal(data.prepare_digit(transparent), reference))
+        self.assertTrue(torch.equal(pictures.prepare_digit(transparent), reference))
 
     def test_blank_picture_is_refused(self):
         with self.assertRaises(data.DataError):
-            data.prepare_digit(Image.new("L", (50, 50), 255))
+            pictures.prepare_digit(Image.new("L", (50, 50), 255))
 
 
 class ReadPictureTest(unittest.TestCase):
@@ -108,35 +108,35 @@ class ReadPictureTest(unittest.TestCase):
         exif = Image.Exif()
         exif[0x0112] = 6
         upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
-        expected = data.prepare_digit(upright)
-        self.assertLess((data.read_picture(path, path) - expected).abs().mean().item(), 0.02)
+        expected = pictures.prepare_digit(upright)
+        self.assertLess((pictures.read_picture(path, path) - expected).abs().mean().item(), 0.02)
         exif[0x0112] = 1  # the same pixels with no turn asked are read as they are
         upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
-        self.assertGreater((data.read_picture(path, path) - expected).abs().mean().item(), 0.1)
+        self.assertGreater((pictures.read_picture(path, path) - expected).abs().mean().item(), 0.1)
 
     def test_file_objects_and_paths_give_the_same_digit(self):
         path = temp_path("digit.png")
         draw_digit((100, 100), (30, 20, 70, 80)).save(path)
         with open(path, "rb") as file:
-            self.assertTrue(torch.equal(data.read_picture(file, "upload"),
-                                        data.read_picture(path, path)))
+            self.assertTrue(torch.equal(pictures.read_picture(file, "upload"),
+                                        pictures.read_picture(path, path)))
 
 
 class PictureFormatTest(unittest.TestCase):
     def test_the_formats_a_digit_comes_in_are_read_and_a_phones_mpo_decoded_smaller(self):
         upright = draw_digit((120, 160), (20, 20, 90, 140), mode="RGB")
-        expected = data.prepare_digit(upright)
+        expected = pictures.prepare_digit(upright)
         for name, options in [("PNG", {}), ("JPEG", {"quality": 95}), ("GIF", {}), ("BMP", {}),
                               ("TIFF", {}), ("WEBP", {"lossless": True}),
                               ("MPO", {"save_all": True, "append_images": [upright]})]:  # phones'
             with self.subTest(format=name):
                 buffer = io.BytesIO()
                 upright.save(buffer, format=name, **options)
-                self.assertLess((data.read_picture(buffer, name) - expected).abs().mean().item(),
+                self.assertLess((pictures.read_picture(buffer, name) - expected).abs().mean().item(),
                                 0.02)
                 if name == "MPO":  # over the limit, as a JPEG is: decoded at half the size
-                    with mock.patch.object(data, "MAX_PIXELS", 60 * 80):
-                        with data.open_within_limit(buffer) as picture:
+                    with mock.patch.object(pictures, "MAX_PIXELS", 60 * 80):
+                        with pictures.open_within_limit(buffer) as picture:
                             self.assertEqual((picture.format, picture.size), ("MPO", (60, 80)))
 
     def test_other_formats_are_refused_by_name_without_opening_them(self):
@@ -147,12 +147,12 @@ class PictureFormatTest(unittest.TestCase):
                 with mock.patch("PIL.EpsImagePlugin.EpsImageFile._open",
                                 side_effect=AssertionError("opened as EPS")):
                     with self.assertRaises(data.DataError) as raised:
-                        data.read_picture(io.BytesIO(content), name)
+                        pictures.read_picture(io.BytesIO(content), name)
                 kind = name.split(".")[1].upper()
                 self.assertEqual(str(raised.exception), f"{name}: {kind} files are not read, only "
                                                         "PNG, JPEG, GIF, BMP, TIFF, WEBP")
         with self.assertRaisesRegex(data.DataError, "^notes: not an image file of a format"):
-            data.read_picture(io.BytesIO(b"just text"), "notes")
+            pictures.read_picture(io.BytesIO(b"just text"), "notes")
 
 
 class LargeAndDeepPictureTest(unittest.TestCase):
@@ -161,25 +161,25 @@ class LargeAndDeepPictureTest(unittest.TestCase):
         png_header_only(path, 9000, 9000)  # 81 million pixels: under Pillow's own limit
         with mock.patch("PIL.ImageFile.ImageFile.load", side_effect=AssertionError("decoded")):
             with self.assertRaisesRegex(data.DataError, "too many pixels .*9000 x 9000"):
-                data.read_picture(path, path)
+                pictures.read_picture(path, path)
         small = temp_path("small.png")
         draw_digit((200, 200), (60, 40, 140, 160)).save(small)
-        with mock.patch.object(data, "MAX_PIXELS", 199 * 200):
+        with mock.patch.object(pictures, "MAX_PIXELS", 199 * 200):
             with self.assertRaisesRegex(data.DataError, "too many pixels"):
-                data.read_picture(small, small)
-        self.assertEqual(data.read_picture(small, small).shape, (1, 28, 28))
+                pictures.read_picture(small, small)
+        self.assertEqual(pictures.read_picture(small, small).shape, (1, 28, 28))
 
     def test_a_large_jpeg_is_decoded_smaller_instead(self):
         path = temp_path("photo.jpg")
         photo = draw_digit((4800, 3600), (1800, 600, 2800, 3000), mode="L")  # 17.3 million pixels
         photo.save(path, quality=90)
         opened = []
-        real_open = data.open_within_limit
-        with mock.patch.object(data, "open_within_limit",
+        real_open = pictures.open_within_limit
+        with mock.patch.object(pictures, "open_within_limit",
                                side_effect=lambda *args: opened.append(real_open(*args)) or opened[-1]):
-            digit = data.read_picture(path, path)
+            digit = pictures.read_picture(path, path)
         self.assertEqual(opened[0].size, (2400, 1800))  # decoded at half the size: 4.3 million
-        expected = data.prepare_digit(photo)  # every pixel, as it was read before the limit
+        expected = pictures.prepare_digit(photo)  # every pixel, as it was read before the limit
         self.assertLess((digit - expected).abs().mean().item(), 0.002)
 
     def test_16_bit_grey_keeps_its_levels(self):
@@ -189,7 +189,7 @@ class LargeAndDeepPictureTest(unittest.TestCase):
         Image.fromarray(levels).save(path)
         with Image.open(path) as picture:
             self.assertIn(picture.mode, ("I", "I;16"))  # Pillow reads 16-bit PNGs as these
-        self.assertTrue(torch.equal(data.read_picture(path, path), data.prepare_digit(eight_bit)))
+        self.assertTrue(torch.equal(pictures.read_picture(path, path), pictures.prepare_digit(eight_bit)))
 
 
 class LabelledFolderTest(unittest.TestCase):
@@ -203,12 +203,12 @@ class LabelledFolderTest(unittest.TestCase):
         with open(os.path.join(folder, "2", ".DS_Store"), "wb") as file:
             file.write(b"\0\0\0\1Bud1")
         with contextlib.redirect_stdout(io.StringIO()) as out:
-            images, labels = data.read_labelled_folder(folder)
+            images, labels = pictures.read_labelled_folder(folder)
         self.assertEqual((images.shape, labels.tolist()), ((1, 1, 28, 28), [3]))
         self.assertEqual(out.getvalue(), "Pictures: 1 read, 0 skipped\n")
         os.remove(os.path.join(folder, "3", "a.png"))
         with self.assertRaisesRegex(data.DataError, "subfolders 0 to 9 hold no pictures"):
-            data.read_labelled_folder(folder)
+            pictures.read_labelled_folder(folder)
 
 
 class AugmentTest(unittest.TestCase):

@@ -1,7 +1,7 @@
 """Tests that the docs cannot rot: the lesson's one-cell block trains exactly as train.py does,
 every relative link resolves, and every `python <script>.py --flag` written there exists.
 
-Usage: python -m unittest -v test_docs
+Usage: python -m unittest -v tests.test_docs
 """
 import glob
 import http.client
@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,23 +18,19 @@ import unittest.mock
 
 import torch
 
-import benchmark
-import benchmark_class
-import benchmark_export
-import benchmark_page
 import draw
-import make_digit_sets
-import make_notebook
 import test
 import train
-from fixtures import (HERE, draw_digit, draw_shape, make_fake_mnist, run_script, stroke_pixels,
-                      temporary_folder)
+from tests.fixtures import (ROOT, draw_digit, draw_shape, make_fake_mnist, run_script, stroke_pixels,
+                            temporary_folder)
+from tools import (benchmark, benchmark_class, benchmark_export, benchmark_page, make_digit_sets,
+                   make_notebook)
 
-DOCS = [os.path.join(HERE, "README.md"), *sorted(glob.glob(os.path.join(HERE, "docs", "*.md")))]
-SCRIPTS = {"train.py": train, "test.py": test, "draw.py": draw, "benchmark.py": benchmark,
-           "benchmark_page.py": benchmark_page, "benchmark_class.py": benchmark_class,
-           "benchmark_export.py": benchmark_export,
-           "make_digit_sets.py": make_digit_sets, "make_notebook.py": make_notebook}
+DOCS = [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]
+SCRIPTS = {"train.py": train, "test.py": test, "draw.py": draw, "tools.benchmark": benchmark,
+           "tools.benchmark_page": benchmark_page, "tools.benchmark_class": benchmark_class,
+           "tools.benchmark_export": benchmark_export,
+           "tools.make_digit_sets": make_digit_sets, "tools.make_notebook": make_notebook}
 
 
 def setUpModule():
@@ -51,7 +46,7 @@ def read(path):
 
 def lesson_blocks():
     """The python blocks of docs/lesson.md, exactly as written there."""
-    blocks = re.findall(r"```python\n(.*?)```", read(os.path.join(HERE, "docs", "lesson.md")), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", read(os.path.join(ROOT, "docs", "lesson.md")), re.S)
     assert len(blocks) == 5, f"docs/lesson.md holds {len(blocks)} python blocks, not 5"
     return blocks
 
@@ -74,11 +69,12 @@ def anchors(markdown):
 
 
 def commands(markdown):
-    """Every `python <script>.py ...` command written in markdown, up to a pipe, ; or &&."""
+    """Every `python <script>.py ...` and `python -m tools.<name> ...` command written in
+    markdown, up to a pipe, ; or &&: (script or module, its arguments)."""
     found = []
     for line in markdown.splitlines():
-        for match in re.finditer(r"python (\w+\.py)([^`|;&\n]*)", line):
-            found.append((match.group(1), match.group(2)))
+        for match in re.finditer(r"python (?:-m (tools\.\w+)|(\w+\.py))([^`|;&\n]*)", line):
+            found.append((match.group(1) or match.group(2), match.group(3)))
     return found
 
 
@@ -123,7 +119,7 @@ class LessonTest(unittest.TestCase):
 
     def test_the_notebook_is_made_from_the_lesson_and_holds_no_outputs(self):
         code, out, err = run_script(make_notebook, ["--check"])
-        self.assertEqual((code, err), (0, ""), "lesson.ipynb is stale: run python make_notebook.py")
+        self.assertEqual((code, err), (0, ""), "lesson.ipynb is stale: run python -m tools.make_notebook")
         with open(make_notebook.NOTEBOOK, encoding="utf-8") as file:
             notebook = json.load(file)
         kinds = [cell["cell_type"] for cell in notebook["cells"]]
@@ -160,47 +156,10 @@ class LessonTest(unittest.TestCase):
         self.assertEqual(printed_lines(printed), printed_lines(self.printed))
 
 
-# What a teacher who copies one file alone into a course runs with it.
-ALONE = {
-    "model.py": "import torch, model\n"
-                "print(tuple(model.tutorial_model()(torch.zeros(2, 1, 28, 28)).shape))",
-    "data.py": "import data\nfrom PIL import Image, ImageDraw\n"
-               "picture = Image.new('L', (40, 40), 255)\n"
-               "ImageDraw.Draw(picture).line((20, 5, 20, 35), fill=0, width=4)  # a 1\n"
-               "print(tuple(data.prepare_digit(picture).shape))\n"
-               "try:\n    data.read_picture('missing.png', 'missing.png')\n"
-               "except data.DataError as error:\n    print(error)",
-    "augment.py": "import torch, augment\n"
-                  "changes = augment.draw_changes(4, torch.Generator(), **augment.AUGMENTATIONS"
-                  "['handwriting'])\n"
-                  "print(tuple(augment.augment(torch.full((4, 1, 28, 28), -1.0), *changes, "
-                  "background=-1.0).shape))",
-}
-
-
-class AloneTest(unittest.TestCase):
-    def test_model_data_and_augment_each_work_copied_alone(self):
-        printed = {}
-        for name, code in ALONE.items():
-            folder = os.path.join(TEMP, "alone_" + name[:-3])
-            os.makedirs(folder)
-            shutil.copy(os.path.join(HERE, name), folder)
-            # -E -s: no PYTHONPATH and no user packages, so only this folder and the installed
-            # torch, torchvision and Pillow can be imported.
-            result = subprocess.run([sys.executable, "-E", "-s", "-c", code], cwd=folder,
-                                    capture_output=True, text=True, timeout=120)
-            self.assertEqual(result.returncode, 0, f"{name}: {result.stderr}")
-            printed[name] = result.stdout.splitlines()
-        self.assertEqual(printed["model.py"], ["(2, 10)"])
-        self.assertEqual(printed["data.py"], ["(1, 28, 28)",
-                                              "missing.png: No such file or directory"])
-        self.assertEqual(printed["augment.py"], ["(4, 1, 28, 28)"])
-
-
 def readme_commands():
     """The `python <script>.py ...` lines of the README's command blocks, in order, without their
     comments (the tests' own `python -m unittest` aside)."""
-    blocks = re.findall(r"^```\n(.*?)^```", read(os.path.join(HERE, "README.md")), re.S | re.M)
+    blocks = re.findall(r"^```\n(.*?)^```", read(os.path.join(ROOT, "README.md")), re.S | re.M)
     return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
             if re.match(r"python \w+\.py", line)]
 
@@ -208,7 +167,7 @@ def readme_commands():
 def run_served(folder, argv):
     """Start a draw.py command of the README on a free port, save two drawings of each digit
     when it collects, ask for its networks, and stop it with Ctrl-C; return its exit code."""
-    process = subprocess.Popen([sys.executable, os.path.join(HERE, "draw.py"), *argv, "--port", "0"],
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "draw.py"), *argv, "--port", "0"],
                                cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
                                                                            signal.SIG_DFL))
@@ -257,7 +216,7 @@ class ReadmeCommandsTest(unittest.TestCase):
                 if argv[0] == "draw.py" and "--export" not in argv:
                     self.assertEqual(run_served(folder, argv[1:]), 130)
                     continue
-                result = subprocess.run([sys.executable, os.path.join(HERE, argv[0]), *argv[1:]],
+                result = subprocess.run([sys.executable, os.path.join(ROOT, argv[0]), *argv[1:]],
                                         cwd=folder, capture_output=True, text=True, timeout=600)
                 self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(len(os.listdir(os.path.join(folder, "class_digits", "7"))), 2)
@@ -281,7 +240,7 @@ class DocsTest(unittest.TestCase):
                     continue
                 file, _, anchor = target.partition("#")
                 linked = os.path.normpath(os.path.join(os.path.dirname(path), file)) if file else path
-                with self.subTest(doc=os.path.relpath(path, HERE), link=target):
+                with self.subTest(doc=os.path.relpath(path, ROOT), link=target):
                     self.assertTrue(os.path.exists(linked), f"{linked} does not exist")
                     if anchor:
                         self.assertIn(anchor, anchors(read(linked)))
@@ -293,7 +252,7 @@ class DocsTest(unittest.TestCase):
         checked = 0
         for path in DOCS:
             for script, arguments in commands(read(path)):
-                with self.subTest(doc=os.path.relpath(path, HERE), command=f"{script}{arguments}"):
+                with self.subTest(doc=os.path.relpath(path, ROOT), command=f"{script}{arguments}"):
                     self.assertIn(script, flags, f"{script} is not one of our scripts")
                     unknown = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", arguments))
                     self.assertEqual(unknown - flags[script], set())
@@ -304,6 +263,9 @@ class DocsTest(unittest.TestCase):
         self.assertEqual(commands("run `python train.py --epoch 3 | tail`"),
                          [("train.py", " --epoch 3 ")])
         self.assertNotIn("--epoch", flags_of(train))
+        self.assertEqual(commands("`python -m tools.benchmark --bogus`"),
+                         [("tools.benchmark", " --bogus")])
+        self.assertNotIn("--bogus", flags_of(benchmark))
         self.assertEqual(anchors("# Tested versions\n## Your own handwriting (UCI, 1,797)"),
                          {"tested-versions", "your-own-handwriting-uci-1797"})
 

@@ -1,0 +1,3 @@
+"""The tests but test_smoke.py and what they share (fixtures.py); python -m unittest -v from the
+top folder runs them all.
+"""
