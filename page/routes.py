@@ -8,7 +8,6 @@ import binascii
 import io
 import os
 import threading
-import urllib.parse
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -32,6 +31,7 @@ MAX_SIDE = 1000             # pixels per side of a drawing sent as numbers
 # (extras.pictures.open_within_limit).
 MAX_PICTURE_PIXELS = MAX_SIDE * MAX_SIDE
 UNTRAINED = "untrained (random weights)"
+ABSENT = object()  # a field the request did not send (JSON's null is sent: None, and refused)
 
 
 class BadRequest(Exception):
@@ -40,6 +40,17 @@ class BadRequest(Exception):
     def __init__(self, status, message):
         super().__init__(message)
         self.status = status
+
+
+
+@dataclass(frozen=True)
+class DigitInput:
+    """What a request sends to be read: one of a drawing, a picture file or an image of a set."""
+
+    pixels: object = ABSENT     # a drawing: rows of grey levels
+    picture: object = ABSENT    # an image file, base64 (a data: URL too)
+    index: object = ABSENT      # an image of a labelled set ...
+    set_index: object = 0       # ... of this set
 
 
 
@@ -117,22 +128,11 @@ def learned_kernels(model):
 
 
 
-def query_numbers(query):
-    """The fields of a query string (?model=0&set=1) as whole numbers; BadRequest otherwise."""
-    fields = {key: values[0] for key, values in urllib.parse.parse_qs(query).items()}
-    try:
-        return {key: int(value) for key, value in fields.items()}
-    except ValueError:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "each field of the query must be a whole "
-                                                 "number") from None
-
-
-
-def whole_number(request, key, low, high):
-    """request[key] if it is a whole number from low to high (not a bool); else BadRequest."""
-    value = request.get(key)
+def whole_number(value, name, low, high):
+    """value if it is a whole number from low to high (not a bool); else BadRequest naming the
+    request's field, name."""
     if type(value) is not int or not low <= value <= high:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"{key} must be a whole number from {low} to {high}")
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"{name} must be a whole number from {low} to {high}")
     return value
 
 
@@ -152,15 +152,14 @@ def picture_from_pixels(pixels, max_side=MAX_SIDE):
 
 
 
-def digit_from_request(request):
-    """Prepare the digit in a request holding 'pixels' (a drawing) or 'picture' (a file, base64)."""
-    if ("pixels" in request) == ("picture" in request):
+def drawn_digit(pixels=ABSENT, picture=ABSENT):
+    """Prepare the digit sent as pixels (a drawing) or as picture (a file, base64): one of them."""
+    if (pixels is ABSENT) == (picture is ABSENT):
         raise BadRequest(HTTPStatus.BAD_REQUEST, "send one of pixels (a drawing), picture (an "
                                                  "image file, base64) or index (an image of a set)")
     try:
-        if "pixels" in request:
-            return prepare_digit(picture_from_pixels(request["pixels"]))
-        picture = request["picture"]
+        if picture is ABSENT:
+            return prepare_digit(picture_from_pixels(pixels))
         if not isinstance(picture, str):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "picture must be a base64 string")
         try:  # a data: URL as the browser's FileReader gives it, or bare base64
@@ -190,40 +189,40 @@ class Explorer:
                                                   self.sets[set_index].images.to(self.device))
             return self.answers[key]
 
-    def chosen_set(self, request):
+    def chosen_set(self, set_index):
         if not self.sets:
             raise BadRequest(HTTPStatus.NOT_FOUND, self.missing or "no labelled set was given")
-        return whole_number({"set": 0, **request}, "set", 0, len(self.sets) - 1)
+        return whole_number(set_index, "set", 0, len(self.sets) - 1)
 
     def catalogue(self):
         return [{"name": images.name, "count": len(images.labels)} for images in self.sets]
 
-    def image(self, request):
-        """The (1, 28, 28) image a request's 'set' and 'index' name, and its label."""
-        images = self.sets[self.chosen_set(request)]
-        index = whole_number(request, "index", 0, len(images.labels) - 1)
+    def image(self, set_index, index):
+        """The (1, 28, 28) image index of a set, and its label."""
+        images = self.sets[self.chosen_set(set_index)]
+        index = whole_number(index, "index", 0, len(images.labels) - 1)
         return images.images[index].to(self.device), int(images.labels[index])
 
-    def testset(self, explainer, request):
-        """The accuracy and confusion matrix of explainer's network on the chosen set."""
-        set_index = self.chosen_set(request)
+    def testset(self, explainer, set_index=0):
+        """The accuracy and confusion matrix of explainer's network on a set."""
+        set_index = self.chosen_set(set_index)
         labels = self.sets[set_index].labels
         predictions = self.answers_of(explainer, set_index).argmax(dim=1)
         return {"set": self.sets[set_index].name, "count": len(labels),
                 "accuracy": accuracy(predictions, labels),
                 "confusion": confusion_matrix(labels, predictions).tolist()}
 
-    def examples(self, explainer, request, other=None, shown=60):
+    def examples(self, explainer, set_index=0, true=None, predicted=None, other=None, shown=60):
         """The images of one confusion-matrix cell (true, predicted), most confident first; or,
         with other (an explainer), the images the chosen network reads right and other wrong."""
-        set_index = self.chosen_set(request)
+        set_index = self.chosen_set(set_index)
         images, answers = self.sets[set_index], self.answers_of(explainer, set_index)
         predictions = answers.argmax(dim=1)
         if other is not None:
             other_predictions = self.answers_of(other, set_index).argmax(dim=1)
             chosen = (predictions == images.labels) & (other_predictions != images.labels)
         else:
-            true, predicted = (whole_number(request, key, 0, 9) for key in ("true", "predicted"))
+            true, predicted = whole_number(true, "true", 0, 9), whole_number(predicted, "predicted", 0, 9)
             chosen = (images.labels == true) & (predictions == predicted)
         found = chosen.nonzero().view(-1)
         confidence = answers[found, predictions[found]]
@@ -258,24 +257,28 @@ class Page:
             for set_index in range(len(self.explorer.sets)):
                 self.explorer.answers_of(explainers[-1], set_index)
 
-    def chosen(self, request):
-        """The network a request's 'model' names (0 when none), and the explainer of its
-        'snapshot' (the final weights when none)."""
-        index = whole_number({"model": 0, **request}, "model", 0, len(self.networks) - 1)
+    # Each method takes the request's fields as keyword arguments (page.server maps the JSON
+    # names, "set" to set_index, "map" to map_index, "digit" to target), checks them against what
+    # the page holds, and answers a dict to send as JSON; BadRequest with its status otherwise.
+
+    def chosen(self, model=0, snapshot=ABSENT):
+        """The index of the network model names, and the explainer of its snapshot (the final
+        weights when absent)."""
+        index = whole_number(model, "model", 0, len(self.networks) - 1)
         explainers = self.explainers[index]
-        snapshot = whole_number({"snapshot": len(explainers) - 1, **request}, "snapshot", 0,
-                                len(explainers) - 1)
-        return index, explainers[snapshot]
+        if snapshot is ABSENT:
+            snapshot = len(explainers) - 1
+        return index, explainers[whole_number(snapshot, "snapshot", 0, len(explainers) - 1)]
 
-    def digit(self, request):
-        """The (1, 28, 28) digit a request sends, on the device, and its label when it is known."""
-        if "index" in request:
-            if "pixels" in request or "picture" in request:
+    def digit(self, digit):
+        """The (1, 28, 28) digit a DigitInput sends, on the device, and its label when known."""
+        if digit.index is not ABSENT:
+            if digit.pixels is not ABSENT or digit.picture is not ABSENT:
                 raise BadRequest(HTTPStatus.BAD_REQUEST, "send one of pixels, picture or index")
-            return self.explorer.image(request)
-        return digit_from_request(request).to(self.device), None
+            return self.explorer.image(digit.set_index, digit.index)
+        return drawn_digit(digit.pixels, digit.picture).to(self.device), None
 
-    def model_list(self, query=""):
+    def model_list(self):
         return {"models": [network.name for network in self.networks],
                 "snapshots": [[step for step, _ in network.snapshots] for network in self.networks],
                 "sets": self.explorer.catalogue(), "missing": self.explorer.missing,
@@ -283,42 +286,41 @@ class Page:
                                                "limit": self.collector.limit,
                                                "counts": self.collector.counts()}}
 
-    def kernels(self, query):
-        index, explainer = self.chosen(query_numbers(query))
+    def kernels(self, model=0, snapshot=ABSENT):
+        index, explainer = self.chosen(model, snapshot)
         return {"model": self.networks[index].name, "kernels": learned_kernels(explainer.model)}
 
-    def training(self, query):
-        """The run's loss and accuracy at each step, and the steps of its snapshots."""
-        index, _ = self.chosen(query_numbers(query))
+    def training(self, model=0, snapshot=ABSENT):
+        """The run's loss and accuracy at each step, and the steps of its snapshots (snapshot is
+        checked, as every route checks it, though the run is the same at each)."""
+        index, _ = self.chosen(model, snapshot)
         network = self.networks[index]
         return {"model": network.name, "snapshots": [step for step, _ in network.snapshots],
                 **{key: [round(value, 5) for value in network.history.get(key, [])]
                    for key in ("loss", "accuracy")}}
 
-    def testset(self, query):
+    def testset(self, model=0, snapshot=ABSENT, set_index=0):
         """The accuracy and confusion matrix of the chosen network (at its snapshot)."""
-        request = query_numbers(query)
-        index, explainer = self.chosen(request)
-        return {"model": self.networks[index].name, **self.explorer.testset(explainer, request)}
+        index, explainer = self.chosen(model, snapshot)
+        return {"model": self.networks[index].name, **self.explorer.testset(explainer, set_index)}
 
-    def examples(self, query):
-        """A confusion-matrix cell's images; with 'other', the images the chosen network reads
-        right and the other one (at its final weights) wrong."""
-        request = query_numbers(query)
-        _, explainer = self.chosen(request)
-        other = None
-        if "other" in request:
-            other = self.explainers[whole_number(request, "other", 0, len(self.networks) - 1)][-1]
-        return self.explorer.examples(explainer, request, other)
+    def examples(self, model=0, snapshot=ABSENT, set_index=0, true=None, predicted=None,
+                 other=ABSENT):
+        """A confusion-matrix cell's images; with other (a network's index), the images the
+        chosen network reads right and the other one (at its final weights) wrong."""
+        _, explainer = self.chosen(model, snapshot)
+        if other is not ABSENT:
+            other = self.explainers[whole_number(other, "other", 0, len(self.networks) - 1)][-1]
+        return self.explorer.examples(explainer, set_index, true, predicted,
+                                      None if other is ABSENT else other)
 
-    def predict(self, request):
-        index, explainer = self.chosen(request)
-        # "attribution": false leaves out the pixels picture (64 passes through the network):
-        # the page asks so while the pen moves, and asks for it when the stroke ends.
-        with_attribution = request.get("attribution", True)
-        if type(with_attribution) is not bool:
+    def predict(self, digit, model=0, snapshot=ABSENT, attribution=True):
+        index, explainer = self.chosen(model, snapshot)
+        # attribution=False leaves out the pixels picture (64 passes through the network): the
+        # page asks so while the pen moves, and asks for it when the stroke ends.
+        if type(attribution) is not bool:
             raise BadRequest(HTTPStatus.BAD_REQUEST, "attribution must be true or false")
-        digit, label = self.digit(request)  # (1, 28, 28)
+        digit, label = self.digit(digit)  # (1, 28, 28)
         layers = explainer.layers(explainer.run(digit))
         probabilities = layers[-1]["output"][0].cpu()  # (10,)
         prediction = int(probabilities.argmax())
@@ -329,34 +331,36 @@ class Page:
                 "layers": [{**{key: value for key, value in layer.items() if key != "output"},
                             **describe(layer["output"])} for layer in layers],
                 "attribution": self.attribution_of(explainer, digit, prediction)
-                if with_attribution else None}
+                if attribution else None}
 
-    def step(self, request):
-        _, explainer = self.chosen(request)
-        stage = request.get("stage")
+    def step(self, digit, stage=None, map_index=None, row=None, column=None, model=0,
+             snapshot=ABSENT):
+        _, explainer = self.chosen(model, snapshot)
         if not isinstance(stage, str):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "stage must be the name of a stage")
-        position = [whole_number(request, key, 0, 10_000) for key in ("map", "row", "column")]
-        digit, _ = self.digit(request)
+        position = [whole_number(value, name, 0, 10_000)
+                    for value, name in ((map_index, "map"), (row, "row"), (column, "column"))]
+        digit, _ = self.digit(digit)
         try:
             return explainer.step(explainer.run(digit), stage, *position)
         except UserError as error:
             raise BadRequest(HTTPStatus.BAD_REQUEST, str(error)) from None
 
-    def attribution(self, request):
-        _, explainer = self.chosen(request)
-        target = whole_number(request, "digit", 0, 9)
-        return self.attribution_of(explainer, self.digit(request)[0], target)
+    def attribution(self, digit, target=None, model=0, snapshot=ABSENT):
+        _, explainer = self.chosen(model, snapshot)
+        target = whole_number(target, "digit", 0, 9)
+        return self.attribution_of(explainer, self.digit(digit)[0], target)
 
-    def collect(self, request):
-        """Save a drawing, as drawn, into the --collect folder under its label; never overwrite."""
+    def collect(self, label=None, pixels=ABSENT, unexpected=()):
+        """Save a drawing, as drawn, into the --collect folder under its label; never overwrite.
+        unexpected: the names of the request's other fields (model and snapshot allowed)."""
         if self.collector is None:
             raise BadRequest(HTTPStatus.NOT_FOUND, "saving drawings is off: start draw.py with "
                                                    "--collect DIR to turn it on")
-        label = whole_number(request, "label", 0, 9)
-        if set(request) - {"label", "pixels", "model", "snapshot"} or "pixels" not in request:
+        label = whole_number(label, "label", 0, 9)
+        if unexpected or pixels is ABSENT:
             raise BadRequest(HTTPStatus.BAD_REQUEST, "send label and pixels (a drawing) only")
-        picture = picture_from_pixels(request["pixels"], COLLECT_SIDE)  # the page's canvas at most
+        picture = picture_from_pixels(pixels, COLLECT_SIDE)  # the page's canvas at most
         try:
             prepare_digit(picture)  # a drawing without a digit would teach the network nothing
         except DataError as error:

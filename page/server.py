@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cli import UserError, usable_cpus
 from page.collect import COLLECT_LIMIT
-from page.routes import BadRequest, Page
+from page.routes import BadRequest, DigitInput, Page
 
 MAX_BODY = 2 * 2**20        # bytes; a 280 x 280 drawing as JSON is about 0.3 MB
 NOT_NUMBERS = ("the network computed values that are not numbers (NaN or infinite) for this input: "
@@ -60,17 +60,55 @@ def parse_json(body):
     return request
 
 
-# (method, path): what answers it, with the query string (GET) or the JSON body (POST).
-ROUTES = {("GET", "/"): lambda page, query: page.html,
-          ("GET", "/models"): Page.model_list,
-          ("GET", "/kernels"): Page.kernels,
-          ("GET", "/training"): Page.training,
-          ("GET", "/testset"): Page.testset,
-          ("GET", "/examples"): Page.examples,
-          ("POST", "/predict"): Page.predict,
-          ("POST", "/step"): Page.step,
-          ("POST", "/attribution"): Page.attribution,
-          ("POST", "/collect"): Page.collect}
+def query_numbers(query):
+    """The fields of a query string (?model=0&set=1) as whole numbers; BadRequest otherwise."""
+    given = {key: values[0] for key, values in urllib.parse.parse_qs(query).items()}
+    try:
+        return {key: int(value) for key, value in given.items()}
+    except ValueError:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "each field of the query must be a whole "
+                                                 "number") from None
+
+
+# The request's field names that are not the Page methods' argument names.
+ARGUMENT_NAMES = {"set": "set_index", "map": "map_index", "digit": "target"}
+
+
+def fields(request, *names):
+    """Of a request's fields (a dict), those named that it sends, as a Page method's arguments.
+    The others are left out: a route ignores fields it does not take."""
+    return {ARGUMENT_NAMES.get(name, name): request[name] for name in names if name in request}
+
+
+def digit_input(body):
+    """The digit a request's body sends to be read, for Page.digit to check."""
+    return DigitInput(**fields(body, "pixels", "picture", "index", "set"))
+
+
+# (method, path): the Page call that answers it, given the query string (GET) or the JSON body
+# (POST): which fields the route takes, and their names.
+ROUTES = {
+    ("GET", "/"): lambda page, query: page.html,
+    ("GET", "/models"): lambda page, query: page.model_list(),
+    ("GET", "/kernels"): lambda page, query: page.kernels(
+        **fields(query_numbers(query), "model", "snapshot")),
+    ("GET", "/training"): lambda page, query: page.training(
+        **fields(query_numbers(query), "model", "snapshot")),
+    ("GET", "/testset"): lambda page, query: page.testset(
+        **fields(query_numbers(query), "model", "snapshot", "set")),
+    ("GET", "/examples"): lambda page, query: page.examples(
+        **fields(query_numbers(query), "model", "snapshot", "set", "true", "predicted", "other")),
+    ("POST", "/predict"): lambda page, body: page.predict(
+        digit_input(body), **fields(body, "model", "snapshot", "attribution")),
+    ("POST", "/step"): lambda page, body: page.step(
+        digit_input(body), **fields(body, "model", "snapshot", "stage", "map", "row", "column")),
+    ("POST", "/attribution"): lambda page, body: page.attribution(
+        digit_input(body), **fields(body, "model", "snapshot", "digit")),
+    # Collect's other fields are refused by Page.collect itself, after its own checks (their order).
+    ("POST", "/collect"): lambda page, body: page.collect(
+        **fields(body, "label", "pixels"),
+        unexpected=sorted(set(body) - {"label", "pixels", "model", "snapshot"})),
+}
 # Routes that only read what the page holds, with no network run and no picture read: they
 # take turns of their own (quick), so that opening the page never waits behind pictures.
 QUICK_ROUTES = {("GET", "/"), ("GET", "/models"), ("GET", "/kernels"), ("GET", "/training")}
@@ -182,9 +220,9 @@ class Handler(BaseHTTPRequestHandler):
         if not host_names_this_server(self.headers.get("Host"), *self.server.server_address[:2]):
             raise BadRequest(HTTPStatus.FORBIDDEN, "this server answers requests to its own "
                                                    "address only (the Host header)")
-        fields = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
         if self.token is not None:
-            given = [value for key, value in fields if key == "token"]
+            given = [value for key, value in pairs if key == "token"]
             authorization = self.headers.get("Authorization", "")
             given += [authorization[len("Bearer "):]] if authorization.startswith("Bearer ") else []
             if not any(hmac.compare_digest(value.encode(), self.token.encode()) for value in given):
@@ -199,7 +237,7 @@ class Handler(BaseHTTPRequestHandler):
             if kind != "application/json":
                 raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                                  "send the body as JSON, with Content-Type: application/json")
-        return urllib.parse.urlencode([(key, value) for key, value in fields if key != "token"])
+        return urllib.parse.urlencode([(key, value) for key, value in pairs if key != "token"])
 
     def read_body(self):
         length = self.headers.get("Content-Length")
