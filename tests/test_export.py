@@ -20,7 +20,7 @@ from unittest import mock
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import cli
 import data
@@ -28,6 +28,7 @@ import draw
 import train
 from extras import pictures, runs
 from page import export, routes
+from page.collect import COLLECT_SIDE
 from page.server import answer as server_answer  # 'answer' names the file's answers
 from tests.fixtures import draw_shape, make_fake_mnist, make_shapes_mnist, run_script, temporary_folder
 from tests.test_draw import (CHROMEDRIVER, CHROMIUM, EDITED, PHONE_PROBLEMS, browser_missing,
@@ -378,6 +379,19 @@ class ExportTest(unittest.TestCase):
         self.assertEqual(found["sets"][0]["name"], "class_pictures")
         self.assertTrue(found["missing"].startswith("No MNIST in no_mnist/MNIST/raw: "), found["missing"])
 
+    def test_the_page_called_with_keyword_arguments_answers_as_the_server_parses_a_request(self):
+        # The export calls Page so; the server turns a query string or a JSON body into that call.
+        index = PAGE.examples(true=3, predicted=3)["examples"][0]["index"]
+        calls = [(PAGE.testset(model=0, set_index=0), "GET", "/testset", "model=0&set=0"),
+                 (PAGE.examples(model=0, snapshot=1, set_index=0, true=3, predicted=3), "GET",
+                  "/examples", "model=0&snapshot=1&set=0&true=3&predicted=3"),
+                 (PAGE.examples(model=1, other=0, set_index=0), "GET", "/examples", "model=1&other=0&set=0"),
+                 (PAGE.training(model=1), "GET", "/training", "model=1"),
+                 (PAGE.predict(routes.DigitInput(index=index, set_index=0), model=1, attribution=False),
+                  "POST", "/predict", {"model": 1, "set": 0, "index": index, "attribution": False})]
+        for typed, method, path, argument in calls:
+            self.assertEqual(typed, server_answer(PAGE, method, path, argument), (path, argument))
+
     def test_the_command_prints_the_file_and_its_size(self):
         target = os.path.join(TEMP, "again.html")
         code, out, err = run_script(draw, [MODEL, "--data-dir", os.path.join(TEMP, "none"),
@@ -569,6 +583,31 @@ class FileInBrowserTest(unittest.TestCase):
             reply = self.call(route, body)
             self.assertEqual((reply.get("status"), reply.get("error")),
                              (caught.exception.status, str(caught.exception)), (route, body))
+
+    def refused_as_by_the_server(self, route, body):
+        """The file's reply to body equals the server's refusal; its status."""
+        with self.assertRaises(routes.BadRequest) as caught:
+            served(PAGE, route, body)
+        reply = self.call(route, body)
+        self.assertEqual((reply.get("status"), reply.get("error")),
+                         (caught.exception.status, str(caught.exception)), route)
+        return caught.exception.status
+
+    def test_a_picture_of_more_pixels_than_the_server_reads_gets_its_422(self):
+        # A digit the file could read, one pixel column wider than the server decodes: the file
+        # takes the limit from the export (EXPORT.limits), not from a copy of its own.
+        picture = Image.new("L", (routes.MAX_SIDE + 1, routes.MAX_SIDE), 255)
+        ImageDraw.Draw(picture).line([(500, 200), (500, 800)], fill=0, width=60)
+        buffer = io.BytesIO()
+        picture.save(buffer, "PNG")
+        body = {"picture": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
+        self.assertEqual(self.refused_as_by_the_server("predict", body), 422)
+
+    def test_a_drawing_larger_than_the_canvas_is_not_saved_and_gets_collects_400(self):
+        side = COLLECT_SIDE + 1  # a 1, one pixel wider and taller than the page's canvas
+        pixels = [[0 if 130 <= column <= 150 and 40 <= row <= 240 else 255 for column in range(side)]
+                  for row in range(side)]
+        self.assertEqual(self.refused_as_by_the_server("collect", {"label": 1, "pixels": pixels}), 400)
 
     def test_a_digit_drawn_on_the_canvas_is_read_as_the_server_reads_it(self):
         self.stroke([(140, 40 + 10 * step) for step in range(21)])  # a 1, top to bottom
