@@ -2,6 +2,7 @@
 their files), the requests' values checked, and the Page and its Explorer that work out answers.
 
 Usage: from page.routes import Page, load_models, load_sets
+       page = Page(load_models(["model.pt"], "cpu"), "cpu"); page.kernels(model=0, snapshot=2)
 """
 import base64
 import binascii
