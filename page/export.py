@@ -247,7 +247,7 @@ def network_data(page, index):
                        for name, node, shown in explainers[-1].stages],
             "tensors": [[key, list(state[key].shape)] for key in keys],
             "weights": blocks, "kernels": kernel_names,
-            "training": {**page.training(f"model={index}"), **note}}
+            "training": {**page.training(model=index), **note}}
 
 
 def weights_of(model, keys):
@@ -331,14 +331,14 @@ def explorer_data(page, shown):
     for index, explainers in enumerate(page.explainers):
         cells.append([]), testsets.append([])
         for snapshot in range(len(explainers)):
-            query = f"model={index}&snapshot={snapshot}"
-            testsets[-1].append([without_model(page.testset(f"{query}&set={s}"))
+            chosen = {"model": index, "snapshot": snapshot}
+            testsets[-1].append([without_model(page.testset(**chosen, set_index=s))
                                  for s in range(len(page.explorer.sets))])
-            cells[-1].append([[compact(page.examples(f"{query}&set={s}&true={t}&predicted={p}"),
+            cells[-1].append([[compact(page.examples(**chosen, set_index=s, true=t, predicted=p),
                                        shown[s])
                                for t in range(10) for p in range(10)]
                               for s in range(len(page.explorer.sets))])
-    comparisons = [[[compact(page.examples(f"model={a}&other={b}&set={s}"), shown[s], True)
+    comparisons = [[[compact(page.examples(model=a, other=b, set_index=s), shown[s], True)
                      if a != b else None for b in range(len(page.networks))]
                     for a in range(len(page.networks))] for s in range(len(page.explorer.sets))]
     return cells, testsets, comparisons
