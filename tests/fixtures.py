@@ -1,15 +1,21 @@
 """What the test modules share: test_smoke's fake MNIST, reference model and ways to run the
-scripts (re-exported from it), pictures of digits, and ways to start scripts and tools.
+scripts (re-exported from it), pictures of digits, ways to start scripts and tools, and what the
+whole run makes once (the shapes set, one headless Chromium).
 
 Usage: from tests.fixtures import make_fake_mnist, run_script, temporary_folder, ...   (tests only)
 """
+import atexit
 import base64
+import contextlib
+import functools
 import io
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 
 import torch
@@ -21,6 +27,84 @@ from test_smoke import (MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, TutorialM
                         make_fake_mnist, run_script, run_subprocess, temporary_folder, write_idx)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the scripts are
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+
+
+@contextlib.contextmanager
+def working_directory(folder):
+    """Run the block in folder, as a command typed there does (Python 3.10 has no
+    contextlib.chdir); back where it was afterwards, whatever happens."""
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        os.chdir(here)
+
+
+@functools.cache
+def run_folder():
+    """A folder for what the whole run makes once, removed when the run ends."""
+    folder = tempfile.mkdtemp(prefix="mnist-tests-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+@functools.cache
+def shapes_mnist():
+    """make_shapes_mnist's set, made once for every module that reads it: never write into it."""
+    return make_shapes_mnist(os.path.join(run_folder(), "shapes"))
+
+
+def browser_missing():
+    """Why the browser tests cannot run here, or None."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install selenium)"
+    for path in (CHROMEDRIVER, CHROMIUM):
+        if not os.path.exists(path):
+            return f"{path} is missing (apt-get install chromium chromium-driver)"
+    return None
+
+
+def downloads_folder():
+    """Where the run's Chromium saves what a page downloads."""
+    return os.path.join(run_folder(), "downloads")
+
+
+@functools.cache
+def shared_browser():
+    """One headless Chromium for the run, quit when it ends: 1280 x 2600, every host but an IP
+    address unresolvable (the exported file must request nothing), downloads into
+    downloads_folder(), the browser's log and every request logged."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2600",
+                     "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"):
+        options.add_argument(argument)
+    os.makedirs(downloads_folder())
+    options.add_experimental_option("prefs", {"download.default_directory": downloads_folder(),
+                                              "download.prompt_for_download": False})
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_script_timeout(120)
+    atexit.register(driver.quit)
+    return driver
+
+
+def browser():
+    """The run's Chromium (call in setUpClass), on a blank page with its logs read empty, so that
+    a class sees only what its own tests did."""
+    driver = shared_browser()
+    driver.get("about:blank")
+    for log in ("browser", "performance"):
+        driver.get_log(log)
+    return driver
 
 
 def run_module(name, *argv, **kwargs):

@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import unittest
 import unittest.mock
 
@@ -22,7 +23,7 @@ import draw
 import test
 import train
 from tests.fixtures import (ROOT, draw_digit, draw_shape, make_fake_mnist, run_script, stroke_pixels,
-                            temporary_folder)
+                            temporary_folder, working_directory)
 from tools import (benchmark, benchmark_class, benchmark_export, benchmark_page, make_digit_sets,
                    make_notebook)
 
@@ -157,16 +158,33 @@ class LessonTest(unittest.TestCase):
 
 
 def readme_commands():
-    """The `python <script>.py ...` lines of the README's command blocks, in order, without their
-    comments (the tests' own `python -m unittest` aside)."""
+    """The `python <script>.py ...` and `python -m tools.<name> ...` lines of the README's command
+    blocks, in order, without their comments (the tests' own `python -m unittest` aside)."""
     blocks = re.findall(r"^```\n(.*?)^```", read(os.path.join(ROOT, "README.md")), re.S | re.M)
     return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
-            if re.match(r"python \w+\.py", line)]
+            if re.match(r"python (\w+\.py|-m tools\.)", line)]
+
+
+def use_page(port, argv):
+    """What the README's draw.py commands serve the page for: save two drawings of each digit
+    when it collects, and ask for its networks."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for label in range(10) if "--collect" in argv else ():
+        for _ in range(2):
+            connection.request("POST", "/collect", json.dumps(
+                {"label": label, "pixels": stroke_pixels(label)}),
+                {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+    connection.request("GET", "/models")
+    assert json.loads(connection.getresponse().read())["models"]
+    connection.close()
 
 
 def run_served(folder, argv):
-    """Start a draw.py command of the README on a free port, save two drawings of each digit
-    when it collects, ask for its networks, and stop it with Ctrl-C; return its exit code."""
+    """Start a draw.py command of the README as its own process on a free port, use the page,
+    and stop it with Ctrl-C from outside; return its exit code."""
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "draw.py"), *argv, "--port", "0"],
                                cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
@@ -175,29 +193,56 @@ def run_served(folder, argv):
         for line in process.stdout:
             if line.startswith("Open http://"):
                 break
-        port = int(re.search(r":(\d+)/", line).group(1))
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        for label in range(10) if "--collect" in argv else ():
-            for _ in range(2):
-                connection.request("POST", "/collect", json.dumps(
-                    {"label": label, "pixels": stroke_pixels(label)}),
-                    {"Content-Type": "application/json"})
-                response = connection.getresponse()
-                assert response.status == 200, response.read()
-                response.read()
-        connection.request("GET", "/models")
-        assert json.loads(connection.getresponse().read())["models"]
-        connection.close()
+        use_page(int(re.search(r":(\d+)/", line).group(1)), argv)
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=60)
     return process.returncode
 
 
+def serve_in_process(folder, argv):
+    """The same command as draw.main(argv) in this process, in folder: the page is used from a
+    thread, which then sends the main thread Ctrl-C (SIGINT) as the terminal would; return the
+    exit code."""
+    failures = []
+
+    def use_then_stop(port):
+        try:
+            use_page(port, argv)
+        except Exception as error:  # re-raised below, in the test's own thread
+            failures.append(error)
+        finally:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    def make_server(*args, **kwargs):  # draw.py's own server, used once it listens
+        server = serve(*args, **kwargs)
+        threading.Thread(target=use_then_stop, args=(server.server_address[1],)).start()
+        return server
+
+    serve = draw.make_server
+    # Python's own Ctrl-C handler, also where the suite runs in the background with SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with working_directory(folder), unittest.mock.patch.object(draw, "make_server", make_server):
+            code, _, err = run_script(draw, [*argv, "--port", "0"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if failures:
+        raise failures[0]
+    assert "Stopped (Ctrl-C)." in err, err
+    return code
+
+
 class ReadmeCommandsTest(unittest.TestCase):
     def test_the_readmes_commands_run_in_order_as_written(self):
         """Every command of the README, top to bottom, in a folder where ./files is the synthetic
-        MNIST and the reader's own pictures (my_seven.jpg, my_digits/) are at hand."""
+        MNIST and the reader's own pictures (my_seven.jpg, my_digits/) are at hand.
+
+        They run in this process, as `python <script>` runs main(), to save an interpreter and
+        torch's import each; the first served draw.py command runs as a process of its own,
+        stopped by Ctrl-C from outside. Running each script as a process is tested by test_smoke,
+        tests.test_alone and tests.test_draw.CommandLineTest.
+        """
         folder = os.path.join(TEMP, "readme")
         os.makedirs(folder)
         os.symlink(DATA_DIR, os.path.join(folder, "files"))
@@ -208,17 +253,20 @@ class ReadmeCommandsTest(unittest.TestCase):
                 os.path.join(folder, "my_digits", str(digit), "0.png"))
         commands = readme_commands()
         self.assertGreater(len(commands), 12)
+        serve = run_served  # then serve_in_process
         for command in commands:
             argv = shlex.split(command)[1:]
+            script, arguments = (argv[1], argv[2:]) if argv[0] == "-m" else (argv[0], argv[1:])
             with self.subTest(command=command):
                 if "--plot" in argv and importlib.util.find_spec("matplotlib") is None:
                     self.skipTest("--plot needs matplotlib, which is optional and not installed")
-                if argv[0] == "draw.py" and "--export" not in argv:
-                    self.assertEqual(run_served(folder, argv[1:]), 130)
+                if script == "draw.py" and "--export" not in argv:
+                    self.assertEqual(serve(folder, arguments), 130)
+                    serve = serve_in_process
                     continue
-                result = subprocess.run([sys.executable, os.path.join(ROOT, argv[0]), *argv[1:]],
-                                        cwd=folder, capture_output=True, text=True, timeout=600)
-                self.assertEqual(result.returncode, 0, result.stderr)
+                with working_directory(folder):
+                    code, _, err = run_script(SCRIPTS[script], arguments)
+                self.assertEqual(code, 0, err)
         self.assertEqual(len(os.listdir(os.path.join(folder, "class_digits", "7"))), 2)
         written = ["model.pt", "seed1.pt", "recipe.pt", "class.pt", "tuned.pt", "errors.png",
                    "class_page.html"]
