@@ -26,7 +26,7 @@ import cli
 import data
 import draw
 import train
-from extras import pictures, runs
+from extras import pictures
 from page import export, routes
 from page.collect import COLLECT_SIDE
 from page.server import answer as server_answer  # 'answer' names the file's answers
@@ -314,7 +314,7 @@ class ExportTest(unittest.TestCase):
 
     def test_pytorch_examples_net_with_13_snapshots_is_at_most_20_mb_its_final_weights_exact(self):
         torch.manual_seed(0)
-        model, steps, snapshots = ExamplesNet(), runs.snapshot_steps(3 * 937), []
+        model, steps, snapshots = ExamplesNet(), cli.snapshot_steps(3 * 937), []
         for step in steps:  # weights that move between snapshots, as a run's do
             snapshots.append({"step": step, "model": copy.deepcopy(model.state_dict())})
             with torch.no_grad():
