@@ -1,15 +1,19 @@
-"""What the scripts share: one-line errors, flags, device choice, atomic writes, and reading a
-checkpoint (checked, without running its code) and evaluating it.
+"""What the scripts share, in sections: errors and Ctrl-C; flags (and the extras/ modules they
+ask for); device and threads; files; checkpoints (read and checked without running their code);
+evaluation; the training run (its log, snapshots, checkpoint and Ctrl-C).
 
 Usage: from cli import UserError, run_main, add_data_and_device_arguments, load_model, evaluate
 """
 import argparse
+import contextlib
+import importlib
 import io
 import math
 import os
 import pickle
 import pickletools
 import reprlib
+import signal
 import sys
 import threading
 import warnings
@@ -21,6 +25,8 @@ import torch
 from data import DataError
 from model import Net
 
+
+# Errors and Ctrl-C
 
 class UserError(Exception):
     """A mistake the user can fix; the scripts print it as one line, without a traceback."""
@@ -46,6 +52,27 @@ def run_main(main):
         sys.exit(130)
 
 
+@contextlib.contextmanager
+def ctrl_c_held():
+    """Hold Ctrl-C back while the body runs; the list it gives is not empty if one came."""
+    held = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach it only
+        yield held
+        return
+
+    def hold(signal_number, frame):
+        held.append(signal_number)
+        print("Ctrl-C: the finished run is being tested and saved first", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# Flags
+
 def checked(convert, is_valid, requirement):
     """Return an argparse type that converts the text and refuses values that fail is_valid."""
     def parse(text):
@@ -61,6 +88,40 @@ def checked(convert, is_valid, requirement):
 
 positive_int = checked(int, lambda value: value >= 1, "a whole number of at least 1")
 non_negative_int = checked(int, lambda value: value >= 0, "a whole number of at least 0")
+learning_rate = checked(float, lambda value: 0 < value <= 1e6,  # larger rates overflow float32
+                        "above 0 and at most 1e6")
+weight_decay = checked(float, lambda value: 0 <= value <= 1, "from 0 to 1")
+seed_value = checked(int, lambda value: 0 <= value < 2**63, "a whole number from 0 to 2**63 - 1")
+
+
+def flag_of(name):
+    """The flag that sets the argument name: no_dropout_epochs is --no-dropout-epochs."""
+    return "--no-snapshots" if name == "snapshots" else "--" + name.replace("_", "-")
+
+
+def extra(name, flag):
+    """extras/NAME.py, which flag needs, imported now; UserError in one line if it is not here
+    (the tutorial's files may be copied without the extras folder)."""
+    try:
+        return importlib.import_module(f"extras.{name}")
+    except ModuleNotFoundError as error:
+        if error.name not in ("extras", f"extras.{name}"):
+            raise  # a package the module needs: its own check_flags names it
+        raise UserError(f"{flag} needs extras/{name}.py, which is not here: copy the extras "
+                        "folder beside train.py and test.py") from None
+
+
+def check_extras(parser, args, **modules):
+    """Before any work: import extras/MODULE.py for each argument (name=MODULE) that is not at
+    its default, one line if it is not here, and let the module check its flags (check_flags)."""
+    asked = {name: extra(name, flag_of(dest)) for dest, name in modules.items()
+             if getattr(args, dest) != parser.get_default(dest)}
+    for module in asked.values():
+        if hasattr(module, "check_flags"):
+            module.check_flags(parser, args)
+
+
+# Device and threads
 
 
 def accelerator_type():
@@ -194,6 +255,8 @@ def device_line(device, threads):
     """The first line a script prints: the device and the CPU threads chosen."""
     return f"Device: {device} ({threads} thread{'s' if threads != 1 else ''})"
 
+
+# Files
 
 def output_path(path):
     """argparse type for a file to write: refuse at once if it could not be written later."""
@@ -359,10 +422,10 @@ def data_problem(record):
     """Why record is not what train.py keeps of the pictures a run trained on (None when it is)."""
     if record is None:
         return None
-    extra = record.get("extra_pictures", False) if isinstance(record, dict) else False
+    added = record.get("extra_pictures", False) if isinstance(record, dict) else False
     if isinstance(record, dict) and is_count(record.get("train_images")) and (
-            extra is None or isinstance(extra, dict) and is_count(extra.get("count"))
-            and isinstance(extra.get("digest"), str)):
+            added is None or isinstance(added, dict) and is_count(added.get("count"))
+            and isinstance(added.get("digest"), str)):
         return None
     return (f"is {shown(record)}, not {{'train_images': N, 'extra_pictures': None or "
             "{'count': N, 'digest': text}}")
@@ -592,3 +655,142 @@ def confusion_matrix(labels, predictions):
     """Return the (10, 10) counts of each true digit (row) predicted as each digit (column)."""
     return torch.bincount(labels * 10 + predictions, minlength=100).view(10, 10).cpu()
 
+
+
+# The training run: what train.py's default run needs besides the tutorial's step
+
+# Training counts as diverged when a step's loss is NaN, infinite or above this. Guessing
+# uniformly costs ln(10) = 2.30; a loss 40 times that means the weights have blown up (a huge
+# --lr such as 1e6 gives losses of 1e9 and more that may never become NaN).
+DIVERGED_LOSS = 100.0
+
+
+class StepLog:
+    """Each step's loss and accuracy, kept on the device; prints the tutorial's progress lines.
+
+    Reading loss.item() at every step would make the CPU wait for the GPU each time, so the
+    values are read, and checked for divergence, only at log lines and at the end of the epoch.
+    """
+
+    def __init__(self, steps, shown_steps, epoch, epochs, log_interval, device):
+        self.losses = torch.zeros(steps, device=device)
+        self.accuracies = torch.zeros(steps, device=device)
+        self.shown_steps, self.epoch, self.epochs = shown_steps, epoch, epochs
+        self.log_interval = log_interval
+        self.checked = 0  # steps before this one have passed check_diverged
+
+    def record(self, step, loss, output, labels):
+        self.losses[step] = loss.detach()
+        self.accuracies[step] = (output.argmax(dim=1) == labels).float().mean()
+        if step % self.log_interval == 0:
+            self.check(step + 1)
+            print(f"Epoch: {self.epoch}/{self.epochs}, Step: {step + 1}/{self.shown_steps}, "
+                  f"Loss: {self.losses[step].item():.4f}, "
+                  f"Accuracy: {self.accuracies[step].item() * 100:.2f}%")
+
+    def check(self, end):
+        check_diverged(self.losses[self.checked:end], self.epoch, first_step=self.checked + 1)
+        self.checked = end
+
+    def finish(self):
+        """Check the steps since the last log line; return the losses and accuracies (steps,)."""
+        self.check(len(self.losses))
+        return self.losses, self.accuracies
+
+
+def check_diverged(losses, epoch, first_step):
+    """Raise UserError if any of these step losses (steps first_step, ...) shows a blow-up."""
+    bad = (~torch.isfinite(losses) | (losses > DIVERGED_LOSS)).nonzero()
+    if len(bad):
+        index = bad[0].item()
+        raise UserError(f"training diverged (loss {losses[index].item():.4g} at epoch {epoch}, "
+                        f"step {first_step + index}); try a smaller --lr; nothing was saved")
+
+
+def snapshot_steps(total_steps):
+    """The steps after which the weights are kept: 0 (the initial weights), 1, 2, 5, 10, 20, 50,
+    ... (the network changes fastest in its first steps), and the last step."""
+    steps, scale = [0], 1
+    while scale < total_steps:
+        steps += [factor * scale for factor in (1, 2, 5) if factor * scale < total_steps]
+        scale *= 10
+    return steps + [total_steps]
+
+
+def on_cpu(value):
+    """A copy of value (tensors, in dicts and lists) on the CPU, that later steps cannot change."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
+
+
+class Snapshots:
+    """The weights kept in run["snapshots"] for the drawing page's training slider, at the
+    snapshot_steps of a run of total_steps (none if total_steps is None: --no-snapshots)."""
+
+    def __init__(self, model, run, total_steps):
+        self.model, self.run = model, run
+        self.keep = set() if total_steps is None else set(snapshot_steps(total_steps))
+        # A run resumed to more epochs keeps the snapshots of the longer run only: the last step
+        # of the shorter one is not among them.
+        run["snapshots"] = [snapshot for snapshot in run["snapshots"]
+                            if snapshot["step"] in self.keep]
+        if 0 in self.keep and not run["snapshots"]:
+            self.add(0)
+
+    def add(self, step):
+        self.run["snapshots"].append({"step": step, "model": on_cpu(self.model.state_dict())})
+
+    def after_step(self, done):
+        """train_epoch's after_step for an epoch that starts after done steps of the run."""
+        def keep(step):
+            if done + step + 1 in self.keep:
+                self.add(done + step + 1)
+        return keep
+
+
+def checkpoint_of(model, optimizer, scheduler, generator, args, run, record):
+    """The run after its last completed epoch, as train.py saves it (without the test accuracy).
+    record: what it trained on (the number of images, the extra pictures' digest)."""
+    return {"model": on_cpu(model.state_dict()), "optimizer": on_cpu(optimizer.state_dict()),
+            "scheduler": scheduler and plain_state(scheduler), "epoch": run["epoch"],
+            "args": vars(args), "snapshots": list(run["snapshots"]),
+            "history": {key: list(values) for key, values in run["history"].items()},
+            "rng": random_state(generator, next(model.parameters()).device), "data": record,
+            "test_accuracy": None}
+
+
+def plain_state(scheduler):
+    """The scheduler's state without its functions (PyTorch 2.3 keeps one there), which
+    weights_only cannot load; the scheduler made anew for --resume has its own."""
+    return {key: value for key, value in scheduler.state_dict().items() if not callable(value)}
+
+
+def random_state(generator, device):
+    """Every random number generator the run draws from, so a resumed run draws the same."""
+    return {"shuffle": generator.get_state(), "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def save_interrupted(args, run):
+    """After Ctrl-C: keep the last completed epoch, if any, and say how to continue; exit 130.
+
+    A complete checkpoint already at --out (not the run being resumed) is not replaced by a
+    partial run: the partial one goes beside it, as NAME.partial.pt.
+    """
+    if run is None:
+        raise KeyboardInterrupt  # not one epoch done: run_main says so; the old file stays
+    path = args.out
+    resuming_it = args.resume and os.path.exists(path) and os.path.samefile(path, args.resume)
+    if os.path.exists(path) and not resuming_it:
+        path = os.path.splitext(args.out)[0] + ".partial.pt"
+    save_atomically(path, lambda file: torch.save(run, file))
+    out = "" if path == args.out else f" --out {args.out}"
+    print(f"Interrupted (Ctrl-C) in epoch {run['epoch'] + 1}; epochs 1 to {run['epoch']} are "
+          f"saved in {path}; continue with: python train.py --resume {path} "
+          f"--epochs {args.epochs}{out}", file=sys.stderr)
+    sys.exit(130)

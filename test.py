@@ -9,10 +9,10 @@ import sys
 import torch
 from PIL import Image, ImageDraw
 
-from cli import (accuracy, add_data_and_device_arguments, confusion_matrix, device_line, load_model,
-                 output_path, predict, run_main, save_atomically, set_threads)
+from cli import (accuracy, add_data_and_device_arguments, check_extras, confusion_matrix,
+                 device_line, extra, load_model, output_path, predict, run_main, save_atomically,
+                 set_threads)
 from data import DataError, load_mnist, to_pixels
-from extras.pictures import read_labelled_folder, read_picture
 
 
 def print_per_class(labels, predictions):
@@ -53,7 +53,7 @@ def save_error_grid(path, images, labels, predictions, limit=100, columns=10):
 
 def classify_pictures(model, paths, device):
     """Print 'PATH: digit (confidence)' for each picture; return how many could not be read."""
-    failures = 0
+    read_picture, failures = extra("pictures", "--image").read_picture, 0
     for path in paths:
         try:
             digit = read_picture(path, path)  # (1, 28, 28)
@@ -86,6 +86,7 @@ def parse_args(argv=None):
                              "DIR/0/*.png ... DIR/9/*.png, each prepared as --image prepares it "
                              "(default: none)")
     args = parser.parse_args(argv)
+    check_extras(parser, args, image="pictures", images_dir="pictures")  # your own pictures
     if args.images_dir and args.save_errors:
         parser.error("--save-errors draws MNIST test digits; leave out --images-dir")
     return args
@@ -97,7 +98,7 @@ def main(argv=None):
     model = load_model(args.checkpoint, args.device)  # a bad checkpoint: one line, nothing else
     print(device_line(args.device, threads))
     if args.images_dir:
-        images, labels = read_labelled_folder(args.images_dir)
+        images, labels = extra("pictures", "--images-dir").read_labelled_folder(args.images_dir)
         images, labels = images.to(args.device), labels.to(args.device)
     elif not args.image or args.per_class or args.save_errors:
         images, labels = load_mnist(args.data_dir, train=False, device=args.device)

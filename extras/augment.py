@@ -1,7 +1,7 @@
 """Random changes to training images, so the network learns what stays the same in a digit:
 turned, resized, moved, slanted, wider or narrower, thicker or thinner strokes, blurred.
 
-Usage: python train.py --augment handwriting   (or: from extras.augment import AUGMENTATIONS, augmented)
+Usage: python train.py --augment handwriting   (or: from extras.augment import augmented)
 """
 import math
 
@@ -19,20 +19,22 @@ AUGMENTATIONS = {
 }
 
 
-def augmented(batches, count, generator, limits, device, background):
+def augmented(batches, count, generator, name, background):
     """Return the (images, labels) batches of one epoch (count images in all) with every image
-    changed at random within limits (one of AUGMENTATIONS); background is the value of a black
-    pixel in the images (-1 after the tutorial's normalisation: data.background()).
+    changed at random within AUGMENTATIONS[name]; background is the value of a black pixel in
+    the images (-1 after the tutorial's normalisation: data.background()).
 
     Every random number of the epoch is drawn now, on the CPU, so one seed gives the same changes
-    on every device, and they reach the device in one copy rather than one per step.
+    on every device, and they reach the images' device in one copy rather than one per step.
     """
-    changes = [None if change is None else change.to(device)
-               for change in draw_changes(count, generator, **limits)]
+    drawn = draw_changes(count, generator, **AUGMENTATIONS[name])
 
     def changed_batches():
-        start = 0
+        start, changes = 0, None
         for images, labels in batches:
+            if changes is None:  # the first batch tells the device
+                changes = [None if change is None else change.to(images.device)
+                           for change in drawn]
             end = start + len(labels)
             yield augment(images, *(None if change is None else change[start:end]
                                     for change in changes), background=background), labels

@@ -7,6 +7,14 @@ import torch
 from cli import save_atomically
 
 
+def check_flags(parser, args):
+    """Refuse --plot at once, before training, if matplotlib is not installed (exit 2)."""
+    try:
+        import matplotlib  # noqa: F401  (optional: only --plot needs it)
+    except ImportError:
+        parser.error("--plot needs matplotlib, which is not installed: pip install matplotlib")
+
+
 def running_mean(values, window):
     """Mean of each value and the window - 1 values before it (fewer at the start)."""
     totals = torch.cat([torch.zeros(1), torch.tensor(values).double().cumsum(0)])  # (n + 1,)

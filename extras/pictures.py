@@ -1,8 +1,8 @@
-"""Pictures of your own digits, prepared as MNIST's were: one file (test.py --image), a labelled
-folder (--images-dir), read within limits (formats, pixels).
+"""Pictures of your own digits, prepared as MNIST's were and read within limits (formats, pixels).
 
-Usage: from extras.pictures import read_picture, read_labelled_folder, prepare_digit
+Usage: python test.py model.pt --image 7.png  (--images-dir DIR; train.py --extra-images-dir DIR)
 """
+import hashlib
 import math
 import os
 import struct
@@ -15,7 +15,7 @@ import torchvision
 import torchvision.transforms as transforms
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from data import DataError, transform
+from data import DataError, to_pixels, transform
 
 DIGITS = [str(digit) for digit in range(10)]  # the names of a labelled folder's subfolders
 # A picture of more pixels than this is refused before it is decoded: a 9000 x 9000 PNG of a white
@@ -27,6 +27,10 @@ MAX_PIXELS = 4096 * 4096
 # scanners' TIFF. No other is opened: Pillow reads EPS by running its PostScript in Ghostscript,
 # another program, and the rarer formats' readers are code no digit needs.
 PICTURE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+# By default the --extra-images-dir pictures are repeated until an epoch sees about this many of
+# them beside MNIST's 60,000, each at most EXTRA_MOST times: a few hundred pictures then count,
+# and a few dozen are not learned by heart (measured: docs/handwriting.md).
+EXTRA_PER_EPOCH, EXTRA_MOST = 8000, 30
 
 
 def prepare_digit(picture):
@@ -199,3 +203,29 @@ def read_labelled_folder(folder):
 def one_line(error):
     """The error's message with its whitespace, line breaks included, collapsed to single spaces."""
     return " ".join(str(error).split())
+
+
+def with_extra_pictures(train_images, train_labels, args):
+    """MNIST's training images and labels with the --extra-images-dir pictures added, each
+    --extra-repeats times (the pictures are read and prepared once, here), and the record of
+    what the run trains on."""
+    folders = [read_labelled_folder(folder) for folder in args.extra_images_dir]  # (N, 1, 28, 28)
+    pictures = torch.cat([images for images, _ in folders]).to(train_images.device)
+    digits = torch.cat([labels for _, labels in folders]).to(train_labels.device)
+    repeats = args.extra_repeats or min(EXTRA_MOST, max(1, round(EXTRA_PER_EPOCH / len(digits))))
+    args.extra_repeats = repeats  # kept in the checkpoint, so --resume repeats them as often
+    print(f"Extra pictures: {len(digits)} from {', '.join(args.extra_images_dir)}, each seen "
+          f"{repeats} times per epoch")
+    return (torch.cat([train_images, pictures.repeat(repeats, 1, 1, 1)]),
+            torch.cat([train_labels, digits.repeat(repeats)]),
+            pictures_record(len(train_labels) + repeats * len(digits), pictures, digits))
+
+
+def pictures_record(count, extra_images, extra_labels):
+    """What a run trains on, to tell a changed training set when it resumes: the number of
+    training images and the extra pictures' count and digest."""
+    # The digest of the prepared pictures' 8-bit levels and labels, as training sees them.
+    levels = (to_pixels(extra_images.cpu()) * 255).round().to(torch.uint8)
+    digest = hashlib.sha256(levels.numpy().tobytes() + extra_labels.cpu().numpy().tobytes())
+    return {"train_images": count,
+            "extra_pictures": {"count": len(extra_labels), "digest": digest.hexdigest()}}

@@ -1,17 +1,13 @@
-"""A training run's bookkeeping for train.py: what its checkpoint keeps so that --resume continues
-it bit for bit, the refusals that keep it the same run, and what Ctrl-C saves.
+"""Resuming a training run (train.py --resume): the run's checkpoint read back so that it
+continues bit for bit, and the refusals that keep it the same run.
 
-Usage: from extras.runs import continue_run, checkpoint_of, restore   (train.py uses it)
+Usage: python train.py --resume model.pt --epochs 6   (train.py imports this only for --resume)
 """
 import argparse
-import hashlib
-import os
-import sys
 
 import torch
 
-from cli import UserError, build_model, is_number, save_atomically, shown
-from data import to_pixels
+from cli import UserError, build_model, flag_of, is_number, plain_state, read_checkpoint, shown
 
 # What --resume takes from the run, and refuses to change: anything that makes it another run.
 RUN_FLAGS = ("batch_size", "lr", "weight_decay", "schedule", "augment", "no_dropout_epochs",
@@ -22,9 +18,12 @@ ADAM_STATE = {"step", "exp_avg", "exp_avg_sq"}
 NOT_TRAIN_PY = "the checkpoint is damaged or was not written by train.py"
 
 
-def flag_of(name):
-    """The flag that sets the argument name: no_dropout_epochs is --no-dropout-epochs."""
-    return "--no-snapshots" if name == "snapshots" else "--" + name.replace("_", "-")
+def resumed_run(build_parser, args, argv):
+    """The checkpoint that --resume names, read and checked, with args filled in from its run:
+    UserError if the flags given would change it. build_parser makes train.py's parser."""
+    checkpoint = read_checkpoint(args.resume)
+    continue_run(args, checkpoint, given_flags(build_parser(), argv), build_parser())
+    return checkpoint
 
 
 def given_flags(parser, argv):
@@ -33,60 +32,6 @@ def given_flags(parser, argv):
     for action in parser._actions:
         action.default = argparse.SUPPRESS  # a flag that is not given leaves no name behind
     return set(vars(parser.parse_args(argv)))
-
-
-def snapshot_steps(total_steps):
-    """The steps after which the weights are kept: 0 (the initial weights), 1, 2, 5, 10, 20, 50,
-    ... (the network changes fastest in its first steps), and the last step."""
-    steps, scale = [0], 1
-    while scale < total_steps:
-        steps += [factor * scale for factor in (1, 2, 5) if factor * scale < total_steps]
-        scale *= 10
-    return steps + [total_steps]
-
-
-def on_cpu(value):
-    """A copy of value (tensors, in dicts and lists) on the CPU, that later steps cannot change."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {key: on_cpu(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(on_cpu(item) for item in value)
-    return value
-
-
-def pictures_record(count, extra_images, extra_labels):
-    """What a run trains on, to tell a changed training set when it resumes: the number of
-    training images and the --extra-images-dir pictures' count and digest (None without any)."""
-    if extra_labels is None:
-        return {"train_images": count, "extra_pictures": None}
-    # The digest of the prepared pictures' 8-bit levels and labels, as training sees them.
-    levels = (to_pixels(extra_images.cpu()) * 255).round().to(torch.uint8)
-    digest = hashlib.sha256(levels.numpy().tobytes() + extra_labels.cpu().numpy().tobytes())
-    return {"train_images": count,
-            "extra_pictures": {"count": len(extra_labels), "digest": digest.hexdigest()}}
-
-
-def checkpoint_of(model, optimizer, scheduler, generator, args, run, record, device):
-    """The run after its last completed epoch, as train.py saves it (without the test accuracy)."""
-    return {"model": on_cpu(model.state_dict()), "optimizer": on_cpu(optimizer.state_dict()),
-            "scheduler": scheduler and plain_state(scheduler), "epoch": run["epoch"],
-            "args": vars(args), "snapshots": list(run["snapshots"]),
-            "history": {key: list(values) for key, values in run["history"].items()},
-            "rng": random_state(generator, device), "data": record, "test_accuracy": None}
-
-
-def plain_state(scheduler):
-    """The scheduler's state without its functions (PyTorch 2.3 keeps one there), which
-    weights_only cannot load; the scheduler made anew for --resume has its own."""
-    return {key: value for key, value in scheduler.state_dict().items() if not callable(value)}
-
-
-def random_state(generator, device):
-    """Every random number generator the run draws from, so a resumed run draws the same."""
-    return {"shuffle": generator.get_state(), "cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
 def restore(checkpoint, path, model, optimizer, scheduler, generator):
@@ -256,22 +201,3 @@ def check_same_pictures(args, checkpoint, record):
         raise UserError(f"--data-dir {args.data_dir} now gives {record['train_images']:,} training "
                         f"images; the run in {path} trained on {saved['train_images']:,}: {new_run}")
 
-
-def save_interrupted(args, run):
-    """After Ctrl-C: keep the last completed epoch, if any, and say how to continue; exit 130.
-
-    A complete checkpoint already at --out (not the run being resumed) is not replaced by a
-    partial run: the partial one goes beside it, as NAME.partial.pt.
-    """
-    if run is None:
-        raise KeyboardInterrupt  # not one epoch done: run_main says so; the old file stays
-    path = args.out
-    resuming_it = args.resume and os.path.exists(path) and os.path.samefile(path, args.resume)
-    if os.path.exists(path) and not resuming_it:
-        path = os.path.splitext(args.out)[0] + ".partial.pt"
-    save_atomically(path, lambda file: torch.save(run, file))
-    out = "" if path == args.out else f" --out {args.out}"
-    print(f"Interrupted (Ctrl-C) in epoch {run['epoch'] + 1}; epochs 1 to {run['epoch']} are "
-          f"saved in {path}; continue with: python train.py --resume {path} "
-          f"--epochs {args.epochs}{out}", file=sys.stderr)
-    sys.exit(130)

@@ -33,13 +33,13 @@ def temp_path(name):
     return os.path.join(TEMP, name)
 
 
-def batches_on(images, labels, augmentation, device):
-    """One epoch's batches of 64, seeded, changed by augmentation unless it is None."""
+def batches_on(images, labels, augmentation):
+    """One epoch's batches of 64, seeded, changed by augmentation (a name) unless it is None."""
     generator = torch.Generator().manual_seed(3)
     batches = data.train_batches(images, labels, 64, generator)
     if augmentation is None:
         return batches
-    return augment.augmented(batches, len(labels) // 64 * 64, generator, augmentation, device,
+    return augment.augmented(batches, len(labels) // 64 * 64, generator, augmentation,
                              data.background())
 
 
@@ -63,9 +63,9 @@ class DeviceChoiceTest(unittest.TestCase):
 class AcceleratorTest(unittest.TestCase):
     def test_same_batches_on_the_device_as_on_the_cpu(self):
         images, labels = data.load_mnist(DATA_DIR, train=True)
-        for augmentation in (None, augment.AUGMENTATIONS["handwriting"]):
+        for augmentation in (None, "handwriting"):
             cpu_batches, device_batches = (
-                batches_on(images.to(device), labels.to(device), augmentation, device)
+                batches_on(images.to(device), labels.to(device), augmentation)
                 for device in ("cpu", ACCELERATOR))
             for (cpu_images, cpu_labels), (device_images, device_labels) in zip(cpu_batches,
                                                                                 device_batches):

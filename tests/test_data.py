@@ -277,8 +277,7 @@ class AugmentTest(unittest.TestCase):
         for _ in range(2):
             generator = torch.Generator().manual_seed(4)
             batches = data.train_batches(images, labels, 32, generator)
-            epochs.append(list(augment.augmented(batches, 96, generator,
-                                                 augment.AUGMENTATIONS["handwriting"], "cpu",
+            epochs.append(list(augment.augmented(batches, 96, generator, "handwriting",
                                                  data.background())))
         self.assertEqual(len(epochs[0]), 3)
         for (first_images, first_labels), (again_images, again_labels) in zip(*epochs):

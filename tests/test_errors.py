@@ -301,15 +301,15 @@ class InterruptAndDivergenceTest(ErrorTestCase):
         self.assertFalse(os.path.exists(out))
 
     def test_nan_or_huge_loss_counts_as_diverged_at_its_own_step(self):
-        for bad in (float("nan"), float("inf"), train.DIVERGED_LOSS + 1):
+        for bad in (float("nan"), float("inf"), cli.DIVERGED_LOSS + 1):
             losses = torch.tensor([2.3, 1.0, bad, float("nan"), 1.0])
             # Steps 11 to 15 are checked together; the first bad loss is at step 13.
             with self.assertRaisesRegex(cli.UserError, r"at epoch 2, step 13\)"):
-                train.check_diverged(losses, epoch=2, first_step=11)
-        train.check_diverged(torch.tensor([2.3, 40.0, 0.01]), epoch=1, first_step=1)  # spiky, sane
+                cli.check_diverged(losses, epoch=2, first_step=11)
+        cli.check_diverged(torch.tensor([2.3, 40.0, 0.01]), epoch=1, first_step=1)  # spiky, sane
 
     def test_divergence_names_the_step_of_the_first_bad_loss_between_log_lines(self):
-        log = train.StepLog(steps=8, shown_steps=8, epoch=1, epochs=1, log_interval=5, device="cpu")
+        log = cli.StepLog(steps=8, shown_steps=8, epoch=1, epochs=1, log_interval=5, device="cpu")
         with contextlib.redirect_stdout(io.StringIO()):
             # The log line at step 1 passes; steps 2 to 4 wait for the next check.
             for step, loss in enumerate([2.3, 2.0, 1.9, float("nan")]):

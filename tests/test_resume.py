@@ -16,9 +16,10 @@ from unittest import mock
 import torch
 from PIL import Image
 
+import cli
 import data
 import train
-from extras import runs
+from extras import pictures
 from model import Net
 from tests.fixtures import draw_digit, make_fake_mnist, run_script, start_script, temporary_folder
 
@@ -57,8 +58,10 @@ def half_run(path, flags):
     args, _ = train.parse_args(["--data-dir", DATA_DIR, "--device", "cpu", "--epochs", "2",
                                 *flags, "--out", path])
     images, labels = data.load_mnist(DATA_DIR, train=True)
+    record = {"train_images": len(labels), "extra_pictures": None}  # as train.main has it
     with contextlib.redirect_stdout(io.StringIO()):
-        images, labels, record = train.with_extra_pictures(images, labels, args)
+        if args.extra_images_dir:
+            images, labels, record = pictures.with_extra_pictures(images, labels, args)
         torch.manual_seed(args.seed)
         run = next(train.train(Net(), images, labels, args, None, record))
     torch.save(run, path)
@@ -76,13 +79,13 @@ class SnapshotTest(unittest.TestCase):
         checkpoint = train_run(temp_path("snapshots.pt"), "--epochs", "4", "--batch-size", "16")
         steps = [snapshot["step"] for snapshot in checkpoint["snapshots"]]
         self.assertEqual(steps, [0, 1, 2, 5, 10, 20, 50, 100])  # 4 epochs of 25 steps
-        self.assertEqual(steps, runs.snapshot_steps(100))
+        self.assertEqual(steps, cli.snapshot_steps(100))
         assert_same_weights(self, checkpoint["snapshots"][-1]["model"], checkpoint["model"])
         torch.manual_seed(0)  # step 0 is the untrained network of the run's seed
         assert_same_weights(self, checkpoint["snapshots"][0]["model"], Net().state_dict())
         self.assertFalse(torch.equal(checkpoint["snapshots"][1]["model"]["fc2.weight"],
                                      checkpoint["snapshots"][0]["model"]["fc2.weight"]))
-        self.assertEqual(runs.snapshot_steps(2811), [0, 1, 2, 5, 10, 20, 50, 100, 200, 500,
+        self.assertEqual(cli.snapshot_steps(2811), [0, 1, 2, 5, 10, 20, 50, 100, 200, 500,
                                                        1000, 2000, 2811])
 
     def test_no_snapshots_flag(self):

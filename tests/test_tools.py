@@ -18,7 +18,7 @@ import cli
 import data
 import test
 import train
-from extras import augment, pictures
+from extras import augment, pictures, recipe
 from model import Net
 from tests.fixtures import (MNIST_ROOT, NO_REAL_MNIST, draw_digit, make_fake_mnist, run_module,
                             run_script, run_subprocess, temporary_folder)
@@ -249,14 +249,14 @@ class ExtraImagesTest(unittest.TestCase):
         images, labels = data.load_mnist(DATA_DIR, train=True)
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            all_images, all_labels, record = train.with_extra_pictures(images, labels, args)
+            all_images, all_labels, record = pictures.with_extra_pictures(images, labels, args)
         self.assertEqual(len(all_labels), 500 + 3 * 20)
         self.assertIn(f"Extra pictures: 20 from {self.folder}, each seen 3 times per epoch", out.getvalue())
         self.assertEqual((record["train_images"], record["extra_pictures"]["count"]), (560, 20))
         args, _ = train.parse_args(["--extra-images-dir", self.folder, "--extra-images-dir", self.folder])
         with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
-            _, both, _ = train.with_extra_pictures(images, labels, args)
-        self.assertEqual(len(both), 500 + 40 * train.EXTRA_MOST)  # 40 pictures: 200 each, capped
+            _, both, _ = pictures.with_extra_pictures(images, labels, args)
+        self.assertEqual(len(both), 500 + 40 * pictures.EXTRA_MOST)  # 40 pictures: 200 each, capped
         self.assertIn(f"Extra pictures: 40 from {self.folder}, {self.folder}, each seen 30 times",
                       out.getvalue())
         self.assertEqual(err.getvalue().count("broken.png"), 1)  # named once, skipped
@@ -310,7 +310,7 @@ class ExtraImagesTest(unittest.TestCase):
 class RecipeFlagsTest(unittest.TestCase):
     def test_onecycle_peaks_at_lr_and_ends_near_zero(self):
         model = torch.nn.Linear(1, 1)
-        optimizer, scheduler = train.make_optimizer(model, 0.02, 0.0, "onecycle", epochs=2,
+        optimizer, scheduler = recipe.make_optimizer(model, 0.02, 0.0, "onecycle", epochs=2,
                                                     steps_per_epoch=50)
         rates = []
         for _ in range(100):
@@ -323,7 +323,7 @@ class RecipeFlagsTest(unittest.TestCase):
     def test_onecycle_warms_up_the_tutorial_network_from_a_25th_of_lr_for_30_percent(self):
         for weight_decay, kind in ((0.0, torch.optim.Adam), (0.1, torch.optim.AdamW)):
             model = Net()
-            optimizer, scheduler = train.make_optimizer(model, 0.02, weight_decay, "onecycle",
+            optimizer, scheduler = recipe.make_optimizer(model, 0.02, weight_decay, "onecycle",
                                                         epochs=2, steps_per_epoch=50)
             self.assertIs(type(optimizer), kind)
             self.assertEqual(len(optimizer.param_groups[0]["params"]), 8)  # every weight and bias
@@ -339,11 +339,11 @@ class RecipeFlagsTest(unittest.TestCase):
 
     def test_onecycle_moves_adams_first_beta_and_constant_leaves_it(self):
         model = torch.nn.Linear(1, 1)
-        optimizer, scheduler = train.make_optimizer(model, 0.01, 0.0, "constant", 1, 10)
+        optimizer, scheduler = recipe.make_optimizer(model, 0.01, 0.0, "constant", 1, 10)
         self.assertIsNone(scheduler)
         self.assertEqual(optimizer.param_groups[0]["betas"][0], 0.9)  # Adam's own default
         # One-cycle moves Adam's first beta from 0.95 to 0.85 and back.
-        optimizer, scheduler = train.make_optimizer(model, 0.01, 0.0, "onecycle", 3, 100)
+        optimizer, scheduler = recipe.make_optimizer(model, 0.01, 0.0, "onecycle", 3, 100)
         values = []
         for _ in range(300):
             values.append(optimizer.param_groups[0]["betas"][0])
@@ -357,11 +357,11 @@ class RecipeFlagsTest(unittest.TestCase):
         # With no gradient Adam's step is 0, so all that moves a weight is the decay.
         model = torch.nn.Linear(3, 2)
         weights = model.weight.detach().clone()
-        optimizer, _ = train.make_optimizer(model, 0.01, 0.5, "constant", 1, 10)
+        optimizer, _ = recipe.make_optimizer(model, 0.01, 0.5, "constant", 1, 10)
         model.weight.grad = torch.zeros_like(model.weight)
         optimizer.step()
         torch.testing.assert_close(model.weight.detach(), weights * (1 - 0.01 * 0.5))
-        optimizer, _ = train.make_optimizer(model, 0.01, 0.0, "constant", 1, 10)
+        optimizer, _ = recipe.make_optimizer(model, 0.01, 0.0, "constant", 1, 10)
         self.assertIs(type(optimizer), torch.optim.Adam)  # the tutorial's optimizer, unchanged
 
     def test_no_dropout_and_no_augment_epochs_switch_off_only_at_the_end(self):
@@ -369,17 +369,17 @@ class RecipeFlagsTest(unittest.TestCase):
                                  "--augment", "handwriting", "--no-augment-epochs", "2"])
         images, labels = data.load_mnist(DATA_DIR, train=True)
         model = Net()
-        with mock.patch.object(train, "set_dropout", wraps=train.set_dropout) as spy, \
-                mock.patch.object(train, "augmented", wraps=train.augmented) as changed, \
+        with mock.patch.object(recipe, "set_dropout", wraps=recipe.set_dropout) as spy, \
+                mock.patch.object(augment, "augmented", wraps=augment.augmented) as changed, \
                 contextlib.redirect_stdout(io.StringIO()):  # its progress lines
             list(train.train(model, images, labels, args))  # every epoch
         self.assertEqual([call.kwargs["active"] for call in spy.call_args_list],
                          [True, True, False])
         self.assertEqual([call.args[3] for call in changed.call_args_list],
-                         [augment.AUGMENTATIONS["handwriting"]])  # the first epoch only
+                         ["handwriting"])  # the first epoch only
         self.assertFalse(model.conv_dropout.training)
         self.assertTrue(model.training and model.fc1.training)
-        train.set_dropout(model, active=True)
+        recipe.set_dropout(model, active=True)
         self.assertTrue(model.conv_dropout.training)
         code, _, err = run_script(train, ["--epochs", "2", "--no-dropout-epochs", "3"])
         self.assertEqual(code, 2)
@@ -387,6 +387,13 @@ class RecipeFlagsTest(unittest.TestCase):
         code, _, err = run_script(train, ["--epochs", "2", "--no-augment-epochs", "5"])
         self.assertEqual(code, 2)
         self.assertIn("--no-augment-epochs 5 is more than --epochs 2", err)
+
+    def test_train_py_states_the_extras_values_in_its_flags(self):
+        # Written out, so that the flags and their help need no extras/ module.
+        actions = {action.dest: action for action in train.build_parser()._actions}
+        self.assertEqual(actions["augment"].choices, ["none", *augment.AUGMENTATIONS])
+        self.assertIn(f"about {pictures.EXTRA_PER_EPOCH:,} an epoch, at most "
+                      f"{pictures.EXTRA_MOST} each", actions["extra_repeats"].help)
 
     def test_recipe_flags_train_end_to_end(self):
         code, out, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu", "--epochs",

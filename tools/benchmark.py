@@ -17,9 +17,10 @@ import torch.nn as nn
 import torchvision
 
 import train
-from cli import add_data_and_device_arguments, non_negative_int, positive_int, run_main, set_threads
+from cli import (StepLog, add_data_and_device_arguments, non_negative_int, positive_int, run_main,
+                 set_threads)
 from data import background, load_mnist, train_batches, transform
-from extras.augment import AUGMENTATIONS, augmented
+from extras.augment import augmented
 from model import Net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where train.py is
@@ -95,10 +96,9 @@ def our_epoch(args, train_images, train_labels, augmentation="none"):
     start = time.perf_counter()
     batches = train_batches(train_images, train_labels, args.batch_size, generator)
     if augmentation != "none":
-        batches = augmented(batches, steps * args.batch_size, generator,
-                            AUGMENTATIONS[augmentation], args.device, background())
-    log = train.StepLog(steps, steps, 1, 1, log_interval=100, device=args.device)
-    losses, _ = train.train_epoch(model, optimizer, None, batches, log)
+        batches = augmented(batches, steps * args.batch_size, generator, augmentation, background())
+    log = StepLog(steps, steps, 1, 1, log_interval=100, device=args.device)
+    losses, _ = train.train_epoch(model, optimizer, None, batches, log, lambda step: None)
     losses.tolist()  # as train.py does; this also waits for the device to finish
     return time.perf_counter() - start, len(losses)
 
