@@ -27,6 +27,7 @@ class DataError(Exception):
     scripts print these errors as one line, without a traceback.
     """
 
+
 # The tutorial's preprocessing (it defines the same one twice, for training and testing).
 transform = transforms.Compose([
     transforms.ToTensor(),                   # uint8 0..255 -> float 0..1
@@ -114,22 +115,6 @@ def check_idx_file(path, ndim):
     if dims[1:] not in ((), (28, 28)):
         raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, MNIST's are 28x28")
     return dims[0]
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def train_batches(images, labels, batch_size, generator):

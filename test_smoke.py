@@ -114,7 +114,6 @@ def run_subprocess(script, *argv, **kwargs):
                           capture_output=True, text=True, timeout=120, **kwargs)
 
 
-
 def setUpModule():
     global TEMP, DATA_DIR
     TEMP = temporary_folder()
@@ -159,14 +158,15 @@ class ModelTest(unittest.TestCase):
 
     def test_scripts_import_from_a_notebook_in_another_folder(self):
         # A notebook appends the project folder to sys.path, after the standard library, whose
-        # own 'test' package then shadows test.py: nothing may import from test.py.
+        # own 'test' package then shadows test.py: nothing may import from test.py. The default
+        # run needs nothing of extras/: train.py imports it only when a flag asks.
         code = (f"import sys; sys.path.append({HERE!r}); "
-                "import train, data, model, cli; print(cli.EVAL_BATCH_SIZE)")
+                "import train, data, model, cli; print(cli.EVAL_BATCH_SIZE, 'extras' in sys.modules)")
         with tempfile.TemporaryDirectory() as elsewhere:
             result = subprocess.run([sys.executable, "-c", code], cwd=elsewhere,
                                     capture_output=True, text=True, timeout=120)
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout.strip(), "1000")
+        self.assertEqual(result.stdout.strip(), "1000 False")
 
 
 class TrainAndTestScriptTest(unittest.TestCase):
@@ -223,7 +223,6 @@ class TrainAndTestScriptTest(unittest.TestCase):
                                           "--epochs", "3", "--out", out])
         self.assertEqual(code, 0, err)
         self.assertGreater(torch.load(out, weights_only=True)["test_accuracy"], 0.9)
-
 
 
 @unittest.skipIf(*NO_REAL_MNIST)

@@ -1,3 +1,3 @@
-"""Beyond the tutorial: augmentation, curves, your own pictures, resuming a run. train.py and
-test.py use these modules for the flags that ask for them.
+"""Beyond the tutorial: augmentation, the training recipe, your own pictures, resuming a run,
+curves. train.py and test.py import these only when a flag asks (cli.extra).
 """

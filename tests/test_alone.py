@@ -1,15 +1,19 @@
 """Tests that the tutorial's files work copied alone into a course's folder, without the rest of
-the project.
+the project: one file at a time, and the six of the copy set together.
 
 Usage: python -m unittest -v tests.test_alone
 """
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import unittest
 
-from tests.fixtures import ROOT, temporary_folder
+import torch
+
+from tests.fixtures import ROOT, make_fake_mnist, temporary_folder
 
 
 def setUpModule():
@@ -18,18 +22,29 @@ def setUpModule():
 
 
 # What a teacher who copies one file alone into a course runs with it: (the files copied, from
-# the top folder, into one folder; the code run there). Your own pictures need data.py beside them.
+# the top folder, into one folder that holds a small fake MNIST in ./files; the code run there).
+# Your own pictures need data.py beside them.
 ALONE = {
     "model.py": (["model.py"],
                  "import torch, model\n"
                  "print(tuple(model.tutorial_model()(torch.zeros(2, 1, 28, 28)).shape))"),
-    "data.py": (["data.py", "extras/pictures.py"],
-                "import data, pictures\nfrom PIL import Image, ImageDraw\n"
-                "picture = Image.new('L', (40, 40), 255)\n"
-                "ImageDraw.Draw(picture).line((20, 5, 20, 35), fill=0, width=4)  # a 1\n"
-                "print(tuple(pictures.prepare_digit(picture).shape))\n"
-                "try:\n    pictures.read_picture('missing.png', 'missing.png')\n"
-                "except data.DataError as error:\n    print(error)"),
+    "data.py": (["data.py"],
+                "import os, torch, data\n"
+                "images, labels = data.load_mnist('files', train=True)\n"
+                "print(tuple(images.shape), tuple(labels.shape))\n"
+                "batches = list(data.train_batches(images, labels, 16, torch.Generator()))\n"
+                "print(len(batches), tuple(batches[0][0].shape))\n"
+                "path = os.path.join('files', 'MNIST', 'raw', 't10k-labels-idx1-ubyte')\n"
+                "os.truncate(path, 20)\n"
+                "try:\n    data.load_mnist('files', train=False)\n"
+                "except data.DataError as error:\n    print(str(error).replace(path, 'PATH'))"),
+    "pictures.py": (["data.py", "extras/pictures.py"],
+                    "import data, pictures\nfrom PIL import Image, ImageDraw\n"
+                    "picture = Image.new('L', (40, 40), 255)\n"
+                    "ImageDraw.Draw(picture).line((20, 5, 20, 35), fill=0, width=4)  # a 1\n"
+                    "print(tuple(pictures.prepare_digit(picture).shape))\n"
+                    "try:\n    pictures.read_picture('missing.png', 'missing.png')\n"
+                    "except data.DataError as error:\n    print(error)"),
     "augment.py": (["extras/augment.py"],
                    "import torch, augment\n"
                    "changes = augment.draw_changes(4, torch.Generator(), **augment.AUGMENTATIONS"
@@ -37,23 +52,108 @@ ALONE = {
                    "print(tuple(augment.augment(torch.full((4, 1, 28, 28), -1.0), *changes, "
                    "background=-1.0).shape))"),
 }
+# What a teacher copies for the tutorial as files (README: What to copy).
+COPY_SET = ["model.py", "data.py", "cli.py", "train.py", "test.py", "test_smoke.py"]
+# Each flag beyond the tutorial, given to the copy set without extras/: (script, its arguments,
+# the module of extras/ the flag needs).
+EXTRAS_FLAGS = [
+    ("train", ["--augment"], "augment"),
+    ("train", ["--resume", "model.pt"], "runs"),
+    ("train", ["--plot", "c.png"], "curves"),
+    ("train", ["--schedule", "onecycle"], "recipe"),
+    ("train", ["--weight-decay", "0.1"], "recipe"),
+    ("train", ["--no-dropout-epochs", "1"], "recipe"),
+    ("train", ["--no-augment-epochs", "1"], "recipe"),
+    ("train", ["--extra-images-dir", "d"], "pictures"),
+    ("test", ["model.pt", "--image", "x.png"], "pictures"),
+    ("test", ["model.pt", "--images-dir", "d"], "pictures"),
+]
+# Runs each (script, arguments) as its script does, in one process: exit code, output, and
+# whether the folder is as it was; one JSON line of results.
+DRIVER = """
+import json, os, sys
+import test, train
+from test_smoke import run_script
+results = []
+for script, argv in json.loads(sys.argv[1]):
+    before = sorted(os.listdir("."))
+    code, out, err = run_script({"train": train, "test": test}[script], argv)
+    results.append([code, out, err, sorted(os.listdir(".")) == before])
+print(json.dumps(results))
+"""
+
+
+def run_in(folder, *argv):
+    """Run python -E -s with argv in folder: no PYTHONPATH, no user packages, and no MNIST_ROOT
+    (which would make test_smoke train a real epoch), so only folder and the installed packages
+    can be imported."""
+    env = {key: value for key, value in os.environ.items() if key != "MNIST_ROOT"}
+    return subprocess.run([sys.executable, "-E", "-s", *argv], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 class AloneTest(unittest.TestCase):
-    def test_model_data_and_augment_each_work_copied_alone(self):
+    def test_model_data_pictures_and_augment_each_work_copied_alone(self):
         printed = {}
         for name, (files, code) in ALONE.items():
             folder = os.path.join(TEMP, "alone_" + name[:-3])
-            os.makedirs(folder)
+            make_fake_mnist(os.path.join(folder, "files"), train_size=64, test_size=32)
             for file in files:
                 shutil.copy(os.path.join(ROOT, file), folder)
-            # -E -s: no PYTHONPATH and no user packages, so only this folder and the installed
-            # torch, torchvision and Pillow can be imported.
-            result = subprocess.run([sys.executable, "-E", "-s", "-c", code], cwd=folder,
-                                    capture_output=True, text=True, timeout=120)
+            result = run_in(folder, "-c", code)
             self.assertEqual(result.returncode, 0, f"{name}: {result.stderr}")
             printed[name] = result.stdout.splitlines()
         self.assertEqual(printed["model.py"], ["(2, 10)"])
-        self.assertEqual(printed["data.py"], ["(1, 28, 28)",
-                                              "missing.png: No such file or directory"])
+        self.assertEqual(printed["data.py"], [
+            "(64, 1, 28, 28) (64,)", "4 (16, 1, 28, 28)",
+            "PATH: truncated or corrupt (20 bytes, its header promises 40); delete it and "
+            "download again"])
+        self.assertEqual(printed["pictures.py"], ["(1, 28, 28)",
+                                                  "missing.png: No such file or directory"])
         self.assertEqual(printed["augment.py"], ["(4, 1, 28, 28)"])
+
+
+class CopySetTest(unittest.TestCase):
+    """The six files of the copy set, alone in a course's folder with MNIST in ./files, run the
+    README's defaults; each flag beyond the tutorial says in one line that extras/ is missing."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.folder = os.path.join(TEMP, "course")
+        make_fake_mnist(os.path.join(cls.folder, "files"), train_size=192, test_size=64)
+        for file in COPY_SET:
+            shutil.copy(os.path.join(ROOT, file), cls.folder)
+
+    def test_the_defaults_run_and_each_extra_flag_says_what_is_missing(self):
+        trained = run_in(self.folder, "train.py")
+        self.assertEqual(trained.returncode, 0, trained.stderr)
+        lines = trained.stdout.splitlines()
+        self.assertRegex(lines[0], r"^Device: \S+ \(\d+ threads?\)$")
+        self.assertRegex(lines[1], r"^Epoch: 1/3, Step: 1/3, Loss: \d+\.\d{4}, Accuracy: ")
+        self.assertRegex(lines[-3], r"^Run Time: \d+\.\d{2} s$")
+        accuracy = re.fullmatch(r"Test Accuracy: (\d+\.\d{2})%", lines[-2]).group(1)
+        self.assertEqual(lines[-1], "Saved model.pt")
+        saved = torch.load(os.path.join(self.folder, "model.pt"), weights_only=True)
+        self.assertEqual([snapshot["step"] for snapshot in saved["snapshots"]], [0, 1, 2, 5, 9])
+
+        tested = run_in(self.folder, "test.py", "model.pt")
+        self.assertEqual(tested.returncode, 0, tested.stderr)
+        self.assertEqual(tested.stdout.splitlines()[1:], [f"Test Accuracy: {accuracy}%"])
+
+        smoke = run_in(self.folder, "-m", "unittest", "test_smoke")
+        self.assertEqual(smoke.returncode, 0, smoke.stderr)
+        self.assertIn("OK", smoke.stderr.splitlines()[-1])
+
+        cases = [("train", ["--epochs", "0"])] + [(script, argv) for script, argv, _ in EXTRAS_FLAGS]
+        driven = run_in(self.folder, "-c", DRIVER, json.dumps(cases))
+        self.assertEqual(driven.returncode, 0, driven.stderr)
+        results = json.loads(driven.stdout)
+        code, out, err, unchanged = results[0]  # a bad flag: argparse's one line, exit 2
+        self.assertEqual((code, out, unchanged), (2, "", True))
+        self.assertIn("argument --epochs", err.splitlines()[-1])
+        for (script, argv, module), (code, out, err, unchanged) in zip(EXTRAS_FLAGS, results[1:]):
+            with self.subTest(script=script, argv=argv):
+                self.assertEqual((code, out, unchanged), (1, "", True), err)
+                flag = next(argument for argument in argv if argument.startswith("--"))
+                self.assertEqual(err, f"error: {flag} needs extras/{module}.py, which is not "
+                                      "here: copy the extras folder beside train.py and test.py\n")
