@@ -5,11 +5,11 @@ Usage: from page.explain import Explainer   (draw.py serves it; nothing here kno
 """
 import torch
 import torch.fx
-import torch.nn as nn
 import torch.nn.functional as F
 
 from cli import UserError
 from data import background, to_pixels
+from page.nodes import describe, details, operation_of, padding_of
 
 # Below this top probability the page says the network is not sure. Measured (docs/page.md): the
 # tutorial's model gives less to 5% of the test digits it reads right, to 73% of those it reads
@@ -22,40 +22,6 @@ INK_RANGE = (0.034, 0.295)
 # 64 equal steps add up to within 0.15 of the change in log-probability (measured: 32 right-hand
 # points were off by up to 0.8).
 ATTRIBUTION_STEPS = 64
-
-
-# What the page calls each operation it has a picture or a sentence for: module types, then
-# functions and tensor methods (by name) that do the same.
-KINDS = [((nn.Conv2d,), (), "convolution"),
-         ((nn.MaxPool2d,), (F.max_pool2d,), "pool"),
-         ((nn.Linear,), (), "linear"),
-         ((nn.Dropout,), (F.dropout,), "dropout"),
-         ((nn.ReLU,), (F.relu, torch.relu, "relu", "relu_"), "relu"),
-         ((nn.BatchNorm2d,), (), "batchnorm"),
-         ((nn.Flatten,), (torch.flatten, "flatten", "view", "reshape"), "flatten")]
-
-
-def kind_of(operation):
-    """The page's name for what a module, function or tensor method does, or 'other'."""
-    for module_types, functions, kind in KINDS:
-        if isinstance(operation, module_types) or any(operation is f or operation == f
-                                                      for f in functions):
-            return kind
-    return "other"
-
-
-def code_of(node, operation):
-    """How forward() calls the operation, as a reader of model.py would write it."""
-    if node.op == "call_module":
-        return f"self.{node.target}: {type(operation).__name__}"
-    if node.op == "call_method":
-        return f"x.{node.target}(...)"
-    name = getattr(operation, "__name__", str(operation))
-    # F.gelu and the like are defined in torch._C, but a reader calls them F.gelu.
-    for prefix, namespace in (("F", F), ("torch", torch)):
-        if getattr(namespace, name, None) is operation:
-            return f"{prefix}.{name}"
-    return name
 
 
 class Recorder(torch.fx.Interpreter):
@@ -90,16 +56,12 @@ class Explainer:
                             f"page makes ({' '.join(str(error).split())[:200]})") from None
         if tuple(output.shape) != (1, 10):
             raise UserError(f"this network answers {tuple(output.shape[1:])} values, not 10 digits")
+        # What each operation is (page.nodes), then the stages and their sentences, worked out once.
+        self.described = {node: describe(node, operation_of(self.graph_module, node))
+                          for node in self.graph_module.graph.nodes}
         self.stages = self.find_stages()
-        # What the page needs to word each stage's sentence, worked out once.
-        self.details = {node: details_of(node, self.operation(node), shown)
+        self.details = {node: details(self.described[node], "ReLU" if shown is not node else None)
                         for _, node, shown in self.stages}
-
-    def operation(self, node):
-        """The module or function a graph node calls ('view' and the like for a tensor method)."""
-        if node.op == "call_module":
-            return self.graph_module.get_submodule(node.target)
-        return node.target
 
     def find_stages(self):
         """[(name, node computing the stage, node whose output is shown)], in forward()'s order.
@@ -112,8 +74,8 @@ class Explainer:
                 continue
             shown = node
             users = list(node.users)
-            if (kind_of(self.operation(node)) in ("convolution", "linear") and len(users) == 1
-                    and kind_of(self.operation(users[0])) == "relu"):
+            if (self.described[node].kind in ("convolution", "linear") and len(users) == 1
+                    and self.described[users[0]].kind == "relu"):
                 shown = users[0]
                 merged.add(shown)
             stages.append((node.name, node, shown))
@@ -157,7 +119,8 @@ class Explainer:
         if position is None or not all(0 <= index < size for index, size in zip(position, value.shape)):
             raise UserError(f"{name} has no value at map {map_index}, row {row}, column {column}")
         layer_input = outputs[node.args[0]][0] if node.args and node.args[0] in outputs else None
-        answer = step_of(node, self.operation(node), layer_input, map_index, row, column)
+        answer = step_of(self.described[node], operation_of(self.graph_module, node), layer_input,
+                         map_index, row, column)
         if answer["kind"] != "none" and shown is not node:  # the ReLU shown with it
             answer.update(activation="ReLU", after=max(answer["sum"], 0.0))
         return {"stage": name, "map": map_index, "row": row, "column": column,
@@ -183,57 +146,21 @@ class Explainer:
         return values, (ends[1, target] - ends[0, target]).item()
 
 
-def details_of(node, operation, shown):
-    """What the page needs to word a stage's sentence: its kind, its code and its settings."""
-    result = {"kind": kind_of(operation), "code": code_of(node, operation),
-              "activation": "ReLU" if shown is not node else None}
-    if isinstance(operation, nn.Conv2d):
-        result.update(kernel=list(operation.kernel_size), stride=list(operation.stride),
-                      padding=padding_of(operation), dilation=list(operation.dilation),
-                      groups=operation.groups, inputs=operation.in_channels)
-    elif result["kind"] == "pool":
-        kernel, stride = pool_settings(node, operation)
-        result.update(kernel=kernel, stride=stride)
-    elif isinstance(operation, nn.Linear):
-        result.update(inputs=operation.in_features)
-    elif isinstance(operation, nn.Dropout):
-        result.update(p=operation.p, in_eval=False)
-    elif result["kind"] == "dropout":
-        # F.dropout drops in eval mode too unless forward() passes training=self.training;
-        # the trace recorded the value it had in eval mode.
-        settings = arguments_of(node, DROPOUT_ARGUMENTS)
-        result.update(p=settings.get("p", 0.5), in_eval=bool(settings.get("training", True)))
-    return result
-
-
-def step_of(node, operation, layer_input, map_index, row, column):
-    """How operation computed its value at (map_index, row, column) from layer_input (batch
-    removed): a convolution, pooling or fully connected step, or {"kind": "none"}."""
+def step_of(described, operation, layer_input, map_index, row, column):
+    """How operation (described: page.nodes) computed its value at (map_index, row, column) from
+    layer_input (batch removed): a convolution, pooling or fully connected step, or
+    {"kind": "none"}."""
     if layer_input is None:
         return {"kind": "none"}
     layer_input = layer_input.float().cpu()
-    if isinstance(operation, nn.Conv2d) and operation.padding_mode == "zeros":
+    if described.op == "conv2d":  # nn.Conv2d padding with zeros
         return convolution_step(operation, layer_input, map_index, row, column)
-    if kind_of(operation) == "pool" and layer_input.dim() == 3 and plain_pool(node, operation):
-        return pool_step(*pool_settings(node, operation), layer_input, map_index, row, column)
-    if isinstance(operation, nn.Linear):
+    if described.kind == "pool" and layer_input.dim() == 3 and described.settings["plain"]:
+        return pool_step(described.settings["kernel"], described.settings["stride"], layer_input,
+                         map_index, row, column)
+    if described.kind == "linear":  # nn.Linear
         return linear_step(operation, layer_input, column)
     return {"kind": "none"}
-
-
-def pair(value):
-    return list(value) if isinstance(value, (tuple, list)) else [value, value]
-
-
-def padding_of(convolution):
-    """The zeros a convolution adds, [[above, below], [left, right]] ('same' and 'valid' worked
-    out: for 'same' with an even kernel PyTorch puts the odd zero below and right)."""
-    if convolution.padding == "valid":
-        return [[0, 0], [0, 0]]
-    if convolution.padding == "same":
-        totals = [d * (k - 1) for d, k in zip(convolution.dilation, convolution.kernel_size)]
-        return [[total // 2, total - total // 2] for total in totals]
-    return [[pad, pad] for pad in convolution.padding]
 
 
 def convolution_step(convolution, layer_input, map_index, row, column):
@@ -257,34 +184,6 @@ def convolution_step(convolution, layer_input, map_index, row, column):
             "products": products.flatten().tolist(), "bias": bias,
             "sum": products.double().sum().item() + bias,
             "top": top - pad_above, "left": left - pad_left}
-
-
-# The arguments after the input of F.max_pool2d and F.dropout, in order.
-POOL_ARGUMENTS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-DROPOUT_ARGUMENTS = ("p", "training", "inplace")
-
-
-def arguments_of(node, names):
-    """A functional call's arguments after the input, by name: torch.fx keeps some positional
-    and records the rest, defaults included, as keywords."""
-    return {**dict(zip(names, node.args[1:])), **node.kwargs}
-
-
-def pool_settings(node, operation):
-    """[rows, columns] of the block and of the stride of nn.MaxPool2d or F.max_pool2d."""
-    if isinstance(operation, nn.MaxPool2d):
-        return pair(operation.kernel_size), pair(operation.stride or operation.kernel_size)
-    settings = arguments_of(node, POOL_ARGUMENTS)
-    kernel = settings.get("kernel_size")
-    return pair(kernel), pair(settings.get("stride") or kernel)  # stride: the block by default
-
-
-def plain_pool(node, operation):
-    """Whether a max pooling has no padding, dilation or ceil mode, as pool_step assumes."""
-    settings = vars(operation) if isinstance(operation, nn.MaxPool2d) \
-        else arguments_of(node, POOL_ARGUMENTS)
-    return (pair(settings.get("padding", 0)) == [0, 0] and pair(settings.get("dilation", 1)) == [1, 1]
-            and not settings.get("ceil_mode") and not settings.get("return_indices"))
 
 
 def pool_step(kernel, stride, layer_input, map_index, row, column):

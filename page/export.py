@@ -9,7 +9,6 @@ import io
 import json
 import operator
 import os
-import re
 
 import torch
 import torch.nn as nn
@@ -18,8 +17,8 @@ from PIL import Image
 
 from cli import UserError, predict, save_atomically
 from data import MEAN, STD, to_pixels
-from page.explain import (ATTRIBUTION_STEPS, DROPOUT_ARGUMENTS, INK_RANGE, POOL_ARGUMENTS,
-                          UNSURE_BELOW, arguments_of, code_of, padding_of, pair, plain_pool)
+from page.explain import ATTRIBUTION_STEPS, INK_RANGE, UNSURE_BELOW
+from page.nodes import operation_of, where
 from page.routes import UNTRAINED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,19 +34,6 @@ SPRITE_COLUMNS = 100  # the explorer's images travel as one PNG, 100 images to a
 # with its final weights exact, and the tutorial's network stays exact throughout.
 COMPACT_BYTES = 2**20
 ROUNDING_IMAGES = 1000  # the images of the first set on which the page counts what rounding changes
-AVG_POOL_ARGUMENTS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
-                      "divisor_override")
-# Functions and tensor methods offline.js computes, by the name of its operation.
-ELEMENTWISE = {F.relu: "relu", torch.relu: "relu", "relu": "relu", "relu_": "relu",
-               torch.tanh: "tanh", F.tanh: "tanh", "tanh": "tanh",
-               torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", "sigmoid": "sigmoid"}
-ADD = (operator.add, operator.iadd, torch.add, "add")
-# softmax and log_softmax, as functions, tensor methods and modules; each call's arguments after
-# the input, in order.
-SOFTMAX = {F.softmax: "softmax", torch.softmax: "softmax", "softmax": "softmax",
-           F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax", "log_softmax": "log_softmax"}
-SOFTMAX_ARGUMENTS = {F.softmax: ("dim", "_stacklevel", "dtype"),
-                     F.log_softmax: ("dim", "_stacklevel", "dtype")}  # the others: (dim, dtype)
 
 
 def argument(value):
@@ -61,88 +47,11 @@ def argument(value):
     raise TypeError(f"an argument of type {type(value).__name__}")
 
 
-def module_node(module, prefix):
-    """(op, settings, params) of a module offline.js computes, or None."""
-    weights = {"weight": f"{prefix}.weight", "bias": f"{prefix}.bias"}
-    if isinstance(module, nn.Conv2d) and module.padding_mode == "zeros":
-        return "conv2d", {"stride": list(module.stride), "padding": padding_of(module),
-                          "dilation": list(module.dilation), "groups": module.groups}, weights
-    if isinstance(module, nn.MaxPool2d) and not module.return_indices:
-        return "max_pool2d", max_pool_settings(vars(module), plain_pool(None, module)), None
-    if isinstance(module, nn.AvgPool2d):
-        return "avg_pool2d", average_settings(vars(module)), None
-    if isinstance(module, nn.Linear):
-        return "linear", None, weights
-    if isinstance(module, nn.BatchNorm2d) and module.track_running_stats:
-        return "batch_norm", {"eps": module.eps}, {**weights, **{
-            name: f"{prefix}.{name}" for name in ("running_mean", "running_var")}}
-    simple = {nn.ReLU: ("relu", None), nn.Tanh: ("tanh", None), nn.Sigmoid: ("sigmoid", None),
-              nn.Dropout: ("identity", None), nn.Identity: ("identity", None),
-              nn.Softmax: ("softmax", {"dim": getattr(module, "dim", None)}),
-              nn.LogSoftmax: ("log_softmax", {"dim": getattr(module, "dim", None)}),
-              nn.LeakyReLU: ("leaky_relu", {"slope": getattr(module, "negative_slope", 0)}),
-              nn.Flatten: ("flatten", {"start": getattr(module, "start_dim", 1),
-                                       "end": getattr(module, "end_dim", -1)})}
-    if type(module) in simple:
-        return (*simple[type(module)], None)
-    return None
-
-
-def max_pool_settings(settings, plain):
-    kernel = pair(settings.get("kernel_size"))
-    return {"kernel": kernel, "stride": pair(settings.get("stride") or kernel),
-            "padding": pair(settings.get("padding", 0)),
-            "dilation": pair(settings.get("dilation", 1)),
-            "ceil": bool(settings.get("ceil_mode")), "plain": plain}
-
-
-def average_settings(settings):
-    kernel = pair(settings.get("kernel_size"))
-    return {"kernel": kernel, "stride": pair(settings.get("stride") or kernel),
-            "padding": pair(settings.get("padding", 0)), "ceil": bool(settings.get("ceil_mode")),
-            "count_include_pad": bool(settings.get("count_include_pad", True)),
-            "divisor": settings.get("divisor_override")}
-
-
-def function_node(node):
-    """(op, settings, args) of a function or tensor method offline.js computes, or None."""
-    target, args = node.target, list(node.args)
-    if target in ELEMENTWISE:
-        return ELEMENTWISE[target], None, args[:1]
-    if target is F.leaky_relu:
-        settings = {**dict(zip(("negative_slope",), args[1:])), **node.kwargs}
-        slope = settings.get("negative_slope", 0.01)
-        return "leaky_relu", {"slope": slope}, args[:1]
-    if target is F.max_pool2d and not arguments_of(node, POOL_ARGUMENTS).get("return_indices"):
-        settings = max_pool_settings(arguments_of(node, POOL_ARGUMENTS), plain_pool(node, target))
-        return "max_pool2d", settings, args[:1]
-    if target is F.avg_pool2d:
-        return "avg_pool2d", average_settings(arguments_of(node, AVG_POOL_ARGUMENTS)), args[:1]
-    if target is F.dropout and not arguments_of(node, DROPOUT_ARGUMENTS).get("training", True):
-        return "identity", None, args[:1]  # F.dropout(..., training=self.training) in eval mode
-    if target in (torch.flatten, "flatten"):
-        settings = {**dict(zip(("start_dim", "end_dim"), args[1:])), **node.kwargs}
-        range_ = {"start": settings.get("start_dim", 0), "end": settings.get("end_dim", -1)}
-        return "flatten", range_, args[:1]
-    if target in ("view", "reshape"):
-        shape = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
-        return "view", None, [args[0], list(shape)]
-    if target == "size":
-        return "size", None, args[:2]
-    if target in ADD and len(args) == 2 and not node.kwargs:
-        return "add", None, args
-    if target in SOFTMAX:
-        settings = arguments_of(node, SOFTMAX_ARGUMENTS.get(target, ("dim", "dtype")))
-        if settings.get("dtype") not in (None, torch.float32):
-            return None  # the file computes in float32 only
-        return SOFTMAX[target], {"dim": settings.get("dim")}, args[:1]
-    return None
-
-
 def graph_of(explainer, outputs):
-    """The traced graph as offline.js runs it: [{name, op, args, settings, params}], and the
-    name of the node whose output is the logits. UserError for an operation it cannot compute."""
-    nodes, output, state = [], None, explainer.model.state_dict()
+    """The traced graph as offline.js runs it: [{name, op, args, settings, params}] as
+    page.nodes describes each node, and the name of the node whose output is the logits.
+    UserError for an operation it cannot compute."""
+    nodes, output = [], None
     for node in explainer.graph_module.graph.nodes:
         if node.op == "placeholder":
             nodes.append({"name": node.name, "op": "input"})
@@ -150,34 +59,26 @@ def graph_of(explainer, outputs):
         if node.op == "output":
             output = node.args[0].name
             continue
-        operation = explainer.operation(node)
-        found = None
-        if node.op == "call_module":
-            found = module_node(operation, node.target)
-            found = found and (found[0], found[1], found[2], node.args[:1])
-        elif node.op in ("call_function", "call_method"):
-            found = function_node(node)
-            found = found and (found[0], found[1], None, found[2])
-        if (found is None or not fits(node, found[0], outputs, found[1])
-                or changes_a_shared_input(node, operation)):
-            raise UserError(f"the exported page cannot compute {code_of(node, operation)} "
+        described = explainer.described[node]
+        if (described.op is None or not fits(node, described, outputs)
+                or changes_a_shared_input(node, operation_of(explainer.graph_module, node))):
+            raise UserError(f"the exported page cannot compute {described.code} "
                             f"({where(node)}); without --export, draw.py serves a page that "
                             "shows it")
-        op, settings, params, args = found
-        if op in ("softmax", "log_softmax"):
-            settings = {"dim": softmax_dimension(outputs[node.args[0]], settings["dim"])}
-        nodes.append({"name": node.name, "op": op, "args": argument(args), "settings": settings,
-                      "params": params and {name: key for name, key in params.items()
-                                            if key in state}})  # bias=False: no such key
+        settings = described.settings
+        if described.op in ("softmax", "log_softmax"):  # the dimension counted from 0
+            settings = {**settings, "dim": softmax_dimension(outputs[node.args[0]], settings["dim"])}
+        nodes.append({"name": node.name, "op": described.op, "args": argument(described.args),
+                      "settings": settings, "params": described.params})
     return nodes, output
 
 
-def fits(node, op, outputs, settings):
+def fits(node, described, outputs):
     """Whether offline.js computes this node as PyTorch did: x + y of one shape or x + a number;
     a softmax along a dimension of a tensor."""
-    if op in ("softmax", "log_softmax"):
-        return softmax_dimension(outputs.get(node.args[0]), settings["dim"]) is not None
-    if op != "add":
+    if described.op in ("softmax", "log_softmax"):
+        return softmax_dimension(outputs.get(node.args[0]), described.settings["dim"]) is not None
+    if described.op != "add":
         return True
     first, second = (outputs.get(arg) if isinstance(arg, torch.fx.Node) else arg
                      for arg in node.args)
@@ -210,19 +111,6 @@ def changes_a_shared_input(node, operation):
                 or (node.op == "call_method" and str(node.target).endswith("_")))
     source = node.args[0] if node.args else None
     return in_place and isinstance(source, torch.fx.Node) and len(source.users) > 1
-
-
-def where(node):
-    """Where forward() calls a node's operation: 'model.py, line 25: x = F.gelu(x)'."""
-    torch_folder = os.path.dirname(torch.__file__)
-    frame = r'File "([^"]+)", line (\d+), in \w+\n(?:    (.*))?'  # (path, line, code) of a call
-    frames = re.findall(frame, node.stack_trace or "")
-    calls = [frame for frame in frames if not frame[0].startswith(torch_folder)]  # not torch.fx's
-    if not calls:
-        return f"the stage {node.name}"
-    path, line, code = calls[-1]
-    return (f"forward() calls it in {os.path.basename(path)}, line {line}"
-            + (f": {code.strip()}" if code else ""))
 
 
 def network_data(page, index):
