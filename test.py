@@ -53,7 +53,8 @@ def save_error_grid(path, images, labels, predictions, limit=100, columns=10):
 
 def classify_pictures(model, paths, device):
     """Print 'PATH: digit (confidence)' for each picture; return how many could not be read."""
-    read_picture, failures = extra("pictures", "--image").read_picture, 0
+    read_picture = extra("pictures", "--image").read_picture  # your own pictures: extras/
+    failures = 0
     for path in paths:
         try:
             digit = read_picture(path, path)  # (1, 28, 28)
