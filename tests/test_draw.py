@@ -10,7 +10,6 @@ import io
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -34,12 +33,9 @@ from model import Net
 from page import explain, routes
 from page.collect import collect_folder
 from page.server import NOT_NUMBERS, SECURITY_HEADERS, Turns, host_names_this_server, make_server
-from tests.fixtures import (EPS_SEVEN, draw_digit, draw_shape, fake_ghostscript, make_shapes_mnist,
-                            png_base64, png_header_only, run_script, run_subprocess, start_script,
-                            stroke_pixels, temporary_folder)
-
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+from tests.fixtures import (CHROMEDRIVER, CHROMIUM, EPS_SEVEN, browser_missing, draw_digit, draw_shape,
+                            fake_ghostscript, make_shapes_mnist, png_base64, png_header_only, run_script,
+                            run_subprocess, start_script, stroke_pixels, temporary_folder)
 
 
 class BatchNormNet(Net):
@@ -1305,18 +1301,6 @@ def thousands_set(root):
     confusion matrix then holds counts of four digits."""
     images, labels = data.load_mnist(root, train=False)
     return routes.Images("MNIST-sized set", images.repeat(50, 1, 1, 1), labels.repeat(50))
-
-
-def browser_missing():
-    """Why the browser test cannot run here, or None."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install selenium)"
-    for path in (CHROMEDRIVER, CHROMIUM):
-        if not os.path.exists(path):
-            return f"{path} is missing (apt-get install chromium chromium-driver)"
-    return None
 
 
 def draw_stroke(driver, points, kind="mouse"):

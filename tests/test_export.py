@@ -30,9 +30,9 @@ from extras import pictures
 from page import export, routes
 from page.collect import COLLECT_SIDE
 from page.server import answer as server_answer  # 'answer' names the file's answers
-from tests.fixtures import draw_shape, make_fake_mnist, make_shapes_mnist, run_script, temporary_folder
-from tests.test_draw import (CHROMEDRIVER, CHROMIUM, EDITED, PHONE_PROBLEMS, browser_missing,
-                             draw_stroke, thousands_set)
+from tests.fixtures import (CHROMEDRIVER, CHROMIUM, browser_missing, draw_shape, make_fake_mnist,
+                            make_shapes_mnist, run_script, temporary_folder)
+from tests.test_draw import EDITED, PHONE_PROBLEMS, draw_stroke, thousands_set
 from tools.benchmark_export import ANSWER_DIGITS, digits_of, drawing_of
 
 
