@@ -94,6 +94,18 @@ weight_decay = checked(float, lambda value: 0 <= value <= 1, "from 0 to 1")
 seed_value = checked(int, lambda value: 0 <= value < 2**63, "a whole number from 0 to 2**63 - 1")
 
 
+def output_path(path):
+    """argparse type for a file to write: refuse at once if it could not be written later."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"folder {folder} does not exist; create it first")
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"folder {folder} is not writable")
+    return path
+
+
 def flag_of(name):
     """The flag that sets the argument name: no_dropout_epochs is --no-dropout-epochs."""
     return "--no-snapshots" if name == "snapshots" else "--" + name.replace("_", "-")
@@ -257,18 +269,6 @@ def device_line(device, threads):
 
 
 # Files
-
-def output_path(path):
-    """argparse type for a file to write: refuse at once if it could not be written later."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError(f"folder {folder} does not exist; create it first")
-    if os.path.isdir(path):
-        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
-    if not os.access(folder, os.W_OK):
-        raise argparse.ArgumentTypeError(f"folder {folder} is not writable")
-    return path
-
 
 def folder_name(path):
     """A folder as a page names it: its own name, as in /home/a/digits or .. -> digits (or '' for
