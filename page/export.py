@@ -17,9 +17,10 @@ from PIL import Image
 
 from cli import UserError, predict, save_atomically
 from data import MEAN, STD, to_pixels
+from page.collect import COLLECT_SIDE
 from page.explain import ATTRIBUTION_STEPS, INK_RANGE, UNSURE_BELOW
 from page.nodes import operation_of, where
-from page.routes import UNTRAINED
+from page.routes import MAX_PICTURE_PIXELS, MAX_SIDE, UNTRAINED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MARKER = "<!-- export: the exported file's back end goes here -->"
@@ -296,6 +297,9 @@ def export_data(page):
             "attribution_steps": ATTRIBUTION_STEPS, "unsure_below": UNSURE_BELOW,
             "resize_probe": resize_probe(),
             "ink_range": INK_RANGE,
+            # What the server refuses, so that the file refuses the same (offline.js).
+            "limits": {"side": MAX_SIDE, "picture_pixels": MAX_PICTURE_PIXELS,
+                       "collect_side": COLLECT_SIDE},
             "collect": collector and {"folder": collector.name, "limit": collector.limit}}
 
 

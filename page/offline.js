@@ -452,9 +452,6 @@ function resize(values, height, width, outHeight, outWidth) {
   return out;
 }
 
-class UserError extends Error {}
-const MAX_PIXELS = 4096 * 4096;  // as extras/pictures.py: far more than a digit needs
-
 function prepareDigit(levels, height, width) {
   // levels: grey levels 0 (black) to 255 (white), row by row. Returns the (1, 1, 28, 28) input.
   const ink = inkOf(levels), [top, bottom, left, right] = inkBox(ink, height, width);
@@ -495,7 +492,8 @@ function inkOf(levels) {
     ink[i] = inkOfLevel[levels[i]];
     largest = Math.max(largest, ink[i]);
   }
-  if (largest < f32(0.1)) throw new UserError("no digit found: the picture has (almost) one colour");
+  // 422, as page/routes.py answers prepare_digit's DataError
+  if (largest < f32(0.1)) throw new BadRequest(422, "no digit found: the picture has (almost) one colour");
   for (let i = 0; i < ink.length; i++) ink[i] = f32(ink[i] / largest);
   return ink;
 }
@@ -542,11 +540,12 @@ function greyOfRgba(data, count) {
   return levels;
 }
 
-function greyOfPixels(pixels) {
-  // A drawing sent as rows of grey levels 0 (black) to 255 (white), rounded to 8 bits as page/routes.py does.
-  const sized = (list) => Array.isArray(list) && list.length > 0 && list.length <= 1000;
+function greyOfPixels(pixels, side) {
+  // A drawing sent as rows of grey levels 0 (black) to 255 (white), at most side x side (the
+  // server's limits, EXPORT.limits), rounded to 8 bits as page/routes.py does.
+  const sized = (list) => Array.isArray(list) && list.length > 0 && list.length <= side;
   if (!(sized(pixels) && sized(pixels[0]) && pixels.every((row) => Array.isArray(row) && row.length === pixels[0].length))) {
-    throw new BadRequest(400, "pixels must be a list of equally long rows, at most 1000 x 1000");
+    throw new BadRequest(400, `pixels must be a list of equally long rows, at most ${side} x ${side}`);
   }
   const width = pixels[0].length, levels = new Uint8Array(pixels.length * width);
   pixels.forEach((row, y) => {
@@ -560,26 +559,51 @@ function greyOfPixels(pixels) {
 }
 
 async function decodePicture(picture) {
-  // A data: URL as FileReader and toDataURL give it, or bare base64, decoded from its bytes.
+  // A data: URL as FileReader and toDataURL give it, or bare base64, decoded from its bytes
+  // within the server's limit on pixels.
   if (typeof picture !== "string") throw new BadRequest(400, "picture must be a base64 string");
   let bytes;
-  try {
-    bytes = Uint8Array.from(atob(picture.slice(picture.indexOf(",") + 1)), (c) => c.charCodeAt(0));
-  } catch (error) { throw new BadRequest(400, "picture is not valid base64"); }
-  let image;
-  try { image = await createImageBitmap(new Blob([bytes])); } catch (error) {
+  try { bytes = bytesOf(picture.slice(picture.indexOf(",") + 1)); } catch (error) {
+    throw new BadRequest(400, "picture is not valid base64");
+  }
+  const image = await bitmapOf(bytes), jpeg = bytes[0] === 0xFF && bytes[1] === 0xD8 && bytes[2] === 0xFF;
+  const size = decodedSize(image.width, image.height, jpeg), most = EXPORT.limits.picture_pixels;
+  if (!size) {
+    throw new BadRequest(422, `picture: too many pixels for a picture of one digit (${image.width} x ${image.height} `
+                              + `pixels, at most ${most.toLocaleString("en-US")} are read); scale it down`);
+  }
+  return greyOf(image, ...size);
+}
+
+function decodedSize(width, height, jpeg) {
+  // [width, height] that extras.pictures.open_within_limit decodes a picture at for the server: as
+  // it is, or a JPEG over the limit (a phone's photo) at the 1/2, 1/4 or 1/8 that Pillow's draft
+  // picks for it; null if that is still over the limit.
+  const most = EXPORT.limits.picture_pixels;
+  let scale = 1;
+  if (jpeg && width * height > most) {
+    const factor = [2, 4, 8].find((f) => (width / f) * (height / f) <= most) ?? 8;
+    const fits = Math.min(Math.floor(width / Math.ceil(width / factor)), Math.floor(height / Math.ceil(height / factor)));
+    scale = [8, 4, 2, 1].find((s) => fits >= s);
+  }
+  const size = [Math.ceil(width / scale), Math.ceil(height / scale)];
+  return size[0] * size[1] <= most ? size : null;
+}
+
+async function bitmapOf(bytes) {
+  try { return await createImageBitmap(new Blob([bytes])); } catch (error) {
     throw new BadRequest(422, "picture: not an image file that this browser can read");
   }
-  if (image.width * image.height > MAX_PIXELS) {
-    throw new BadRequest(422, "picture: too many pixels for a picture of one digit "
-                              + `(${image.width} x ${image.height}); scale it down`);
-  }
+}
+
+function greyOf(image, width = image.width, height = image.height) {
+  // The picture's grey levels, drawn at width x height (smaller: a photo's JPEG, see decodedSize).
   const canvas = document.createElement("canvas");
-  canvas.width = image.width; canvas.height = image.height;
+  canvas.width = width; canvas.height = height;
   const context = canvas.getContext("2d", { willReadFrequently: true });
-  context.drawImage(image, 0, 0);
-  const { data, width, height } = context.getImageData(0, 0, canvas.width, canvas.height);
-  return [greyOfRgba(data, width * height), height, width];
+  context.imageSmoothingQuality = "high";  // a photo drawn smaller: smoothed, as a decoder's own scaling is
+  context.drawImage(image, 0, 0, width, height);
+  return [greyOfRgba(context.getImageData(0, 0, width, height).data, width * height), height, width];
 }
 
 // ---- The routes: the same checks, bodies and answers as page/routes.py's Page.
@@ -618,7 +642,7 @@ function setImages() {
   // The promise is kept, not its result: the 60 images of a cell ask at once, and one decoding serves all.
   sprites ??= Promise.all(EXPORT.sets.map(async (set) => {
     if (!set.sprite) return new Uint8Array(0);
-    const [levels] = await decodePicture(set.sprite);
+    const [levels] = greyOf(await bitmapOf(bytesOf(set.sprite.slice(set.sprite.indexOf(",") + 1))));  // the export's own PNG
     const columns = EXPORT.sprite_columns, count = set.indices.length, pixels = new Uint8Array(count * 784);
     const width = columns * 28;
     for (let k = 0; k < count; k++) for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
@@ -659,13 +683,8 @@ async function digitOf(request) {
   if (("pixels" in request) === ("picture" in request)) {
     throw new BadRequest(400, "send one of pixels (a drawing), picture (an image file, base64) or index (an image of a set)");
   }
-  try {
-    if ("picture" in request) return [prepareDigit(...await decodePicture(request.picture)), null];
-    return [prepareDigit(greyOfPixels(request.pixels), request.pixels.length, request.pixels[0].length), null];
-  } catch (error) {
-    if (error instanceof UserError) throw new BadRequest(422, error.message);
-    throw error;
-  }
+  if ("picture" in request) return [prepareDigit(...await decodePicture(request.picture)), null];
+  return [prepareDigit(greyOfPixels(request.pixels, EXPORT.limits.side), request.pixels.length, request.pixels[0].length), null];
 }
 
 function layers(network, outputs) {
@@ -849,7 +868,8 @@ async function collect(request) {
   if (Object.keys(request).some((key) => !["label", "pixels", "model", "snapshot"].includes(key)) || !("pixels" in request)) {
     throw new BadRequest(400, "send label and pixels (a drawing) only");
   }
-  await digitOf({ pixels: request.pixels });  // a drawing without a digit would teach the network nothing
+  const levels = greyOfPixels(request.pixels, EXPORT.limits.collect_side);  // the page's canvas at most
+  prepareDigit(levels, request.pixels.length, request.pixels[0].length);  // a drawing without a digit would teach the network nothing
   if (collected[label].length >= EXPORT.collect.limit) {
     throw new BadRequest(409, `${EXPORT.collect.folder}/${label} holds ${EXPORT.collect.limit} pictures already, `
                               + "the most this page saves of one digit (draw.py --collect-limit)");
