@@ -93,13 +93,22 @@ def dropout(settings):
     return {"p": settings.get("p", 0.5), "in_eval": in_eval}, None if in_eval else "identity"
 
 
+def leaky_relu(settings):
+    return {"slope": settings.get("negative_slope", 0.01)}, "leaky_relu"
+
+
+def flatten(settings):
+    """nn.Flatten's attributes or torch.flatten's arguments (which start at 0, nn.Flatten at 1)."""
+    return {"start": settings.get("start_dim", 0), "end": settings.get("end_dim", -1)}, "flatten"
+
+
 def softmax(op):
     """The reader of a softmax's or log_softmax's call: offline.js computes in float32 only."""
     def read(node):
         names = SOFTMAX_ARGUMENTS if node.target in (F.softmax, F.log_softmax) else ("dim", "dtype")
         settings = arguments_of(node, names)
-        return {"dim": settings.get("dim")}, op if settings.get("dtype") in (None, torch.float32) \
-            else None
+        in_float32 = settings.get("dtype") in (None, torch.float32)
+        return {"dim": settings.get("dim")}, op if in_float32 else None
     return read
 
 
@@ -139,25 +148,20 @@ OPERATIONS = [
               read_module=lambda module: ({"inputs": module.in_features}, "linear"),
               roles=("weight", "bias")),
     Operation("dropout", "identity", (nn.Dropout,), (F.dropout,),  # in eval mode
-              lambda module: ({"p": module.p, "in_eval": False}, "identity"),
+              lambda module: ({"p": module.p, "in_eval": False}, "identity"),  # never drops then
               called(DROPOUT_ARGUMENTS, dropout), exact=True),
     Operation("relu", "relu", (nn.ReLU,), (F.relu, torch.relu, "relu", "relu_"), exact=True),
     Operation("other", "tanh", (nn.Tanh,), (torch.tanh, F.tanh, "tanh"), exact=True),
     Operation("other", "sigmoid", (nn.Sigmoid,), (torch.sigmoid, F.sigmoid, "sigmoid"), exact=True),
     Operation("other", "leaky_relu", (nn.LeakyReLU,), (F.leaky_relu,),
-              lambda module: ({"slope": module.negative_slope}, "leaky_relu"),
-              called(("negative_slope",),
-                     lambda settings: ({"slope": settings.get("negative_slope", 0.01)},
-                                       "leaky_relu")), exact=True),
+              lambda module: leaky_relu(vars(module)), called(("negative_slope",), leaky_relu),
+              exact=True),
     Operation("batchnorm", "batch_norm", (nn.BatchNorm2d,),
               read_module=lambda module: ({"eps": module.eps},
                                           "batch_norm" if module.track_running_stats else None),
               roles=("weight", "bias", "running_mean", "running_var")),
     Operation("flatten", "flatten", (nn.Flatten,), (torch.flatten, "flatten"),
-              lambda module: ({"start": module.start_dim, "end": module.end_dim}, "flatten"),
-              called(("start_dim", "end_dim"),
-                     lambda settings: ({"start": settings.get("start_dim", 0),
-                                        "end": settings.get("end_dim", -1)}, "flatten")),
+              lambda module: flatten(vars(module)), called(("start_dim", "end_dim"), flatten),
               exact=True),
     Operation("flatten", "view", functions=("view", "reshape")),
     Operation("other", "identity", (nn.Identity,), exact=True),
