@@ -69,6 +69,44 @@ def browser_missing():
     return None
 
 
+# How long each move of a drawn stroke takes. Selenium's default, 250 ms, made a stroke of 20
+# points last 5 s: three quarters of the browser tests' time was strokes. 25 ms is still a
+# stroke drawn over time (half a second), as a hand draws it.
+POINTER_MOVE_MS = 25
+
+
+def draw_stroke(driver, points, kind="mouse"):
+    """Draw one stroke through points (x, y in canvas pixels, 0..280) on the page's canvas, with
+    pointer events of a mouse or a pen."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.interaction import POINTER_MOUSE, POINTER_PEN
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+
+    canvas = driver.find_element("id", "draw")
+    builder = ActionBuilder(driver, mouse=PointerInput(
+        POINTER_PEN if kind == "pen" else POINTER_MOUSE, kind), duration=POINTER_MOVE_MS)
+    pointer = builder.pointer_action
+    # Offsets count from the element's centre; the canvas shows 280 x 280 pixels.
+    pointer.move_to(canvas, points[0][0] - 140, points[0][1] - 140)
+    pointer.pointer_down()
+    for x, y in points[1:]:
+        pointer.move_to(canvas, x - 140, y - 140)
+    pointer.pointer_up()
+    builder.perform()
+
+
+def wait_until(driver, condition, what, timeout=30):
+    """Wait until condition() is true, looking every 50 ms (Selenium's 0.5 s cost each wait up to
+    half a second: 15 s of BrowserTest's); raise a TimeoutException saying what was awaited.
+    The page replaces elements as answers come in: one found just before is then stale, which
+    only means "not yet"."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(
+        StaleElementReferenceException,)).until(lambda _: condition(), message=what)
+
+
 def downloads_folder():
     """Where the run's Chromium saves what a page downloads."""
     return os.path.join(run_folder(), "downloads")
@@ -76,8 +114,8 @@ def downloads_folder():
 
 @functools.cache
 def shared_browser():
-    """One headless Chromium for the run, quit when it ends: 1280 x 2600, every host but an IP
-    address unresolvable (the exported file must request nothing), downloads into
+    """One headless Chromium for the run, quit when it ends: 1280 x 2600, every host unresolvable
+    but 127.0.0.1, where the test servers are (the exported file must request nothing), downloads into
     downloads_folder(), the browser's log and every request logged."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -85,7 +123,7 @@ def shared_browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2600",
-                     "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"):
+                     "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
         options.add_argument(argument)
     os.makedirs(downloads_folder())
     options.add_experimental_option("prefs", {"download.default_directory": downloads_folder(),
