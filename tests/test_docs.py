@@ -1,5 +1,6 @@
-"""Tests that the docs cannot rot: the lesson's one-cell block trains exactly as train.py does,
-every relative link resolves, and every `python <script>.py --flag` written there exists.
+"""Tests that the docs cannot rot: the lesson's blocks train exactly as train.py does, the README's
+commands run as written, every relative link resolves, and every `python <script>.py --flag` and
+`python -m tools.<name> --flag` written there exists.
 
 Usage: python -m unittest -v tests.test_docs
 """
