@@ -33,9 +33,10 @@ from model import Net
 from page import explain, routes
 from page.collect import collect_folder
 from page.server import NOT_NUMBERS, SECURITY_HEADERS, Turns, host_names_this_server, make_server
-from tests.fixtures import (CHROMEDRIVER, CHROMIUM, EPS_SEVEN, browser_missing, draw_digit, draw_shape,
-                            fake_ghostscript, make_shapes_mnist, png_base64, png_header_only, run_script,
-                            run_subprocess, start_script, stroke_pixels, temporary_folder)
+from tests.fixtures import (EPS_SEVEN, POINTER_MOVE_MS, browser, browser_missing, draw_digit,
+                            draw_shape, draw_stroke, fake_ghostscript, png_base64, png_header_only,
+                            run_script, run_subprocess, shapes_mnist, start_script, stroke_pixels,
+                            temporary_folder, wait_until)
 
 
 class BatchNormNet(Net):
@@ -129,7 +130,7 @@ def setUpModule():
     # costs a padded copy of the input would only clutter the test output.
     warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
     TEMP = temporary_folder()
-    shapes = SHAPES = make_shapes_mnist(os.path.join(TEMP, "shapes"))
+    shapes = SHAPES = shapes_mnist()
     MODEL = os.path.join(TEMP, "shapes.pt")
     code, _, err = run_script(train, ["--data-dir", shapes, "--device", "cpu", "--epochs", "4",
                                       "--out", MODEL])
@@ -1303,53 +1304,14 @@ def thousands_set(root):
     return routes.Images("MNIST-sized set", images.repeat(50, 1, 1, 1), labels.repeat(50))
 
 
-def draw_stroke(driver, points, kind="mouse"):
-    """Draw one stroke through points (x, y in canvas pixels, 0..280) on the page's canvas, with
-    pointer events of a mouse or a pen."""
-    from selenium.webdriver.common.actions.action_builder import ActionBuilder
-    from selenium.webdriver.common.actions.interaction import POINTER_MOUSE, POINTER_PEN
-    from selenium.webdriver.common.actions.pointer_input import PointerInput
-
-    canvas = driver.find_element("id", "draw")
-    builder = ActionBuilder(driver, mouse=PointerInput(
-        POINTER_PEN if kind == "pen" else POINTER_MOUSE, kind))
-    pointer = builder.pointer_action
-    # Offsets count from the element's centre; the canvas shows 280 x 280 pixels.
-    pointer.move_to(canvas, points[0][0] - 140, points[0][1] - 140)
-    pointer.pointer_down()
-    for x, y in points[1:]:
-        pointer.move_to(canvas, x - 140, y - 140)
-    pointer.pointer_up()
-    builder.perform()
-
-
 @unittest.skipIf(browser_missing(), browser_missing())
 class BrowserTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2600",
-                         "--disable-dev-shm-usage"):
-            options.add_argument(argument)
-        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-        cls.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.driver.quit()
+        cls.driver = browser()
 
     def wait_for(self, condition, what, timeout=30):
-        from selenium.common.exceptions import StaleElementReferenceException
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        # The page replaces elements as answers come in: one found just before is then stale,
-        # which only means "not yet".
-        return WebDriverWait(self.driver, timeout, ignored_exceptions=(
-            StaleElementReferenceException,)).until(lambda driver: condition(), message=what)
+        return wait_until(self.driver, condition, what, timeout)
 
     def text(self, element_id):
         return self.driver.find_element("id", element_id).text
@@ -1373,7 +1335,8 @@ class BrowserTest(unittest.TestCase):
         box = canvas.rect  # the canvas as shown, in CSS pixels; offsets count from its centre
         x = (column + 0.5) * box["width"] / width - box["width"] / 2
         y = (row + 0.5) * box["height"] / height - box["height"] / 2
-        ActionChains(self.driver).move_to_element_with_offset(canvas, x, y).click().perform()
+        ActionChains(self.driver, duration=POINTER_MOVE_MS).move_to_element_with_offset(
+            canvas, x, y).click().perform()
 
     def stage_names(self):
         return [section.get_attribute("data-stage")

@@ -30,9 +30,10 @@ from extras import pictures
 from page import export, routes
 from page.collect import COLLECT_SIDE
 from page.server import answer as server_answer  # 'answer' names the file's answers
-from tests.fixtures import (CHROMEDRIVER, CHROMIUM, browser_missing, draw_shape, make_fake_mnist,
-                            make_shapes_mnist, run_script, temporary_folder)
-from tests.test_draw import EDITED, PHONE_PROBLEMS, draw_stroke, thousands_set
+from tests.fixtures import (POINTER_MOVE_MS, browser, browser_missing, downloads_folder, draw_shape,
+                            draw_stroke, make_fake_mnist, run_script, shapes_mnist,
+                            temporary_folder, wait_until, working_directory)
+from tests.test_draw import EDITED, PHONE_PROBLEMS, thousands_set
 from tools.benchmark_export import ANSWER_DIGITS, digits_of, drawing_of
 
 
@@ -170,7 +171,7 @@ def setUpModule():
     warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
     warnings.filterwarnings("ignore", message="Implicit dimension choice")  # SoftmaxNet's, on purpose
     TEMP = temporary_folder()
-    SHAPES = make_shapes_mnist(os.path.join(TEMP, "shapes"))
+    SHAPES = shapes_mnist()
     MODEL = os.path.join(TEMP, "shapes.pt")
     code, _, err = run_script(train, ["--data-dir", SHAPES, "--device", "cpu", "--epochs", "2",
                                       "--out", MODEL])
@@ -409,25 +410,7 @@ class FileInBrowserTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        cls.downloads = os.path.join(TEMP, "downloads")
-        os.makedirs(cls.downloads)
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,2600",
-                         "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"):
-            options.add_argument(argument)
-        options.add_experimental_option("prefs", {"download.default_directory": cls.downloads,
-                                                  "download.prompt_for_download": False})
-        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-        cls.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        cls.driver.set_script_timeout(120)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.driver.quit()
+        cls.driver, cls.downloads = browser(), downloads_folder()
 
     def open(self, path=None):
         self.driver.get("file://" + (path or FILE))
@@ -451,8 +434,7 @@ class FileInBrowserTest(unittest.TestCase):
         self.assertEqual([url for url in urls if not url.startswith(("file://", "data:", "blob:"))], [])
 
     def wait_for(self, condition, what, timeout=30):
-        from selenium.webdriver.support.ui import WebDriverWait
-        return WebDriverWait(self.driver, timeout).until(lambda driver: condition(), message=what)
+        return wait_until(self.driver, condition, what, timeout)
 
     def script(self, code):
         return self.driver.execute_script(code)
@@ -627,7 +609,8 @@ class FileInBrowserTest(unittest.TestCase):
         from selenium.webdriver.common.action_chains import ActionChains
         box = canvas.rect
         x, y = 3.5 * box["width"] / 8 - box["width"] / 2, 4.5 * box["height"] / 8 - box["height"] / 2
-        ActionChains(self.driver).move_to_element_with_offset(canvas, x, y).click().perform()  # (4, 3)
+        ActionChains(self.driver, duration=POINTER_MOVE_MS).move_to_element_with_offset(
+            canvas, x, y).click().perform()  # (4, 3)
         self.wait_for(lambda: self.driver.find_elements("id", "step"), "the step view")
         step = as_json(served(PAGE, "step", {"picture": picture, "stage": "convolution2",
                                   "map": 2, "row": 4, "column": 3}))
@@ -724,12 +707,8 @@ class FileInBrowserTest(unittest.TestCase):
     def test_drawings_of_a_folder_given_as_a_path_that_climbs_download_under_its_own_name(self):
         target, inside = os.path.join(TEMP, "climbing.html"), os.path.join(TEMP, "chiffres_é", "sub")
         os.makedirs(inside)
-        here = os.getcwd()
-        os.chdir(inside)  # draw.py --collect .. run in chiffres_é/sub
-        try:
+        with working_directory(inside):  # draw.py --collect .. run in chiffres_é/sub
             page = routes.Page(routes.load_models([MODEL], "cpu"), "cpu", collect="..")
-        finally:
-            os.chdir(here)
         export.export_page(page, target)
         self.open(target)
         archive = self.keep_and_download([(3, "3/0000.png")], "chiffres_é.zip")
