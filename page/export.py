@@ -136,7 +136,26 @@ def network_data(page, index):
                        for name, node, shown in explainers[-1].stages],
             "tensors": [[key, list(state[key].shape)] for key in keys],
             "weights": blocks, "kernels": kernel_names,
-            "training": {**page.training(model=index), **note}}
+            "training": {**page.training(model=index), **note},
+            "state": state_entries(explainers[-1].model, keys)}
+
+
+def state_entries(model, keys):
+    """The whole state_dict of the final weights, in its order, as offline.js writes it back into
+    a checkpoint (routes.checkpoint): [key, dtype, shape, bytes], where bytes is None for a tensor
+    among keys (the float32 weights block holds it) and else the tensor's own little-endian bytes
+    in base64 (num_batches_tracked, an int64 that no operation reads)."""
+    entries = []
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if key in keys:
+            entries.append([key, "float32", list(tensor.shape), None])
+            continue
+        values = tensor.contiguous().numpy()
+        values = values.astype(values.dtype.newbyteorder("<"))
+        entries.append([key, str(tensor.dtype).removeprefix("torch."), list(tensor.shape),
+                        base64.b64encode(values.tobytes()).decode()])
+    return entries
 
 
 def weights_of(model, keys):

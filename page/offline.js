@@ -890,20 +890,24 @@ function pngOf(pixels) {
     (blob) => blob.arrayBuffer().then((buffer) => resolve(new Uint8Array(buffer))), "image/png"));
 }
 
-function zipOf(files) {
+function zipOf(files, align = 1) {
   // A zip without compression (PNGs are compressed already): each file's header, its bytes, then
-  // the central directory that lists them.
+  // the central directory that lists them. With align, each file's bytes start at a multiple of
+  // align in the archive (torch.save's 64, which lets torch.load map them), padded by an extra
+  // field in the file's header as PyTorch's own writer pads them.
   const parts = [], directory = [], bytes = (n, size) => Array.from({ length: size }, (_, i) => (n >>> (8 * i)) & 255);
   let offset = 0;
   for (const [name, content] of files) {
     const nameBytes = new TextEncoder().encode(name), crc = crc32(content);
     // version 2.0, names in UTF-8 (a folder may be called "chiffres_é"), stored, 1980-01-01 00:00,
-    // CRC-32, sizes, name length, no extra field
+    // CRC-32, sizes, name length
     const common = [...bytes(20, 2), ...bytes(0x800, 2), ...bytes(0, 2), ...bytes(0, 2), ...bytes(33, 2), ...bytes(crc, 4),
-                    ...bytes(content.length, 4), ...bytes(content.length, 4), ...bytes(nameBytes.length, 2), ...bytes(0, 2)];
-    const local = Uint8Array.from([...bytes(0x04034b50, 4), ...common, ...nameBytes]);
-    // + no comment, disk 0, no attributes, where the file's header starts
-    directory.push(Uint8Array.from([...bytes(0x02014b50, 4), ...bytes(20, 2), ...common, ...bytes(0, 2), ...bytes(0, 2),
+                    ...bytes(content.length, 4), ...bytes(content.length, 4), ...bytes(nameBytes.length, 2)];
+    const padding = align > 1 ? (align - ((offset + 30 + nameBytes.length + 4) % align)) % align : null;
+    const extra = padding === null ? [] : [...bytes(0x4246, 2), ...bytes(padding, 2), ...new Array(padding).fill(0x5a)];
+    const local = Uint8Array.from([...bytes(0x04034b50, 4), ...common, ...bytes(extra.length, 2), ...nameBytes, ...extra]);
+    // + no extra field, no comment, disk 0, no attributes, where the file's header starts
+    directory.push(Uint8Array.from([...bytes(0x02014b50, 4), ...bytes(20, 2), ...common, ...bytes(0, 2), ...bytes(0, 2), ...bytes(0, 2),
                                     ...bytes(0, 2), ...bytes(0, 4), ...bytes(offset, 4), ...nameBytes]));
     parts.push(local, content);
     offset += local.length + content.length;
@@ -936,5 +940,166 @@ function download() {
   return files.length;
 }
 
-window.routes = { models, kernels, training, testset, examples, predict, step, attribution, collect, download };
+// ---- Back to Python: a checkpoint in train.py's format, written as torch.save writes one (a zip
+// of a pickle, protocol 2, and each tensor's bytes), so that torch.load(path, weights_only=True),
+// test.py, draw.py and train.py --init-from read it. The first step of training in the file.
+class Real {  // a Python float that happens to be whole (a batch's accuracy of 1.0), not an int
+  constructor(value) { this.value = value; }
+}
+
+class Ordered {  // collections.OrderedDict, as a state_dict is: [[key, value], ...] in order
+  constructor(entries) { this.entries = entries; }
+}
+
+class Stored {  // a tensor: its dtype, its shape and a typed array that holds its values (little-endian)
+  constructor(dtype, shape, values) { Object.assign(this, { dtype, shape, values }); }
+}
+
+// PyTorch's storage class and the bytes of one value, by dtype.
+const STORAGES = { float32: ["FloatStorage", 4], float64: ["DoubleStorage", 8], float16: ["HalfStorage", 2],
+                   bfloat16: ["BFloat16Storage", 2], int64: ["LongStorage", 8], int32: ["IntStorage", 4],
+                   int16: ["ShortStorage", 2], int8: ["CharStorage", 1], uint8: ["ByteStorage", 1], bool: ["BoolStorage", 1] };
+
+class Pickler {
+  // The opcodes of pickle protocol 2 that torch.save's pickle uses and weights_only reads back:
+  // dicts, lists, tuples, str, int, float, bool, None, and tensors as _rebuild_tensor_v2 of a
+  // persistent id ("storage", class, key, "cpu", numel) whose bytes go to data/<key>.
+  constructor() { this.out = [0x80, 2]; this.storages = []; }
+
+  op(code, ...more) { this.out.push(typeof code === "string" ? code.charCodeAt(0) : code, ...more); }
+
+  little(n, size) { for (let i = 0; i < size; i++) this.out.push((n >>> (8 * i)) & 255); }
+
+  global(module, name) { this.op("c", ...new TextEncoder().encode(`${module}\n${name}\n`)); }
+
+  tuple(items) {
+    if (items.length === 0) return this.op(")");
+    this.op("(");
+    items.forEach((item) => this.value(item));
+    this.op("t");
+  }
+
+  text(value) {
+    const encoded = new TextEncoder().encode(value);
+    this.op("X");
+    this.little(encoded.length, 4);
+    this.out.push(...encoded);
+  }
+
+  number(value, whole) {
+    if (whole && value >= -(2 ** 31) && value < 2 ** 31) { this.op("J"); this.little(value, 4); return; }
+    if (whole) {  // LONG1: a larger int, 8 bytes of two's complement, lowest first
+      const view = new DataView(new ArrayBuffer(8));
+      view.setBigInt64(0, BigInt(value), true);
+      return this.op(0x8a, 8, ...new Uint8Array(view.buffer));
+    }
+    const view = new DataView(new ArrayBuffer(8));  // BINFLOAT: a double, big-endian
+    view.setFloat64(0, value);
+    this.op("G", ...new Uint8Array(view.buffer));
+  }
+
+  items(open, entries, close) {
+    this.op(open);
+    if (entries.length === 0) return;
+    this.op("(");
+    entries.forEach(([key, item]) => { if (key !== undefined) this.value(key); this.value(item); });
+    this.op(close);
+  }
+
+  tensor(t) {
+    if (!(t.dtype in STORAGES)) throw new BadRequest(400, `a tensor of dtype ${t.dtype} cannot be written`);
+    const [storage, size] = STORAGES[t.dtype], count = t.shape.reduce((a, b) => a * b, 1), key = String(this.storages.length);
+    if (t.values.byteLength !== count * size) throw new BadRequest(400, `a tensor of shape [${t.shape}] needs ${count} values`);
+    this.storages.push(new Uint8Array(t.values.buffer, t.values.byteOffset, t.values.byteLength));
+    const strides = t.shape.map((_, axis) => t.shape.slice(axis + 1).reduce((a, b) => a * b, 1));
+    this.global("torch._utils", "_rebuild_tensor_v2");
+    this.op("(");
+    this.op("(");
+    this.text("storage"); this.global("torch", storage); this.text(key); this.text("cpu"); this.number(count, true);
+    this.op("t"); this.op("Q");  // the persistent id, then offset, size, stride, requires_grad, hooks
+    this.number(0, true); this.tuple(t.shape); this.tuple(strides); this.op(0x89);
+    this.global("collections", "OrderedDict"); this.op(")"); this.op("R");
+    this.op("t"); this.op("R");
+  }
+
+  value(v) {
+    if (v === null || v === undefined) this.op("N");
+    else if (typeof v === "boolean") this.op(v ? 0x88 : 0x89);
+    else if (typeof v === "number") this.number(v, Number.isInteger(v));
+    else if (v instanceof Real) this.number(v.value, false);
+    else if (typeof v === "string") this.text(v);
+    else if (v instanceof Stored) this.tensor(v);
+    else if (v instanceof Ordered) {
+      this.global("collections", "OrderedDict"); this.op(")"); this.op("R");
+      if (v.entries.length) { this.op("("); v.entries.forEach(([key, item]) => { this.value(key); this.value(item); }); this.op("u"); }
+    } else if (Array.isArray(v)) this.items("]", v.map((item) => [undefined, item]), "e");
+    else this.items("}", Object.entries(v), "u");
+  }
+}
+
+function torchSaved(value, name = "model") {
+  // torch.save(value) as a Blob: the records in torch.save's order under "<name>/", each tensor's
+  // bytes 64-byte aligned.
+  const pickler = new Pickler(), text = (t) => new TextEncoder().encode(t);
+  pickler.value(value);
+  pickler.op(".");
+  return zipOf([[`${name}/data.pkl`, Uint8Array.from(pickler.out)], [`${name}/.format_version`, text("1")],
+                [`${name}/.storage_alignment`, text("64")], [`${name}/byteorder`, text("little")],
+                ...pickler.storages.map((bytes, key) => [`${name}/data/${key}`, bytes]), [`${name}/version`, text("3\n")]], 64);
+}
+
+function checkpointOf(state, fields) {
+  // A checkpoint of train.py's format: state is the weights as [[key, Stored], ...] in
+  // state_dict order; fields: epoch, history {loss, accuracy}, snapshots [{step, state}],
+  // test_accuracy (each left out when undefined), and any other plain field as it is.
+  const { history, snapshots, test_accuracy: accuracy, ...rest } = fields, reals = (values) => values.map((v) => new Real(v));
+  const checkpoint = { model: new Ordered(state), ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)) };
+  if (history) checkpoint.history = { loss: reals(history.loss), accuracy: reals(history.accuracy) };
+  if (snapshots) checkpoint.snapshots = snapshots.map(({ step, state: weights }) => ({ step, model: new Ordered(weights) }));
+  if (accuracy !== undefined) checkpoint.test_accuracy = accuracy === null ? null : new Real(accuracy);
+  return torchSaved(checkpoint);
+}
+
+function stateOf(network, snapshot) {
+  // One snapshot's state_dict as the file holds it: the weights block's tensors, and the rest
+  // (num_batches_tracked) from the export's state entries, which are the final weights'.
+  const weights = parameters(network, snapshot);
+  return network.state.map(([key, dtype, shape, bytes]) =>
+    [key, new Stored(dtype, shape, bytes === null ? weights[key].data : bytesOf(bytes))]);
+}
+
+function fileCheckpoint(request) {
+  // Network N's checkpoint as the file holds it: its final weights, its snapshots, the run's
+  // history (rounded to 5 digits, as the page has it) and, on MNIST's test set, its accuracy.
+  if (request === null || typeof request !== "object" || Array.isArray(request)
+      || Object.keys(request).some((key) => key !== "model")) {
+    throw new BadRequest(400, "send model (the number of a network) only");
+  }
+  const [, network] = chosen(request), last = network.weights.length - 1, run = network.training;
+  const set = EXPORT.sets[0];
+  return checkpointOf(stateOf(network, last), {
+    history: { loss: run.loss, accuracy: run.accuracy },
+    snapshots: run.snapshots.map((step, k) => ({ step, state: stateOf(network, k) })),
+    test_accuracy: set && set.name === "MNIST test set" ? network.testsets[last][0].accuracy : undefined,
+  });
+}
+
+async function checkpoint(request) {
+  // The contract for scripts: the checkpoint's bytes, in base64.
+  const bytes = new Uint8Array(await fileCheckpoint(request).arrayBuffer());
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+function downloadCheckpoint(request) {
+  // The page's "Download model.pt": the chosen network's checkpoint, as a file.
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(fileCheckpoint(request));
+  link.download = "model.pt";
+  link.click();
+}
+
+window.routes = { models, kernels, training, testset, examples, predict, step, attribution, collect, download,
+                  checkpoint, downloadCheckpoint };
 })();
