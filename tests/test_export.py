@@ -829,6 +829,9 @@ class CheckpointInBrowserTest(unittest.TestCase):
         self.assertEqual(code, 0, err)
         read, first = (exported_data(path)["networks"][0]["training"] for path in (target, FILE))
         self.assertEqual({**read, "model": first["model"]}, first)  # the same run, by another name
+        code, _, err = run_script(train, ["--data-dir", SHAPES, "--device", "cpu", "--epochs", "1",
+                                          "--init-from", path, "--out", os.path.join(TEMP, "further.pt")])
+        self.assertEqual(code, 0, err)
         self.assert_aligned_as_torch_save(path)
         mapped = torch.load(path, weights_only=True, mmap=True)
         self.assert_same_weights(mapped["model"], original["model"])
