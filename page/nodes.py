@@ -157,7 +157,7 @@ OPERATIONS = [
               lambda module: leaky_relu(vars(module)), called(("negative_slope",), leaky_relu),
               exact=True),
     Operation("batchnorm", "batch_norm", (nn.BatchNorm2d,),
-              read_module=lambda module: ({"eps": module.eps},
+              read_module=lambda module: ({"eps": module.eps, "momentum": module.momentum},
                                           "batch_norm" if module.track_running_stats else None),
               roles=("weight", "bias", "running_mean", "running_var")),
     Operation("flatten", "flatten", (nn.Flatten,), (torch.flatten, "flatten"),

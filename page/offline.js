@@ -1100,6 +1100,270 @@ function downloadCheckpoint(request) {
   link.click();
 }
 
+
+// ---- Training in the file, its first step (issue 30): the same maths as PyTorch's train() mode,
+// one batch at a time. Each operation with parameters gets a paramsBackward beside its backward
+// (the gradients of its weight and bias, micrograd's way); batch norm and dropout get their
+// training-mode forms; then cross-entropy, Adam and AdamW as torch.optim computes them.
+conv2d.paramsBackward = (g, x, s, p) => {
+  // d weight[o, k] = sum over images and positions of g[o, position] * patch[position, k] (the
+  // forward's im2col again); d bias[o] = the sum of o's gradients.
+  const t = convolutionShape(x, s, p.weight), positions = t.OH * t.OW, columns = new Float32Array(positions * t.K);
+  const weight = new Float64Array(p.weight.data.length), bias = new Float64Array(t.O);
+  for (let group = 0; group < s.groups; group++) {
+    const indices = patchIndices(s, t, group);
+    for (let b = 0; b < t.B; b++) {
+      const image = b * t.C * t.H * t.W;
+      for (let k = 0; k < indices.length; k++) columns[k] = indices[k] < 0 ? 0 : x.data[image + indices[k]];
+      for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
+        const out = (b * t.O + o) * positions, row = o * t.K;
+        for (let position = 0; position < positions; position++) {
+          const gradient = g.data[out + position];
+          if (gradient === 0) continue;
+          bias[o] += gradient;
+          for (let k = 0, c = position * t.K; k < t.K; k++, c++) weight[row + k] += gradient * columns[c];
+        }
+      }
+    }
+  }
+  return { weight: tensor(p.weight.shape, Float32Array.from(weight)), bias: p.bias && tensor(p.bias.shape, Float32Array.from(bias)) };
+};
+
+linear.paramsBackward = (g, x, s, p) => {
+  // d weight[o, i] = sum over the batch of g[o] * x[i]; d bias[o] = sum of g[o].
+  const [O, I] = p.weight.shape, B = x.data.length / I, weight = new Float64Array(O * I), bias = new Float64Array(O);
+  for (let b = 0; b < B; b++) for (let o = 0; o < O; o++) {
+    const gradient = g.data[b * O + o];
+    bias[o] += gradient;
+    for (let i = 0; i < I; i++) weight[o * I + i] += gradient * x.data[b * I + i];
+  }
+  return { weight: tensor(p.weight.shape, Float32Array.from(weight)), bias: p.bias && tensor(p.bias.shape, Float32Array.from(bias)) };
+};
+
+const batchNormTraining = {
+  // train() mode, as torch.nn.BatchNorm2d: each map normalised with its batch's mean and biased
+  // variance (over images, rows and columns); the running averages move towards the batch's with
+  // the module's momentum, the variance's unbiased (n / (n - 1)), once per forward.
+  forward(x, s, p) {
+    const [B, C] = x.shape, area = x.data.length / B / C, n = B * area, y = tensor(x.shape);
+    const mean = new Float64Array(C), variance = new Float64Array(C), invstd = new Float64Array(C);
+    const eachValue = (visit) => {
+      for (let b = 0; b < B; b++) for (let c = 0; c < C; c++) for (let i = (b * C + c) * area, end = i + area; i < end; i++) visit(c, i);
+    };
+    eachValue((c, i) => { mean[c] += x.data[i]; });
+    mean.forEach((sum, c) => { mean[c] = sum / n; });
+    eachValue((c, i) => { variance[c] += (x.data[i] - mean[c]) ** 2; });
+    variance.forEach((sum, c) => { variance[c] = sum / n; invstd[c] = 1 / Math.sqrt(variance[c] + s.eps); });
+    eachValue((c, i) => {
+      y.data[i] = (x.data[i] - mean[c]) * invstd[c] * (p.weight ? p.weight.data[c] : 1) + (p.bias ? p.bias.data[c] : 0);
+    });
+    for (let c = 0; c < C; c++) {
+      p.running_mean.data[c] = (1 - s.momentum) * p.running_mean.data[c] + s.momentum * mean[c];
+      p.running_var.data[c] = (1 - s.momentum) * p.running_var.data[c] + s.momentum * variance[c] * n / (n - 1);
+    }
+    y.saved = { mean, invstd, area, n };
+    return y;
+  },
+  sums(g, x, y) {
+    // Per map: the sum of the gradients, and of the gradients times the normalised input.
+    const [B, C] = x.shape, { mean, invstd, area } = y.saved, total = new Float64Array(C), dotted = new Float64Array(C);
+    for (let b = 0; b < B; b++) for (let c = 0; c < C; c++) for (let i = (b * C + c) * area, end = i + area; i < end; i++) {
+      total[c] += g.data[i];
+      dotted[c] += g.data[i] * (x.data[i] - mean[c]) * invstd[c];
+    }
+    return [total, dotted];
+  },
+  // dx = weight * invstd / n * (n g - sum(g) - x̂ sum(g x̂)): the mean and variance depend on x too.
+  backward(g, x, s, p, y) {
+    const [B, C] = x.shape, { mean, invstd, area, n } = y.saved, [total, dotted] = batchNormTraining.sums(g, x, y), dx = tensor(x.shape);
+    for (let b = 0; b < B; b++) for (let c = 0; c < C; c++) {
+      const scale = (p.weight ? p.weight.data[c] : 1) * invstd[c] / n;
+      for (let i = (b * C + c) * area, end = i + area; i < end; i++) {
+        dx.data[i] = scale * (n * g.data[i] - total[c] - (x.data[i] - mean[c]) * invstd[c] * dotted[c]);
+      }
+    }
+    return dx;
+  },
+  paramsBackward(g, x, s, p, y) {
+    const [total, dotted] = batchNormTraining.sums(g, x, y);
+    return { weight: p.weight && tensor(p.weight.shape, Float32Array.from(dotted)), bias: p.bias && tensor(p.bias.shape, Float32Array.from(total)) };
+  },
+};
+
+const dropping = {
+  // Dropout in training: each value kept with probability 1 - p and scaled by 1 / (1 - p), as
+  // F.dropout; the mask is kept for backward. PyTorch's random numbers cannot be reproduced here.
+  forward(x, s) {
+    const y = tensor(x.shape), scale = s.p < 1 ? 1 / (1 - s.p) : 0;
+    y.mask = new Float32Array(x.data.length);
+    for (let i = 0; i < x.data.length; i++) {
+      y.mask[i] = Math.random() < s.p ? 0 : scale;
+      y.data[i] = x.data[i] * y.mask[i];
+    }
+    return y;
+  },
+  backward: (g, x, s, p, y) => tensor(x.shape, g.data.map((d, i) => d * y.mask[i])),
+};
+
+function trainingOperation(node, dropout) {
+  // The operation as train() computes it: batch norm with the batch's statistics; a dropout (an
+  // identity node with its p) drops only when asked to.
+  if (node.op === "batch_norm") return batchNormTraining;
+  if (node.op === "identity" && dropout && node.settings && "p" in node.settings) return dropping;
+  return OPERATIONS[node.op];
+}
+
+function untrainable(network) {
+  // The first node that this file cannot train, as a sentence, or null.
+  for (const node of network.graph) {
+    if (node.op === "input" || node.op === "size") continue;
+    const operation = OPERATIONS[node.op] && trainingOperation(node, false);
+    if (!operation || !operation.backward || (node.params && ["weight", "bias"].some((role) => node.params[role]) && !operation.paramsBackward)) {
+      return `${node.name} (${node.op}) has no gradient in this file`;
+    }
+    if (node.op === "batch_norm" && typeof node.settings.momentum !== "number") {
+      return `${node.name} (batch_norm with momentum=None, a cumulative average) is not trained in this file`;
+    }
+  }
+  return null;
+}
+
+function trainingForward(network, weights, input, dropout) {
+  // As run(), with the weights being trained and each operation in its training form.
+  const outputs = {};
+  for (const node of network.graph) {
+    if (node.op === "input") { outputs[node.name] = input; continue; }
+    const [first, ...rest] = node.args.map((argument) => argumentValue(argument, outputs));
+    outputs[node.name] = trainingOperation(node, dropout).forward(first, node.settings || {}, paramsOf(node, weights), ...rest);
+  }
+  return outputs;
+}
+
+function parameterGradients(network, weights, outputs, outputGradient, dropout) {
+  // Backward through the graph as inputGradient, collecting each parameter's gradient (summed
+  // where a module is called twice) by state_dict key; the image's own gradient is not needed.
+  const gradients = { [network.output]: outputGradient }, found = {};
+  const add = (into, name, gradient) => {
+    if (!into[name]) into[name] = tensor(gradient.shape, Float32Array.from(gradient.data));
+    else gradient.data.forEach((d, i) => { into[name].data[i] += d; });
+  };
+  for (const node of [...network.graph].reverse()) {
+    const gradient = gradients[node.name];
+    if (!gradient || node.op === "input" || node.op === "size") continue;
+    const operation = trainingOperation(node, dropout), [first, ...rest] = node.args, p = paramsOf(node, weights);
+    const x = outputs[first.node], settings = node.settings || {};
+    if (operation.paramsBackward) {
+      const own = operation.paramsBackward(gradient, x, settings, p, outputs[node.name]);
+      for (const role of ["weight", "bias"]) if (own[role]) add(found, node.params[role], own[role]);
+    }
+    if (first.node !== network.graph[0].name) add(gradients, first.node, operation.backward(gradient, x, settings, p, outputs[node.name]));
+    if (operation.both && rest[0] && typeof rest[0] === "object") add(gradients, rest[0].node, gradient);
+  }
+  return found;
+}
+
+function crossEntropy(logits, labels) {
+  // nn.CrossEntropyLoss (the mean over the batch of -log softmax(logits)[label]) and its gradient
+  // with respect to the logits: (softmax - one-hot) / batch.
+  const B = labels.length, classes = logits.data.length / B, gradient = tensor(logits.shape);
+  let total = 0;
+  labels.forEach((label, b) => {
+    const logs = logSoftmax(logits.data.subarray(b * classes, (b + 1) * classes));
+    total -= logs[label];
+    logs.forEach((v, k) => { gradient.data[b * classes + k] = (Math.exp(v) - (k === label)) / B; });
+  });
+  return [total / B, gradient];
+}
+
+function adamStep(values, gradient, moments, step, lr, weightDecay) {
+  // torch.optim.Adam's update (AdamW's when weightDecay > 0: the weights shrink by lr * decay
+  // first, apart from the gradient), in float32 as PyTorch stores it: betas 0.9 and 0.999, eps 1e-8,
+  // both averages corrected for starting at zero.
+  const [beta1, beta2, eps] = [0.9, 0.999, 1e-8], stepSize = lr / (1 - beta1 ** step);
+  const correction2 = f32(Math.sqrt(1 - beta2 ** step)), decay = f32(1 - lr * weightDecay);
+  const weight1 = f32(1 - beta1), keep2 = f32(beta2), weight2 = f32(1 - beta2), size = f32(-stepSize);
+  for (let i = 0; i < values.length; i++) {
+    const g = gradient[i];
+    if (weightDecay) values[i] = values[i] * decay;
+    moments.first[i] = moments.first[i] + weight1 * f32(g - moments.first[i]);  // lerp towards g
+    moments.second[i] = f32(moments.second[i] * keep2) + weight2 * f32(g * g);
+    const denominator = f32(f32(f32(Math.sqrt(moments.second[i])) / correction2) + eps);
+    values[i] = values[i] + size * f32(moments.first[i] / denominator);
+  }
+}
+
+const TRAIN_BATCH_MOST = 256;  // images in one trainSteps body: a batch, not a training set
+
+function trainingBody(request) {
+  // The checks of trainSteps' body, each refused in one line; returns what it asks for.
+  const allowed = ["model", "images", "labels", "lr", "steps", "dropout", "weightDecay"];
+  const unknown = Object.keys(request || {}).filter((key) => !allowed.includes(key));
+  if (typeof request !== "object" || request === null || unknown.length) {
+    throw new BadRequest(400, `send ${allowed.join(", ")} only${unknown.length ? ` (not ${unknown.join(", ")})` : ""}`);
+  }
+  const [model, network] = chosen("model" in request ? { model: request.model } : {});  // 0 unless named
+  const images = request.images, most = TRAIN_BATCH_MOST;
+  if (!Array.isArray(images) || images.length < 1 || images.length > most) {
+    throw new BadRequest(400, `images must be a list of 1 to ${most} images`);
+  }
+  const input = tensor([images.length, 1, 28, 28]);
+  images.forEach((image, k) => {
+    if (!Array.isArray(image) || image.length !== 28 || !image.every((row) => Array.isArray(row) && row.length === 28)) {
+      throw new BadRequest(400, `image ${k} must be 28 rows of 28 grey levels`);
+    }
+    image.forEach((row, y) => row.forEach((v, x) => {
+      if (!Number.isInteger(v) || v < 0 || v > 255) throw new BadRequest(400, `image ${k}: grey levels must be whole numbers from 0 to 255`);
+      input.data[k * 784 + y * 28 + x] = normalise(v);
+    }));
+  });
+  const labels = request.labels;
+  if (!Array.isArray(labels) || labels.length !== images.length || !labels.every((d) => Number.isInteger(d) && d >= 0 && d <= 9)) {
+    throw new BadRequest(400, "labels must be one digit from 0 to 9 for each image");
+  }
+  const number = (key, fallback) => {
+    const value = request[key] ?? fallback;
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || (key === "lr" && value === 0)) {
+      throw new BadRequest(400, `${key} must be a ${key === "lr" ? "positive" : "non-negative"} number`);
+    }
+    return value;
+  };
+  const dropout = request.dropout ?? false;
+  if (typeof dropout !== "boolean") throw new BadRequest(400, "dropout must be true or false");
+  return { model, network, input, labels, lr: number("lr"), weightDecay: number("weightDecay", 0),
+           steps: wholeNumber(request, "steps", 1, 100), dropout };
+}
+
+function trainingCopy(network) {
+  // Copies of the network's final weights (the page keeps showing its own, unchanged).
+  const shown = parameters(network, network.weights.length - 1);
+  return Object.fromEntries(Object.entries(shown).map(([key, t]) => [key, tensor(t.shape.slice(), Float32Array.from(t.data))]));
+}
+
+async function trainSteps(request) {
+  // K Adam steps on one batch from network N's final weights: the losses, the first step's
+  // gradients and the weights (with batch norm's running statistics) after the last.
+  const { model, network, input, labels, lr, weightDecay, steps, dropout } = trainingBody(request);
+  const why = untrainable(network);
+  if (why) throw new BadRequest(422, `network ${model} (${network.name}) cannot be trained in this file: ${why}`);
+  const weights = trainingCopy(network), losses = [];
+  const trained = [...new Set(network.graph.flatMap((node) => ["weight", "bias"].map((role) => node.params?.[role]).filter(Boolean)))];
+  const moments = Object.fromEntries(trained.map((key) => [key, { first: new Float32Array(weights[key].data.length),
+                                                                  second: new Float32Array(weights[key].data.length) }]));
+  let first = null;
+  for (let step = 1; step <= steps; step++) {
+    const outputs = trainingForward(network, weights, input, dropout);
+    const [loss, outputGradient] = crossEntropy(outputs[network.output], labels);
+    const gradients = parameterGradients(network, weights, outputs, outputGradient, dropout);
+    losses.push(loss);
+    first ??= gradients;
+    for (const key of trained) {  // one that no path to the logits reaches has no gradient: PyTorch skips it
+      if (gradients[key]) adamStep(weights[key].data, gradients[key].data, moments[key], step, lr, weightDecay);
+    }
+  }
+  return { losses, gradients: Object.fromEntries(trained.map((key) => [key, Array.from(first[key]?.data ?? weights[key].data.map(() => 0))])),
+           state: Object.fromEntries(network.tensors.map(([key]) => [key, Array.from(weights[key].data)])) };
+}
+
 window.routes = { models, kernels, training, testset, examples, predict, step, attribution, collect, download,
-                  checkpoint, downloadCheckpoint };
+                  checkpoint, downloadCheckpoint, trainSteps };
 })();
