@@ -656,7 +656,6 @@ def confusion_matrix(labels, predictions):
     return torch.bincount(labels * 10 + predictions, minlength=100).view(10, 10).cpu()
 
 
-
 # The training run: what train.py's default run needs besides the tutorial's step
 
 # Training counts as diverged when a step's loss is NaN, infinite or above this. Guessing

@@ -52,7 +52,6 @@ def parse_args(argv=None):
     return args
 
 
-
 def main(argv=None):
     args = parse_args(argv)
     # The same rule as train.py's; each answer is worked out with these threads (see Turns).
@@ -87,7 +86,6 @@ def main(argv=None):
         sys.exit(130)
     finally:
         server.server_close()
-
 
 
 if __name__ == "__main__":

@@ -86,7 +86,8 @@ def save_new_picture(png, folder, number):
 
 
 def collect_folder(path):
-    """argparse type for --collect: a folder that exists or can be made, and can be written."""
+    """Check --collect (draw.py, after parsing): a folder that exists or can be made, and can be
+    written; argparse.ArgumentTypeError if not."""
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:

@@ -1,7 +1,7 @@
 """What the drawing page explains, computed by the model itself: every stage its forward runs, how
 one value of a stage was computed, which pixels decided the answer, and how sure the network is.
 
-Usage: from page.explain import Explainer   (draw.py serves it; nothing here knows about HTTP)
+Usage: from page.explain import Explainer   (page.routes answers with it; nothing here knows about HTTP)
 """
 import torch
 import torch.fx

@@ -142,9 +142,9 @@ def network_data(page, index):
 
 def state_entries(model, keys):
     """The whole state_dict of the final weights, in its order, as offline.js writes it back into
-    a checkpoint (routes.checkpoint): [key, dtype, shape, bytes], where bytes is None for a tensor
-    among keys (the float32 weights block holds it) and else the tensor's own little-endian bytes
-    in base64 (num_batches_tracked, an int64 that no operation reads)."""
+    a checkpoint (its window.routes.checkpoint): [key, dtype, shape, bytes], where bytes is None
+    for a tensor among keys (the float32 weights block holds it) and else the tensor's own
+    little-endian bytes in base64 (num_batches_tracked, an int64 that no operation reads)."""
     entries = []
     for key, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()

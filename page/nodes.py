@@ -245,7 +245,8 @@ def code_of(node, operation):
 
 
 def where(node):
-    """Where forward() calls a node's operation: 'model.py, line 25: x = F.gelu(x)'."""
+    """Where forward() calls a node's operation: 'forward() calls it in model.py, line 25:
+    x = F.gelu(x)'."""
     torch_folder = os.path.dirname(torch.__file__)
     frame = r'File "([^"]+)", line (\d+), in \w+\n(?:    (.*))?'  # (path, line, code) of a call
     frames = re.findall(frame, node.stack_trace or "")

@@ -43,7 +43,6 @@ class BadRequest(Exception):
         self.status = status
 
 
-
 @dataclass(frozen=True)
 class DigitInput:
     """What a request sends to be read: one of a drawing, a picture file or an image of a set."""
@@ -52,7 +51,6 @@ class DigitInput:
     picture: object = ABSENT    # an image file, base64 (a data: URL too)
     index: object = ABSENT      # an image of a labelled set ...
     set_index: object = 0       # ... of this set
-
 
 
 @dataclass
@@ -66,7 +64,6 @@ class Network:
     history: dict = field(default_factory=dict)    # "loss" and "accuracy" of each step
 
 
-
 @dataclass
 class Images:
     """A labelled set the page explores: the MNIST test set, or a folder of your pictures."""
@@ -74,7 +71,6 @@ class Images:
     name: str
     images: torch.Tensor  # (N, 1, 28, 28), normalised as the network takes them
     labels: torch.Tensor  # (N,)
-
 
 
 def load_models(paths, device):
@@ -88,7 +84,6 @@ def load_models(paths, device):
                                 snapshots, checkpoint.get("history") or {}))
     torch.manual_seed(0)  # the same random weights every time the page starts
     return networks + [Network(UNTRAINED, Net().to(device).eval())]
-
 
 
 def load_sets(data_dir, images_dir):
@@ -112,7 +107,6 @@ def load_sets(data_dir, images_dir):
     return sets, missing
 
 
-
 def describe(tensor, digits=5):
     """A tensor (batch 1) as JSON: its shape without the batch, and its values rounded."""
     values = tensor[0].detach().cpu()
@@ -121,12 +115,10 @@ def describe(tensor, digits=5):
             "values": values.double().round(decimals=digits).flatten().tolist()}
 
 
-
 def learned_kernels(model):
     """The learned convolution kernels of model, by layer name, with their shapes."""
     return [{"name": name, **describe(module.weight[None])}
             for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
-
 
 
 def whole_number(value, name, low, high):
@@ -135,7 +127,6 @@ def whole_number(value, name, low, high):
     if type(value) is not int or not low <= value <= high:
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"{name} must be a whole number from {low} to {high}")
     return value
-
 
 
 def picture_from_pixels(pixels, max_side=MAX_SIDE):
@@ -150,7 +141,6 @@ def picture_from_pixels(pixels, max_side=MAX_SIDE):
         raise BadRequest(HTTPStatus.BAD_REQUEST, "pixels must be numbers from 0 to 255")
     grey = torch.tensor(flat, dtype=torch.float32).round().to(torch.uint8)
     return Image.fromarray(grey.view(len(pixels), len(pixels[0])).numpy(), mode="L")
-
 
 
 def drawn_digit(pixels=ABSENT, picture=ABSENT):
@@ -170,7 +160,6 @@ def drawn_digit(pixels=ABSENT, picture=ABSENT):
         return read_picture(io.BytesIO(content), "picture", MAX_PICTURE_PIXELS)
     except DataError as error:  # no digit in it, a damaged file, ...
         raise BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
-
 
 
 class Explorer:
@@ -233,7 +222,6 @@ class Explorer:
             {"index": int(i), "label": int(images.labels[i]), "predicted": int(predictions[i]),
              "probability": round(answers[i, predictions[i]].item(), 4),
              "pixels": pixels[position].flatten().tolist()} for position, i in enumerate(order)]}
-
 
 
 class Page:
@@ -376,8 +364,9 @@ class Page:
             raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save into {self.collector.name} "
                                                    f"({error.strerror or error})") from None
         except UserError as error:  # the picture cannot be written there: its path, as the
-            # page names the folder
-            reason = str(error).replace(self.collector.folder, self.collector.name, 1)
+            # page names the folder ("digits/" and "digits" both start "digits/3/0000.png")
+            reason = str(error).replace(os.path.join(self.collector.folder, ""),
+                                        os.path.join(self.collector.name, ""), 1)
             raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save: {reason}") from None
         return {"saved": saved, "counts": counts}
 
@@ -385,7 +374,6 @@ class Page:
     def attribution_of(explainer, digit, target):
         values, total = explainer.attribution(digit, target)
         return {"digit": target, **describe(values[None]), "total": total}
-
 
 
 @torch.no_grad()

@@ -276,7 +276,6 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-
 def is_loopback(host):
     """Whether host, a name or an address, is this computer alone."""
     if host.lower() == "localhost":
@@ -285,7 +284,6 @@ def is_loopback(host):
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
 
 
 def host_names_this_server(header, host, port):
@@ -307,7 +305,6 @@ def host_names_this_server(header, host, port):
     except ValueError:
         return name in {host.lower(), "localhost", socket.gethostname().lower(),
                         socket.getfqdn().lower()}
-
 
 
 class Turns:
@@ -332,7 +329,6 @@ class Turns:
                 self.waiting.popleft().set()
             else:
                 self.free += 1
-
 
 
 class DeadlineReader(io.RawIOBase):
@@ -370,7 +366,6 @@ class DeadlineReader(io.RawIOBase):
         return count
 
 
-
 def refusal(status, message):
     """A whole HTTP answer, JSON with the page's headers, for a connection refused unread."""
     body = json.dumps({"error": message}).encode()
@@ -378,7 +373,6 @@ def refusal(status, message):
             f"Content-Length: {len(body)}", "Cache-Control: no-store", "Connection: close",
             *(f"{header}: {value}" for header, value in SECURITY_HEADERS.items())]
     return "\r\n".join(head).encode() + b"\r\n\r\n" + body
-
 
 
 class PageServer(ThreadingHTTPServer):
@@ -432,7 +426,6 @@ class PageServer(ThreadingHTTPServer):
         the server: the standard library's report, traceback included."""
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
-
 
 
 def make_server(networks, host, port, device, sets=(), missing=None, collect=None,
