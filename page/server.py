@@ -6,6 +6,7 @@ Usage: from page.server import make_server, answer
 """
 import collections
 import contextlib
+import functools
 import hmac
 import io
 import ipaddress
@@ -303,8 +304,14 @@ def host_names_this_server(header, host, port):
         ipaddress.ip_address(name)
         return True
     except ValueError:
-        return name in {host.lower(), "localhost", socket.gethostname().lower(),
-                        socket.getfqdn().lower()}
+        return name in {host.lower(), "localhost", *own_names()}
+
+
+@functools.cache
+def own_names():
+    """This machine's own names, looked up once: getfqdn() may ask DNS, which on a classroom's
+    offline network can take seconds, and a request must not wait for it every time."""
+    return socket.gethostname().lower(), socket.getfqdn().lower()
 
 
 class Turns:
