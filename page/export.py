@@ -20,7 +20,7 @@ from data import MEAN, STD, to_pixels
 from page.collect import COLLECT_SIDE
 from page.explain import ATTRIBUTION_STEPS, INK_RANGE, UNSURE_BELOW
 from page.nodes import operation_of, where
-from page.routes import MAX_PICTURE_PIXELS, MAX_SIDE, UNTRAINED
+from page.routes import MAX_PICTURE_PIXELS, MAX_SIDE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MARKER = "<!-- export: the exported file's back end goes here -->"
@@ -176,17 +176,12 @@ def weight_blocks(network, explainers, keys):
         state, last = explainer.model.state_dict(), snapshot == len(explainers) - 1
         if not last and all(torch.equal(state[key], final[key]) for key in keys):
             blocks.append(len(explainers) - 1)  # the last snapshot: the final weights, kept once
-        elif bits == 32 or (last and not made_by_the_page(network)):
+        elif bits == 32 or (last and not network.untrained):
             blocks.append(weights_of(explainer.model, keys))
         else:
             block, rounded[snapshot] = compact_weights(state, keys, bits)
             blocks.append(block)
     return blocks, rounded, bits
-
-
-def made_by_the_page(network):
-    """Whether network is the untrained one that routes.load_models adds, read from no checkpoint."""
-    return network.name == UNTRAINED
 
 
 def compact_weights(state, keys, bits):

@@ -62,6 +62,7 @@ class Network:
     model: nn.Module
     snapshots: list = field(default_factory=list)  # [(step, model)], in order of step
     history: dict = field(default_factory=dict)    # "loss" and "accuracy" of each step
+    untrained: bool = False  # the page's own random network, not one of a checkpoint
 
 
 @dataclass
@@ -83,7 +84,7 @@ def load_models(paths, device):
         networks.append(Network(os.path.basename(path), build_model(checkpoint["model"], path, device),
                                 snapshots, checkpoint.get("history") or {}))
     torch.manual_seed(0)  # the same random weights every time the page starts
-    return networks + [Network(UNTRAINED, Net().to(device).eval())]
+    return networks + [Network(UNTRAINED, Net().to(device).eval(), untrained=True)]
 
 
 def load_sets(data_dir, images_dir):
