@@ -337,33 +337,51 @@ function paramsOf(node, weights) {
   return Object.fromEntries(Object.entries(node.params || {}).map(([name, key]) => [name, weights[key]]));
 }
 
-function run(network, snapshot, input) {
-  // input: (B, 1, 28, 28); returns every node's output by name.
-  const weights = parameters(network, snapshot), outputs = {};
+function forward(network, weights, input, operationOf) {
+  // input: (B, 1, 28, 28); returns every node's output by name, each computed by operationOf(node).
+  const outputs = {};
   for (const node of network.graph) {
     if (node.op === "input") { outputs[node.name] = input; continue; }
     const [first, ...rest] = node.args.map((argument) => argumentValue(argument, outputs));
-    outputs[node.name] = OPERATIONS[node.op].forward(first, node.settings || {}, paramsOf(node, weights), ...rest);
+    outputs[node.name] = operationOf(node).forward(first, node.settings || {}, paramsOf(node, weights), ...rest);
   }
   return outputs;
 }
 
-function inputGradient(network, snapshot, outputs, outputGradient) {
-  // Backward through the graph from the logits' gradient to the input's (tensor arguments only).
-  const weights = parameters(network, snapshot), gradients = { [network.output]: outputGradient };
-  const add = (name, gradient) => {
-    if (!gradients[name]) gradients[name] = tensor(gradient.shape, Float32Array.from(gradient.data));
-    else gradient.data.forEach((d, i) => { gradients[name].data[i] += d; });
-  };
+function addGradient(gradients, name, gradient) {
+  // A value read twice (a module called twice, x + y) gets the sum of both gradients.
+  if (!gradients[name]) gradients[name] = tensor(gradient.shape, Float32Array.from(gradient.data));
+  else gradient.data.forEach((d, i) => { gradients[name].data[i] += d; });
+}
+
+function backward(network, weights, outputs, outputGradient, operationOf, { input = true, visit } = {}) {
+  // Backward through the graph from the logits' gradient (tensor arguments only); returns each
+  // node's gradient by name, the image's too unless input is false. visit(node, operation,
+  // gradient, x, settings, params) sees each node on the way, for its parameters' gradients.
+  const gradients = { [network.output]: outputGradient }, image = network.graph[0].name;
   for (const node of [...network.graph].reverse()) {
     const gradient = gradients[node.name];
     if (!gradient || node.op === "input" || node.op === "size") continue;
-    const operation = OPERATIONS[node.op], [first, ...rest] = node.args;
-    const x = outputs[first.node];
-    add(first.node, operation.backward(gradient, x, node.settings || {}, paramsOf(node, weights), outputs[node.name]));
-    if (operation.both && rest[0] && typeof rest[0] === "object") add(rest[0].node, gradient);
+    const operation = operationOf(node), [first, ...rest] = node.args, p = paramsOf(node, weights);
+    const x = outputs[first.node], settings = node.settings || {};
+    if (visit) visit(node, operation, gradient, x, settings, p);
+    if (input || first.node !== image) {
+      addGradient(gradients, first.node, operation.backward(gradient, x, settings, p, outputs[node.name]));
+    }
+    if (operation.both && rest[0] && typeof rest[0] === "object") addGradient(gradients, rest[0].node, gradient);
   }
-  return gradients[network.graph[0].name];
+  return gradients;
+}
+
+const evalOperation = (node) => OPERATIONS[node.op];
+
+function run(network, snapshot, input) {
+  return forward(network, parameters(network, snapshot), input, evalOperation);
+}
+
+function inputGradient(network, snapshot, outputs, outputGradient) {
+  const weights = parameters(network, snapshot);
+  return backward(network, weights, outputs, outputGradient, evalOperation)[network.graph[0].name];
 }
 
 function logSoftmax(row) {
@@ -1230,35 +1248,20 @@ function untrainable(network) {
 
 function trainingForward(network, weights, input, dropout) {
   // As run(), with the weights being trained and each operation in its training form.
-  const outputs = {};
-  for (const node of network.graph) {
-    if (node.op === "input") { outputs[node.name] = input; continue; }
-    const [first, ...rest] = node.args.map((argument) => argumentValue(argument, outputs));
-    outputs[node.name] = trainingOperation(node, dropout).forward(first, node.settings || {}, paramsOf(node, weights), ...rest);
-  }
-  return outputs;
+  return forward(network, weights, input, (node) => trainingOperation(node, dropout));
 }
 
 function parameterGradients(network, weights, outputs, outputGradient, dropout) {
-  // Backward through the graph as inputGradient, collecting each parameter's gradient (summed
-  // where a module is called twice) by state_dict key; the image's own gradient is not needed.
-  const gradients = { [network.output]: outputGradient }, found = {};
-  const add = (into, name, gradient) => {
-    if (!into[name]) into[name] = tensor(gradient.shape, Float32Array.from(gradient.data));
-    else gradient.data.forEach((d, i) => { into[name].data[i] += d; });
+  // Each parameter's gradient (summed where a module is called twice) by state_dict key; the
+  // image's own gradient is not needed.
+  const found = {};
+  const visit = (node, operation, gradient, x, settings, p) => {
+    if (!operation.paramsBackward) return;
+    const own = operation.paramsBackward(gradient, x, settings, p, outputs[node.name]);
+    for (const role of ["weight", "bias"]) if (own[role]) addGradient(found, node.params[role], own[role]);
   };
-  for (const node of [...network.graph].reverse()) {
-    const gradient = gradients[node.name];
-    if (!gradient || node.op === "input" || node.op === "size") continue;
-    const operation = trainingOperation(node, dropout), [first, ...rest] = node.args, p = paramsOf(node, weights);
-    const x = outputs[first.node], settings = node.settings || {};
-    if (operation.paramsBackward) {
-      const own = operation.paramsBackward(gradient, x, settings, p, outputs[node.name]);
-      for (const role of ["weight", "bias"]) if (own[role]) add(found, node.params[role], own[role]);
-    }
-    if (first.node !== network.graph[0].name) add(gradients, first.node, operation.backward(gradient, x, settings, p, outputs[node.name]));
-    if (operation.both && rest[0] && typeof rest[0] === "object") add(gradients, rest[0].node, gradient);
-  }
+  backward(network, weights, outputs, outputGradient, (node) => trainingOperation(node, dropout),
+           { input: false, visit });
   return found;
 }
 
