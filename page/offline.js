@@ -42,27 +42,35 @@ function patchIndices(s, t, group) {
   return indices;
 }
 
+function eachPatches(x, s, t, visit) {
+  // For each group and image: its patches as rows of one matrix (im2col: columns[position * K +
+  // k]), then visit(group, image, columns); the forward and the weights' gradient both read them.
+  const columns = new Float32Array(t.OH * t.OW * t.K);
+  for (let group = 0; group < s.groups; group++) {
+    const indices = patchIndices(s, t, group);
+    for (let b = 0; b < t.B; b++) {
+      const image = b * t.C * t.H * t.W;
+      for (let k = 0; k < indices.length; k++) columns[k] = indices[k] < 0 ? 0 : x.data[image + indices[k]];
+      visit(group, b, columns);
+    }
+  }
+}
+
 const conv2d = {
   // Each output value is the dot product of its kernel with its patch (see patchIndices).
   forward(x, s, p) {
     const t = convolutionShape(x, s, p.weight), y = tensor([t.B, t.O, t.OH, t.OW]), positions = t.OH * t.OW;
-    const columns = new Float32Array(positions * t.K);
-    for (let group = 0; group < s.groups; group++) {
-      const indices = patchIndices(s, t, group);
-      for (let b = 0; b < t.B; b++) {
-        const image = b * t.C * t.H * t.W;
-        for (let k = 0; k < indices.length; k++) columns[k] = indices[k] < 0 ? 0 : x.data[image + indices[k]];
-        for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
-          const kernel = p.weight.data.subarray(o * t.K, (o + 1) * t.K), bias = p.bias ? p.bias.data[o] : 0;
-          const out = (b * t.O + o) * positions;
-          for (let position = 0; position < positions; position++) {
-            let sum = bias;
-            for (let k = 0, c = position * t.K; k < t.K; k++, c++) sum += kernel[k] * columns[c];
-            y.data[out + position] = sum;
-          }
+    eachPatches(x, s, t, (group, b, columns) => {
+      for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
+        const kernel = p.weight.data.subarray(o * t.K, (o + 1) * t.K), bias = p.bias ? p.bias.data[o] : 0;
+        const out = (b * t.O + o) * positions;
+        for (let position = 0; position < positions; position++) {
+          let sum = bias;
+          for (let k = 0, c = position * t.K; k < t.K; k++, c++) sum += kernel[k] * columns[c];
+          y.data[out + position] = sum;
         }
       }
-    }
+    });
     return y;
   },
   // The gradient of each patch is the sum of its kernels times their output's gradient; each
@@ -1126,24 +1134,19 @@ function downloadCheckpoint(request) {
 conv2d.paramsBackward = (g, x, s, p) => {
   // d weight[o, k] = sum over images and positions of g[o, position] * patch[position, k] (the
   // forward's im2col again); d bias[o] = the sum of o's gradients.
-  const t = convolutionShape(x, s, p.weight), positions = t.OH * t.OW, columns = new Float32Array(positions * t.K);
+  const t = convolutionShape(x, s, p.weight), positions = t.OH * t.OW;
   const weight = new Float64Array(p.weight.data.length), bias = new Float64Array(t.O);
-  for (let group = 0; group < s.groups; group++) {
-    const indices = patchIndices(s, t, group);
-    for (let b = 0; b < t.B; b++) {
-      const image = b * t.C * t.H * t.W;
-      for (let k = 0; k < indices.length; k++) columns[k] = indices[k] < 0 ? 0 : x.data[image + indices[k]];
-      for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
-        const out = (b * t.O + o) * positions, row = o * t.K;
-        for (let position = 0; position < positions; position++) {
-          const gradient = g.data[out + position];
-          if (gradient === 0) continue;
-          bias[o] += gradient;
-          for (let k = 0, c = position * t.K; k < t.K; k++, c++) weight[row + k] += gradient * columns[c];
-        }
+  eachPatches(x, s, t, (group, b, columns) => {
+    for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
+      const out = (b * t.O + o) * positions, row = o * t.K;
+      for (let position = 0; position < positions; position++) {
+        const gradient = g.data[out + position];
+        if (gradient === 0) continue;
+        bias[o] += gradient;
+        for (let k = 0, c = position * t.K; k < t.K; k++, c++) weight[row + k] += gradient * columns[c];
       }
     }
-  }
+  });
   return { weight: tensor(p.weight.shape, Float32Array.from(weight)), bias: p.bias && tensor(p.bias.shape, Float32Array.from(bias)) };
 };
 
