@@ -137,16 +137,16 @@ def network_data(page, index):
             "tensors": [[key, list(state[key].shape)] for key in keys],
             "weights": blocks, "kernels": kernel_names,
             "training": {**page.training(model=index), **note},
-            "state": state_entries(explainers[-1].model, keys)}
+            "state": state_entries(state, keys)}
 
 
-def state_entries(model, keys):
+def state_entries(state, keys):
     """The whole state_dict of the final weights, in its order, as offline.js writes it back into
     a checkpoint (its window.routes.checkpoint): [key, dtype, shape, bytes], where bytes is None
     for a tensor among keys (the float32 weights block holds it) and else the tensor's own
     little-endian bytes in base64 (num_batches_tracked, an int64 that no operation reads)."""
     entries = []
-    for key, tensor in model.state_dict().items():
+    for key, tensor in state.items():
         tensor = tensor.detach().cpu()
         if key in keys:
             entries.append([key, "float32", list(tensor.shape), None])
@@ -265,8 +265,8 @@ def compact(answer, shown, with_predictions=False):
 def set_data(images, indices):
     """A set's name and size, and the images the explorer shows, as one PNG (and their labels)."""
     indices = sorted(indices)
-    data = {"name": images.name, "count": len(images.labels), "indices": indices,
-            "labels": images.labels[indices].tolist(), "sprite": None}
+    data = {"name": images.name, "mnist": images.mnist, "count": len(images.labels),
+            "indices": indices, "labels": images.labels[indices].tolist(), "sprite": None}
     if indices:
         pixels = (to_pixels(images.images[indices]) * 255).round().clamp(0, 255).to(torch.uint8)
         rows = -(-len(indices) // SPRITE_COLUMNS)

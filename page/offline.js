@@ -1106,7 +1106,7 @@ function fileCheckpoint(request) {
   return checkpointOf(stateOf(network, last), {
     history: { loss: run.loss, accuracy: run.accuracy },
     snapshots: run.snapshots.map((step, k) => ({ step, state: stateOf(network, k) })),
-    test_accuracy: set && set.name === "MNIST test set" ? network.testsets[last][0].accuracy : undefined,
+    test_accuracy: set && set.mnist ? network.testsets[last][0].accuracy : undefined,
   });
 }
 

@@ -72,6 +72,7 @@ class Images:
     name: str
     images: torch.Tensor  # (N, 1, 28, 28), normalised as the network takes them
     labels: torch.Tensor  # (N,)
+    mnist: bool = False   # MNIST's own test set, whose accuracy a checkpoint records
 
 
 def load_models(paths, device):
@@ -96,7 +97,7 @@ def load_sets(data_dir, images_dir):
     sets, missing = [], None
     present = raw_folder(data_dir)[1]
     if present:
-        sets.append(Images("MNIST test set", *load_mnist(data_dir, train=False)))
+        sets.append(Images("MNIST test set", *load_mnist(data_dir, train=False), mnist=True))
     else:
         # The page names the folder only: the command line that gave it knows the rest.
         missing = (f"No MNIST in {folder_name(data_dir)}/MNIST/raw: python train.py with the same "

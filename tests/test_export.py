@@ -268,6 +268,13 @@ Promise.resolve().then(() => window.routes[route](argument))
 class ExportTest(unittest.TestCase):
     """What draw.py --export writes, checked without a browser."""
 
+    def test_only_mnists_own_test_set_is_marked_as_such_whatever_a_folder_is_called(self):
+        # A checkpoint the file writes records test_accuracy for MNIST's own test set only.
+        mnist, = routes.load_sets(SHAPES, None)[0]
+        named = routes.Images("MNIST test set", mnist.images[:3], mnist.labels[:3])
+        self.assertTrue(export.set_data(mnist, [])["mnist"])
+        self.assertFalse(export.set_data(named, [])["mnist"])
+
     def test_the_file_holds_its_policy_script_and_data_and_nothing_else_was_made(self):
         with open(FILE, encoding="utf-8") as file:
             html = file.read()
