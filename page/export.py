@@ -317,18 +317,22 @@ def export_data(page):
             "collect": collector and {"folder": collector.name, "limit": collector.limit}}
 
 
+def script_text(name):
+    with open(os.path.join(HERE, name), encoding="utf-8") as file:
+        return file.read()
+
+
 def page_html(page):
-    """draw.html (as the Page read it) with the CSP, the data and offline.js inlined: one file,
-    nothing else needed."""
+    """draw.html (as the Page read it) with the CSP, the data, maths.js and offline.js inlined:
+    one file, nothing else needed."""
     html = page.html.decode("utf-8")
-    with open(os.path.join(HERE, "offline.js"), encoding="utf-8") as file:
-        script = file.read()
+    maths, script = (script_text(name) for name in ("maths.js", "offline.js"))
     # Any "<" inside a script may end it ("</script>") or make the parser swallow the scripts
     # after it ("<!--<script>"); JSON's "\u003c" is the same character, and "<" occurs in JSON
     # only inside strings (a name, a path, a line of code).
     data = json.dumps(export_data(page), separators=(",", ":")).replace("<", "\\u003c")
     back_end = (f'<script type="application/json" id="export-data">{data}</script>\n'
-                f"<script>\n{script}</script>")
+                f"<script>\n{maths}</script>\n<script>\n{script}</script>")
     policy = f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
     return (html.replace('<meta charset="utf-8">', f'<meta charset="utf-8">\n{policy}', 1)
                 .replace(MARKER, back_end, 1))
