@@ -25,9 +25,10 @@ from page.routes import MAX_PICTURE_PIXELS, MAX_SIDE
 HERE = os.path.dirname(os.path.abspath(__file__))
 MARKER = "<!-- export: the exported file's back end goes here -->"
 # The file requests nothing, ever: no connections, no other files, only its own script, style
-# and the pictures it makes itself (data: and blob: URLs).
-CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; "
-                           "style-src 'unsafe-inline'; img-src data: blob:")
+# and the pictures it makes itself (data: and blob: URLs). It may compile its own WebAssembly
+# (kernels.wasm, inlined) and start a worker from its own script (a blob: URL) to train in.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline' 'wasm-unsafe-eval'; "
+                           "worker-src blob:; style-src 'unsafe-inline'; img-src data: blob:")
 SPRITE_COLUMNS = 100  # the explorer's images travel as one PNG, 100 images to a row
 # A set of weights other than a checkpoint's final ones (a training snapshot, the untrained
 # network the page adds) takes at most this many bytes of the file: float32 while it fits, else 8,
@@ -310,6 +311,8 @@ def export_data(page):
             "sprite_columns": SPRITE_COLUMNS, "mean": MEAN, "std": STD,
             "attribution_steps": ATTRIBUTION_STEPS, "unsure_below": UNSURE_BELOW,
             "resize_probe": resize_probe(),
+            # maths.js's products and convolutions, assembled from kernels.wat (tools.make_kernels)
+            "kernels": base64.b64encode(script_bytes("kernels.wasm")).decode(),
             "ink_range": INK_RANGE,
             # What the server refuses, so that the file refuses the same (offline.js).
             "limits": {"side": MAX_SIDE, "picture_pixels": MAX_PICTURE_PIXELS,
@@ -317,8 +320,8 @@ def export_data(page):
             "collect": collector and {"folder": collector.name, "limit": collector.limit}}
 
 
-def script_text(name):
-    with open(os.path.join(HERE, name), encoding="utf-8") as file:
+def script_bytes(name):
+    with open(os.path.join(HERE, name), "rb") as file:
         return file.read()
 
 
@@ -326,7 +329,7 @@ def page_html(page):
     """draw.html (as the Page read it) with the CSP, the data, maths.js and offline.js inlined:
     one file, nothing else needed."""
     html = page.html.decode("utf-8")
-    maths, script = (script_text(name) for name in ("maths.js", "offline.js"))
+    maths, script = (script_bytes(name).decode("utf-8") for name in ("maths.js", "offline.js"))
     # Any "<" inside a script may end it ("</script>") or make the parser swallow the scripts
     # after it ("<!--<script>"); JSON's "\u003c" is the same character, and "<" occurs in JSON
     # only inside strings (a name, a path, a line of code).

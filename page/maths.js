@@ -25,76 +25,175 @@ function convolutionShape(x, s, weight) {
   return { B, C, H, W, O, perGroup, KH, KW, OH, OW, K: perGroup * KH * KW, outputsPerGroup: O / s.groups };
 }
 
+// ---- Matrix products, of which convolutions and linear layers are made: C[M x N] = (C if
+// accumulate, else 0) + A B (nn) or + A B^T (nt), every matrix row-major in a Float32Array.
+const matmul = {
+  nn(C, A, B, M, K, N, accumulate) {
+    for (let m = 0; m < M; m++) {
+      const row = C.subarray(m * N, (m + 1) * N);
+      if (!accumulate) row.fill(0);
+      for (let k = 0; k < K; k++) {
+        const a = A[m * K + k];
+        for (let n = 0, b = k * N; n < N; n++, b++) row[n] += a * B[b];
+      }
+    }
+  },
+  nt(C, A, B, M, K, N, accumulate) {
+    for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
+      let sum = 0;
+      for (let k = 0, a = m * K, b = n * K; k < K; k++, a++, b++) sum += A[a] * B[b];
+      C[m * N + n] = (accumulate ? C[m * N + n] : 0) + sum;
+    }
+  },
+};
+
+function transposed(values, rows, columns) {
+  const out = new Float32Array(rows * columns);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < columns; c++) out[c * rows + r] = values[r * columns + c];
+  return out;
+}
+
+const patchCache = new WeakMap();  // per convolution's settings: its patchIndices, by input shape and group
 function patchIndices(s, t, group) {
-  // im2col: row p = oy * OW + ox lists the K = maps x rows x columns values the kernel multiplies
-  // at that output position, each as where it is in one image of the input, or -1 where the
-  // kernel overhangs the input (the padding's zeros). Forward reads the input through it,
-  // backward adds the patches' gradients back through it.
-  const indices = new Int32Array(t.OH * t.OW * t.K), [SY, SX] = s.stride, [[PT], [PL]] = s.padding, [DY, DX] = s.dilation;
-  for (let oy = 0, k = 0; oy < t.OH; oy++) for (let ox = 0; ox < t.OW; ox++) {
-    for (let c = 0; c < t.perGroup; c++) for (let ky = 0; ky < t.KH; ky++) for (let kx = 0; kx < t.KW; kx++, k++) {
+  // im2col's map: indices[k * P + position] is where, in one image of the input, the value is
+  // that kernel entry k (map, row, column) multiplies at output position oy * OW + ox; -1 where
+  // the kernel overhangs the input (the padding's zeros).
+  if (!patchCache.has(s)) patchCache.set(s, new Map());
+  const key = `${t.C},${t.H},${t.W},${group}`, cached = patchCache.get(s);
+  if (cached.has(key)) return cached.get(key);
+  const P = t.OH * t.OW, indices = new Int32Array(t.K * P), [SY, SX] = s.stride, [[PT], [PL]] = s.padding, [DY, DX] = s.dilation;
+  for (let c = 0, k = 0; c < t.perGroup; c++) for (let ky = 0; ky < t.KH; ky++) for (let kx = 0; kx < t.KW; kx++, k++) {
+    for (let oy = 0; oy < t.OH; oy++) for (let ox = 0; ox < t.OW; ox++) {
       const iy = oy * SY - PT + ky * DY, ix = ox * SX - PL + kx * DX;
-      indices[k] = iy >= 0 && iy < t.H && ix >= 0 && ix < t.W ? ((group * t.perGroup + c) * t.H + iy) * t.W + ix : -1;
+      indices[k * P + oy * t.OW + ox] = iy >= 0 && iy < t.H && ix >= 0 && ix < t.W ? ((group * t.perGroup + c) * t.H + iy) * t.W + ix : -1;
     }
   }
+  cached.set(key, indices);
   return indices;
 }
 
-function eachPatches(x, s, t, visit) {
-  // For each group and image: its patches as rows of one matrix (im2col: columns[position * K +
-  // k]), then visit(group, image, columns); the forward and the weights' gradient both read them.
-  const columns = new Float32Array(t.OH * t.OW * t.K);
-  for (let group = 0; group < s.groups; group++) {
-    const indices = patchIndices(s, t, group);
-    for (let b = 0; b < t.B; b++) {
-      const image = b * t.C * t.H * t.W;
-      for (let k = 0; k < indices.length; k++) columns[k] = indices[k] < 0 ? 0 : x.data[image + indices[k]];
-      visit(group, b, columns);
+function gather(columns, image, indices) {  // im2col of one image: its patches, (K, P)
+  for (let i = 0; i < indices.length; i++) columns[i] = indices[i] < 0 ? 0 : image[indices[i]];
+}
+
+const convolution = {
+  // A convolution's three passes over B images, one image at a time: its patches as a matrix
+  // (K, P) and the kernels (O, K) of one group. x holds B images of xImage floats; y and g hold
+  // B images of yImage floats, the group's O maps first in each. useKernels swaps in kernels.wasm.
+  forward(y, x, weight, bias, indices, B, xImage, yImage, O, K, P) {
+    const columns = new Float32Array(K * P);
+    for (let b = 0; b < B; b++) {
+      gather(columns, x.subarray(b * xImage), indices);
+      const out = y.subarray(b * yImage, b * yImage + O * P);
+      for (let o = 0; o < O; o++) out.fill(bias[o], o * P, (o + 1) * P);
+      matmul.nn(out, weight, columns, O, K, P, true);  // (O, K) x (K, P), added to the bias
     }
-  }
+  },
+  // d weight += g (O, P) x patches^T (P, K), over the images.
+  weightGradient(weightGradient, g, x, indices, B, xImage, yImage, O, K, P) {
+    const columns = new Float32Array(K * P);
+    for (let b = 0; b < B; b++) {
+      gather(columns, x.subarray(b * xImage), indices);
+      matmul.nt(weightGradient, g.subarray(b * yImage), columns, O, P, K, true);
+    }
+  },
+  // The patches' gradients, kernels^T (K, O) x g (O, P); each input value collects those of
+  // every patch it is in (col2im).
+  inputGradient(dx, g, weightT, indices, B, xImage, yImage, O, K, P) {
+    const columns = new Float32Array(K * P);
+    for (let b = 0; b < B; b++) {
+      matmul.nn(columns, weightT, g.subarray(b * yImage), K, O, P, false);
+      const image = dx.subarray(b * xImage);
+      for (let i = 0; i < indices.length; i++) if (indices[i] >= 0) image[indices[i]] += columns[i];
+    }
+  },
+};
+
+function mapSums(g) {
+  // Each map's sum over the batch and its positions (a convolution's bias gradient), added up in
+  // float64: a bias before a batch norm has a gradient of zero, which float32 sums would turn into
+  // noise whose sign Adam then follows.
+  const [B, C] = g.shape, area = g.data.length / B / C, sums = new Float64Array(C), values = g.data;
+  for (let b = 0; b < B; b++) for (let c = 0; c < C; c++) for (let i = (b * C + c) * area, end = i + area; i < end; i++) sums[c] += values[i];
+  return Float32Array.from(sums);
 }
 
 const conv2d = {
-  // Each output value is the dot product of its kernel with its patch (see patchIndices).
+  // Each output value is the dot product of its kernel with its patch; each group of maps is
+  // its own convolution (convolution.forward and the rest) of its share of the input maps.
+  groups(x, s, p, visit) {
+    const t = convolutionShape(x, s, p.weight), G = t.outputsPerGroup, P = t.OH * t.OW;
+    for (let group = 0; group < s.groups; group++) {
+      visit({ group, weight: p.weight.data.subarray(group * G * t.K, (group + 1) * G * t.K), indices: patchIndices(s, t, group),
+              maps: group * G * P, sizes: [t.B, t.C * t.H * t.W, t.O * P, G, t.K, P] });
+    }
+    return t;
+  },
   forward(x, s, p) {
-    const t = convolutionShape(x, s, p.weight), y = tensor([t.B, t.O, t.OH, t.OW]), positions = t.OH * t.OW;
-    eachPatches(x, s, t, (group, b, columns) => {
-      for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
-        const kernel = p.weight.data.subarray(o * t.K, (o + 1) * t.K), bias = p.bias ? p.bias.data[o] : 0;
-        const out = (b * t.O + o) * positions;
-        for (let position = 0; position < positions; position++) {
-          let sum = bias;
-          for (let k = 0, c = position * t.K; k < t.K; k++, c++) sum += kernel[k] * columns[c];
-          y.data[out + position] = sum;
-        }
-      }
+    const t = convolutionShape(x, s, p.weight), y = tensor([t.B, t.O, t.OH, t.OW]), G = t.outputsPerGroup;
+    conv2d.groups(x, s, p, ({ group, weight, indices, maps, sizes }) => {
+      const bias = p.bias ? p.bias.data.subarray(group * G, (group + 1) * G) : new Float32Array(G);
+      convolution.forward(y.data.subarray(maps), x.data, weight, bias, indices, ...sizes);
     });
     return y;
   },
-  // The gradient of each patch is the sum of its kernels times their output's gradient; each
-  // input value then collects the gradients of every patch it is in.
   backward(g, x, s, p) {
-    const t = convolutionShape(x, s, p.weight), dx = tensor(x.shape), positions = t.OH * t.OW;
-    const columns = new Float32Array(positions * t.K);
-    for (let group = 0; group < s.groups; group++) {
-      const indices = patchIndices(s, t, group);
-      for (let b = 0; b < t.B; b++) {
-        columns.fill(0);
-        for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
-          const kernel = p.weight.data.subarray(o * t.K, (o + 1) * t.K), out = (b * t.O + o) * positions;
-          for (let position = 0; position < positions; position++) {
-            const gradient = g.data[out + position];
-            if (gradient === 0) continue;  // most are, after a ReLU or a max pooling
-            for (let k = 0, c = position * t.K; k < t.K; k++, c++) columns[c] += gradient * kernel[k];
-          }
-        }
-        const image = b * t.C * t.H * t.W;
-        for (let k = 0; k < indices.length; k++) if (indices[k] >= 0) dx.data[image + indices[k]] += columns[k];
-      }
-    }
+    const dx = tensor(x.shape);
+    conv2d.groups(x, s, p, ({ weight, indices, maps, sizes }) => {
+      const [, , , G, K] = sizes;
+      convolution.inputGradient(dx.data, g.data.subarray(maps), transposed(weight, G, K), indices, ...sizes);
+    });
     return dx;
   },
+  paramsBackward(g, x, s, p) {
+    const weight = new Float32Array(p.weight.data.length);
+    conv2d.groups(x, s, p, ({ group, indices, maps, sizes }) => {
+      const [, , , G, K] = sizes;
+      convolution.weightGradient(weight.subarray(group * G * K), g.data.subarray(maps), x.data, indices, ...sizes);
+    });
+    return { weight: tensor(p.weight.shape, weight), bias: p.bias && tensor(p.bias.shape, mapSums(g)) };
+  },
 };
+
+function useKernels(bytes) {
+  // From now on the products and convolutions run in kernels.wasm (the same sums, four floats a
+  // step, WebAssembly SIMD) if this browser can; returns whether they do.
+  if (typeof WebAssembly !== "object" || !WebAssembly.validate(bytes)) return false;
+  const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes)), call = caller(exports.memory);
+  const e = exports;
+  matmul.nn = (C, A, B, M, K, N, accumulate) => call(e.matmul_nn, [[C, M * N, accumulate ? "in out" : "out"],
+    [A, M * K, "in"], [B, K * N, "in"]], M, K, N, accumulate ? 1 : 0);
+  matmul.nt = (C, A, B, M, K, N, accumulate) => call(e.matmul_nt, [[C, M * N, accumulate ? "in out" : "out"],
+    [A, M * K, "in"], [B, N * K, "in"]], M, K, N, accumulate ? 1 : 0);
+  const images = (B, size, last) => (B - 1) * size + last;  // floats from the first image's start to the last's end
+  convolution.forward = (y, x, weight, bias, indices, B, xImage, yImage, O, K, P) => call(e.conv_forward,
+    [[y, images(B, yImage, O * P), "in out"], [x, B * xImage, "in"], [weight, O * K, "in"], [bias, O, "in"],
+     [indices, K * P, "in"], [null, K * P]], B, xImage, yImage, O, K, P);
+  convolution.weightGradient = (weightGradient, g, x, indices, B, xImage, yImage, O, K, P) => call(e.conv_weight_gradient,
+    [[weightGradient, O * K, "in out"], [g, images(B, yImage, O * P), "in"], [x, B * xImage, "in"], [indices, K * P, "in"],
+     [null, K * P]], B, xImage, yImage, O, K, P);
+  convolution.inputGradient = (dx, g, weightT, indices, B, xImage, yImage, O, K, P) => call(e.conv_input_gradient,
+    [[dx, B * xImage, "in out"], [g, images(B, yImage, O * P), "in"], [weightT, K * O, "in"], [indices, K * P, "in"],
+     [null, K * P]], B, xImage, yImage, O, K, P);
+  return true;
+}
+
+function caller(memory) {
+  // call(kernel, [[array, size, "in" | "out" | "in out"], ...], ...numbers): lays each array's
+  // first size values out in memory one after another (null: room only), runs the kernel on
+  // their byte offsets and the numbers, and copies back those marked "out".
+  return (kernel, arrays, ...numbers) => {
+    let end = 0;
+    const offsets = arrays.map(([, size]) => { const at = end; end += Math.ceil(size / 4) * 4; return at; });  // 16-byte aligned
+    if (memory.buffer.byteLength < 4 * end) memory.grow(Math.ceil((4 * end - memory.buffer.byteLength) / 65536));
+    const floats = new Float32Array(memory.buffer), whole = new Int32Array(memory.buffer);
+    arrays.forEach(([array, size, how = ""], k) => {
+      if (how.includes("in")) (array instanceof Int32Array ? whole : floats).set(array.subarray(0, size), offsets[k]);
+    });
+    kernel(...offsets.map((offset) => 4 * offset), ...numbers);
+    arrays.forEach(([array, size, how = ""], k) => { if (how.includes("out")) array.set(floats.subarray(offsets[k], offsets[k] + size)); });
+  };
+}
 
 function windows(x, s, visit) {
   // Pooling: each output position's window of the input, clipped to it, for every map.
@@ -111,8 +210,8 @@ const maxPool2d = {
   forward(x, s) {
     const [B, C, H, W] = x.shape, [KH, KW] = s.kernel, [SY, SX] = s.stride, [PY, PX] = s.padding, [DY, DX] = s.dilation;
     const OH = outputSide(H, KH, SY, PY, PY, DY, s.ceil), OW = outputSide(W, KW, SX, PX, PX, DX, s.ceil);
-    const y = tensor([B, C, OH, OW]);
-    y.kept = new Int32Array(y.data.length);  // where each maximum came from, for backward
+    const y = tensor([B, C, OH, OW]), values = x.data, largest = y.data;
+    const kept = y.kept = new Int32Array(y.data.length);  // where each maximum came from, for backward
     for (let map = 0, out = 0; map < B * C; map++) for (let oy = 0; oy < OH; oy++) for (let ox = 0; ox < OW; ox++, out++) {
       let best = -Infinity, where = -1;
       for (let ky = 0; ky < KH; ky++) {
@@ -121,17 +220,17 @@ const maxPool2d = {
         for (let kx = 0; kx < KW; kx++) {
           const ix = ox * SX - PX + kx * DX, at = (map * H + iy) * W + ix;
           if (ix < 0 || ix >= W) continue;
-          if (x.data[at] > best || Number.isNaN(x.data[at])) { best = x.data[at]; where = at; }  // the first maximum, as PyTorch
+          if (values[at] > best || Number.isNaN(values[at])) { best = values[at]; where = at; }  // the first maximum, as PyTorch
         }
       }
-      y.data[out] = best;
-      y.kept[out] = where;
+      largest[out] = best;
+      kept[out] = where;
     }
     return y;
   },
   backward(g, x, s, p, y) {
-    const dx = tensor(x.shape);
-    for (let out = 0; out < y.kept.length; out++) dx.data[y.kept[out]] += g.data[out];
+    const dx = tensor(x.shape), kept = y.kept, gradients = g.data, to = dx.data;
+    for (let out = 0; out < kept.length; out++) to[kept[out]] += gradients[out];
     return dx;
   },
 };
@@ -169,22 +268,23 @@ const avgPool2d = {
 };
 
 const linear = {
+  // y = x W^T + b, a product (B, I) x (I, O); dx = g W; d weight = g^T x; d bias = the sums of g.
   forward(x, s, p) {
     const [O, I] = p.weight.shape, B = x.data.length / I, y = tensor([B, O]);
-    for (let b = 0; b < B; b++) for (let o = 0; o < O; o++) {
-      let sum = p.bias ? p.bias.data[o] : 0;
-      for (let i = 0; i < I; i++) sum += p.weight.data[o * I + i] * x.data[b * I + i];
-      y.data[b * O + o] = sum;
-    }
+    matmul.nt(y.data, x.data, p.weight.data, B, I, O, false);
+    if (p.bias) for (let b = 0; b < B; b++) for (let o = 0; o < O; o++) y.data[b * O + o] += p.bias.data[o];
     return y;
   },
   backward(g, x, s, p) {
     const [O, I] = p.weight.shape, B = x.data.length / I, dx = tensor(x.shape);
-    for (let b = 0; b < B; b++) for (let o = 0; o < O; o++) {
-      const gradient = g.data[b * O + o];
-      for (let i = 0; i < I; i++) dx.data[b * I + i] += gradient * p.weight.data[o * I + i];
-    }
+    matmul.nn(dx.data, g.data, p.weight.data, B, O, I, false);
     return dx;
+  },
+  paramsBackward(g, x, s, p) {
+    const [O, I] = p.weight.shape, B = x.data.length / I, weight = new Float32Array(O * I), bias = new Float32Array(O);
+    matmul.nn(weight, transposed(g.data, B, O), x.data, O, B, I, false);
+    for (let b = 0; b < B; b++) for (let o = 0; o < O; o++) bias[o] += g.data[b * O + o];
+    return { weight: tensor(p.weight.shape, weight), bias: p.bias && tensor(p.bias.shape, bias) };
   },
 };
 
@@ -253,15 +353,17 @@ function reshape(x, shape) {
 
 const OPERATIONS = {
   conv2d, max_pool2d: maxPool2d, avg_pool2d: avgPool2d, linear, batch_norm: batchNorm,
-  relu: {  // written out: the commonest operation, and the pixels picture runs it 64 times
+  relu: {  // written out: the commonest operation, the pixels picture runs it 64 times and training runs it most
+    // Written without an if: half the values are negative at random, and a processor that guesses
+    // which way each if goes guesses wrong half the time, which costs more than the arithmetic.
     forward(x) {
-      const y = tensor(x.shape);
-      for (let i = 0; i < y.data.length; i++) y.data[i] = x.data[i] > 0 ? x.data[i] : 0;
+      const y = tensor(x.shape), values = x.data, out = y.data;
+      for (let i = 0; i < out.length; i++) out[i] = (values[i] + Math.abs(values[i])) * 0.5;  // v if v > 0, else 0
       return y;
     },
     backward(g, x) {
-      const dx = tensor(x.shape);
-      for (let i = 0; i < dx.data.length; i++) dx.data[i] = x.data[i] > 0 ? g.data[i] : 0;
+      const dx = tensor(x.shape), values = x.data, gradients = g.data, out = dx.data;
+      for (let i = 0; i < out.length; i++) out[i] = gradients[i] * (values[i] > 0);  // true is 1, false 0
       return dx;
     },
   },
@@ -355,40 +457,10 @@ function softmax(row) {
 }
 
 
-// ---- Training: the same maths as PyTorch's train() mode,
-// one batch at a time. Each operation with parameters gets a paramsBackward beside its backward
-// (the gradients of its weight and bias, micrograd's way); batch norm and dropout get their
-// training-mode forms; then cross-entropy, Adam and AdamW as torch.optim computes them.
-conv2d.paramsBackward = (g, x, s, p) => {
-  // d weight[o, k] = sum over images and positions of g[o, position] * patch[position, k] (the
-  // forward's im2col again); d bias[o] = the sum of o's gradients.
-  const t = convolutionShape(x, s, p.weight), positions = t.OH * t.OW;
-  const weight = new Float64Array(p.weight.data.length), bias = new Float64Array(t.O);
-  eachPatches(x, s, t, (group, b, columns) => {
-    for (let o = group * t.outputsPerGroup; o < (group + 1) * t.outputsPerGroup; o++) {
-      const out = (b * t.O + o) * positions, row = o * t.K;
-      for (let position = 0; position < positions; position++) {
-        const gradient = g.data[out + position];
-        if (gradient === 0) continue;
-        bias[o] += gradient;
-        for (let k = 0, c = position * t.K; k < t.K; k++, c++) weight[row + k] += gradient * columns[c];
-      }
-    }
-  });
-  return { weight: tensor(p.weight.shape, Float32Array.from(weight)), bias: p.bias && tensor(p.bias.shape, Float32Array.from(bias)) };
-};
-
-linear.paramsBackward = (g, x, s, p) => {
-  // d weight[o, i] = sum over the batch of g[o] * x[i]; d bias[o] = sum of g[o].
-  const [O, I] = p.weight.shape, B = x.data.length / I, weight = new Float64Array(O * I), bias = new Float64Array(O);
-  for (let b = 0; b < B; b++) for (let o = 0; o < O; o++) {
-    const gradient = g.data[b * O + o];
-    bias[o] += gradient;
-    for (let i = 0; i < I; i++) weight[o * I + i] += gradient * x.data[b * I + i];
-  }
-  return { weight: tensor(p.weight.shape, Float32Array.from(weight)), bias: p.bias && tensor(p.bias.shape, Float32Array.from(bias)) };
-};
-
+// ---- Training: the same maths as PyTorch's train() mode, one batch at a time. An operation with
+// parameters has a paramsBackward beside its backward (the gradients of its weight and bias,
+// micrograd's way); batch norm and dropout get their training-mode forms here; then cross-entropy,
+// and Adam and AdamW as torch.optim computes them.
 const batchNormTraining = {
   // train() mode, as torch.nn.BatchNorm2d: each map normalised with its batch's mean and biased
   // variance (over images, rows and columns); the running averages move towards the batch's with
@@ -527,6 +599,6 @@ function adamStep(values, gradient, moments, step, lr, weightDecay) {
   }
 }
 
-return { tensor, f32, OPERATIONS, forward, backward, addGradient, paramsOf, evalOperation, logSoftmax, softmax,
+return { tensor, f32, useKernels, OPERATIONS, forward, backward, addGradient, paramsOf, evalOperation, logSoftmax, softmax,
          trainingForward, parameterGradients, untrainable, crossEntropy, adamStep };
 })();

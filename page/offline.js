@@ -5,6 +5,7 @@
 (() => {
 const EXPORT = JSON.parse(document.getElementById("export-data").textContent);
 
+maths.useKernels(bytesOf(EXPORT.kernels));  // WebAssembly SIMD where the browser has it, else plain loops
 const { tensor, f32, forward, backward, paramsOf, evalOperation, logSoftmax, softmax,
         trainingForward, parameterGradients, untrainable, crossEntropy, adamStep } = maths;  // maths.js
 

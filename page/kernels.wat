@@ -1,0 +1,253 @@
+;; The two matrix products that convolutions and linear layers are made of (maths.js, matmul), and a
+;; convolution's three passes made of them, in WebAssembly with 128-bit SIMD: four float32 lanes a
+;; step. Matrices are row-major float32 at byte offsets in this module's memory; maths.js copies
+;; them in and out. A convolution works one image at a time, its patches (im2col) kept in a
+;; buffer small enough to stay in the processor's cache.
+;; Build: python -m tools.make_kernels  (writes page/kernels.wasm, which the export inlines)
+(module
+  (memory (export "memory") 1)
+
+  ;; C[M x N] = (accumulate ? C : 0) + A[M x K] B[K x N]. Each row of C is done 16 columns at a
+  ;; time in four registers that stay put for the whole sum over k (then 4, then 1 at a time).
+  (func $nn (export "matmul_nn") (param $c i32) (param $a i32) (param $b i32)
+        (param $M i32) (param $K i32) (param $N i32) (param $accumulate i32)
+    (local $m i32) (local $n i32) (local $k i32) (local $row i32) (local $crow i32)
+    (local $ap i32) (local $bp i32) (local $stride i32) (local $s v128)
+    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $scalar f32)
+    (local.set $stride (i32.shl (local.get $N) (i32.const 2)))  ;; bytes in one row of B and C
+    (block $rows_done (loop $rows
+      (br_if $rows_done (i32.ge_u (local.get $m) (local.get $M)))
+      (local.set $row (i32.add (local.get $a) (i32.mul (local.get $m) (i32.shl (local.get $K) (i32.const 2)))))
+      (local.set $crow (i32.add (local.get $c) (i32.mul (local.get $m) (local.get $stride))))
+      (local.set $n (i32.const 0))
+      ;; 16 columns at a time
+      (block $wide_done (loop $wide
+        (br_if $wide_done (i32.gt_u (i32.add (local.get $n) (i32.const 16)) (local.get $N)))
+        (local.set $bp (i32.add (local.get $crow) (i32.shl (local.get $n) (i32.const 2))))  ;; C's cells
+        (if (local.get $accumulate)
+          (then
+            (local.set $c0 (v128.load offset=0 (local.get $bp)))
+            (local.set $c1 (v128.load offset=16 (local.get $bp)))
+            (local.set $c2 (v128.load offset=32 (local.get $bp)))
+            (local.set $c3 (v128.load offset=48 (local.get $bp))))
+          (else
+            (local.set $c0 (v128.const i32x4 0 0 0 0))
+            (local.set $c1 (v128.const i32x4 0 0 0 0))
+            (local.set $c2 (v128.const i32x4 0 0 0 0))
+            (local.set $c3 (v128.const i32x4 0 0 0 0))))
+        (local.set $ap (local.get $row))
+        (local.set $bp (i32.add (local.get $b) (i32.shl (local.get $n) (i32.const 2))))
+        (local.set $k (i32.const 0))
+        (block $sum_done (loop $sum
+          (br_if $sum_done (i32.ge_u (local.get $k) (local.get $K)))
+          (local.set $s (f32x4.splat (f32.load (local.get $ap))))
+          (local.set $c0 (f32x4.add (local.get $c0) (f32x4.mul (local.get $s) (v128.load offset=0 (local.get $bp)))))
+          (local.set $c1 (f32x4.add (local.get $c1) (f32x4.mul (local.get $s) (v128.load offset=16 (local.get $bp)))))
+          (local.set $c2 (f32x4.add (local.get $c2) (f32x4.mul (local.get $s) (v128.load offset=32 (local.get $bp)))))
+          (local.set $c3 (f32x4.add (local.get $c3) (f32x4.mul (local.get $s) (v128.load offset=48 (local.get $bp)))))
+          (local.set $ap (i32.add (local.get $ap) (i32.const 4)))
+          (local.set $bp (i32.add (local.get $bp) (local.get $stride)))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br $sum)))
+        (local.set $bp (i32.add (local.get $crow) (i32.shl (local.get $n) (i32.const 2))))
+        (v128.store offset=0 (local.get $bp) (local.get $c0))
+        (v128.store offset=16 (local.get $bp) (local.get $c1))
+        (v128.store offset=32 (local.get $bp) (local.get $c2))
+        (v128.store offset=48 (local.get $bp) (local.get $c3))
+        (local.set $n (i32.add (local.get $n) (i32.const 16)))
+        (br $wide)))
+      ;; 4 columns at a time
+      (block $narrow_done (loop $narrow
+        (br_if $narrow_done (i32.gt_u (i32.add (local.get $n) (i32.const 4)) (local.get $N)))
+        (local.set $bp (i32.add (local.get $crow) (i32.shl (local.get $n) (i32.const 2))))
+        (local.set $c0 (v128.const i32x4 0 0 0 0))
+        (if (local.get $accumulate) (then (local.set $c0 (v128.load (local.get $bp)))))
+        (local.set $ap (local.get $row))
+        (local.set $bp (i32.add (local.get $b) (i32.shl (local.get $n) (i32.const 2))))
+        (local.set $k (i32.const 0))
+        (block $sum4_done (loop $sum4
+          (br_if $sum4_done (i32.ge_u (local.get $k) (local.get $K)))
+          (local.set $c0 (f32x4.add (local.get $c0)
+            (f32x4.mul (f32x4.splat (f32.load (local.get $ap))) (v128.load (local.get $bp)))))
+          (local.set $ap (i32.add (local.get $ap) (i32.const 4)))
+          (local.set $bp (i32.add (local.get $bp) (local.get $stride)))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br $sum4)))
+        (v128.store (i32.add (local.get $crow) (i32.shl (local.get $n) (i32.const 2))) (local.get $c0))
+        (local.set $n (i32.add (local.get $n) (i32.const 4)))
+        (br $narrow)))
+      ;; the last columns one at a time
+      (block $single_done (loop $single
+        (br_if $single_done (i32.ge_u (local.get $n) (local.get $N)))
+        (local.set $bp (i32.add (local.get $crow) (i32.shl (local.get $n) (i32.const 2))))
+        (local.set $scalar (f32.const 0))
+        (if (local.get $accumulate) (then (local.set $scalar (f32.load (local.get $bp)))))
+        (local.set $ap (local.get $row))
+        (local.set $bp (i32.add (local.get $b) (i32.shl (local.get $n) (i32.const 2))))
+        (local.set $k (i32.const 0))
+        (block $sum1_done (loop $sum1
+          (br_if $sum1_done (i32.ge_u (local.get $k) (local.get $K)))
+          (local.set $scalar (f32.add (local.get $scalar)
+            (f32.mul (f32.load (local.get $ap)) (f32.load (local.get $bp)))))
+          (local.set $ap (i32.add (local.get $ap) (i32.const 4)))
+          (local.set $bp (i32.add (local.get $bp) (local.get $stride)))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br $sum1)))
+        (f32.store (i32.add (local.get $crow) (i32.shl (local.get $n) (i32.const 2))) (local.get $scalar))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br $single)))
+      (local.set $m (i32.add (local.get $m) (i32.const 1)))
+      (br $rows)))
+  )
+
+  ;; C[M x N] = (accumulate ? C : 0) + A[M x K] B[N x K]^T: each cell the dot product of a row of A
+  ;; and a row of B, 8 then 4 products a step in two registers, their lanes added at the end.
+  (func $nt (export "matmul_nt") (param $c i32) (param $a i32) (param $b i32)
+        (param $M i32) (param $K i32) (param $N i32) (param $accumulate i32)
+    (local $m i32) (local $n i32) (local $k i32) (local $ap i32) (local $bp i32) (local $cp i32)
+    (local $rowbytes i32) (local $s0 v128) (local $s1 v128) (local $sum f32)
+    (local.set $rowbytes (i32.shl (local.get $K) (i32.const 2)))
+    (local.set $cp (local.get $c))
+    (block $rows_done (loop $rows
+      (br_if $rows_done (i32.ge_u (local.get $m) (local.get $M)))
+      (local.set $n (i32.const 0))
+      (block $columns_done (loop $columns
+        (br_if $columns_done (i32.ge_u (local.get $n) (local.get $N)))
+        (local.set $ap (i32.add (local.get $a) (i32.mul (local.get $m) (local.get $rowbytes))))
+        (local.set $bp (i32.add (local.get $b) (i32.mul (local.get $n) (local.get $rowbytes))))
+        (local.set $s0 (v128.const i32x4 0 0 0 0))
+        (local.set $s1 (v128.const i32x4 0 0 0 0))
+        (local.set $k (i32.const 0))
+        (block $eight_done (loop $eight
+          (br_if $eight_done (i32.gt_u (i32.add (local.get $k) (i32.const 8)) (local.get $K)))
+          (local.set $s0 (f32x4.add (local.get $s0)
+            (f32x4.mul (v128.load offset=0 (local.get $ap)) (v128.load offset=0 (local.get $bp)))))
+          (local.set $s1 (f32x4.add (local.get $s1)
+            (f32x4.mul (v128.load offset=16 (local.get $ap)) (v128.load offset=16 (local.get $bp)))))
+          (local.set $ap (i32.add (local.get $ap) (i32.const 32)))
+          (local.set $bp (i32.add (local.get $bp) (i32.const 32)))
+          (local.set $k (i32.add (local.get $k) (i32.const 8)))
+          (br $eight)))
+        (if (i32.le_u (i32.add (local.get $k) (i32.const 4)) (local.get $K))
+          (then
+            (local.set $s0 (f32x4.add (local.get $s0)
+              (f32x4.mul (v128.load (local.get $ap)) (v128.load (local.get $bp)))))
+            (local.set $ap (i32.add (local.get $ap) (i32.const 16)))
+            (local.set $bp (i32.add (local.get $bp) (i32.const 16)))
+            (local.set $k (i32.add (local.get $k) (i32.const 4)))))
+        (local.set $s0 (f32x4.add (local.get $s0) (local.get $s1)))
+        (local.set $sum (f32.add
+          (f32.add (f32x4.extract_lane 0 (local.get $s0)) (f32x4.extract_lane 1 (local.get $s0)))
+          (f32.add (f32x4.extract_lane 2 (local.get $s0)) (f32x4.extract_lane 3 (local.get $s0)))))
+        (block $tail_done (loop $tail
+          (br_if $tail_done (i32.ge_u (local.get $k) (local.get $K)))
+          (local.set $sum (f32.add (local.get $sum) (f32.mul (f32.load (local.get $ap)) (f32.load (local.get $bp)))))
+          (local.set $ap (i32.add (local.get $ap) (i32.const 4)))
+          (local.set $bp (i32.add (local.get $bp) (i32.const 4)))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br $tail)))
+        (if (local.get $accumulate) (then (local.set $sum (f32.add (local.get $sum) (f32.load (local.get $cp))))))
+        (f32.store (local.get $cp) (local.get $sum))
+        (local.set $cp (i32.add (local.get $cp) (i32.const 4)))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br $columns)))
+      (local.set $m (i32.add (local.get $m) (i32.const 1)))
+      (br $rows)))
+  )
+
+  ;; im2col of one image: columns[i] = x[indices[i]], or 0 where the index is -1 (padding).
+  (func $gather (param $columns i32) (param $x i32) (param $indices i32) (param $count i32)
+    (local $i i32) (local $at i32) (local $value f32)
+    (block $done (loop $each
+      (br_if $done (i32.ge_u (local.get $i) (local.get $count)))
+      (local.set $at (i32.load (i32.add (local.get $indices) (i32.shl (local.get $i) (i32.const 2)))))
+      (local.set $value (f32.const 0))
+      (if (i32.ge_s (local.get $at) (i32.const 0))
+        (then (local.set $value (f32.load (i32.add (local.get $x) (i32.shl (local.get $at) (i32.const 2)))))))
+      (f32.store (i32.add (local.get $columns) (i32.shl (local.get $i) (i32.const 2))) (local.get $value))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $each)))
+  )
+
+  ;; The reverse (col2im): x[indices[i]] += columns[i] where the index is not -1.
+  (func $scatter (param $x i32) (param $columns i32) (param $indices i32) (param $count i32)
+    (local $i i32) (local $at i32)
+    (block $done (loop $each
+      (br_if $done (i32.ge_u (local.get $i) (local.get $count)))
+      (local.set $at (i32.load (i32.add (local.get $indices) (i32.shl (local.get $i) (i32.const 2)))))
+      (if (i32.ge_s (local.get $at) (i32.const 0))
+        (then
+          (local.set $at (i32.add (local.get $x) (i32.shl (local.get $at) (i32.const 2))))
+          (f32.store (local.get $at) (f32.add (f32.load (local.get $at))
+            (f32.load (i32.add (local.get $columns) (i32.shl (local.get $i) (i32.const 2))))))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $each)))
+  )
+
+  ;; Convolution, forward, B images: y_b[O x P] = bias + weight[O x K] columns_b[K x P], where
+  ;; columns_b is image b's patches (indices: K x P, as maths.js's patchIndices). Images of x are
+  ;; xImage floats apart, those of y yImage apart (a group's maps are some of an image's).
+  (func (export "conv_forward") (param $y i32) (param $x i32) (param $weight i32) (param $bias i32)
+        (param $indices i32) (param $columns i32) (param $B i32) (param $xImage i32) (param $yImage i32)
+        (param $O i32) (param $K i32) (param $P i32)
+    (local $b i32) (local $o i32) (local $p i32) (local $out i32) (local $value f32)
+    (block $done (loop $images
+      (br_if $done (i32.ge_u (local.get $b) (local.get $B)))
+      (call $gather (local.get $columns)
+        (i32.add (local.get $x) (i32.shl (i32.mul (local.get $b) (local.get $xImage)) (i32.const 2)))
+        (local.get $indices) (i32.mul (local.get $K) (local.get $P)))
+      (local.set $out (i32.add (local.get $y) (i32.shl (i32.mul (local.get $b) (local.get $yImage)) (i32.const 2))))
+      (local.set $o (i32.const 0))
+      (block $filled (loop $maps  ;; each map starts at its bias; the product is added to it
+        (br_if $filled (i32.ge_u (local.get $o) (local.get $O)))
+        (local.set $value (f32.load (i32.add (local.get $bias) (i32.shl (local.get $o) (i32.const 2)))))
+        (local.set $p (i32.const 0))
+        (block $row_done (loop $row
+          (br_if $row_done (i32.ge_u (local.get $p) (local.get $P)))
+          (f32.store (i32.add (local.get $out) (i32.shl (i32.add (i32.mul (local.get $o) (local.get $P)) (local.get $p)) (i32.const 2)))
+                     (local.get $value))
+          (local.set $p (i32.add (local.get $p) (i32.const 1)))
+          (br $row)))
+        (local.set $o (i32.add (local.get $o) (i32.const 1)))
+        (br $maps)))
+      (call $nn (local.get $out) (local.get $weight) (local.get $columns)
+                (local.get $O) (local.get $K) (local.get $P) (i32.const 1))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $images)))
+  )
+
+  ;; Convolution, the weights' gradient: weightGradient[O x K] += g_b[O x P] columns_b[K x P]^T
+  ;; over the images (it starts as the caller left it).
+  (func (export "conv_weight_gradient") (param $weightGradient i32) (param $g i32) (param $x i32)
+        (param $indices i32) (param $columns i32) (param $B i32) (param $xImage i32) (param $gImage i32)
+        (param $O i32) (param $K i32) (param $P i32)
+    (local $b i32)
+    (block $done (loop $images
+      (br_if $done (i32.ge_u (local.get $b) (local.get $B)))
+      (call $gather (local.get $columns)
+        (i32.add (local.get $x) (i32.shl (i32.mul (local.get $b) (local.get $xImage)) (i32.const 2)))
+        (local.get $indices) (i32.mul (local.get $K) (local.get $P)))
+      (call $nt (local.get $weightGradient)
+                (i32.add (local.get $g) (i32.shl (i32.mul (local.get $b) (local.get $gImage)) (i32.const 2)))
+                (local.get $columns) (local.get $O) (local.get $P) (local.get $K) (i32.const 1))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $images)))
+  )
+
+  ;; Convolution, the input's gradient: each image's patches' gradients, weightT[K x O] g_b[O x P],
+  ;; added back where each patch came from (into dx, which starts as the caller left it).
+  (func (export "conv_input_gradient") (param $dx i32) (param $g i32) (param $weightT i32)
+        (param $indices i32) (param $columns i32) (param $B i32) (param $xImage i32)
+        (param $gImage i32) (param $O i32) (param $K i32) (param $P i32)
+    (local $b i32)
+    (block $done (loop $images
+      (br_if $done (i32.ge_u (local.get $b) (local.get $B)))
+      (call $nn (local.get $columns) (local.get $weightT)
+                (i32.add (local.get $g) (i32.shl (i32.mul (local.get $b) (local.get $gImage)) (i32.const 2)))
+                (local.get $K) (local.get $O) (local.get $P) (i32.const 0))
+      (call $scatter (i32.add (local.get $dx) (i32.shl (i32.mul (local.get $b) (local.get $xImage)) (i32.const 2)))
+                     (local.get $columns) (local.get $indices) (i32.mul (local.get $K) (local.get $P)))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $images)))
+  )
+)

@@ -1,0 +1,41 @@
+"""Assemble page/kernels.wat (the matrix products in WebAssembly) into page/kernels.wasm, the bytes
+the exported page runs. Needs the test-only package wasmtime (pip install wasmtime).
+
+Usage: python -m tools.make_kernels [--check]   (--check: only say whether kernels.wasm is current)
+"""
+import argparse
+import os
+import sys
+
+from cli import UserError, run_main, save_atomically
+
+PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "page")
+SOURCE, TARGET = os.path.join(PAGE, "kernels.wat"), os.path.join(PAGE, "kernels.wasm")
+
+
+def assembled():
+    try:
+        import wasmtime
+    except ImportError:
+        raise UserError("this needs wasmtime, which assembles WebAssembly text: pip install wasmtime")
+    with open(SOURCE, encoding="utf-8") as file:
+        return bytes(wasmtime.wat2wasm(file.read()))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Assemble page/kernels.wat into page/kernels.wasm.")
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 if kernels.wasm is not kernels.wat's bytes")
+    args = parser.parse_args(argv)
+    content = assembled()
+    if args.check:
+        with open(TARGET, "rb") as file:
+            current = file.read() == content
+        print(f"page/kernels.wasm is {'' if current else 'not '}page/kernels.wat assembled")
+        sys.exit(0 if current else 1)
+    save_atomically(TARGET, lambda file: file.write(content))
+    print(f"Wrote page/kernels.wasm ({len(content)} bytes)")
+
+
+if __name__ == "__main__":
+    run_main(main)
