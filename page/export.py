@@ -326,16 +326,20 @@ def script_bytes(name):
 
 
 def page_html(page):
-    """draw.html (as the Page read it) with the CSP, the data, maths.js and offline.js inlined:
-    one file, nothing else needed."""
+    """draw.html (as the Page read it) with the CSP, the data, maths.js, trainer.js and
+    offline.js inlined: one file, nothing else needed."""
     html = page.html.decode("utf-8")
-    maths, script = (script_bytes(name).decode("utf-8") for name in ("maths.js", "offline.js"))
+    maths, trainer, script = (script_bytes(name).decode("utf-8")
+                              for name in ("maths.js", "trainer.js", "offline.js"))
     # Any "<" inside a script may end it ("</script>") or make the parser swallow the scripts
     # after it ("<!--<script>"); JSON's "\u003c" is the same character, and "<" occurs in JSON
     # only inside strings (a name, a path, a line of code).
     data = json.dumps(export_data(page), separators=(",", ":")).replace("<", "\\u003c")
     back_end = (f'<script type="application/json" id="export-data">{data}</script>\n'
-                f"<script>\n{maths}</script>\n<script>\n{script}</script>")
+                f'<script id="maths-js">\n{maths}</script>\n'
+                # The training worker's own part: not run here; offline.js starts it with maths.js.
+                f'<script type="text/plain" id="trainer-js">\n{trainer}</script>\n'
+                f"<script>\n{script}</script>")
     policy = f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
     return (html.replace('<meta charset="utf-8">', f'<meta charset="utf-8">\n{policy}', 1)
                 .replace(MARKER, back_end, 1))

@@ -516,9 +516,17 @@ function chosenSet(request) {
   return wholeNumber({ set: 0, ...request }, "set", 0, EXPORT.sets.length - 1);
 }
 
+function answered(table, first, second) {
+  // The export's (or a run's) answer at table[first][second]; a network trained in this page has
+  // them for its final weights on MNIST's test set only.
+  const found = table?.[first]?.[second];
+  if (!found) throw new BadRequest(404, "this page has the explorer's answers of a network trained here for its final weights on MNIST's test set only");
+  return found;
+}
+
 function testset(query) {
   const request = queryNumbers(query), [, network, snapshot] = chosen(request), set = chosenSet(request);
-  return { model: network.name, ...network.testsets[snapshot][set] };
+  return { model: network.name, ...answered(network.testsets, snapshot, set) };
 }
 
 async function examples(query) {
@@ -526,10 +534,10 @@ async function examples(query) {
   let count, indices, predicted, probabilities;
   if ("other" in request) {
     const other = wholeNumber(request, "other", 0, EXPORT.networks.length - 1);
-    [count, indices, predicted, probabilities] = EXPORT.comparisons[set][model][other];
+    [count, indices, predicted, probabilities] = answered(EXPORT.comparisons[set]?.[model], other, 0);
   } else {
     const [trueDigit, said] = ["true", "predicted"].map((key) => wholeNumber(request, key, 0, 9));
-    [count, indices, probabilities] = network.cells[snapshot][set][trueDigit * 10 + said];
+    [count, indices, probabilities] = answered(network.cells, snapshot, set)[trueDigit * 10 + said];
     predicted = indices.map(() => said);
   }
   const images = await Promise.all(indices.map((index) => imageOf(set, index)));
@@ -544,7 +552,7 @@ function models() {
 }
 
 // ---- Collecting: drawings kept here, labelled, and downloaded as one zip of DIR/0 ... DIR/9.
-const collected = Array.from({ length: 10 }, () => []);
+const collected = Array.from({ length: 10 }, () => []), prepared = Array.from({ length: 10 }, () => []);  // PNGs; prepared digits
 
 async function collect(request) {
   if (!EXPORT.collect) throw new BadRequest(404, "saving drawings is off: export with --collect DIR to turn it on");
@@ -553,12 +561,13 @@ async function collect(request) {
     throw new BadRequest(400, "send label and pixels (a drawing) only");
   }
   const levels = greyOfPixels(request.pixels, EXPORT.limits.collect_side);  // the page's canvas at most
-  prepareDigit(levels, request.pixels.length, request.pixels[0].length);  // a drawing without a digit would teach the network nothing
+  const digit = prepareDigit(levels, request.pixels.length, request.pixels[0].length);  // a drawing without a digit would teach the network nothing
   if (collected[label].length >= EXPORT.collect.limit) {
     throw new BadRequest(409, `${EXPORT.collect.folder}/${label} holds ${EXPORT.collect.limit} pictures already, `
                               + "the most this page saves of one digit (draw.py --collect-limit)");
   }
   collected[label].push(await pngOf(request.pixels));
+  prepared[label].push(digit.data);  // as trainRun mixes them in
   return { saved: nameOf(label, collected[label].length - 1), counts: collected.map((pictures) => pictures.length) };
 }
 
@@ -770,7 +779,10 @@ function fileCheckpoint(request) {
 
 async function checkpoint(request) {
   // The contract for scripts: the checkpoint's bytes, in base64.
-  const bytes = new Uint8Array(await fileCheckpoint(request).arrayBuffer());
+  return base64Of(new Uint8Array(await fileCheckpoint(request).arrayBuffer()));
+}
+
+function base64Of(bytes) {
   let text = "";
   for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
   return btoa(text);
@@ -857,6 +869,157 @@ async function trainSteps(request) {
            state: Object.fromEntries(network.tensors.map(([key]) => [key, Array.from(weights[key].data)])) };
 }
 
+// ---- Training a whole run in the file (trainRun, and the Train panel that calls it): train.py's
+// loop in trainer.js, in a Web Worker made of maths.js and trainer.js, on the training images the
+// export carried (draw.py --train-images), with the drawings collected here mixed in when asked.
+const RUN_DEFAULTS = { model: 0, epochs: 1, batchSize: 64, lr: 0.01, weightDecay: 0, seed: 0, extra: false, from: "fresh" };
+const LOG_INTERVAL = 100, REDRAW_INTERVAL = 200, DIVERGED_LOSS = 100;  // as train.py: --log-interval, cli.DIVERGED_LOSS
+const EXTRA_PER_EPOCH = 8000, EXTRA_MOST = 30;  // as extras/pictures.py repeats --extra-images-dir pictures
+let running = null;  // the run in progress, one at a time: {worker, stop}
+
+function runBody(request) {
+  // trainRun's body, each value checked and refused in one line; the defaults are the tutorial's.
+  const unknown = Object.keys(request || {}).filter((key) => !(key in RUN_DEFAULTS));
+  if (typeof request !== "object" || request === null || Array.isArray(request) || unknown.length) {
+    throw new BadRequest(400, `send ${Object.keys(RUN_DEFAULTS).join(", ")} only${unknown.length ? ` (not ${unknown.join(", ")})` : ""}`);
+  }
+  const body = { ...RUN_DEFAULTS, ...request }, [model, network] = chosen({ model: body.model });
+  for (const [key, low, high] of [["epochs", 1, 100], ["batchSize", 1, 1024], ["seed", 0, 2 ** 32 - 1]]) wholeNumber(body, key, low, high);
+  if (typeof body.lr !== "number" || !(body.lr > 0 && body.lr <= 1)) throw new BadRequest(400, "lr must be a number above 0, at most 1");
+  if (typeof body.weightDecay !== "number" || !(body.weightDecay >= 0 && body.weightDecay <= 1)) {
+    throw new BadRequest(400, "weightDecay must be a number from 0 to 1");
+  }
+  if (typeof body.extra !== "boolean") throw new BadRequest(400, "extra must be true or false");
+  if (!["fresh", "initial", "trained"].includes(body.from)) throw new BadRequest(400, "from must be fresh, initial or trained");
+  if (body.from === "initial" && network.training.snapshots[0] !== 0) {
+    throw new BadRequest(409, `network ${model} (${network.name}) has no initial weights in this file (trained with --no-snapshots): start from fresh or trained`);
+  }
+  const why = untrainable(network);
+  if (why) throw new BadRequest(422, `network ${model} (${network.name}) cannot be trained in this file: ${why}`);
+  return { ...body, model, network };
+}
+
+function extraPictures(wanted) {
+  // The drawings collected so far, prepared as test.py --image prepares them, and how many times
+  // each is seen an epoch (train.py's rule: about 8,000 an epoch, at most 30 each).
+  const labels = collected.flatMap((pictures, label) => pictures.map(() => label));
+  if (!wanted) return { images: new Float32Array(0), labels: [], repeats: 0 };
+  if (!labels.length) throw new BadRequest(409, "no drawings are collected yet: save some with the digit buttons, then train with them");
+  const images = new Float32Array(labels.length * 784);
+  prepared.flat().forEach((digit, k) => images.set(digit, k * 784));
+  return { images, labels, repeats: Math.min(EXTRA_MOST, Math.max(1, roundHalfEven(EXTRA_PER_EPOCH / labels.length))) };
+}
+
+function snapshotSteps(total) {  // cli.snapshot_steps: 0, 1, 2, 5, 10, 20, 50, ... and the last step
+  const steps = [0];
+  for (let scale = 1; scale < total; scale *= 10) steps.push(...[1, 2, 5].map((f) => f * scale).filter((step) => step < total));
+  return [...steps, total];
+}
+
+function startingWeights(network, from) {
+  // The weights a run starts from, as [shape, a copy of the values] by key: the network's initial
+  // weights (its snapshot at step 0) or its trained ones; fresh ones are drawn in the worker.
+  const weights = parameters(network, from === "trained" ? network.weights.length - 1 : 0);
+  return Object.fromEntries(Object.entries(weights).map(([key, t]) => [key, [t.shape.slice(), Float32Array.from(t.data)]]));
+}
+
+async function trainRun(request, onMessage = () => {}) {
+  // A whole run (the contract for scripts, and the Train panel's button): resolves to the test
+  // accuracy, the seconds it trained and the checkpoint's bytes in base64, once the trained
+  // network has joined the page's networks (as the last one, model).
+  const body = runBody(request);
+  if (running) throw new BadRequest(409, "a network is training in this page already: wait for it to finish, or stop it");
+  const sets = await mnistImages();
+  if (!sets) throw new BadRequest(404, "this file carries no training images: export it with draw.py --data-dir DIR (see --train-images)");
+  const extra = extraPictures(body.extra), count = sets.train.labels.length + extra.labels.length * extra.repeats;
+  const steps = Math.floor(count / body.batchSize) * body.epochs;
+  if (steps === 0) throw new BadRequest(400, `batchSize ${body.batchSize} is larger than the ${count} training images`);
+  const settings = { epochs: body.epochs, batchSize: body.batchSize, lr: body.lr, weightDecay: body.weightDecay, seed: body.seed,
+                     fresh: body.from === "fresh", logInterval: LOG_INTERVAL, redrawInterval: REDRAW_INTERVAL,
+                     snapshotSteps: snapshotSteps(steps), divergedLoss: DIVERGED_LOSS, mean: EXPORT.mean, std: EXPORT.std };
+  const live = joinedNetwork(body.network, `trained in this page (${body.epochs} epoch${body.epochs > 1 ? "s" : ""}, seed ${body.seed})`);
+  const worker = new Worker(URL.createObjectURL(new Blob(["maths-js", "trainer-js"].map((id) => document.getElementById(id).textContent),
+                                                         { type: "text/javascript" })));
+  return new Promise((resolve, reject) => {
+    const end = (error) => { worker.terminate(); running = null; if (error) { EXPORT.networks.pop(); reject(error); } };
+    running = { stop: () => end(new BadRequest(409, "training stopped")) };
+    worker.onerror = (event) => { event.preventDefault(); end(new BadRequest(500, `training stopped: ${event.message}`)); };
+    worker.onmessage = ({ data }) => {
+      if (data.kind === "weights") live.cache = [tensorsOf(live, data.weights)];
+      if (data.kind === "failed") end(new BadRequest(422, data.message));
+      if (data.kind === "done") {
+        end(null);
+        finished(live, body, data, sets.test).then(resolve, reject);
+      }
+      onMessage({ ...data, model: EXPORT.networks.length - 1, weights: undefined, snapshots: undefined });
+    };
+    worker.postMessage({ network: { graph: body.network.graph, output: body.network.output, tensors: body.network.tensors },
+                         weights: startingWeights(body.network, body.from), settings, kernels: bytesOf(EXPORT.kernels),
+                         data: { images: sets.train.images, labels: sets.train.labels, extra, test: sets.test } });
+  });
+}
+
+function trainStop() {
+  // Stops the run in progress (its trainRun is refused with "training stopped"); whether one was.
+  if (running) running.stop();
+  return running !== null;
+}
+
+function tensorsOf(network, weights) {
+  return Object.fromEntries(network.tensors.map(([key, shape]) => [key, tensor(shape, weights[key])]));
+}
+
+function joinedNetwork(base, name) {
+  // The network being trained, added to the page's networks as its last: base's graph, stages and
+  // kernels, and its weights as they are now (the worker sends them every REDRAW_INTERVAL steps).
+  const taken = new Set(EXPORT.networks.map((network) => network.name));
+  let unique = name;
+  for (let run = 2; taken.has(unique); run++) unique = `${name}, run ${run}`;
+  const network = { ...base, name: unique, weights: [null], cache: [parameters(base, base.weights.length - 1)],
+                    training: { model: unique, snapshots: [0], loss: [], accuracy: [] }, testsets: [[]], cells: [[]] };
+  EXPORT.networks.push(network);
+  return network;
+}
+
+async function finished(network, body, data, test) {
+  // The run's end: the network's snapshots (for the training slider), its curves, its answers on
+  // MNIST's test set (for the explorer, at its final weights) and its checkpoint.
+  network.weights = data.snapshots.map(() => null);  // held as tensors in cache, not as the export's blocks
+  network.cache = data.snapshots.map((snapshot) => tensorsOf(network, snapshot.weights));
+  network.training = { model: network.name, snapshots: data.snapshots.map((snapshot) => snapshot.step),
+                       loss: data.history.loss.map((v) => round(v, 5)), accuracy: data.history.accuracy.map((v) => round(v, 5)) };
+  network.state = countedState(network.state, data.steps, body.from === "fresh");
+  const last = data.snapshots.length - 1, answers = explorerAnswers(data.test, test);
+  network.testsets = Object.assign([], { [last]: [answers.testset] });
+  network.cells = Object.assign([], { [last]: [answers.cells] });
+  const model = EXPORT.networks.indexOf(network), bytes = new Uint8Array(await fileCheckpoint({ model }).arrayBuffer());
+  return { model, testAccuracy: answers.testset.accuracy, confusion: answers.testset.confusion, seconds: data.seconds,
+           steps: data.steps, drawings: data.drawings, checkpoint: base64Of(bytes) };
+}
+
+function countedState(entries, steps, fresh) {
+  // The state entries with each batch norm's num_batches_tracked moved on by the run's steps.
+  return entries.map(([key, dtype, shape, bytes]) => {
+    if (!key.endsWith("num_batches_tracked") || bytes === null) return [key, dtype, shape, bytes];
+    const count = new BigInt64Array(1);
+    count[0] = (fresh ? 0n : new BigInt64Array(bytesOf(bytes).buffer)[0]) + BigInt(steps);
+    return [key, dtype, shape, base64Of(new Uint8Array(count.buffer))];
+  });
+}
+
+function explorerAnswers({ predicted, probability }, test) {
+  // What the explorer shows of a network on MNIST's test set (page.routes.Explorer): accuracy,
+  // confusion matrix and each cell's 60 most confident images.
+  const confusion = Array.from({ length: 10 }, () => new Array(10).fill(0)), members = Array.from({ length: 100 }, () => []);
+  test.labels.forEach((label, i) => { confusion[label][predicted[i]]++; members[label * 10 + predicted[i]].push(i); });
+  const right = confusion.reduce((sum, row, digit) => sum + row[digit], 0);
+  const cells = members.map((indices) => {
+    const shown = indices.sort((a, b) => probability[b] - probability[a] || a - b).slice(0, 60);
+    return [indices.length, shown, shown.map((i) => round(probability[i], 4))];
+  });
+  return { testset: { set: EXPORT.sets[0].name, count: test.labels.length, accuracy: right / test.labels.length, confusion }, cells };
+}
+
 window.routes = { models, kernels, training, testset, examples, predict, step, attribution, collect, download,
-                  checkpoint, downloadCheckpoint, trainSteps };
+                  checkpoint, downloadCheckpoint, trainSteps, trainRun, trainStop };
 })();

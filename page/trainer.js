@@ -1,0 +1,160 @@
+// Training in the exported page, off its main thread: offline.js starts this file, after maths.js,
+// as a Web Worker (window.routes.trainRun and the Train panel), so that drawing and every
+// explanation keep answering while it trains. It runs train.py's loop with maths.js's operations.
+// In: one message, the run (see run below). Out: {kind: "progress" | "weights" | "done" | "failed"}.
+"use strict";
+self.onmessage = ({ data }) => {
+  try {
+    run(data);
+  } catch (error) {
+    self.postMessage({ kind: "failed", message: error instanceof RunError ? error.message : `training stopped: ${error}` });
+  }
+};
+
+class RunError extends Error {}
+
+function generator(seed) {
+  // Random numbers in [0, 1) from a seed (mulberry32): the same seed, the same run. PyTorch's own
+  // generator is not reproduced, so a seed here gives other numbers than train.py's.
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6D2B79F5) >>> 0;
+    let t = Math.imul(state ^ (state >>> 15), 1 | state);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function shuffled(count, random) {  // a random order of 0 ... count - 1 (Fisher-Yates), as randperm gives one
+  const order = Int32Array.from({ length: count }, (_, i) => i);
+  for (let i = count - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
+
+function freshWeights(network, weights, random) {
+  // PyTorch's default initialisation, drawn from random: a convolution's or linear layer's
+  // weight and bias uniform in +-1/sqrt(fan_in) (kaiming_uniform_ with a = sqrt(5)); batch norm
+  // starts at weight 1, bias 0, mean 0, variance 1.
+  const fresh = {};
+  for (const node of network.graph) {
+    for (const [role, key] of Object.entries(node.params || {})) {
+      const { shape } = weights[key], values = new Float32Array(weights[key].data.length);
+      if (node.op === "conv2d" || node.op === "linear") {
+        const fanIn = network.tensors.find(([name]) => name === node.params.weight)[1].slice(1).reduce((a, b) => a * b, 1);
+        const bound = 1 / Math.sqrt(fanIn);
+        for (let i = 0; i < values.length; i++) values[i] = (2 * random() - 1) * bound;
+      } else if (role === "weight" || role === "running_var") values.fill(1);
+      fresh[key] = maths.tensor(shape, values);
+    }
+  }
+  return fresh;
+}
+
+function batchOf(data, order, start, size, normalised) {
+  // Images order[start ...] of the training set (MNIST's grey levels, then the extra pictures,
+  // already prepared) as the network's input (size, 1, 28, 28), and their labels.
+  const input = maths.tensor([size, 1, 28, 28]), labels = new Array(size), mnist = data.labels.length;
+  for (let k = 0; k < size; k++) {
+    const index = order[start + k];
+    if (index < mnist) {
+      const levels = data.images.subarray(index * 784, (index + 1) * 784);
+      for (let i = 0; i < 784; i++) input.data[k * 784 + i] = normalised[levels[i]];
+      labels[k] = data.labels[index];
+    } else {
+      const picture = (index - mnist) % data.extra.labels.length;
+      input.data.set(data.extra.images.subarray(picture * 784, (picture + 1) * 784), k * 784);
+      labels[k] = data.extra.labels[picture];
+    }
+  }
+  return [input, labels];
+}
+
+function correct(logits, labels) {  // how many rows' largest logit is at their label
+  let count = 0;
+  labels.forEach((label, b) => {
+    const row = logits.data.subarray(b * 10, b * 10 + 10);
+    if (row.indexOf(Math.max(...row)) === label) count++;
+  });
+  return count;
+}
+
+function copies(weights) {
+  return Object.fromEntries(Object.entries(weights).map(([key, t]) => [key, Float32Array.from(t.data)]));
+}
+
+function run({ network, weights: given, settings, data, kernels }) {
+  // settings: epochs, batchSize, lr, weightDecay, seed, fresh (new weights from the seed, not
+  // given's), logInterval (steps between progress lines), redrawInterval (steps between weights
+  // sent for the page to redraw), snapshotSteps, divergedLoss, mean, std.
+  maths.useKernels(kernels);
+  const random = generator(settings.seed), start = performance.now();
+  const weights = Object.fromEntries(Object.entries(given).map(([key, [shape, values]]) => [key, maths.tensor(shape, values)]));
+  if (settings.fresh) Object.assign(weights, freshWeights(network, weights, random));
+  const trained = [...new Set(network.graph.flatMap((node) => ["weight", "bias"].map((role) => node.params?.[role]).filter(Boolean)))];
+  const moments = Object.fromEntries(trained.map((key) => [key, { first: new Float32Array(weights[key].data.length),
+                                                                  second: new Float32Array(weights[key].data.length) }]));
+  const normalised = Float32Array.from({ length: 256 }, (_, level) => maths.f32(maths.f32(maths.f32(level / 255) - settings.mean) / settings.std));
+  const count = data.labels.length + data.extra.labels.length * data.extra.repeats;
+  const steps = Math.floor(count / settings.batchSize), shownSteps = Math.ceil(count / settings.batchSize);
+  const history = { loss: [], accuracy: [] }, snapshots = [], keep = new Set(settings.snapshotSteps);
+  const before = data.extra.labels.length ? accuracyOn(network, weights, data.extra) : null;
+  if (keep.has(0)) snapshots.push({ step: 0, weights: copies(weights) });
+  self.postMessage({ kind: "weights", step: 0, weights: copies(weights) });  // the weights it starts from, for the page to show
+  let done = 0;
+  for (let epoch = 1; epoch <= settings.epochs; epoch++) {
+    const order = shuffled(count, random);
+    for (let step = 0; step < steps; step++, done++) {
+      const [input, labels] = batchOf(data, order, step * settings.batchSize, settings.batchSize, normalised);
+      const outputs = maths.trainingForward(network, weights, input, random);
+      const [loss, outputGradient] = maths.crossEntropy(outputs[network.output], labels);
+      if (!Number.isFinite(loss) || loss > settings.divergedLoss) {
+        throw new RunError(`training diverged (loss ${loss.toPrecision(4)} at epoch ${epoch}, step ${step + 1}); try a smaller learning rate`);
+      }
+      const gradients = maths.parameterGradients(network, weights, outputs, outputGradient, random);
+      for (const key of trained) {
+        if (gradients[key]) maths.adamStep(weights[key].data, gradients[key].data, moments[key], done + 1, settings.lr, settings.weightDecay);
+      }
+      history.loss.push(loss);
+      history.accuracy.push(correct(outputs[network.output], labels) / labels.length);
+      if (keep.has(done + 1)) snapshots.push({ step: done + 1, weights: copies(weights) });
+      if (step % settings.logInterval === 0 || step === steps - 1) {
+        self.postMessage({ kind: "progress", epoch, epochs: settings.epochs, step: step + 1, steps: shownSteps, done: done + 1,
+                           total: steps * settings.epochs, loss, accuracy: history.accuracy.at(-1), seconds: (performance.now() - start) / 1000 });
+      }
+      if ((done + 1) % settings.redrawInterval === 0) self.postMessage({ kind: "weights", step: done + 1, weights: copies(weights) });
+    }
+  }
+  const seconds = (performance.now() - start) / 1000;
+  self.postMessage({ kind: "done", seconds, weights: copies(weights), snapshots, history, steps: done,
+                     test: data.test && answersOn(network, weights, data.test, normalised),
+                     drawings: before === null ? null : { before, after: accuracyOn(network, weights, data.extra) } });
+}
+
+function logitsOf(network, weights, input) {
+  return maths.forward(network, weights, input, maths.evalOperation)[network.output];
+}
+
+function answersOn(network, weights, set, normalised) {
+  // The network in eval mode on a set of grey levels, 500 images a batch: each image's predicted
+  // digit and that digit's probability.
+  const count = set.labels.length, predicted = new Uint8Array(count), probability = new Float32Array(count);
+  for (let start = 0; start < count; start += 500) {
+    const size = Math.min(500, count - start), input = maths.tensor([size, 1, 28, 28]);
+    for (let i = 0; i < size * 784; i++) input.data[i] = normalised[set.images[start * 784 + i]];
+    const logits = logitsOf(network, weights, input);
+    for (let k = 0; k < size; k++) {
+      const row = maths.softmax(logits.data.subarray(k * 10, k * 10 + 10)), best = row.indexOf(Math.max(...row));
+      predicted[start + k] = best;
+      probability[start + k] = row[best];
+    }
+  }
+  return { predicted, probability };
+}
+
+function accuracyOn(network, weights, pictures) {  // the share of the prepared pictures read right
+  const input = maths.tensor([pictures.labels.length, 1, 28, 28], Float32Array.from(pictures.images));
+  return correct(logitsOf(network, weights, input), pictures.labels) / pictures.labels.length;
+}
