@@ -114,7 +114,11 @@ function mapSums(g) {
   // float64: a bias before a batch norm has a gradient of zero, which float32 sums would turn into
   // noise whose sign Adam then follows.
   const [B, C] = g.shape, area = g.data.length / B / C, sums = new Float64Array(C), values = g.data;
-  for (let b = 0; b < B; b++) for (let c = 0; c < C; c++) for (let i = (b * C + c) * area, end = i + area; i < end; i++) sums[c] += values[i];
+  for (let b = 0; b < B; b++) for (let c = 0; c < C; c++) {
+    let sum = 0;
+    for (let i = (b * C + c) * area, end = i + area; i < end; i++) sum += values[i];
+    sums[c] += sum;
+  }
   return Float32Array.from(sums);
 }
 
@@ -155,6 +159,8 @@ const conv2d = {
   },
 };
 
+const pooling = { max2x2: null };  // useKernels sets it: 2 x 2 windows, stride 2, in WebAssembly
+
 function useKernels(bytes) {
   // From now on the products and convolutions run in kernels.wasm (the same sums, four floats a
   // step, WebAssembly SIMD) if this browser can; returns whether they do.
@@ -175,6 +181,8 @@ function useKernels(bytes) {
   convolution.inputGradient = (dx, g, weightT, indices, B, xImage, yImage, O, K, P) => call(e.conv_input_gradient,
     [[dx, B * xImage, "in out"], [g, images(B, yImage, O * P), "in"], [weightT, K * O, "in"], [indices, K * P, "in"],
      [null, K * P]], B, xImage, yImage, O, K, P);
+  pooling.max2x2 = (y, kept, x, maps, H, W, OH, OW) => call(e.max_pool_2x2, [[y, maps * OH * OW, "out"],
+    [kept, maps * OH * OW, "out"], [x, maps * H * W, "in"]], maps, H, W, OH, OW);
   return true;
 }
 
@@ -187,11 +195,12 @@ function caller(memory) {
     const offsets = arrays.map(([, size]) => { const at = end; end += Math.ceil(size / 4) * 4; return at; });  // 16-byte aligned
     if (memory.buffer.byteLength < 4 * end) memory.grow(Math.ceil((4 * end - memory.buffer.byteLength) / 65536));
     const floats = new Float32Array(memory.buffer), whole = new Int32Array(memory.buffer);
-    arrays.forEach(([array, size, how = ""], k) => {
-      if (how.includes("in")) (array instanceof Int32Array ? whole : floats).set(array.subarray(0, size), offsets[k]);
-    });
+    const view = (array) => (array instanceof Int32Array ? whole : floats);  // indices stay whole numbers
+    arrays.forEach(([array, size, how = ""], k) => { if (how.includes("in")) view(array).set(array.subarray(0, size), offsets[k]); });
     kernel(...offsets.map((offset) => 4 * offset), ...numbers);
-    arrays.forEach(([array, size, how = ""], k) => { if (how.includes("out")) array.set(floats.subarray(offsets[k], offsets[k] + size)); });
+    arrays.forEach(([array, size, how = ""], k) => {
+      if (how.includes("out")) array.set(view(array).subarray(offsets[k], offsets[k] + size));
+    });
   };
 }
 
@@ -212,6 +221,11 @@ const maxPool2d = {
     const OH = outputSide(H, KH, SY, PY, PY, DY, s.ceil), OW = outputSide(W, KW, SX, PX, PX, DX, s.ceil);
     const y = tensor([B, C, OH, OW]), values = x.data, largest = y.data;
     const kept = y.kept = new Int32Array(y.data.length);  // where each maximum came from, for backward
+    const plain = [KH, KW, SY, SX, DY, DX].join() === "2,2,2,2,1,1" && PY === 0 && PX === 0 && 2 * OH <= H && 2 * OW <= W;
+    if (plain && pooling.max2x2) {  // the tutorial's pooling, in kernels.wasm: the same maxima and places
+      pooling.max2x2(largest, kept, values, B * C, H, W, OH, OW);
+      return y;
+    }
     for (let map = 0, out = 0; map < B * C; map++) for (let oy = 0; oy < OH; oy++) for (let ox = 0; ox < OW; ox++, out++) {
       let best = -Infinity, where = -1;
       for (let ky = 0; ky < KH; ky++) {
@@ -516,15 +530,19 @@ const dropping = (random) => ({
   // F.dropout; the mask is kept for backward. random() gives numbers in [0, 1): PyTorch's own
   // random numbers cannot be reproduced here, so the masks differ from train.py's.
   forward(x, s) {
-    const y = tensor(x.shape), scale = s.p < 1 ? 1 / (1 - s.p) : 0;
-    y.mask = new Float32Array(x.data.length);
-    for (let i = 0; i < x.data.length; i++) {
-      y.mask[i] = random() < s.p ? 0 : scale;
-      y.data[i] = x.data[i] * y.mask[i];
+    const y = tensor(x.shape), scale = s.p < 1 ? 1 / (1 - s.p) : 0, values = x.data, out = y.data;
+    const mask = y.mask = new Float32Array(values.length);
+    for (let i = 0; i < values.length; i++) {
+      mask[i] = (random() >= s.p) * scale;  // kept (true, 1) or dropped (false, 0), without an if (see relu)
+      out[i] = values[i] * mask[i];
     }
     return y;
   },
-  backward: (g, x, s, p, y) => tensor(x.shape, g.data.map((d, i) => d * y.mask[i])),
+  backward(g, x, s, p, y) {
+    const dx = tensor(x.shape), mask = y.mask, gradients = g.data, out = dx.data;
+    for (let i = 0; i < out.length; i++) out[i] = gradients[i] * mask[i];
+    return dx;
+  },
 });
 
 function trainingOperation(node, random) {
