@@ -9,10 +9,11 @@ import secrets
 import socket
 import sys
 
-from cli import (add_data_and_device_arguments, checked, device_line, output_path, positive_int,
-                 run_main, set_threads)
+from cli import (add_data_and_device_arguments, checked, device_line, non_negative_int,
+                 output_path, positive_int, run_main, set_threads)
 from page.collect import COLLECT_LIMIT, collect_folder
 from page.export import export_page
+from page.mnist_sets import mnist_sets, train_images_to_carry
 from page.routes import Page, load_models, load_sets
 from page.server import is_loopback, make_server
 
@@ -43,13 +44,36 @@ def parse_args(argv=None):
     parser.add_argument("--export", type=output_path, metavar="FILE",
                         help="write the page as one HTML file that computes everything in the "
                              "browser, offline, and start no server (default: serve the page)")
+    parser.add_argument("--train-images", type=non_negative_int, metavar="N",
+                        help="with --export: the file carries MNIST's first N training images, "
+                             "and then its whole test set, for training in the browser; 0 "
+                             "leaves them out (default: all, when --data-dir has MNIST)")
     args = parser.parse_args(argv)
+    if args.train_images is not None and not args.export:
+        parser.error("argument --train-images: only with --export (the served page trains "
+                     "nothing)")
+    if args.export:
+        try:
+            args.train_images = train_images_to_carry(args.data_dir, args.train_images)
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"argument --train-images: {error}")
     if args.collect and not args.export:  # the exported page downloads drawings: no folder here
         try:
             collect_folder(args.collect)
         except argparse.ArgumentTypeError as error:
             parser.error(f"argument --collect: {error}")
     return args
+
+
+def carried(mnist):
+    """What the size line says of the MNIST images in the file: nothing if none."""
+    if not mnist:
+        return ""
+    sets, texts = mnist
+    train, test = sets["train"], sets["test"]
+    size = sum(map(len, texts.values())) + len(train["labels"]) + len(test["labels"])
+    return (f"; MNIST's {train['count']:,} training and {test['count']:,} test images take "
+            f"{size / 2**20:.2f} MB of it")
 
 
 def main(argv=None):
@@ -60,8 +84,10 @@ def main(argv=None):
     if args.export:
         page = Page(networks, args.device, *load_sets(args.data_dir, args.images_dir),
                     collect=args.collect, collect_limit=args.collect_limit)
-        size = export_page(page, args.export)
-        print(f"Wrote {args.export} ({size / 2**20:.2f} MB): open it in a browser, offline too")
+        mnist = mnist_sets(args.data_dir, args.train_images)
+        size = export_page(page, args.export, mnist)
+        print(f"Wrote {args.export} ({size / 2**20:.2f} MB{carried(mnist)}): open it in a "
+              "browser, offline too")
         return
     # Beyond this computer anyone on the network could use the page: as Jupyter does, it then
     # answers only requests that carry a token, given in the address printed for the class.

@@ -325,17 +325,25 @@ def script_bytes(name):
         return file.read()
 
 
-def page_html(page):
+def page_html(page, mnist=None):
     """draw.html (as the Page read it) with the CSP, the data, maths.js, trainer.js and
-    offline.js inlined: one file, nothing else needed."""
+    offline.js inlined: one file, nothing else needed. mnist: MNIST's training and test images as
+    page.mnist_sets packs them (EXPORT.mnist and the text of each element), or None."""
     html = page.html.decode("utf-8")
     maths, trainer, script = (script_bytes(name).decode("utf-8")
                               for name in ("maths.js", "trainer.js", "offline.js"))
+    exported, images = export_data(page), ""
+    if mnist:
+        exported["mnist"], texts = mnist
+        # Outside the JSON, which the page parses as it opens: these are read when first needed.
+        # Their alphabet has no "<", so no "</script" can occur.
+        images = "".join(f'<script type="text/plain" id="{name}">{text}</script>\n'
+                         for name, text in texts.items())
     # Any "<" inside a script may end it ("</script>") or make the parser swallow the scripts
     # after it ("<!--<script>"); JSON's "\u003c" is the same character, and "<" occurs in JSON
     # only inside strings (a name, a path, a line of code).
-    data = json.dumps(export_data(page), separators=(",", ":")).replace("<", "\\u003c")
-    back_end = (f'<script type="application/json" id="export-data">{data}</script>\n'
+    data = json.dumps(exported, separators=(",", ":")).replace("<", "\\u003c")
+    back_end = (f'{images}<script type="application/json" id="export-data">{data}</script>\n'
                 f'<script id="maths-js">\n{maths}</script>\n'
                 # The training worker's own part: not run here; offline.js starts it with maths.js.
                 f'<script type="text/plain" id="trainer-js">\n{trainer}</script>\n'
@@ -345,8 +353,9 @@ def page_html(page):
                 .replace(MARKER, back_end, 1))
 
 
-def export_page(page, path):
-    """Write the exported page to path atomically; return its size in bytes."""
-    content = page_html(page).encode("utf-8")
+def export_page(page, path, mnist=None):
+    """Write the exported page to path atomically (with mnist as page_html takes it); return its
+    size in bytes."""
+    content = page_html(page, mnist).encode("utf-8")
     save_atomically(path, lambda file: file.write(content))
     return len(content)

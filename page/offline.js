@@ -357,6 +357,48 @@ async function imageOf(set, index) {
 
 function labelOf(set, index) { return EXPORT.sets[set].labels[positionOf(set, index)]; }
 
+// ---- MNIST's training images and test set, for training in the browser (page/mnist_sets.py
+// says how they are packed). Not a route: the server has none such.
+let mnist = null;
+function mnistImages() {
+  // {train: {images: Uint8Array(N * 784), labels: Uint8Array(N)}, test: {...}}: MNIST's own grey
+  // levels (row by row, image after image) and digits, or null if the file carries none
+  // (draw.py --train-images 0). Decoded once, when first asked: the promise is kept.
+  const packed = EXPORT.mnist;
+  mnist ??= packed ? Promise.all([packed.train, packed.test].map((set) => unpackedSet(set, packed.alphabet)))
+    .then(([train, test]) => ({ train, test })) : Promise.resolve(null);
+  return mnist;
+}
+window.exportedData = { mnistImages };  // for the tests; the page's own code calls mnistImages()
+
+async function unpackedSet(set, alphabet) {
+  const stream = new Blob([fromBase85(document.getElementById(set.element).textContent, alphabet)]).stream();
+  const bytes = new Uint8Array(await new Response(stream.pipeThrough(new DecompressionStream("deflate-raw"))).arrayBuffer());
+  const images = new Uint8Array(set.count * 784);
+  let pixel = 0, ink = set.runs;  // the runs, then the ink's grey levels
+  for (let run = 0; run < set.runs; run++) {  // alternately zeros (already there) and ink
+    const end = pixel + bytes[run];
+    if (run % 2 === 0) pixel = end;
+    else while (pixel < end) images[pixel++] = bytes[ink++];
+  }
+  if (pixel !== images.length || ink !== bytes.length) throw new Error(`the file's MNIST images (${set.element}) are damaged`);
+  return { images, labels: Uint8Array.from(set.labels, (digit) => digit.charCodeAt(0) - 48) };
+}
+
+function fromBase85(text, alphabet) {
+  // Every 5 digits 4 bytes, most significant first; a last group of n + 1 digits n bytes, read
+  // with the digits it lacks as the largest, as Ascii85 does.
+  const value = new Uint8Array(128), missing = (5 - (text.length % 5)) % 5;
+  for (let digit = 0; digit < 85; digit++) value[alphabet.charCodeAt(digit)] = digit;
+  const digits = text + alphabet[84].repeat(missing), bytes = new Uint8Array((digits.length / 5) * 4);
+  for (let c = 0, b = 0; c < digits.length; c += 5, b += 4) {
+    let word = 0;
+    for (let k = c; k < c + 5; k++) word = word * 85 + value[digits.charCodeAt(k)];
+    bytes[b] = word >>> 24; bytes[b + 1] = word >>> 16; bytes[b + 2] = word >>> 8; bytes[b + 3] = word;
+  }
+  return bytes.subarray(0, bytes.length - missing);
+}
+
 async function digitOf(request) {
   if ("index" in request) {
     if ("pixels" in request || "picture" in request) throw new BadRequest(400, "send one of pixels, picture or index");
