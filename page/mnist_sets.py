@@ -17,8 +17,8 @@ then the non-zero grey levels in order. The runs go over all count x 784 pixels 
 and rows one after another: alternately the length of a run of zeros and of a run of ink (non-zero
 pixels), each 0..255, a longer run split by a run of length 0 of the other kind. Measured on
 MNIST, this takes 12% less than deflate of the pixels themselves and 15% less than a PNG, and
-base85 takes 6% less text than base64 (docs/page.md, The page as one file). Without the key (N = 0) the
-file is exactly as it was before the page could carry them.
+base85 takes 6% less text than base64 (docs/page.md, The page as one file). Without the key
+(N = 0), the file is exactly as it was before the page could carry them.
 """
 import argparse
 import os
