@@ -363,13 +363,14 @@ let mnist = null;
 function mnistImages() {
   // {train: {images: Uint8Array(N * 784), labels: Uint8Array(N)}, test: {...}}: MNIST's own grey
   // levels (row by row, image after image) and digits, or null if the file carries none
-  // (draw.py --train-images 0). Decoded once, when first asked: the promise is kept.
+  // (draw.py --train-images 0). Decoded once, when first asked: the promise is kept, and every
+  // caller gets the same arrays, so a Worker gets a copy (postMessage without a transfer list).
   const packed = EXPORT.mnist;
   mnist ??= packed ? Promise.all([packed.train, packed.test].map((set) => unpackedSet(set, packed.alphabet)))
     .then(([train, test]) => ({ train, test })) : Promise.resolve(null);
   return mnist;
 }
-window.exportedData = { mnistImages };  // for the tests; the page's own code calls mnistImages()
+window.exportedData = { mnistImages };  // for tests and draw.html's script; code in this file calls it itself
 
 async function unpackedSet(set, alphabet) {
   const stream = new Blob([fromBase85(document.getElementById(set.element).textContent, alphabet)]).stream();
