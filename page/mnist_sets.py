@@ -44,8 +44,8 @@ def train_images_to_carry(data_dir, requested):
     if not present:
         if requested:
             raise argparse.ArgumentTypeError(
-                f"needs MNIST's four raw files in {folder_name(data_dir)}/MNIST/raw (python "
-                "train.py with the same --data-dir downloads them); none are there")
+                f"needs MNIST's four raw files in {folder_name(data_dir)}/MNIST/raw, which are "
+                "not all there (python train.py with the same --data-dir downloads them)")
         return 0
     available = check_idx_file(os.path.join(raw_dir, "train-images-idx3-ubyte"), ndim=3)
     if requested is None:

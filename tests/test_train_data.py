@@ -114,7 +114,8 @@ class TrainImagesFlagTest(unittest.TestCase):
             self.assertFalse(os.path.exists(path))
         code, _, err, path = export_file("none.html", os.path.join(TEMP, "no_mnist"),
                                          "--train-images", "5")
-        self.assert_refused(code, err, r"needs MNIST's four raw files in no_mnist/MNIST/raw \(")
+        self.assert_refused(code, err, r"needs MNIST's four raw files in no_mnist/MNIST/raw, which "
+                                       r"are not all there \(python train.py")
         self.assertFalse(os.path.exists(path))
         code, _, err = run_script(draw, [MODEL, "--data-dir", SHAPES, "--train-images", "5"])
         self.assert_refused(code, err, r"only with --export \(the served page trains nothing\)$")
