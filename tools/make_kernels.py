@@ -17,7 +17,8 @@ def assembled():
     try:
         import wasmtime
     except ImportError:
-        raise UserError("this needs wasmtime, which assembles WebAssembly text: pip install wasmtime") from None
+        raise UserError("this needs wasmtime, which assembles WebAssembly text: "
+                        "pip install wasmtime") from None
     with open(SOURCE, encoding="utf-8") as file:
         return bytes(wasmtime.wat2wasm(file.read()))
 
