@@ -161,10 +161,16 @@ const conv2d = {
 
 const pooling = { max2x2: null };  // useKernels sets it: 2 x 2 windows, stride 2, in WebAssembly
 
+const plainLoops = { matmul: { ...matmul }, convolution: { ...convolution }, pooling: { ...pooling } };
+
 function useKernels(bytes) {
-  // From now on the products and convolutions run in kernels.wasm (the same sums, four floats a
-  // step, WebAssembly SIMD) if this browser can; returns whether they do.
-  if (typeof WebAssembly !== "object" || !WebAssembly.validate(bytes)) return false;
+  // From now on the products, convolutions and the tutorial's pooling run in kernels.wasm (the
+  // same sums, four floats a step, WebAssembly SIMD) if this browser can; returns whether they
+  // do. useKernels(null) goes back to the plain loops (the tests compare both with PyTorch).
+  for (const [target, plain] of [[matmul, plainLoops.matmul], [convolution, plainLoops.convolution], [pooling, plainLoops.pooling]]) {
+    Object.assign(target, plain);
+  }
+  if (bytes === null || typeof WebAssembly !== "object" || !WebAssembly.validate(bytes)) return false;
   const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes)), call = caller(exports.memory);
   const e = exports;
   matmul.nn = (C, A, B, M, K, N, accumulate) => call(e.matmul_nn, [[C, M * N, accumulate ? "in out" : "out"],

@@ -972,11 +972,19 @@ async function trainRun(request, onMessage = () => {}) {
   // network has joined the page's networks (as the last one, model).
   const body = runBody(request);
   if (running) throw new BadRequest(409, "a network is training in this page already: wait for it to finish, or stop it");
-  const sets = await mnistImages();
-  if (!sets) throw new BadRequest(404, "this file carries no training images: export it with draw.py --data-dir DIR (see --train-images)");
-  const extra = extraPictures(body.extra), count = sets.train.labels.length + extra.labels.length * extra.repeats;
+  running = { stop() {} };  // taken before the images are decoded, which another call could overtake
+  let sets, extra, count;
+  try {
+    sets = await mnistImages();
+    if (!sets) throw new BadRequest(404, "this file carries no training images: export it with draw.py --data-dir DIR (see --train-images)");
+    extra = extraPictures(body.extra);
+    count = sets.train.labels.length + extra.labels.length * extra.repeats;
+    if (count < body.batchSize) throw new BadRequest(400, `batchSize ${body.batchSize} is larger than the ${count} training images`);
+  } catch (error) {
+    running = null;
+    throw error;
+  }
   const steps = Math.floor(count / body.batchSize) * body.epochs;
-  if (steps === 0) throw new BadRequest(400, `batchSize ${body.batchSize} is larger than the ${count} training images`);
   const settings = { epochs: body.epochs, batchSize: body.batchSize, lr: body.lr, weightDecay: body.weightDecay, seed: body.seed,
                      fresh: body.from === "fresh", logInterval: LOG_INTERVAL, redrawInterval: REDRAW_INTERVAL,
                      snapshotSteps: snapshotSteps(steps), divergedLoss: DIVERGED_LOSS, mean: EXPORT.mean, std: EXPORT.std };
@@ -985,7 +993,7 @@ async function trainRun(request, onMessage = () => {}) {
                                                          { type: "text/javascript" })));
   return new Promise((resolve, reject) => {
     const end = (error) => { worker.terminate(); running = null; if (error) { EXPORT.networks.pop(); reject(error); } };
-    running = { stop: () => end(new BadRequest(409, "training stopped")) };
+    running.stop = () => end(new BadRequest(409, "training stopped"));
     worker.onerror = (event) => { event.preventDefault(); end(new BadRequest(500, `training stopped: ${event.message}`)); };
     worker.onmessage = ({ data }) => {
       if (data.kind === "weights") live.cache = [tensorsOf(live, data.weights)];

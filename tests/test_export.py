@@ -1002,6 +1002,16 @@ class TrainStepsInBrowserTest(unittest.TestCase):
                 measured[network.name] = self.same_steps(network.model, {**body, "model": model})
         print("\ntrainSteps against PyTorch, largest differences:", json.dumps(measured))
 
+    def test_the_plain_loops_train_as_pytorch_too(self):
+        # A browser without WebAssembly SIMD runs maths.js's own loops (useKernels finds none):
+        # they are held to PyTorch as the kernels are, for every edited network.
+        self.open(EDITED_FILE)
+        self.assertIs(self.script("return maths.useKernels(null)"), False)
+        body = {**self.batch, "lr": 0.01, "steps": 2, "dropout": False}
+        for model, network in enumerate(EDITED_PAGE.networks):
+            with self.subTest(network=network.name):
+                self.same_steps(network.model, {**body, "model": model})
+
     def test_the_page_keeps_its_network_and_dropout_drops_when_asked(self):
         drawing = {"pixels": drawing_of(DIGITS[2]), "attribution": False}
         before = self.call("predict", drawing)["answer"]

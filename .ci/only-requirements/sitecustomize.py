@@ -7,7 +7,8 @@ for a package that is absent; child processes inherit PYTHONPATH and so hide the
 """
 import sys
 
-OPTIONAL = ("matplotlib", "selenium", "nbclient", "nbformat", "ipykernel", "jupyter_client", "ruff")
+OPTIONAL = ("matplotlib", "selenium", "nbclient", "nbformat", "ipykernel", "jupyter_client", "ruff",
+            "wasmtime")
 
 for name in OPTIONAL:
     sys.modules[name] = None
