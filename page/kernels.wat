@@ -155,18 +155,40 @@
       (br $rows)))
   )
 
-  ;; im2col of one image: columns[i] = x[indices[i]], or 0 where the index is -1 (padding).
-  (func $gather (param $columns i32) (param $x i32) (param $indices i32) (param $count i32)
-    (local $i i32) (local $at i32) (local $value f32)
-    (block $done (loop $each
-      (br_if $done (i32.ge_u (local.get $i) (local.get $count)))
-      (local.set $at (i32.load (i32.add (local.get $indices) (i32.shl (local.get $i) (i32.const 2)))))
-      (local.set $value (f32.const 0))
+  ;; im2col of one image: columns[i] = x[indices[i]], or 0 where the index is -1 (padding). The
+  ;; patches' matrix is rows of width values (a kernel entry's values along one output row); where
+  ;; runs[row] is not -1 the row is x's width values from runs[row] on, copied four at a time.
+  (func $gather (param $columns i32) (param $x i32) (param $indices i32) (param $runs i32)
+        (param $rows i32) (param $width i32)
+    (local $row i32) (local $i i32) (local $end i32) (local $at i32) (local $from i32) (local $to i32)
+    (local $value f32)
+    (block $done (loop $each_row
+      (br_if $done (i32.ge_u (local.get $row) (local.get $rows)))
+      (local.set $i (i32.mul (local.get $row) (local.get $width)))
+      (local.set $end (i32.add (local.get $i) (local.get $width)))
+      (local.set $at (i32.load (i32.add (local.get $runs) (i32.shl (local.get $row) (i32.const 2)))))
       (if (i32.ge_s (local.get $at) (i32.const 0))
-        (then (local.set $value (f32.load (i32.add (local.get $x) (i32.shl (local.get $at) (i32.const 2)))))))
-      (f32.store (i32.add (local.get $columns) (i32.shl (local.get $i) (i32.const 2))) (local.get $value))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br $each)))
+        (then  ;; a run: width values of x in a row
+          (local.set $from (i32.add (local.get $x) (i32.shl (local.get $at) (i32.const 2))))
+          (local.set $to (i32.add (local.get $columns) (i32.shl (local.get $i) (i32.const 2))))
+          (block $copied (loop $four
+            (br_if $copied (i32.gt_u (i32.add (local.get $i) (i32.const 4)) (local.get $end)))
+            (v128.store (local.get $to) (v128.load (local.get $from)))
+            (local.set $from (i32.add (local.get $from) (i32.const 16)))
+            (local.set $to (i32.add (local.get $to) (i32.const 16)))
+            (local.set $i (i32.add (local.get $i) (i32.const 4)))
+            (br $four)))))
+      (block $row_done (loop $each  ;; the rest of the row (all of it where it is no run), one by one
+        (br_if $row_done (i32.ge_u (local.get $i) (local.get $end)))
+        (local.set $at (i32.load (i32.add (local.get $indices) (i32.shl (local.get $i) (i32.const 2)))))
+        (local.set $value (f32.const 0))
+        (if (i32.ge_s (local.get $at) (i32.const 0))
+          (then (local.set $value (f32.load (i32.add (local.get $x) (i32.shl (local.get $at) (i32.const 2)))))))
+        (f32.store (i32.add (local.get $columns) (i32.shl (local.get $i) (i32.const 2))) (local.get $value))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $each)))
+      (local.set $row (i32.add (local.get $row) (i32.const 1)))
+      (br $each_row)))
   )
 
   ;; The reverse (col2im): x[indices[i]] += columns[i] where the index is not -1.
@@ -185,17 +207,19 @@
   )
 
   ;; Convolution, forward, B images: y_b[O x P] = bias + weight[O x K] columns_b[K x P], where
-  ;; columns_b is image b's patches (indices: K x P, as maths.js's patchIndices). Images of x are
+  ;; columns_b is image b's patches (indices: K x P, as maths.js's patchIndices; runs: each row of
+  ;; OW indices' first, where they follow one another, else -1; see gather). Images of x are
   ;; xImage floats apart, those of y yImage apart (a group's maps are some of an image's).
   (func (export "conv_forward") (param $y i32) (param $x i32) (param $weight i32) (param $bias i32)
-        (param $indices i32) (param $columns i32) (param $B i32) (param $xImage i32) (param $yImage i32)
-        (param $O i32) (param $K i32) (param $P i32)
+        (param $indices i32) (param $runs i32) (param $columns i32) (param $B i32) (param $xImage i32)
+        (param $yImage i32) (param $O i32) (param $K i32) (param $P i32) (param $OW i32)
     (local $b i32) (local $o i32) (local $p i32) (local $out i32) (local $value f32)
     (block $done (loop $images
       (br_if $done (i32.ge_u (local.get $b) (local.get $B)))
       (call $gather (local.get $columns)
         (i32.add (local.get $x) (i32.shl (i32.mul (local.get $b) (local.get $xImage)) (i32.const 2)))
-        (local.get $indices) (i32.mul (local.get $K) (local.get $P)))
+        (local.get $indices) (local.get $runs) (i32.div_u (i32.mul (local.get $K) (local.get $P)) (local.get $OW))
+        (local.get $OW))
       (local.set $out (i32.add (local.get $y) (i32.shl (i32.mul (local.get $b) (local.get $yImage)) (i32.const 2))))
       (local.set $o (i32.const 0))
       (block $filled (loop $maps  ;; each map starts at its bias; the product is added to it
@@ -219,14 +243,15 @@
   ;; Convolution, the weights' gradient: weightGradient[O x K] += g_b[O x P] columns_b[K x P]^T
   ;; over the images (it starts as the caller left it).
   (func (export "conv_weight_gradient") (param $weightGradient i32) (param $g i32) (param $x i32)
-        (param $indices i32) (param $columns i32) (param $B i32) (param $xImage i32) (param $gImage i32)
-        (param $O i32) (param $K i32) (param $P i32)
+        (param $indices i32) (param $runs i32) (param $columns i32) (param $B i32) (param $xImage i32)
+        (param $gImage i32) (param $O i32) (param $K i32) (param $P i32) (param $OW i32)
     (local $b i32)
     (block $done (loop $images
       (br_if $done (i32.ge_u (local.get $b) (local.get $B)))
       (call $gather (local.get $columns)
         (i32.add (local.get $x) (i32.shl (i32.mul (local.get $b) (local.get $xImage)) (i32.const 2)))
-        (local.get $indices) (i32.mul (local.get $K) (local.get $P)))
+        (local.get $indices) (local.get $runs) (i32.div_u (i32.mul (local.get $K) (local.get $P)) (local.get $OW))
+        (local.get $OW))
       (call $nt (local.get $weightGradient)
                 (i32.add (local.get $g) (i32.shl (i32.mul (local.get $b) (local.get $gImage)) (i32.const 2)))
                 (local.get $columns) (local.get $O) (local.get $P) (local.get $K) (i32.const 1))

@@ -53,11 +53,13 @@ function transposed(values, rows, columns) {
   return out;
 }
 
-const patchCache = new WeakMap();  // per convolution's settings: its patchIndices, by input shape and group
-function patchIndices(s, t, group) {
+const patchCache = new WeakMap();  // per convolution's settings: its patches, by input shape and group
+function patchesOf(s, t, group) {
   // im2col's map: indices[k * P + position] is where, in one image of the input, the value is
   // that kernel entry k (map, row, column) multiplies at output position oy * OW + ox; -1 where
-  // the kernel overhangs the input (the padding's zeros).
+  // the kernel overhangs the input (the padding's zeros). runs[k * OH + oy]: where that row's
+  // OW values start in the input if they follow one another there (stride 1, no padding in the
+  // way), else -1; kernels.wasm copies such rows whole.
   if (!patchCache.has(s)) patchCache.set(s, new Map());
   const key = `${t.C},${t.H},${t.W},${group}`, cached = patchCache.get(s);
   if (cached.has(key)) return cached.get(key);
@@ -68,8 +70,13 @@ function patchIndices(s, t, group) {
       indices[k * P + oy * t.OW + ox] = iy >= 0 && iy < t.H && ix >= 0 && ix < t.W ? ((group * t.perGroup + c) * t.H + iy) * t.W + ix : -1;
     }
   }
-  cached.set(key, indices);
-  return indices;
+  const runs = Int32Array.from({ length: t.K * t.OH }, (_, row) => {
+    const first = indices[row * t.OW];
+    for (let ox = 0; ox < t.OW; ox++) if (first < 0 || indices[row * t.OW + ox] !== first + ox) return -1;
+    return first;
+  });
+  cached.set(key, { indices, runs, width: t.OW });
+  return cached.get(key);
 }
 
 function gather(columns, image, indices) {  // im2col of one image: its patches, (K, P)
@@ -80,27 +87,27 @@ const convolution = {
   // A convolution's three passes over B images, one image at a time: its patches as a matrix
   // (K, P) and the kernels (O, K) of one group. x holds B images of xImage floats; y and g hold
   // B images of yImage floats, the group's O maps first in each. useKernels swaps in kernels.wasm.
-  forward(y, x, weight, bias, indices, B, xImage, yImage, O, K, P) {
+  forward(y, x, weight, bias, patches, B, xImage, yImage, O, K, P) {
     const columns = new Float32Array(K * P);
     for (let b = 0; b < B; b++) {
-      gather(columns, x.subarray(b * xImage), indices);
+      gather(columns, x.subarray(b * xImage), patches.indices);
       const out = y.subarray(b * yImage, b * yImage + O * P);
       for (let o = 0; o < O; o++) out.fill(bias[o], o * P, (o + 1) * P);
       matmul.nn(out, weight, columns, O, K, P, true);  // (O, K) x (K, P), added to the bias
     }
   },
   // d weight += g (O, P) x patches^T (P, K), over the images.
-  weightGradient(weightGradient, g, x, indices, B, xImage, yImage, O, K, P) {
+  weightGradient(weightGradient, g, x, patches, B, xImage, yImage, O, K, P) {
     const columns = new Float32Array(K * P);
     for (let b = 0; b < B; b++) {
-      gather(columns, x.subarray(b * xImage), indices);
+      gather(columns, x.subarray(b * xImage), patches.indices);
       matmul.nt(weightGradient, g.subarray(b * yImage), columns, O, P, K, true);
     }
   },
   // The patches' gradients, kernels^T (K, O) x g (O, P); each input value collects those of
   // every patch it is in (col2im).
-  inputGradient(dx, g, weightT, indices, B, xImage, yImage, O, K, P) {
-    const columns = new Float32Array(K * P);
+  inputGradient(dx, g, weightT, patches, B, xImage, yImage, O, K, P) {
+    const columns = new Float32Array(K * P), indices = patches.indices;
     for (let b = 0; b < B; b++) {
       matmul.nn(columns, weightT, g.subarray(b * yImage), K, O, P, false);
       const image = dx.subarray(b * xImage);
@@ -128,32 +135,32 @@ const conv2d = {
   groups(x, s, p, visit) {
     const t = convolutionShape(x, s, p.weight), G = t.outputsPerGroup, P = t.OH * t.OW;
     for (let group = 0; group < s.groups; group++) {
-      visit({ group, weight: p.weight.data.subarray(group * G * t.K, (group + 1) * G * t.K), indices: patchIndices(s, t, group),
+      visit({ group, weight: p.weight.data.subarray(group * G * t.K, (group + 1) * G * t.K), patches: patchesOf(s, t, group),
               maps: group * G * P, sizes: [t.B, t.C * t.H * t.W, t.O * P, G, t.K, P] });
     }
     return t;
   },
   forward(x, s, p) {
     const t = convolutionShape(x, s, p.weight), y = tensor([t.B, t.O, t.OH, t.OW]), G = t.outputsPerGroup;
-    conv2d.groups(x, s, p, ({ group, weight, indices, maps, sizes }) => {
+    conv2d.groups(x, s, p, ({ group, weight, patches, maps, sizes }) => {
       const bias = p.bias ? p.bias.data.subarray(group * G, (group + 1) * G) : new Float32Array(G);
-      convolution.forward(y.data.subarray(maps), x.data, weight, bias, indices, ...sizes);
+      convolution.forward(y.data.subarray(maps), x.data, weight, bias, patches, ...sizes);
     });
     return y;
   },
   backward(g, x, s, p) {
     const dx = tensor(x.shape);
-    conv2d.groups(x, s, p, ({ weight, indices, maps, sizes }) => {
+    conv2d.groups(x, s, p, ({ weight, patches, maps, sizes }) => {
       const [, , , G, K] = sizes;
-      convolution.inputGradient(dx.data, g.data.subarray(maps), transposed(weight, G, K), indices, ...sizes);
+      convolution.inputGradient(dx.data, g.data.subarray(maps), transposed(weight, G, K), patches, ...sizes);
     });
     return dx;
   },
   paramsBackward(g, x, s, p) {
     const weight = new Float32Array(p.weight.data.length);
-    conv2d.groups(x, s, p, ({ group, indices, maps, sizes }) => {
+    conv2d.groups(x, s, p, ({ group, patches, maps, sizes }) => {
       const [, , , G, K] = sizes;
-      convolution.weightGradient(weight.subarray(group * G * K), g.data.subarray(maps), x.data, indices, ...sizes);
+      convolution.weightGradient(weight.subarray(group * G * K), g.data.subarray(maps), x.data, patches, ...sizes);
     });
     return { weight: tensor(p.weight.shape, weight), bias: p.bias && tensor(p.bias.shape, mapSums(g)) };
   },
@@ -178,14 +185,16 @@ function useKernels(bytes) {
   matmul.nt = (C, A, B, M, K, N, accumulate) => call(e.matmul_nt, [[C, M * N, accumulate ? "in out" : "out"],
     [A, M * K, "in"], [B, N * K, "in"]], M, K, N, accumulate ? 1 : 0);
   const images = (B, size, last) => (B - 1) * size + last;  // floats from the first image's start to the last's end
-  convolution.forward = (y, x, weight, bias, indices, B, xImage, yImage, O, K, P) => call(e.conv_forward,
+  convolution.forward = (y, x, weight, bias, patches, B, xImage, yImage, O, K, P) => call(e.conv_forward,
     [[y, images(B, yImage, O * P), "in out"], [x, B * xImage, "in"], [weight, O * K, "in"], [bias, O, "in"],
-     [indices, K * P, "in"], [null, K * P]], B, xImage, yImage, O, K, P);
-  convolution.weightGradient = (weightGradient, g, x, indices, B, xImage, yImage, O, K, P) => call(e.conv_weight_gradient,
-    [[weightGradient, O * K, "in out"], [g, images(B, yImage, O * P), "in"], [x, B * xImage, "in"], [indices, K * P, "in"],
-     [null, K * P]], B, xImage, yImage, O, K, P);
-  convolution.inputGradient = (dx, g, weightT, indices, B, xImage, yImage, O, K, P) => call(e.conv_input_gradient,
-    [[dx, B * xImage, "in out"], [g, images(B, yImage, O * P), "in"], [weightT, K * O, "in"], [indices, K * P, "in"],
+     [patches.indices, K * P, "in"], [patches.runs, K * P / patches.width, "in"], [null, K * P]],
+    B, xImage, yImage, O, K, P, patches.width);
+  convolution.weightGradient = (weightGradient, g, x, patches, B, xImage, yImage, O, K, P) => call(e.conv_weight_gradient,
+    [[weightGradient, O * K, "in out"], [g, images(B, yImage, O * P), "in"], [x, B * xImage, "in"],
+     [patches.indices, K * P, "in"], [patches.runs, K * P / patches.width, "in"], [null, K * P]],
+    B, xImage, yImage, O, K, P, patches.width);
+  convolution.inputGradient = (dx, g, weightT, patches, B, xImage, yImage, O, K, P) => call(e.conv_input_gradient,
+    [[dx, B * xImage, "in out"], [g, images(B, yImage, O * P), "in"], [weightT, K * O, "in"], [patches.indices, K * P, "in"],
      [null, K * P]], B, xImage, yImage, O, K, P);
   pooling.max2x2 = (y, kept, x, maps, H, W, OH, OW) => call(e.max_pool_2x2, [[y, maps * OH * OW, "out"],
     [kept, maps * OH * OW, "out"], [x, maps * H * W, "in"]], maps, H, W, OH, OW);
