@@ -103,7 +103,7 @@ function run({ network, weights: given, settings, data, kernels }) {
   const before = data.extra.labels.length ? accuracyOn(network, weights, data.extra) : null;
   if (keep.has(0)) snapshots.push({ step: 0, weights: copies(weights) });
   self.postMessage({ kind: "weights", step: 0, weights: copies(weights) });  // the weights it starts from, for the page to show
-  let done = 0;
+  let done = 0, reported = 0;  // steps done, and of those, sent with a progress message
   for (let epoch = 1; epoch <= settings.epochs; epoch++) {
     const order = shuffled(count, random);
     for (let step = 0; step < steps; step++, done++) {
@@ -122,7 +122,9 @@ function run({ network, weights: given, settings, data, kernels }) {
       if (keep.has(done + 1)) snapshots.push({ step: done + 1, weights: copies(weights) });
       if (step % settings.logInterval === 0 || step === steps - 1) {
         self.postMessage({ kind: "progress", epoch, epochs: settings.epochs, step: step + 1, steps: shownSteps, done: done + 1,
-                           total: steps * settings.epochs, loss, accuracy: history.accuracy.at(-1), seconds: (performance.now() - start) / 1000 });
+                           total: steps * settings.epochs, loss, accuracy: history.accuracy.at(-1), seconds: (performance.now() - start) / 1000,
+                           recent: { loss: history.loss.slice(reported), accuracy: history.accuracy.slice(reported) } });  // for the live curves
+        reported = history.loss.length;
       }
       if ((done + 1) % settings.redrawInterval === 0) self.postMessage({ kind: "weights", step: done + 1, weights: copies(weights) });
     }
