@@ -350,12 +350,21 @@ function positionOf(set, index) {
   return found.position.get(index);
 }
 
-async function imageOf(set, index) {
-  const position = positionOf(set, index);
-  return (await setImages())[set].subarray(position * 784, (position + 1) * 784);
+function wholeSetHeld(set) {
+  // Whether the file holds every image of the set: MNIST's test set, when it carries it for training
+  // (a network trained here shows any of its images, not only those the explorer's images hold).
+  return Boolean(EXPORT.sets[set].mnist && EXPORT.mnist);
 }
 
-function labelOf(set, index) { return EXPORT.sets[set].labels[positionOf(set, index)]; }
+async function imageOf(set, index) {
+  // [its 28 x 28 grey levels, its label]: from the explorer's images, else from MNIST's whole test set.
+  const position = positionOf(set, index);
+  if (position === undefined && wholeSetHeld(set)) {
+    const { test } = await mnistImages();
+    return [test.images.subarray(index * 784, (index + 1) * 784), test.labels[index]];
+  }
+  return [(await setImages())[set].subarray(position * 784, (position + 1) * 784), EXPORT.sets[set].labels[position]];
+}
 
 // ---- MNIST's training images and test set, for training in the browser (page/mnist_sets.py
 // says how they are packed). Not a route: the server has none such.
@@ -406,11 +415,11 @@ async function digitOf(request) {
     if (EXPORT.sets.length === 0) throw new BadRequest(404, EXPORT.missing || "no labelled set was given");
     const set = wholeNumber({ set: 0, ...request }, "set", 0, EXPORT.sets.length - 1);
     const index = wholeNumber(request, "index", 0, EXPORT.sets[set].count - 1);
-    if (positionOf(set, index) === undefined) {
+    if (positionOf(set, index) === undefined && !wholeSetHeld(set)) {
       throw new BadRequest(404, `image ${index} is not in this page: it holds the images the explorer shows`);
     }
-    const pixels = await imageOf(set, index);
-    return [tensor([1, 1, 28, 28], Float32Array.from(pixels, normalise)), labelOf(set, index)];
+    const [pixels, label] = await imageOf(set, index);
+    return [tensor([1, 1, 28, 28], Float32Array.from(pixels, normalise)), label];
   }
   if (("pixels" in request) === ("picture" in request)) {
     throw new BadRequest(400, "send one of pixels (a drawing), picture (an image file, base64) or index (an image of a set)");
@@ -577,15 +586,15 @@ async function examples(query) {
   let count, indices, predicted, probabilities;
   if ("other" in request) {
     const other = wholeNumber(request, "other", 0, EXPORT.networks.length - 1);
-    [count, indices, predicted, probabilities] = answered(EXPORT.comparisons[set]?.[model], other, 0);
+    [count, indices, predicted, probabilities] = answered(EXPORT.comparisons[set], model, other);
   } else {
     const [trueDigit, said] = ["true", "predicted"].map((key) => wholeNumber(request, key, 0, 9));
     [count, indices, probabilities] = answered(network.cells, snapshot, set)[trueDigit * 10 + said];
     predicted = indices.map(() => said);
   }
   const images = await Promise.all(indices.map((index) => imageOf(set, index)));
-  return { count, examples: indices.map((index, k) => ({ index, label: labelOf(set, index), predicted: predicted[k],
-                                                        probability: probabilities[k], pixels: Array.from(images[k]) })) };
+  return { count, examples: indices.map((index, k) => ({ index, label: images[k][1], predicted: predicted[k],
+                                                        probability: probabilities[k], pixels: Array.from(images[k][0]) })) };
 }
 
 function models() {
