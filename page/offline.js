@@ -924,7 +924,7 @@ async function trainSteps(request) {
 // ---- Training a whole run in the file (trainRun, and the Train panel that calls it): train.py's
 // loop in trainer.js, in a Web Worker made of maths.js and trainer.js, on the training images the
 // export carried (draw.py --train-images), with the drawings collected here mixed in when asked.
-const RUN_DEFAULTS = { model: 0, epochs: 1, batchSize: 64, lr: 0.01, weightDecay: 0, seed: 0, extra: false, from: "fresh" };
+const RUN_DEFAULTS = { model: 0, epochs: 3, batchSize: 64, lr: 0.01, weightDecay: 0, seed: 0, extra: false, from: "fresh" };
 const LOG_INTERVAL = 100, REDRAW_INTERVAL = 200, DIVERGED_LOSS = 100;  // as train.py: --log-interval, cli.DIVERGED_LOSS
 const EXTRA_PER_EPOCH = 8000, EXTRA_MOST = 30;  // as extras/pictures.py repeats --extra-images-dir pictures
 let running = null;  // the run in progress, one at a time: {worker, stop}
