@@ -8,6 +8,12 @@ const f32 = Math.fround;
 // ---- Tensors: {shape, data}, the batch first, values in a Float32Array as PyTorch keeps them.
 function tensor(shape, data = new Float32Array(shape.reduce((a, b) => a * b, 1))) { return { shape, data }; }
 
+function normalised(mean, std) {
+  // The network's input for each grey level 0 ... 255: (level / 255 - mean) / std, in float32
+  // steps as the tutorial's ToTensor() and Normalize((mean,), (std,)) compute it.
+  return Float32Array.from({ length: 256 }, (_, level) => f32(f32(f32(level / 255) - mean) / std));
+}
+
 // ---- Each operation's forward and backward, micrograd's way: backward takes the gradient of
 // the output and returns the gradient of the (first) input. Shapes are (B, C, H, W) or (B, N).
 function outputSide(size, kernel, stride, before, after, dilation, ceil) {
@@ -632,6 +638,6 @@ function adamStep(values, gradient, moments, step, lr, weightDecay) {
   }
 }
 
-return { tensor, f32, useKernels, OPERATIONS, forward, backward, addGradient, paramsOf, evalOperation, logSoftmax, softmax,
+return { tensor, normalised, f32, useKernels, OPERATIONS, forward, backward, addGradient, paramsOf, evalOperation, logSoftmax, softmax,
          trainingForward, parameterGradients, untrainable, crossEntropy, adamStep };
 })();

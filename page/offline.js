@@ -207,7 +207,8 @@ function inkBox(ink, height, width) {
   return [top, bottom, left, right];
 }
 
-function normalise(pixel) { return f32(f32(f32(pixel / 255) - EXPORT.mean) / EXPORT.std); }
+const NORMALISED = maths.normalised(EXPORT.mean, EXPORT.std);
+function normalise(level) { return NORMALISED[level]; }  // a whole grey level 0 ... 255
 function toPixels(value) { return value * EXPORT.std + EXPORT.mean; }
 
 function onWhite(value, alpha) {

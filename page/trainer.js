@@ -96,7 +96,7 @@ function run({ network, weights: given, settings, data, kernels }) {
   const trained = [...new Set(network.graph.flatMap((node) => ["weight", "bias"].map((role) => node.params?.[role]).filter(Boolean)))];
   const moments = Object.fromEntries(trained.map((key) => [key, { first: new Float32Array(weights[key].data.length),
                                                                   second: new Float32Array(weights[key].data.length) }]));
-  const normalised = Float32Array.from({ length: 256 }, (_, level) => maths.f32(maths.f32(maths.f32(level / 255) - settings.mean) / settings.std));
+  const normalised = maths.normalised(settings.mean, settings.std);
   const count = data.labels.length + data.extra.labels.length * data.extra.repeats;
   const steps = Math.floor(count / settings.batchSize), shownSteps = Math.ceil(count / settings.batchSize);
   const history = { loss: [], accuracy: [] }, snapshots = [], keep = new Set(settings.snapshotSteps);

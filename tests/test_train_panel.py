@@ -17,7 +17,8 @@ import draw
 import test as test_script
 from model import Net
 from tests.fixtures import (browser, browser_missing, downloads_folder, draw_stroke, run_script,
-                            shapes_mnist, temporary_folder, wait_until)
+                            shapes_mnist, temporary_folder)
+from tests import test_export as export_tests  # its helpers, not its tests
 from tests.test_draw import PHONE_PROBLEMS
 
 TRAINED = "trained in this page (1 epoch, seed 0)"
@@ -78,14 +79,8 @@ class TrainPanelTest(unittest.TestCase):
                       "the file to be ready")
         self.wait_for(lambda: self.text("train-about"), "the Train panel's sentence")
 
-    def wait_for(self, condition, what, timeout=30):
-        return wait_until(self.driver, condition, what, timeout)
-
-    def script(self, code):
-        return self.driver.execute_script(code)
-
-    def text(self, element_id):
-        return self.driver.find_element("id", element_id).text
+    wait_for, script, text = (export_tests.FileInBrowserTest.wait_for, export_tests.FileInBrowserTest.script,
+                              export_tests.FileInBrowserTest.text)
 
     def element(self, selector):
         return self.driver.find_element("css selector", selector)
