@@ -25,14 +25,15 @@ import test
 import train
 from tests.fixtures import (ROOT, draw_digit, draw_shape, make_fake_mnist, run_script, stroke_pixels,
                             temporary_folder, working_directory)
-from tools import (benchmark, benchmark_class, benchmark_export, benchmark_page, make_digit_sets,
-                   make_notebook)
+from tools import (benchmark, benchmark_class, benchmark_export, benchmark_page, benchmark_train,
+                   make_digit_sets, make_kernels, make_notebook)
 
 DOCS = [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 SCRIPTS = {"train.py": train, "test.py": test, "draw.py": draw, "tools.benchmark": benchmark,
            "tools.benchmark_page": benchmark_page, "tools.benchmark_class": benchmark_class,
-           "tools.benchmark_export": benchmark_export,
-           "tools.make_digit_sets": make_digit_sets, "tools.make_notebook": make_notebook}
+           "tools.benchmark_export": benchmark_export, "tools.benchmark_train": benchmark_train,
+           "tools.make_digit_sets": make_digit_sets, "tools.make_notebook": make_notebook,
+           "tools.make_kernels": make_kernels}
 
 
 def setUpModule():
