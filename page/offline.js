@@ -998,9 +998,15 @@ async function trainRun(request, onMessage = () => {}) {
   const settings = { epochs: body.epochs, batchSize: body.batchSize, lr: body.lr, weightDecay: body.weightDecay, seed: body.seed,
                      fresh: body.from === "fresh", logInterval: LOG_INTERVAL, redrawInterval: REDRAW_INTERVAL,
                      snapshotSteps: snapshotSteps(steps), divergedLoss: DIVERGED_LOSS, mean: EXPORT.mean, std: EXPORT.std };
+  let worker;
+  try {
+    worker = new Worker(URL.createObjectURL(new Blob(["maths-js", "trainer-js"].map((id) => document.getElementById(id).textContent),
+                                                     { type: "text/javascript" })));
+  } catch (error) {  // a browser that runs no worker from a page's own script
+    running = null;
+    throw new BadRequest(500, `this browser cannot start the page's training worker: ${error.message}`);
+  }
   const live = joinedNetwork(body.network, `trained in this page (${body.epochs} epoch${body.epochs > 1 ? "s" : ""}, seed ${body.seed})`);
-  const worker = new Worker(URL.createObjectURL(new Blob(["maths-js", "trainer-js"].map((id) => document.getElementById(id).textContent),
-                                                         { type: "text/javascript" })));
   return new Promise((resolve, reject) => {
     const end = (error) => { worker.terminate(); running = null; if (error) { EXPORT.networks.pop(); reject(error); } };
     running.stop = () => end(new BadRequest(409, "training stopped"));
