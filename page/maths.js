@@ -123,9 +123,9 @@ const convolution = {
 };
 
 function mapSums(g) {
-  // Each map's sum over the batch and its positions (a convolution's bias gradient), added up in
-  // float64: a bias before a batch norm has a gradient of zero, which float32 sums would turn into
-  // noise whose sign Adam then follows.
+  // Each map's (or unit's) sum over the batch and its positions: the bias gradient of a
+  // convolution (B, C, H, W) or a linear layer (B, C). Added up in float64: a bias before a batch
+  // norm has a gradient of zero, which float32 sums would turn into noise whose sign Adam follows.
   const [B, C] = g.shape, area = g.data.length / B / C, sums = new Float64Array(C), values = g.data;
   for (let b = 0; b < B; b++) for (let c = 0; c < C; c++) {
     let sum = 0;
@@ -316,10 +316,9 @@ const linear = {
     return dx;
   },
   paramsBackward(g, x, s, p) {
-    const [O, I] = p.weight.shape, B = x.data.length / I, weight = new Float32Array(O * I), bias = new Float32Array(O);
+    const [O, I] = p.weight.shape, B = x.data.length / I, weight = new Float32Array(O * I);
     matmul.nn(weight, transposed(g.data, B, O), x.data, O, B, I, false);
-    for (let b = 0; b < B; b++) for (let o = 0; o < O; o++) bias[o] += g.data[b * O + o];
-    return { weight: tensor(p.weight.shape, weight), bias: p.bias && tensor(p.bias.shape, bias) };
+    return { weight: tensor(p.weight.shape, weight), bias: p.bias && tensor(p.bias.shape, mapSums(g)) };
   },
 };
 
@@ -638,6 +637,34 @@ function adamStep(values, gradient, moments, step, lr, weightDecay) {
   }
 }
 
+function adam(network, weights, lr, weightDecay) {
+  // torch.optim.Adam (AdamW when weightDecay > 0) over the weights and biases the graph uses:
+  // step(gradients) moves each by one update, in place, and counts the steps for the bias
+  // correction. One that no path to the logits reaches has no gradient: PyTorch skips it too.
+  const keys = [...new Set(network.graph.flatMap((node) => ["weight", "bias"].map((role) => node.params?.[role]).filter(Boolean)))];
+  const moments = Object.fromEntries(keys.map((key) => [key, { first: new Float32Array(weights[key].data.length),
+                                                               second: new Float32Array(weights[key].data.length) }]));
+  let steps = 0;
+  return {
+    keys,
+    step(gradients) {
+      steps += 1;
+      for (const key of keys) if (gradients[key]) adamStep(weights[key].data, gradients[key].data, moments[key], steps, lr, weightDecay);
+    },
+  };
+}
+
+function trainingStep(network, weights, input, labels, optimizer, random) {
+  // One step of train.py's loop on a batch: forward in train() mode, cross-entropy, backward, the
+  // optimizer's update. Returns the loss (before the update), the logits (B, 10) and each
+  // parameter's gradient by state_dict key.
+  const outputs = trainingForward(network, weights, input, random);
+  const logits = outputs[network.output], [loss, outputGradient] = crossEntropy(logits, labels);
+  const gradients = parameterGradients(network, weights, outputs, outputGradient, random);
+  optimizer.step(gradients);
+  return { loss, logits, gradients };
+}
+
 return { tensor, normalised, f32, useKernels, OPERATIONS, forward, backward, addGradient, paramsOf, evalOperation, logSoftmax, softmax,
-         trainingForward, parameterGradients, untrainable, crossEntropy, adamStep };
+         untrainable, adam, trainingStep };
 })();

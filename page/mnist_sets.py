@@ -15,10 +15,10 @@ digits of alphabet, most significant first; a last group of n bytes as its first
 Ascii85 ends) of deflate-raw (DecompressionStream("deflate-raw") in the browser) of R run lengths,
 then the non-zero grey levels in order. The runs go over all count x 784 pixels in order, images
 and rows one after another: alternately the length of a run of zeros and of a run of ink (non-zero
-pixels), each 0..255, a longer run split by a run of length 0 of the other kind. Measured on
-MNIST, this takes 12% less than deflate of the pixels themselves and 15% less than a PNG, and
-base85 takes 6% less text than base64 (docs/page.md, The page as one file). Without the key
-(N = 0), the file is exactly as it was before the page could carry them.
+pixels), each 0..255, a longer run split by a run of length 0 of the other kind: smaller than
+deflate of the pixels themselves or a PNG, and base85 smaller than base64 (measured in docs/page.md,
+MNIST's images in the file). Without the key (N = 0), the file is exactly as it was before the page
+could carry them.
 """
 import argparse
 import os
@@ -32,7 +32,7 @@ from data import check_idx_file, open_mnist, raw_folder
 # Printable ASCII without the characters that mean something in HTML or JSON (" & ' < > \ `),
 # the first 85 of them: no "</script" can ever occur in the text.
 ALPHABET = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in "\"&'<>\\`")[:85]
-DEFLATE_LEVEL = 9  # 0.2% smaller than zlib's default, 6, for 0.9 s more on 60,000 images
+DEFLATE_LEVEL = 9  # a little smaller than zlib's default, 6, for a little more time (docs/page.md)
 ELEMENTS = {"train": "mnist-train", "test": "mnist-test"}
 
 

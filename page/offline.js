@@ -7,7 +7,7 @@ const EXPORT = JSON.parse(document.getElementById("export-data").textContent);
 
 maths.useKernels(bytesOf(EXPORT.kernels));  // WebAssembly SIMD where the browser has it, else plain loops
 const { tensor, f32, forward, backward, paramsOf, evalOperation, logSoftmax, softmax,
-        trainingForward, parameterGradients, untrainable, crossEntropy, adamStep } = maths;  // maths.js
+        untrainable, adam, trainingStep } = maths;  // maths.js
 
 function bytesOf(base64) { return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0)); }
 function floats(base64) { return new Float32Array(bytesOf(base64).buffer); }
@@ -891,34 +891,31 @@ function trainingBody(request) {
            steps: wholeNumber(request, "steps", 1, 100), dropout };
 }
 
-function trainingCopy(network) {
-  // Copies of the network's final weights (the page keeps showing its own, unchanged).
-  const shown = parameters(network, network.weights.length - 1);
-  return Object.fromEntries(Object.entries(shown).map(([key, t]) => [key, tensor(t.shape.slice(), Float32Array.from(t.data))]));
+function trainingCopy(network, snapshot) {
+  // Copies of a snapshot's weights to train (the page keeps showing its own, unchanged).
+  return Object.fromEntries(Object.entries(parameters(network, snapshot)).map(([key, t]) => [key, tensor(t.shape.slice(), Float32Array.from(t.data))]));
+}
+
+function trainable(model, network) {
+  // Refuses, in one line naming the node, a network the file cannot train.
+  const why = untrainable(network);
+  if (why) throw new BadRequest(422, `network ${model} (${network.name}) cannot be trained in this file: ${why}`);
 }
 
 async function trainSteps(request) {
   // K Adam steps on one batch from network N's final weights: the losses, the first step's
   // gradients and the weights (with batch norm's running statistics) after the last.
   const { model, network, input, labels, lr, weightDecay, steps, dropout } = trainingBody(request);
-  const why = untrainable(network);
-  if (why) throw new BadRequest(422, `network ${model} (${network.name}) cannot be trained in this file: ${why}`);
-  const weights = trainingCopy(network), losses = [];
-  const trained = [...new Set(network.graph.flatMap((node) => ["weight", "bias"].map((role) => node.params?.[role]).filter(Boolean)))];
-  const moments = Object.fromEntries(trained.map((key) => [key, { first: new Float32Array(weights[key].data.length),
-                                                                  second: new Float32Array(weights[key].data.length) }]));
+  trainable(model, network);
+  const weights = trainingCopy(network, network.weights.length - 1), optimizer = adam(network, weights, lr, weightDecay);
+  const losses = [], random = dropout ? Math.random : null;
   let first = null;
   for (let step = 1; step <= steps; step++) {
-    const random = dropout ? Math.random : null, outputs = trainingForward(network, weights, input, random);
-    const [loss, outputGradient] = crossEntropy(outputs[network.output], labels);
-    const gradients = parameterGradients(network, weights, outputs, outputGradient, random);
+    const { loss, gradients } = trainingStep(network, weights, input, labels, optimizer, random);
     losses.push(loss);
     first ??= gradients;
-    for (const key of trained) {  // one that no path to the logits reaches has no gradient: PyTorch skips it
-      if (gradients[key]) adamStep(weights[key].data, gradients[key].data, moments[key], step, lr, weightDecay);
-    }
   }
-  return { losses, gradients: Object.fromEntries(trained.map((key) => [key, Array.from(first[key]?.data ?? weights[key].data.map(() => 0))])),
+  return { losses, gradients: Object.fromEntries(optimizer.keys.map((key) => [key, Array.from(first[key]?.data ?? weights[key].data.map(() => 0))])),
            state: Object.fromEntries(network.tensors.map(([key]) => [key, Array.from(weights[key].data)])) };
 }
 
@@ -928,7 +925,7 @@ async function trainSteps(request) {
 const RUN_DEFAULTS = { model: 0, epochs: 3, batchSize: 64, lr: 0.01, weightDecay: 0, seed: 0, extra: false, from: "fresh" };
 const LOG_INTERVAL = 100, REDRAW_INTERVAL = 200, DIVERGED_LOSS = 100;  // as train.py: --log-interval, cli.DIVERGED_LOSS
 const EXTRA_PER_EPOCH = 8000, EXTRA_MOST = 30;  // as extras/pictures.py repeats --extra-images-dir pictures
-let running = null;  // the run in progress, one at a time: {worker, stop}
+let running = null;  // the run in progress, one at a time: {stop()}
 
 function runBody(request) {
   // trainRun's body, each value checked and refused in one line; the defaults are the tutorial's.
@@ -947,15 +944,14 @@ function runBody(request) {
   if (body.from === "initial" && network.training.snapshots[0] !== 0) {
     throw new BadRequest(409, `network ${model} (${network.name}) has no initial weights in this file (trained with --no-snapshots): start from fresh or trained`);
   }
-  const why = untrainable(network);
-  if (why) throw new BadRequest(422, `network ${model} (${network.name}) cannot be trained in this file: ${why}`);
+  trainable(model, network);
   return { ...body, model, network };
 }
 
 function extraPictures(wanted) {
   // The drawings collected so far, prepared as test.py --image prepares them, and how many times
   // each is seen an epoch (train.py's rule: about 8,000 an epoch, at most 30 each).
-  const labels = collected.flatMap((pictures, label) => pictures.map(() => label));
+  const labels = prepared.flatMap((digits, label) => digits.map(() => label));
   if (!wanted) return { images: new Float32Array(0), labels: [], repeats: 0 };
   if (!labels.length) throw new BadRequest(409, "no drawings are collected yet: save some with the digit buttons, then train with them");
   const images = new Float32Array(labels.length * 784);
@@ -967,13 +963,6 @@ function snapshotSteps(total) {  // cli.snapshot_steps: 0, 1, 2, 5, 10, 20, 50, 
   const steps = [0];
   for (let scale = 1; scale < total; scale *= 10) steps.push(...[1, 2, 5].map((f) => f * scale).filter((step) => step < total));
   return [...steps, total];
-}
-
-function startingWeights(network, from) {
-  // The weights a run starts from, as [shape, a copy of the values] by key: the network's initial
-  // weights (its snapshot at step 0) or its trained ones; fresh ones are drawn in the worker.
-  const weights = parameters(network, from === "trained" ? network.weights.length - 1 : 0);
-  return Object.fromEntries(Object.entries(weights).map(([key, t]) => [key, [t.shape.slice(), Float32Array.from(t.data)]]));
 }
 
 async function trainRun(request, onMessage = () => {}) {
@@ -1020,8 +1009,9 @@ async function trainRun(request, onMessage = () => {}) {
       }
       onMessage({ ...data, model: EXPORT.networks.length - 1, weights: undefined, snapshots: undefined });
     };
+    const start = body.from === "trained" ? body.network.weights.length - 1 : 0;  // fresh weights are drawn over snapshot 0's
     worker.postMessage({ network: { graph: body.network.graph, output: body.network.output, tensors: body.network.tensors },
-                         weights: startingWeights(body.network, body.from), settings, kernels: bytesOf(EXPORT.kernels),
+                         weights: trainingCopy(body.network, start), settings, kernels: bytesOf(EXPORT.kernels),
                          data: { images: sets.train.images, labels: sets.train.labels, extra, test: sets.test } });
   });
 }

@@ -43,7 +43,7 @@ function freshWeights(network, weights, random) {
     for (const [role, key] of Object.entries(node.params || {})) {
       const { shape } = weights[key], values = new Float32Array(weights[key].data.length);
       if (node.op === "conv2d" || node.op === "linear") {
-        const fanIn = network.tensors.find(([name]) => name === node.params.weight)[1].slice(1).reduce((a, b) => a * b, 1);
+        const fanIn = weights[node.params.weight].shape.slice(1).reduce((a, b) => a * b, 1);  // inputs x kernel's rows x columns
         const bound = 1 / Math.sqrt(fanIn);
         for (let i = 0; i < values.length; i++) values[i] = (2 * random() - 1) * bound;
       } else if (role === "weight" || role === "running_var") values.fill(1);
@@ -85,17 +85,15 @@ function copies(weights) {
   return Object.fromEntries(Object.entries(weights).map(([key, t]) => [key, Float32Array.from(t.data)]));
 }
 
-function run({ network, weights: given, settings, data, kernels }) {
-  // settings: epochs, batchSize, lr, weightDecay, seed, fresh (new weights from the seed, not
-  // given's), logInterval (steps between progress lines), redrawInterval (steps between weights
-  // sent for the page to redraw), snapshotSteps, divergedLoss, mean, std.
+function run({ network, weights, settings, data, kernels }) {
+  // weights: the tensors it starts from, trained in place (the worker's own copy). settings:
+  // epochs, batchSize, lr, weightDecay, seed, fresh (new weights from the seed instead),
+  // logInterval (steps between progress lines), redrawInterval (steps between weights sent for
+  // the page to redraw), snapshotSteps, divergedLoss, mean, std.
   maths.useKernels(kernels);
   const random = generator(settings.seed), start = performance.now();
-  const weights = Object.fromEntries(Object.entries(given).map(([key, [shape, values]]) => [key, maths.tensor(shape, values)]));
   if (settings.fresh) Object.assign(weights, freshWeights(network, weights, random));
-  const trained = [...new Set(network.graph.flatMap((node) => ["weight", "bias"].map((role) => node.params?.[role]).filter(Boolean)))];
-  const moments = Object.fromEntries(trained.map((key) => [key, { first: new Float32Array(weights[key].data.length),
-                                                                  second: new Float32Array(weights[key].data.length) }]));
+  const optimizer = maths.adam(network, weights, settings.lr, settings.weightDecay);
   const normalised = maths.normalised(settings.mean, settings.std);
   const count = data.labels.length + data.extra.labels.length * data.extra.repeats;
   const steps = Math.floor(count / settings.batchSize), shownSteps = Math.ceil(count / settings.batchSize);
@@ -108,20 +106,16 @@ function run({ network, weights: given, settings, data, kernels }) {
     const order = shuffled(count, random);
     for (let step = 0; step < steps; step++, done++) {
       const [input, labels] = batchOf(data, order, step * settings.batchSize, settings.batchSize, normalised);
-      const outputs = maths.trainingForward(network, weights, input, random);
-      const [loss, outputGradient] = maths.crossEntropy(outputs[network.output], labels);
-      if (!Number.isFinite(loss) || loss > settings.divergedLoss) {
+      const { loss, logits } = maths.trainingStep(network, weights, input, labels, optimizer, random);
+      if (!Number.isFinite(loss) || loss > settings.divergedLoss) {  // as train.py, which checks after the step
         throw new RunError(`training diverged (loss ${loss.toPrecision(4)} at epoch ${epoch}, step ${step + 1}); try a smaller learning rate`);
       }
-      const gradients = maths.parameterGradients(network, weights, outputs, outputGradient, random);
-      for (const key of trained) {
-        if (gradients[key]) maths.adamStep(weights[key].data, gradients[key].data, moments[key], done + 1, settings.lr, settings.weightDecay);
-      }
       history.loss.push(loss);
-      history.accuracy.push(correct(outputs[network.output], labels) / labels.length);
+      history.accuracy.push(correct(logits, labels) / labels.length);
       if (keep.has(done + 1)) snapshots.push({ step: done + 1, weights: copies(weights) });
-      if (step % settings.logInterval === 0 || step === steps - 1) {
-        self.postMessage({ kind: "progress", epoch, epochs: settings.epochs, step: step + 1, steps: shownSteps, done: done + 1,
+      const printed = step % settings.logInterval === 0;  // a line train.py prints; the epoch's last step is sent for the curves
+      if (printed || step === steps - 1) {
+        self.postMessage({ kind: "progress", printed, epoch, epochs: settings.epochs, step: step + 1, steps: shownSteps, done: done + 1,
                            total: steps * settings.epochs, loss, accuracy: history.accuracy.at(-1), seconds: (performance.now() - start) / 1000,
                            recent: { loss: history.loss.slice(reported), accuracy: history.accuracy.slice(reported) } });  // for the live curves
         reported = history.loss.length;

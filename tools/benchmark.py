@@ -22,8 +22,8 @@ from cli import (StepLog, add_data_and_device_arguments, non_negative_int, posit
 from data import background, load_mnist, train_batches, transform
 from extras.augment import augmented
 from model import Net
+from tools import ROOT  # where train.py is
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where train.py is
 
 
 def parse_args(argv=None):

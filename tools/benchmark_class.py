@@ -14,8 +14,8 @@ import tempfile
 import time
 
 from cli import default_threads, positive_int, run_main, usable_cpus
+from tools import ROOT  # where train.py is
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where train.py is
 
 
 def parse_args(argv=None):

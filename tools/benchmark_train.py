@@ -15,9 +15,9 @@ import sys
 import tempfile
 
 from cli import UserError, non_negative_int, positive_int, run_main
+from tools import ROOT  # where train.py is
 from tools.benchmark_export import chromium, drawing_of, open_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # In the page: one run of trainRun; with pause (ms), routes.predict also asked for a drawing
 # again and again while it trains, pause ms apart (each answer timed, in ms), as a student draws.
 TRAIN_AND_DRAW = """

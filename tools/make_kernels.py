@@ -5,11 +5,11 @@ Usage: python -m tools.make_kernels [--check]   (--check: only say whether kerne
 """
 import argparse
 import os
-import sys
 
-from cli import UserError, run_main, save_atomically
+from cli import UserError, run_main
+from tools import ROOT, write_or_check
 
-PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "page")
+PAGE = os.path.join(ROOT, "page")
 SOURCE, TARGET = os.path.join(PAGE, "kernels.wat"), os.path.join(PAGE, "kernels.wasm")
 
 
@@ -28,14 +28,7 @@ def main(argv=None):
     parser.add_argument("--check", action="store_true",
                         help="change nothing; exit 1 if kernels.wasm is not kernels.wat's bytes")
     args = parser.parse_args(argv)
-    content = assembled()
-    if args.check:
-        with open(TARGET, "rb") as file:
-            current = file.read() == content
-        print(f"page/kernels.wasm is {'' if current else 'not '}page/kernels.wat assembled")
-        sys.exit(0 if current else 1)
-    save_atomically(TARGET, lambda file: file.write(content))
-    print(f"Wrote page/kernels.wasm ({len(content)} bytes)")
+    write_or_check(TARGET, assembled(), "page/kernels.wat", "tools.make_kernels", args.check)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,10 @@ import argparse
 import json
 import os
 import re
-import sys
 
-from cli import run_main, save_atomically
+from cli import run_main
+from tools import ROOT, write_or_check
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LESSON = os.path.join(ROOT, "docs", "lesson.md")
 NOTEBOOK = os.path.join(ROOT, "lesson.ipynb")
 
@@ -55,21 +54,8 @@ def main(argv=None):
     parser.add_argument("--check", action="store_true",
                         help="only check that lesson.ipynb is up to date (default: write it)")
     args = parser.parse_args(argv)
-    text = notebook_text()
-    if args.check:
-        try:
-            with open(NOTEBOOK, encoding="utf-8") as file:
-                current = file.read()
-        except OSError:
-            current = None
-        if current != text:
-            sys.exit("error: lesson.ipynb is not what docs/lesson.md makes; run: python -m "
-                     "tools.make_notebook")
-        print("lesson.ipynb is up to date")
-        return
-    save_atomically(NOTEBOOK, lambda file: file.write(text.encode("utf-8")))
-    print(f"Saved {os.path.relpath(NOTEBOOK)}")
-
+    write_or_check(NOTEBOOK, notebook_text().encode("utf-8"), "docs/lesson.md", "tools.make_notebook",
+                   args.check)
 
 if __name__ == "__main__":
     run_main(main)
