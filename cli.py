@@ -13,7 +13,9 @@ import os
 import pickle
 import pickletools
 import reprlib
+import secrets
 import signal
+import struct
 import sys
 import threading
 import warnings
@@ -285,9 +287,15 @@ def save_atomically(path, write, overwrite=True):
     it is taken (see give_new_name).
     """
     temporary = os.path.join(os.path.dirname(os.path.abspath(path)),
-                             f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
+                             f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    created = False
     try:
-        with open(temporary, "wb") as file:
+        # A new file only, under a name nobody could guess: in a folder that others may write
+        # (under /tmp, say), a link planted at the name would have its target overwritten.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0), 0o666)
+        created = True
+        with open(descriptor, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())  # the bytes reach the disk before the name points at them
@@ -296,11 +304,13 @@ def save_atomically(path, write, overwrite=True):
         else:
             give_new_name(temporary, path)
     except FileExistsError:
+        if not created:
+            raise UserError(f"{path}: could not be written (its temporary name is taken)") from None
         raise
     except OSError as error:  # disk full, folder removed meanwhile, ...
         raise UserError(f"{path}: could not be written ({error.strerror or error})") from None
     finally:
-        if os.path.exists(temporary):
+        if created and os.path.lexists(temporary):
             os.remove(temporary)
 
 
@@ -341,6 +351,9 @@ def read_checkpoint(path):
     weights_only=True lets torch.load rebuild tensors and plain types only, so a file that asks
     for anything else is refused before any of its code can run.
     """
+    problem = archive_problem(path)
+    if problem:
+        raise UserError(f"{path}: {problem}")
     try:
         with warnings.catch_warnings():
             # torch warns of a pickle protocol it does not write, before reading or refusing
@@ -358,6 +371,64 @@ def read_checkpoint(path):
         raise UserError(f"{path}: {problem}; the checkpoint is damaged or was not written by "
                         "train.py")
     return checkpoint
+
+
+def archive_problem(path):
+    """Why torch.save's zip archive at path cannot be trusted, in a few words (None when it can,
+    or when path is no archive: torch.load then says what it is). torch.load checks none of this:
+    it inflates a compressed record, however large, and reads a damaged, doubled or misplaced
+    record's bytes as weights without a word."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+            problem = (size_problem(records, os.path.getsize(path))
+                       or placement_problem(path, records, archive.start_dir))
+            if problem:
+                return problem
+            damaged = archive.testzip()  # every record's checksum; stored, so at most the file
+    except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, ValueError) as error:
+        return f"not a PyTorch checkpoint (damaged: its archive cannot be read ({type(error).__name__}))"
+    return damaged and f"not a PyTorch checkpoint (damaged: {shown(damaged)} does not match its checksum)"
+
+
+def size_problem(records, size):
+    """Why the records would unpack to more than the file holds: torch.save stores them as they
+    are, while torch.load inflates a compressed one, so a small file could ask for gigabytes."""
+    compressed = next((record for record in records if record.compress_type != zipfile.ZIP_STORED),
+                      None)
+    if compressed is not None:
+        return (f"refused: {shown(compressed.filename)} is compressed, which torch.save never does, "
+                "and could unpack to gigabytes; none of it was loaded")
+    claimed = sum(record.file_size for record in records)
+    if claimed > size:
+        return (f"refused: its records claim {claimed:,} bytes, more than the file's {size:,}; "
+                "none of it was loaded")
+    return None
+
+
+def placement_problem(path, records, index_start):
+    """Why the records are not each their own bytes, one after another before the archive's
+    index: a doubled name, or a record placed over another (its weights read from the pickle's
+    bytes, say)."""
+    names = [record.filename for record in records]
+    doubled = next((name for name in names if names.count(name) > 1), None)
+    if doubled is not None:
+        return f"not a PyTorch checkpoint (damaged: two records are named {shown(doubled)})"
+    end = 0
+    with open(path, "rb") as file:
+        for record in sorted(records, key=lambda record: record.header_offset):
+            file.seek(record.header_offset)
+            header = file.read(30)  # a record's local header: signature ... name and extra sizes
+            if len(header) < 30 or header[:4] != b"PK\x03\x04" or record.header_offset < end:
+                return (f"not a PyTorch checkpoint (damaged: {shown(record.filename)} lies over "
+                        "another record's bytes)")
+            name_size, extra_size = struct.unpack("<HH", header[26:30])
+            end = record.header_offset + 30 + name_size + extra_size + record.compress_size
+    if end > index_start:
+        return "not a PyTorch checkpoint (damaged: its records lie over the archive's index)"
+    return None
 
 
 def is_state_dict(value):

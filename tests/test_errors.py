@@ -8,9 +8,12 @@ import os
 import pickle
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import unittest
+import warnings
+import zipfile
 from unittest import mock
 
 import torch
@@ -181,6 +184,111 @@ class CheckpointFieldTest(ErrorTestCase):
                   "rng is {'shuffle': a tensor of shape (2, 2)}, not")]
         for checkpoint, fragment in cases:
             self.check_every_reader("fields.pt", checkpoint, fragment, "damaged or was not")
+
+
+class TamperedArchiveTest(ErrorTestCase):
+    """A checkpoint's zip archive that torch.load would read without a word (a record compressed
+    from a gigabyte, a flipped byte, a doubled record, a record placed over the pickle) is
+    refused in one line by every reader, before any record is unpacked."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.good = temp_path("archive_good.pt")
+        torch.save({"model": TutorialModel().state_dict()}, cls.good)
+        with zipfile.ZipFile(cls.good) as archive:
+            cls.records = {record.filename: record for record in archive.infolist()}
+        cls.prefix = next(iter(cls.records)).split("/")[0]
+
+    def tampered(self, name, change):
+        """A copy of the good checkpoint with its bytes changed by change(bytearray)."""
+        with open(self.good, "rb") as file:
+            content = bytearray(file.read())
+        change(content)
+        path = temp_path(name)
+        with open(path, "wb") as file:
+            file.write(content)
+        return path
+
+    def with_record(self, name, record, chunks, compression=zipfile.ZIP_STORED):
+        """A copy of the good checkpoint with one record added (chunks of bytes, streamed)."""
+        path = self.tampered(name, lambda content: None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns of a duplicate name
+            with zipfile.ZipFile(path, "a", compression=compression) as archive, \
+                    archive.open(record, "w", force_zip64=True) as file:
+                for chunk in chunks:
+                    file.write(chunk)
+        return path
+
+    def check_every_reader(self, path, *fragments):
+        common = ["--data-dir", DATA_DIR, "--device", "cpu"]
+        for module, argv in ((test, [path]), (draw, [path, "--export", temp_path("page.html")]),
+                             (train, ["--init-from", path, "--out", temp_path("tuned.pt")]),
+                             (train, ["--resume", path, "--out", temp_path("resumed.pt")])):
+            code, _, err = run_script(module, argv + common)
+            self.assertOneLineError(code, err, 1, "error: " + path, *fragments)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+        for name in ("page.html", "tuned.pt", "resumed.pt"):
+            self.assertFalse(os.path.exists(temp_path(name)))
+
+    def test_a_compressed_record_is_refused_unpacked(self):
+        zeros = bytes(2**20)
+        bomb = self.with_record("bomb.pt", f"{self.prefix}/data/99", (zeros for _ in range(64)),
+                                zipfile.ZIP_DEFLATED)
+        self.assertLess(os.path.getsize(bomb), 2**20)  # 64 MiB in far less than one
+        self.check_every_reader(bomb, "refused", "data/99' is compressed", "none of it was loaded")
+
+    def test_records_that_claim_more_than_the_file_are_refused(self):
+        name = f"{self.prefix}/data/0".encode()
+        def claim_a_gigabyte(content):  # the index's uncompressed size of data/0
+            at = content.index(name, content.index(b"PK\x01\x02")) - 46
+            content[at + 24:at + 28] = struct.pack("<I", 2**30)
+        self.check_every_reader(self.tampered("claims.pt", claim_a_gigabyte), "refused",
+                                "more than the file's")
+
+    def test_a_flipped_byte_in_a_weight_is_damage(self):
+        record = self.records[f"{self.prefix}/data/4"]  # fc1's weights
+        def flip(content):
+            at = content.index(record.filename.encode(), record.header_offset) + 200
+            content[at] ^= 0x40
+        self.check_every_reader(self.tampered("flipped_weight.pt", flip), "not a PyTorch "
+                                "checkpoint (damaged", "data/4' does not match its checksum")
+
+    def test_a_doubled_record_is_damage(self):
+        size = self.records[f"{self.prefix}/data/4"].file_size
+        doubled = self.with_record("doubled.pt", f"{self.prefix}/data/4", [bytes(size)])
+        self.check_every_reader(doubled, "damaged", "two records are named", "data/4")
+
+    def test_a_record_placed_over_the_pickle_is_damage(self):
+        pickle_at = self.records[f"{self.prefix}/data.pkl"].header_offset
+        name = f"{self.prefix}/data/0".encode()
+        def over_the_pickle(content):  # data/0's entry in the index points at data.pkl's bytes
+            at = content.index(name, content.index(b"PK\x01\x02")) - 46
+            content[at + 42:at + 46] = struct.pack("<I", pickle_at)
+        self.check_every_reader(self.tampered("over.pt", over_the_pickle), "damaged",
+                                "data/0' lies over another record's bytes")
+
+    def test_the_bomb_takes_no_more_memory_than_a_good_checkpoint(self):
+        zeros = bytes(2**20)
+        bomb = self.with_record("big_bomb.pt", f"{self.prefix}/data/99",
+                                (zeros for _ in range(1024)), zipfile.ZIP_DEFLATED)
+        peaks = {}
+        for path in (self.good, bomb):
+            result = subprocess.run([sys.executable, "-c", MEASURED_TEST.format(
+                path=path, data=DATA_DIR)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+            peaks[path] = int(result.stdout.split()[-1])  # kilobytes
+        self.assertIn("is compressed", result.stderr)
+        self.assertLess(peaks[bomb] - peaks[self.good], 300 * 1024, peaks)
+
+
+# test.py run as its script, then its peak memory (kilobytes) printed, exit code and all.
+MEASURED_TEST = """import resource, runpy, sys
+sys.argv = ["test.py", {path!r}, "--data-dir", {data!r}, "--device", "cpu"]
+try:
+    runpy.run_path("test.py", run_name="__main__")
+finally:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
 
 
 class Payload:
@@ -427,6 +535,25 @@ class AtomicSaveTest(unittest.TestCase):
             self.assertEqual(file.read(), b"first")
         self.assertFalse(os.path.exists(temp_path("stick2.bin")))  # the name given back
         self.assertEqual([name for name in os.listdir(TEMP) if name.startswith(".stick")], [])
+
+    def test_a_link_planted_at_the_temporary_name_is_never_followed(self):
+        # In a folder others can write (a --collect folder under /tmp), a link waiting at the
+        # temporary name must not have its target written; the name is also random each time.
+        victim, path = temp_path("victim.txt"), temp_path("planted.bin")
+        with open(victim, "wb") as file:
+            file.write(b"precious")
+        for target in (victim, temp_path("not_there_yet")):
+            with mock.patch("secrets.token_hex", return_value="0" * 16):
+                link = temp_path(".planted.bin." + "0" * 16 + ".tmp")
+                os.symlink(target, link)
+                with self.assertRaisesRegex(cli.UserError, "planted.bin: could not be written"):
+                    cli.save_atomically(path, lambda file: file.write(b"attack"))
+            self.assertTrue(os.path.islink(link))  # left as it was, not removed nor followed
+            os.remove(link)
+        with open(victim, "rb") as file:
+            self.assertEqual(file.read(), b"precious")
+        self.assertFalse(os.path.exists(temp_path("not_there_yet")))
+        self.assertFalse(os.path.exists(path))
 
     def test_failed_write_keeps_the_old_file(self):
         path = temp_path("kept.bin")
