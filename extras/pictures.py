@@ -5,13 +5,13 @@ Usage: python test.py model.pt --image 7.png  (--images-dir DIR; train.py --extr
 import hashlib
 import math
 import os
+import stat
 import struct
 import sys
 import warnings
 
 import numpy as np
 import torch
-import torchvision
 import torchvision.transforms as transforms
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -31,6 +31,10 @@ PICTURE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 # them beside MNIST's 60,000, each at most EXTRA_MOST times: a few hundred pictures then count,
 # and a few dozen are not learned by heart (measured: docs/handwriting.md).
 EXTRA_PER_EPOCH, EXTRA_MOST = 8000, 30
+# A labelled folder is looked at up to this many files and folders: far more than a class's
+# pictures (USPS, the largest set measured, has 9,298), while a folder of millions, or one
+# that never ends, is refused in one line.
+MAX_FOLDER_ENTRIES = 100_000
 
 
 def prepare_digit(picture):
@@ -158,15 +162,6 @@ def read_picture(file, name, max_pixels=None):
         raise DataError(f"{name}: {error}") from None
 
 
-class DigitFolders(torchvision.datasets.ImageFolder):
-    """torchvision's ImageFolder with the subfolders 0 to 9 as the classes, each its own digit;
-    hidden folders (.ipynb_checkpoints, which Jupyter makes) are not digits."""
-
-    def find_classes(self, directory):
-        classes = [name for name in DIGITS if os.path.isdir(os.path.join(directory, name))]
-        return classes, {name: int(name) for name in classes}
-
-
 def read_labelled_folder(folder):
     """Return the pictures in folder/0 ... folder/9 as images (N, 1, 28, 28) and labels (N,).
 
@@ -175,29 +170,88 @@ def read_labelled_folder(folder):
     """
     if not os.path.isdir(folder):
         raise DataError(f"{folder}: no such folder")
-    subfolders = sorted(entry.name for entry in os.scandir(folder)
-                        if entry.is_dir() and not entry.name.startswith("."))
+    found, subfolders, skipped = labelled_files(folder)
     others = [name for name in subfolders if name not in DIGITS]
     if others or not subfolders:
         raise DataError(f"{folder}: needs subfolders named 0 to 9 holding the pictures of each "
                         f"digit, found {', '.join(others) or 'none'}")
-    # Every file but hidden ones (.DS_Store) counts, so a damaged picture is named below.
-    found = DigitFolders(folder, allow_empty=True,
-                         is_valid_file=lambda path: not os.path.basename(path).startswith("."))
-    if not found.samples:
+    if skipped:
+        print(f"Not read: {skipped} links, fifos, devices or unreadable folders in {folder} (only "
+              "plain files are read; no link is followed)", file=sys.stderr)
+    if not found:
         raise DataError(f"{folder}: its subfolders 0 to 9 hold no pictures")
     images, labels = [], []
-    for path, digit in found.samples:
+    for path, digit in found:
         try:
-            images.append(read_picture(path, path))  # (1, 28, 28), prepared as --image does
+            images.append(read_plain_picture(path))  # (1, 28, 28), prepared as --image does
         except DataError as error:
             print(f"error: {error}", file=sys.stderr)
             continue
         labels.append(digit)
-    print(f"Pictures: {len(images)} read, {len(found.samples) - len(images)} skipped")
+    print(f"Pictures: {len(images)} read, {len(found) - len(images)} skipped")
     if not images:
-        raise DataError(f"{folder}: none of its {len(found.samples)} files is a readable picture")
+        raise DataError(f"{folder}: none of its {len(found)} files is a readable picture")
     return torch.stack(images), torch.tensor(labels)
+
+
+def labelled_files(folder):
+    """The plain files under folder/0 ... folder/9 (their subfolders too) as (path, digit), in
+    torchvision's ImageFolder order; the names of its subfolders; and how many links, fifos,
+    devices and unreadable folders were passed over. No link is followed, so a folder that links
+    to itself ends, and a link to a picture elsewhere is not taken for the class's own; at most
+    MAX_FOLDER_ENTRIES are looked at."""
+    found, seen = [], 0
+    with os.scandir(folder) as entries:
+        visible = [entry for entry in entries if not entry.name.startswith(".")]  # .DS_Store, ...
+    subfolders = sorted(entry.name for entry in visible if entry.is_dir(follow_symlinks=False))
+    skipped = sum(entry.is_symlink() for entry in visible)
+    for name in subfolders:
+        if name not in DIGITS:
+            continue
+        files, passed, seen = plain_files(os.path.join(folder, name), seen)
+        found += [(path, int(name)) for path in files]
+        skipped += passed
+    return found, subfolders, skipped
+
+
+def plain_files(folder, seen):
+    """The plain files under folder, sorted as os.walk's folders and their names (hidden files
+    left out: every other file counts, so a damaged picture is named); how many other entries
+    were passed over; and the running count of entries looked at."""
+    files, skipped, waiting = [], 0, [folder]
+    while waiting:
+        try:
+            entries = os.scandir(waiting.pop())
+        except OSError:  # no permission to read it, or gone meanwhile
+            skipped += 1
+            continue
+        with entries:
+            for entry in entries:
+                seen += 1
+                if seen > MAX_FOLDER_ENTRIES:
+                    raise DataError(f"{folder}: more than {MAX_FOLDER_ENTRIES:,} files and folders "
+                                    "to look at; a class's pictures are far fewer")
+                if entry.is_dir(follow_symlinks=False):
+                    waiting.append(entry.path)
+                elif not entry.is_file(follow_symlinks=False):
+                    skipped += 1
+                elif not entry.name.startswith("."):
+                    files.append(entry.path)
+    return sorted(files, key=os.path.split), skipped, seen
+
+
+def read_plain_picture(path):
+    """read_picture for a file found in a folder: opened without following a link and without
+    waiting, and read only if it is still a plain file (one swapped for a fifo since is not)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_BINARY", 0))
+    except OSError as error:
+        raise DataError(f"{path}: {error.strerror}") from None
+    with open(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise DataError(f"{path}: not a plain file")
+        return read_picture(file, path)
 
 
 def one_line(error):

@@ -16,8 +16,9 @@ from PIL import Image
 
 import data
 from extras import augment, pictures
-from tests.fixtures import (EPS_SEVEN, MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, draw_digit,
-                      make_fake_mnist, png_header_only, temporary_folder)
+from tests.fixtures import (EPS_SEVEN, MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, TutorialModel,
+                            draw_digit, make_fake_mnist, png_header_only, run_subprocess,
+                            temporary_folder)
 
 
 def setUpModule():
@@ -209,6 +210,60 @@ class LabelledFolderTest(unittest.TestCase):
         os.remove(os.path.join(folder, "3", "a.png"))
         with self.assertRaisesRegex(data.DataError, "subfolders 0 to 9 hold no pictures"):
             pictures.read_labelled_folder(folder)
+
+
+class HostileFolderTest(unittest.TestCase):
+    """A labelled folder with links to itself, a fifo named like a picture and a link to a
+    picture elsewhere: only the plain files inside are read, and every reader ends."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.folder = temp_path("hostile_class")
+        for digit in ("0", "7"):
+            os.makedirs(os.path.join(cls.folder, digit))
+        draw_digit((100, 100), (30, 20, 70, 80)).save(os.path.join(cls.folder, "7", "own.png"))
+        draw_digit((100, 100), (40, 10, 60, 90)).save(temp_path("elsewhere.png"))
+        os.symlink(".", os.path.join(cls.folder, "0", "a"))  # each one a way round for ever
+        os.symlink(".", os.path.join(cls.folder, "0", "b"))
+        os.symlink("..", os.path.join(cls.folder, "7", "up"))
+        os.mkfifo(os.path.join(cls.folder, "7", "b.png"))  # opening it would wait for a writer
+        os.symlink(temp_path("elsewhere.png"), os.path.join(cls.folder, "7", "theirs.png"))
+        os.symlink(temp_path("elsewhere.png"), os.path.join(cls.folder, "3"))
+
+    def test_only_the_plain_files_inside_are_read(self):
+        with contextlib.redirect_stdout(io.StringIO()) as out, \
+                contextlib.redirect_stderr(io.StringIO()) as err:
+            images, labels = pictures.read_labelled_folder(self.folder)
+        self.assertEqual(labels.tolist(), [7])
+        own = pictures.read_picture(os.path.join(self.folder, "7", "own.png"), "own")
+        self.assertTrue(torch.equal(images[0], own))
+        self.assertEqual(out.getvalue(), "Pictures: 1 read, 0 skipped\n")
+        self.assertEqual(err.getvalue(), f"Not read: 6 links, fifos, devices or unreadable folders "
+                                         f"in {self.folder} (only plain files are read; no link is "
+                                         "followed)\n")
+
+    def test_a_picture_swapped_for_a_fifo_is_not_waited_for(self):
+        with self.assertRaisesRegex(data.DataError, "b.png: not a plain file"):
+            pictures.read_plain_picture(os.path.join(self.folder, "7", "b.png"))
+        with self.assertRaisesRegex(data.DataError, "theirs.png: "):
+            pictures.read_plain_picture(os.path.join(self.folder, "7", "theirs.png"))
+
+    def test_the_count_looked_at_is_bounded(self):
+        with mock.patch.object(pictures, "MAX_FOLDER_ENTRIES", 3), \
+                self.assertRaisesRegex(data.DataError, "more than 3 files and folders to look at"):
+            pictures.read_labelled_folder(self.folder)
+
+    def test_test_and_the_export_end_reading_only_the_plain_files(self):
+        checkpoint = temp_path("hostile_folder.pt")
+        torch.save({"model": TutorialModel().state_dict()}, checkpoint)
+        result = run_subprocess("test.py", checkpoint, "--images-dir", self.folder, "--device",
+                                "cpu")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("Pictures: 1 read, 0 skipped", result.stdout)
+        result = run_subprocess("draw.py", checkpoint, "--images-dir", self.folder, "--device", "cpu",
+                                "--data-dir", DATA_DIR, "--export", temp_path("hostile.html"))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("Not read: 6 links", result.stderr)
 
 
 class AugmentTest(unittest.TestCase):
