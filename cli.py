@@ -172,10 +172,12 @@ def device_name(name):
     return name
 
 
-def add_data_and_device_arguments(parser):
-    """Add the --data-dir and --device flags that the training and testing scripts take."""
+def add_data_and_device_arguments(parser, downloads=True):
+    """Add the --data-dir and --device flags that the training and testing scripts take;
+    downloads: whether the script downloads MNIST into --data-dir when it is not there."""
     parser.add_argument("--data-dir", default="./files",
-                        help="MNIST folder; downloaded into when empty (default: ./files)")
+                        help="MNIST folder; downloaded into when empty (default: ./files)"
+                        if downloads else "MNIST folder; never downloaded into (default: ./files)")
     add_device_argument(parser)
 
 
@@ -267,7 +269,12 @@ def default_threads():
 
 def device_line(device, threads):
     """The first line a script prints: the device and the CPU threads chosen."""
-    return f"Device: {device} ({threads} thread{'s' if threads != 1 else ''})"
+    return f"Device: {device} ({counted(threads, 'thread')})"
+
+
+def counted(count, noun):
+    """'1 thread', '2 threads': a count and its noun, singular for one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 # Files
@@ -860,7 +867,7 @@ def save_interrupted(args, run):
         path = os.path.splitext(args.out)[0] + ".partial.pt"
     save_atomically(path, lambda file: torch.save(run, file))
     out = "" if path == args.out else f" --out {args.out}"
-    print(f"Interrupted (Ctrl-C) in epoch {run['epoch'] + 1}; epochs 1 to {run['epoch']} are "
-          f"saved in {path}; continue with: python train.py --resume {path} "
-          f"--epochs {args.epochs}{out}", file=sys.stderr)
+    saved = "epoch 1 is" if run["epoch"] == 1 else f"epochs 1 to {run['epoch']} are"
+    print(f"Interrupted (Ctrl-C) in epoch {run['epoch'] + 1}; {saved} saved in {path}; continue "
+          f"with: python train.py --resume {path} --epochs {args.epochs}{out}", file=sys.stderr)
     sys.exit(130)

@@ -11,6 +11,7 @@ import sys
 
 from cli import (add_data_and_device_arguments, checked, device_line, non_negative_int,
                  output_path, positive_int, run_main, set_threads)
+from data import raw_folder
 from page.collect import COLLECT_LIMIT, collect_folder
 from page.export import export_page
 from page.mnist_sets import mnist_sets, train_images_to_carry
@@ -30,7 +31,7 @@ def parse_args(argv=None):
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; only this computer can reach 127.0.0.1 "
                              "(default: 127.0.0.1)")
-    add_data_and_device_arguments(parser)
+    add_data_and_device_arguments(parser, downloads=False)
     parser.add_argument("--images-dir", metavar="DIR",
                         help="also explore your own labelled pictures, DIR/0/*.png ... "
                              "DIR/9/*.png, as test.py --images-dir reads them (default: none)")
@@ -52,6 +53,10 @@ def parse_args(argv=None):
     if args.train_images is not None and not args.export:
         parser.error("argument --train-images: only with --export (the served page trains "
                      "nothing)")
+    if args.export and args.data_dir != parser.get_default("data_dir") \
+            and not raw_folder(args.data_dir)[1]:  # given, so meant to be there: train.py's rule
+        parser.error(f"argument --data-dir: no MNIST in {args.data_dir} (its four raw files are not "
+                     f"all in MNIST/raw); python train.py --data-dir {args.data_dir} downloads it")
     if args.export:
         try:
             args.train_images = train_images_to_carry(args.data_dir, args.train_images)
@@ -81,9 +86,12 @@ def main(argv=None):
     # The same rule as train.py's; each answer is worked out with these threads (see Turns).
     print(device_line(args.device, set_threads(args.threads)))
     networks = load_models(args.checkpoints, args.device)
+    sets, missing = load_sets(args.data_dir, args.images_dir)
+    if missing:  # the page says it too; the default folder's absence is no mistake
+        print(missing)
     if args.export:
-        page = Page(networks, args.device, *load_sets(args.data_dir, args.images_dir),
-                    collect=args.collect, collect_limit=args.collect_limit)
+        page = Page(networks, args.device, sets, missing, collect=args.collect,
+                    collect_limit=args.collect_limit)
         mnist = mnist_sets(args.data_dir, args.train_images)
         size = export_page(page, args.export, mnist)
         print(f"Wrote {args.export} ({size / 2**20:.2f} MB{carried(mnist)}): open it in a "
@@ -92,9 +100,8 @@ def main(argv=None):
     # Beyond this computer anyone on the network could use the page: as Jupyter does, it then
     # answers only requests that carry a token, given in the address printed for the class.
     token = None if is_loopback(args.host) else secrets.token_urlsafe(16)
-    server = make_server(networks, args.host, args.port, args.device,
-                         *load_sets(args.data_dir, args.images_dir), collect=args.collect,
-                         collect_limit=args.collect_limit, token=token)
+    server = make_server(networks, args.host, args.port, args.device, sets, missing,
+                         collect=args.collect, collect_limit=args.collect_limit, token=token)
     host, port = server.server_address[:2]
     shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
     address = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"

@@ -99,14 +99,18 @@ def load_sets(data_dir, images_dir):
     if present:
         sets.append(Images("MNIST test set", *load_mnist(data_dir, train=False), mnist=True))
     else:
-        # The page names the folder only: the command line that gave it knows the rest.
-        missing = (f"No MNIST in {folder_name(data_dir)}/MNIST/raw: python train.py with the same "
-                   "--data-dir downloads it (or see Offline use in docs/usage.md), then start "
-                   "draw.py again.")
+        missing = mnist_missing(data_dir, "then start draw.py again")
     if images_dir:
         sets.append(Images(folder_name(images_dir),
                            *read_labelled_folder(images_dir)))
     return sets, missing
+
+
+def mnist_missing(data_dir, then):
+    """The line that says data_dir holds no MNIST, how to get it, and then what to do. It names
+    the folder by its own name only: the command line that gave it knows the rest."""
+    return (f"No MNIST in {folder_name(data_dir)}/MNIST/raw: python train.py with the same "
+            f"--data-dir downloads it (or see Offline use in docs/usage.md), {then}.")
 
 
 def describe(tensor, digits=5):

@@ -29,7 +29,7 @@ import train
 from extras import pictures
 from tests.fixtures import (EPS_SEVEN, ROOT, TutorialModel, fake_ghostscript, make_fake_mnist,
                             run_script, run_subprocess, start_script, temporary_folder, write_idx)
-from tools import benchmark
+from tools import benchmark, benchmark_export, benchmark_page
 
 
 def setUpModule():
@@ -342,6 +342,20 @@ class BadArgumentTest(ErrorTestCase):
         self.assertOneLineError(code, err, 2, "--save-errors draws MNIST test digits")
         code, _, err = run_script(test, ["model.pt", "--device", "tpu9"])
         self.assertOneLineError(code, err, 2, "argument --device")
+
+    def test_an_export_from_a_data_dir_without_mnist_is_refused(self):
+        # Given, the folder was meant to hold MNIST (a typo, the docs' name for another's): one
+        # line, exit 2, no file, as train.py refuses it. The default folder's absence is no error.
+        target = temp_path("no_mnist.html")
+        code, out, err = run_script(draw, ["model.pt", "--data-dir", temp_path("mnist"),
+                                           "--export", target])
+        self.assertOneLineError(code, err, 2, "argument --data-dir: no MNIST in "
+                                + temp_path("mnist"), "python train.py --data-dir")
+        self.assertFalse(os.path.exists(target))
+        for tool in (benchmark_page, benchmark_export):
+            code, out, err = run_script(tool, ["model.pt", "--data-dir", temp_path("mnist")])
+            self.assertOneLineError(code, err, 1, "No MNIST in mnist/MNIST/raw",
+                                    "then run this benchmark again")
 
 
 class BadDataTest(ErrorTestCase):

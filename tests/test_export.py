@@ -376,11 +376,14 @@ class ExportTest(unittest.TestCase):
 
     def test_the_file_names_folders_by_their_own_name_never_a_path_of_this_machine(self):
         target = os.path.join(TEMP, "paths.html")
-        code, _, err = run_script(draw, [
-            MODEL, "--data-dir", os.path.join(TEMP, "no_mnist"), "--export", target,
-            "--images-dir", picture_folder(os.path.join(TEMP, "paths", "class_pictures")),
-            "--collect", os.path.join(TEMP, "paths", "class_pictures", "..")])  # as --collect ..
+        os.makedirs(os.path.join(TEMP, "no_mnist"), exist_ok=True)
+        with working_directory(os.path.join(TEMP, "no_mnist")):  # the default ./files: not there
+            code, out, err = run_script(draw, [
+                MODEL, "--export", target,
+                "--images-dir", picture_folder(os.path.join(TEMP, "paths", "class_pictures")),
+                "--collect", os.path.join(TEMP, "paths", "class_pictures", "..")])  # --collect ..
         self.assertEqual(code, 0, err)
+        self.assertIn("No MNIST in files/MNIST/raw: ", out)  # said once as it starts, not an error
         with open(target, encoding="utf-8") as file:
             html = file.read()
         for path in {TEMP, os.path.realpath(TEMP)}:
@@ -388,7 +391,7 @@ class ExportTest(unittest.TestCase):
         found = json.loads(re.search(r'id="export-data">(.*?)</script>', html, re.S).group(1))
         self.assertEqual(found["collect"]["folder"], "paths")
         self.assertEqual(found["sets"][0]["name"], "class_pictures")
-        self.assertTrue(found["missing"].startswith("No MNIST in no_mnist/MNIST/raw: "), found["missing"])
+        self.assertTrue(found["missing"].startswith("No MNIST in files/MNIST/raw: "), found["missing"])
 
     def test_the_page_called_with_keyword_arguments_answers_as_the_server_parses_a_request(self):
         # The export calls Page so; the server turns a query string or a JSON body into that call.
@@ -405,8 +408,9 @@ class ExportTest(unittest.TestCase):
 
     def test_the_command_prints_the_file_and_its_size(self):
         target = os.path.join(TEMP, "again.html")
-        code, out, err = run_script(draw, [MODEL, "--data-dir", os.path.join(TEMP, "none"),
-                                           "--export", target])
+        os.makedirs(os.path.join(TEMP, "none"), exist_ok=True)
+        with working_directory(os.path.join(TEMP, "none")):  # no ./files: the default's absence
+            code, out, err = run_script(draw, [MODEL, "--export", target])
         self.assertEqual((code, err), (0, ""))
         self.assertRegex(out, r"Wrote .*again\.html \(\d+\.\d\d MB\): open it in a browser")
         code, _, err = run_script(draw, [MODEL, "--export", os.path.join(TEMP, "no", "such.html")])

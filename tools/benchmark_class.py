@@ -2,7 +2,7 @@
 one epoch started together, against the same runs one after another, with PyTorch's own thread
 count (one per CPU) and with the scripts' default; ratios from this one run.
 
-Usage: python -m tools.benchmark_class --data-dir mnist [--runs 1 2 4 8] [--pytorch-runs 1 2 4 8]
+Usage: python -m tools.benchmark_class --data-dir files [--runs 1 2 4 8] [--pytorch-runs 1 2 4 8]
        [--alone 5]
 """
 import argparse

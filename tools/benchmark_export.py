@@ -1,7 +1,7 @@
 """Measure the exported page (draw.py --export) in headless Chromium on this machine: its size, how
 fast it opens and answers, and how closely its answers follow the server's (PyTorch's).
 
-Usage: python -m tools.benchmark_export model.pt [recipe.pt ...] --data-dir mnist [--digits 100]
+Usage: python -m tools.benchmark_export model.pt [recipe.pt ...] --data-dir files [--digits 100]
 """
 import argparse
 import base64
@@ -15,10 +15,11 @@ import time
 
 import torch
 
-from cli import UserError, add_data_and_device_arguments, positive_int, run_main, set_threads
-from data import load_mnist, to_pixels
+from cli import (UserError, add_data_and_device_arguments, counted, positive_int, run_main,
+                 set_threads)
+from data import load_mnist, raw_folder, to_pixels
 from page import export
-from page.routes import Page, load_models, load_sets
+from page.routes import Page, load_models, load_sets, mnist_missing
 from page.server import answer
 from tools.benchmark_page import drawing
 
@@ -134,12 +135,12 @@ def main(argv=None):
                         help="checkpoints written by train.py; the first is timed")
     parser.add_argument("--digits", type=positive_int, default=100,
                         help="MNIST test digits whose answers are compared (default: 100)")
-    add_data_and_device_arguments(parser)
+    add_data_and_device_arguments(parser, downloads=False)
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    sets, missing = load_sets(args.data_dir, None)
-    if missing:
-        raise UserError(missing)
+    if not raw_folder(args.data_dir)[1]:
+        raise UserError(mnist_missing(args.data_dir, "then run this benchmark again"))
+    sets, _ = load_sets(args.data_dir, None)
     folder = tempfile.mkdtemp()
     session = None
     try:
@@ -175,7 +176,7 @@ def main(argv=None):
             session.quit()
         shutil.rmtree(folder)
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s); "
+    print(f"torch {torch.__version__}, {counted(torch.get_num_threads(), 'CPU thread')}; "
           f"headless Chromium {version}")
     print(f"size: {os.path.basename(args.checkpoints[0])} with its snapshots, the untrained "
           f"network and the explorer {sizes['one'] / 2**20:.2f} MB; all {len(args.checkpoints)} "

@@ -1,7 +1,7 @@
 """Measure the drawing page's server on this machine: start-up, one prediction with every stage,
 each click, then a class of 30 drawing at once over loopback for 30 s, every answer checked.
 
-Usage: python -m tools.benchmark_page model.pt --data-dir mnist [--clients 30] [--seconds 30]
+Usage: python -m tools.benchmark_page model.pt --data-dir files [--clients 30] [--seconds 30]
 """
 import argparse
 import base64
@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw
 from torchvision.transforms.functional import pil_to_tensor
 
 from cli import UserError, add_data_and_device_arguments, positive_int, run_main, set_threads
-from page.routes import Page, load_models, load_sets
+from data import raw_folder
+from page.routes import Page, load_models, load_sets, mnist_missing
 from page.server import answer, make_server
 
 
@@ -119,9 +120,11 @@ def main(argv=None):
                         help="students drawing at once in the load run (default: 30)")
     parser.add_argument("--seconds", type=positive_int, default=30,
                         help="how long they draw (default: 30)")
-    add_data_and_device_arguments(parser)
+    add_data_and_device_arguments(parser, downloads=False)
     args = parser.parse_args(argv)
     set_threads(args.threads)  # as draw.py chooses them
+    if not raw_folder(args.data_dir)[1]:
+        raise UserError(mnist_missing(args.data_dir, "then run this benchmark again"))
     startup = {}
     for name, data_dir in (("without MNIST", os.devnull), ("with MNIST", args.data_dir)):
         start = time.perf_counter()  # what draw.py does before it listens: load, then evaluate
@@ -129,8 +132,6 @@ def main(argv=None):
         sets, missing = load_sets(data_dir, None)
         page = Page(networks, args.device, sets, missing)
         startup[name] = time.perf_counter() - start
-    if missing:
-        raise UserError(missing)
     server = make_server(networks, "127.0.0.1", 0, args.device, sets)  # loopback only
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]

@@ -2,7 +2,7 @@
 in one run: time, test accuracy and their ratio; then again while the page answers drawings, how
 fast it answers; and whether test.py reads the page's checkpoint with the accuracy it showed.
 
-Usage: python -m tools.benchmark_train model.pt --data-dir mnist [--epochs 1] [--seed 0]
+Usage: python -m tools.benchmark_train model.pt --data-dir files [--epochs 1] [--seed 0]
 """
 import argparse
 import base64
