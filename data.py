@@ -21,11 +21,8 @@ MEAN, STD = 0.5, 0.5
 
 
 class DataError(Exception):
-    """A problem with the data or a picture that the user can fix, said in one line.
-
-    This file imports nothing else of the project, so it can be copied alone into a course; the
-    scripts print these errors as one line, without a traceback.
-    """
+    """A problem with the data or a picture that the user can fix, said in one line. This file
+    imports nothing else of the project, so it can be copied alone into a course."""
 
 
 # The tutorial's preprocessing (it defines the same one twice, for training and testing).
@@ -46,11 +43,8 @@ def to_pixels(images):
 
 
 def load_mnist(data_dir, train, device="cpu"):
-    """Return one split as images (N, 1, 28, 28) float32 and labels (N,) int64, on device.
-
-    The whole split is preprocessed once, so training only indexes tensors: no per-image PIL
-    conversion and no worker processes.
-    """
+    """Return one split as images (N, 1, 28, 28) float32 and labels (N,) int64, on device,
+    preprocessed once: training only indexes tensors, with no per-image PIL conversion."""
     dataset = open_mnist(data_dir, train)
     # ToTensor reads an (H, W, C) array as C channels of H x W pixels. Putting the N images in the
     # channel slot converts them all in one call, to exactly the numbers of image-by-image use.
@@ -92,11 +86,8 @@ def download_mnist(data_dir, raw_dir):
 
 
 def check_idx_file(path, ndim):
-    """Return the number of items in an MNIST IDX file; raise DataError naming what is wrong.
-
-    torchvision's parser fails on a damaged file with a bare assertion or shape error, so the
-    header and the length are checked here first.
-    """
+    """Return the number of items in an MNIST IDX file, or DataError naming what is wrong: its
+    header and length are checked first, as torchvision fails on damage with a bare assertion."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as file:
@@ -119,8 +110,7 @@ def check_idx_file(path, ndim):
 
 def train_batches(images, labels, batch_size, generator):
     """Return the (images, labels) batches of one epoch in a fresh random order, as the tutorial's
-    shuffling loader gives them; the last incomplete batch is dropped, as the tutorial skips it.
-    """
+    shuffling loader gives them; the last incomplete batch is dropped, as the tutorial skips it."""
     steps = len(labels) // batch_size
     # The order is drawn now, on the CPU, so one seed gives the same batches on every device.
     order = torch.randperm(len(labels), generator=generator).to(labels.device)

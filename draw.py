@@ -9,8 +9,8 @@ import secrets
 import socket
 import sys
 
-from cli import (add_data_and_device_arguments, checked, device_line, non_negative_int,
-                 output_path, positive_int, run_main, set_threads)
+from common import (add_data_and_device_arguments, checked, device_line, non_negative_int,
+                    output_path, positive_int, run_main, set_threads)
 from data import raw_folder
 from page.collect import COLLECT_LIMIT, collect_folder
 from page.export import export_page

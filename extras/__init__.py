@@ -1,3 +1,3 @@
-"""Beyond the tutorial: augmentation, the training recipe, your own pictures, resuming a run,
-curves. train.py and test.py import these only when a flag asks (cli.extra).
+"""Beyond the tutorial: the flags beyond it (flags.py) and what runs them, and what the tutorial's
+files use whenever it is here: checkpoints checked in detail, a container's CPU quota.
 """

@@ -4,7 +4,7 @@ Usage: python train.py --plot curves.png   (or: from extras.curves import save_c
 """
 import torch
 
-from cli import save_atomically
+from common import save_atomically
 
 
 def check_flags(parser, args):

@@ -254,6 +254,23 @@ def read_plain_picture(path):
         return read_picture(file, path)
 
 
+def classify_pictures(model, paths, device):
+    """Print 'PATH: digit (confidence)' for each picture; return how many could not be read."""
+    failures = 0
+    for path in paths:
+        try:
+            digit = read_picture(path, path)  # (1, 28, 28)
+        except DataError as error:  # one bad file should not hide the answers for the others
+            print(f"error: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        with torch.no_grad():
+            probabilities = model(digit[None].to(device)).softmax(dim=1)[0].cpu()  # (10,)
+        confidence, predicted = probabilities.max(dim=0)
+        print(f"{path}: {predicted.item()} ({confidence.item() * 100:.1f}%)")
+    return failures
+
+
 def one_line(error):
     """The error's message with its whitespace, line breaks included, collapsed to single spaces."""
     return " ".join(str(error).split())

@@ -6,7 +6,7 @@ Usage: python train.py --schedule onecycle --weight-decay 0.1 --no-dropout-epoch
 import torch
 import torch.nn as nn
 
-from cli import flag_of
+from extras.flags import flag_of
 
 
 def check_flags(parser, args):
@@ -33,6 +33,12 @@ def make_optimizer(model, lr, weight_decay, schedule, epochs, steps_per_epoch):
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
     return optimizer, scheduler
+
+
+def plain_state(scheduler):
+    """The scheduler's state without its functions (PyTorch 2.3 keeps one there), which
+    weights_only cannot load; the scheduler made anew for --resume has its own."""
+    return {key: value for key, value in scheduler.state_dict().items() if not callable(value)}
 
 
 def set_dropout(model, active):

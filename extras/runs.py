@@ -7,7 +7,10 @@ import argparse
 
 import torch
 
-from cli import UserError, build_model, flag_of, is_number, plain_state, read_checkpoint, shown
+from common import UserError
+from extras.checkpoints import build_model, is_number, read_checkpoint, shown
+from extras.flags import flag_of
+from extras.recipe import plain_state
 
 # What --resume takes from the run, and refuses to change: anything that makes it another run.
 RUN_FLAGS = ("batch_size", "lr", "weight_decay", "schedule", "augment", "no_dropout_epochs",
@@ -34,9 +37,12 @@ def given_flags(parser, argv):
     return set(vars(parser.parse_args(argv)))
 
 
-def restore(checkpoint, path, model, optimizer, scheduler, generator):
-    """Put the run saved in checkpoint (read from path) back in place; return its epoch, history
-    and snapshots. UserError if its states do not fit the ones made for the run."""
+def restore(checkpoint, args, record, model, optimizer, scheduler, generator):
+    """Put the run saved in checkpoint (read from args.resume) back in place; return its epoch,
+    history and snapshots. UserError if it trained on other pictures than record describes, or if
+    its states do not fit the ones made for the run."""
+    path = args.resume
+    check_same_pictures(args, checkpoint, record)
     problem = run_state_problem(checkpoint, optimizer, scheduler)
     if problem:
         raise UserError(f"{path}: {problem}; {NOT_TRAIN_PY}")

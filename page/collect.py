@@ -8,7 +8,7 @@ import io
 import os
 import threading
 
-from cli import folder_name, save_atomically
+from common import save_atomically
 
 # Pictures of one digit a folder takes at most, by default. 80 a digit gave the best measured
 # result (docs/handwriting.md); 500 leaves a class of 30 room for many more, and with each
@@ -41,7 +41,7 @@ class Collector:
         """Save picture (PIL) as the next free label/NNNN.png; return that name and the counts.
 
         PictureTooLarge over MAX_PICTURE_BYTES; FolderFull past the limit; OSError (or
-        cli.UserError) if it cannot be written.
+        common.UserError) if it cannot be written.
         """
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
@@ -70,6 +70,35 @@ def picture_count(folder):
     return sum(name.endswith(".png") for name in os.listdir(folder))
 
 
+def folder_name(path):
+    """A folder as a page names it: its own name, as in /home/a/digits or .. -> digits (or '' for
+    the root). A page may be seen by a class or sent as a file: it never shows where this machine
+    keeps things, and a name from it never climbs out of a folder ("../3/0000.png")."""
+    return os.path.basename(os.path.abspath(path))
+
+
+def give_new_name(temporary, path):
+    """Give the complete file temporary the name path, which must be free: FileExistsError if not.
+
+    A hard link takes a name only if it is free, in one step. FAT32 and exFAT (USB sticks) and
+    many network folders have no hard links; there the name is first taken by an exclusive
+    create, which also fails if it exists, and the complete file then replaces that empty one.
+    """
+    try:
+        os.link(temporary, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (EPERM, EOPNOTSUPP, ...)
+        pass
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    try:
+        os.replace(temporary, path)
+    except OSError:
+        os.remove(path)  # give the name back rather than leave an empty file under it
+        raise
+
+
 def save_new_picture(png, folder, number):
     """Save png (a PNG file's bytes), whole, as the next free NNNN.png in folder from NNNN = number
     (the pictures it holds); return its name. A name that is taken (a file put there by hand,
@@ -79,7 +108,7 @@ def save_new_picture(png, folder, number):
         name = f"{number:04d}.png"
         try:
             save_atomically(os.path.join(folder, name), lambda file: file.write(png),
-                            overwrite=False)
+                            name_it=give_new_name)
             return name
         except FileExistsError:
             number += 1

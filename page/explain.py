@@ -7,7 +7,7 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 
-from cli import UserError
+from common import UserError
 from data import background, to_pixels
 from page.nodes import describe, details, operation_of, padding_of
 

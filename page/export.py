@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from cli import UserError, predict, save_atomically
+from common import UserError, predict, save_atomically
 from data import MEAN, STD, to_pixels
 from page.collect import COLLECT_SIDE
 from page.explain import ATTRIBUTION_STEPS, INK_RANGE, UNSURE_BELOW

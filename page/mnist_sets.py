@@ -26,8 +26,8 @@ import zlib
 
 import numpy as np
 
-from cli import folder_name
 from data import check_idx_file, open_mnist, raw_folder
+from page.collect import folder_name
 
 # Printable ASCII without the characters that mean something in HTML or JSON (" & ' < > \ `),
 # the first 85 of them: no "</script" can ever occur in the text.

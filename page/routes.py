@@ -16,12 +16,14 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from cli import (EVAL_BATCH_SIZE, UserError, accuracy, build_model, confusion_matrix, folder_name,
-                 read_checkpoint)
+from common import EVAL_BATCH_SIZE, UserError, accuracy
 from data import DataError, load_mnist, raw_folder, to_pixels
+from extras.checkpoints import build_model, read_checkpoint
 from extras.pictures import prepare_digit, read_labelled_folder, read_picture
+from extras.report import confusion_matrix
 from model import Net
-from page.collect import COLLECT_LIMIT, COLLECT_SIDE, Collector, FolderFull, PictureTooLarge
+from page.collect import (COLLECT_LIMIT, COLLECT_SIDE, Collector, FolderFull, PictureTooLarge,
+                          folder_name)
 from page.explain import Explainer, confidence
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "draw.html")

@@ -20,7 +20,7 @@ import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from cli import UserError, usable_cpus
+from common import UserError, usable_cpus
 from page.collect import COLLECT_LIMIT
 from page.routes import BadRequest, DigitInput, Page
 

@@ -1,5 +1,5 @@
-"""What the test modules share: test_smoke's fake MNIST, reference model and ways to run the
-scripts (re-exported from it), pictures of digits, ways to start scripts and tools, and what the
+"""What the test modules share: test_smoke's fake MNIST and reference model (re-exported from it),
+ways to run the scripts, pictures of digits, ways to start scripts and tools, and what the
 whole run makes once (the shapes set, one headless Chromium).
 
 Usage: from tests.fixtures import make_fake_mnist, run_script, temporary_folder, ...   (tests only)
@@ -16,17 +16,50 @@ import struct
 import subprocess
 import sys
 import tempfile
+import unittest
 import zlib
 
 import torch
 from PIL import Image, ImageDraw
 
+import torchvision.transforms as transforms
+
+import common
 from data import to_pixels
 from extras.pictures import prepare_digit
-from test_smoke import (MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, TutorialModel,  # noqa: F401
-                        make_fake_mnist, run_script, run_subprocess, temporary_folder, write_idx)
+from test_smoke import TutorialModel, make_fake_mnist, run_subprocess, write_idx  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the scripts are
+# Real MNIST, for the few tests that need it; they skip with this reason without it.
+MNIST_ROOT = os.environ.get("MNIST_ROOT", "")
+NO_REAL_MNIST = (not os.path.isfile(os.path.join(MNIST_ROOT, "MNIST", "raw", "t10k-images-idx3-ubyte")),
+                 "set MNIST_ROOT to a folder holding MNIST/raw/ (real MNIST) to run this test")
+# The tutorial's transform, as written.
+TUTORIAL_TRANSFORM = transforms.Compose([
+    transforms.ToTensor(),
+    transforms.Normalize((0.5,), (0.5,)),
+])
+
+
+def temporary_folder():
+    """Return a new temporary folder, removed when the test module ends (call in setUpModule)."""
+    folder = tempfile.TemporaryDirectory()
+    unittest.addModuleCleanup(folder.cleanup)
+    return folder.name
+
+
+def run_script(module, argv):
+    """Run module.main(argv) as its script does, in this process: return (exit code, out, err)."""
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            common.run_main(lambda: module.main(argv))
+        except SystemExit as exit:
+            code = exit.code
+            if isinstance(code, str):  # sys.exit("message") prints it and exits 1
+                err.write(code + "\n")
+                code = 1
+    return code, out.getvalue(), err.getvalue()
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 

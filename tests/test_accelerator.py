@@ -10,7 +10,7 @@ import unittest
 import torch
 from PIL import Image, ImageDraw
 
-import cli
+import common
 import data
 import test
 import train
@@ -20,7 +20,7 @@ from page import routes
 from page.server import answer
 from tests.fixtures import make_fake_mnist, run_script, temporary_folder
 
-ACCELERATOR = cli.accelerator_type()
+ACCELERATOR = None if common.device_name("auto") == "cpu" else common.device_name("auto")
 
 
 def setUpModule():
@@ -52,11 +52,11 @@ def train_on(device, out, *flags):
 
 class DeviceChoiceTest(unittest.TestCase):
     def test_auto_picks_the_accelerator_and_explicit_names_are_checked(self):
-        self.assertEqual(cli.device_name("auto"), ACCELERATOR or "cpu")
-        self.assertEqual(cli.device_name("cpu"), "cpu")
-        self.assertEqual(cli.available_devices()[0], "cpu")
+        self.assertEqual(common.device_name("auto"), ACCELERATOR or "cpu")
+        self.assertEqual(common.device_name("cpu"), "cpu")
+        self.assertEqual(common.available_devices()[0], "cpu")
         if ACCELERATOR:
-            self.assertIn(ACCELERATOR, cli.available_devices())
+            self.assertIn(ACCELERATOR, common.available_devices())
 
 
 @unittest.skipUnless(ACCELERATOR, "no accelerator on this machine (torch sees no CUDA, MPS, ...)")
@@ -118,8 +118,8 @@ class AcceleratorTest(unittest.TestCase):
         torch.manual_seed(0)
         model = Net()
         images, labels = data.load_mnist(DATA_DIR, train=False)
-        on_cpu = cli.predict(model, images)
-        on_device = cli.predict(model.to(ACCELERATOR), images.to(ACCELERATOR)).cpu()
+        on_cpu = common.predict(model, images)
+        on_device = common.predict(model.to(ACCELERATOR), images.to(ACCELERATOR)).cpu()
         self.assertGreaterEqual((on_cpu == on_device).float().mean().item(), 0.99)
 
 

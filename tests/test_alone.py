@@ -13,7 +13,8 @@ import unittest
 
 import torch
 
-from tests.fixtures import ROOT, make_fake_mnist, temporary_folder
+from tests.fixtures import ROOT, TutorialModel, make_fake_mnist, temporary_folder
+from tests.test_errors import Payload
 
 
 def setUpModule():
@@ -53,32 +54,32 @@ ALONE = {
                    "background=-1.0).shape))"),
 }
 # What a teacher copies for the tutorial as files (README: What to copy).
-COPY_SET = ["model.py", "data.py", "cli.py", "train.py", "test.py", "test_smoke.py"]
-# Each flag beyond the tutorial, given to the copy set without extras/: (script, its arguments,
-# the module of extras/ the flag needs).
+COPY_SET = ["model.py", "data.py", "common.py", "train.py", "test.py", "test_smoke.py"]
+# Each flag beyond the tutorial, given to the copy set without extras/ (script, its arguments):
+# the tutorial's files alone do not take it.
 EXTRAS_FLAGS = [
-    ("train", ["--augment"], "augment"),
-    ("train", ["--resume", "model.pt"], "runs"),
-    ("train", ["--plot", "c.png"], "curves"),
-    ("train", ["--schedule", "onecycle"], "recipe"),
-    ("train", ["--weight-decay", "0.1"], "recipe"),
-    ("train", ["--no-dropout-epochs", "1"], "recipe"),
-    ("train", ["--no-augment-epochs", "1"], "recipe"),
-    ("train", ["--extra-images-dir", "d"], "pictures"),
-    ("test", ["model.pt", "--image", "x.png"], "pictures"),
-    ("test", ["model.pt", "--images-dir", "d"], "pictures"),
+    ("train", ["--augment"]), ("train", ["--resume", "model.pt"]), ("train", ["--plot", "c.png"]),
+    ("train", ["--schedule", "onecycle"]), ("train", ["--weight-decay", "0.1"]),
+    ("train", ["--no-dropout-epochs", "1"]), ("train", ["--no-augment-epochs", "1"]),
+    ("train", ["--extra-images-dir", "d"]), ("train", ["--init-from", "model.pt"]),
+    ("train", ["--no-snapshots"]), ("test", ["model.pt", "--image", "x.png"]),
+    ("test", ["model.pt", "--images-dir", "d"]), ("test", ["model.pt", "--per-class"]),
+    ("test", ["model.pt", "--save-errors", "e.png"]),
 ]
 # Runs each (script, arguments) as its script does, in one process: exit code, output, and
 # whether the folder is as it was; one JSON line of results.
 DRIVER = """
-import json, os, sys
-import test, train
-from test_smoke import run_script
+import contextlib, io, json, os, sys
+import common, test, train
 results = []
 for script, argv in json.loads(sys.argv[1]):
-    before = sorted(os.listdir("."))
-    code, out, err = run_script({"train": train, "test": test}[script], argv)
-    results.append([code, out, err, sorted(os.listdir(".")) == before])
+    before, out, err, code = sorted(os.listdir(".")), io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            common.run_main(lambda: {"train": train, "test": test}[script].main(argv))
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+    results.append([code, out.getvalue(), err.getvalue(), sorted(os.listdir(".")) == before])
 print(json.dumps(results))
 """
 
@@ -115,7 +116,7 @@ class AloneTest(unittest.TestCase):
 
 class CopySetTest(unittest.TestCase):
     """The six files of the copy set, alone in a course's folder with MNIST in ./files, run the
-    README's defaults; each flag beyond the tutorial says in one line that extras/ is missing."""
+    README's defaults; they take no flag beyond the tutorial, and read a checkpoint safely."""
 
     @classmethod
     def setUpClass(cls):
@@ -144,16 +145,41 @@ class CopySetTest(unittest.TestCase):
         self.assertEqual(smoke.returncode, 0, smoke.stderr)
         self.assertIn("OK", smoke.stderr.splitlines()[-1])
 
-        cases = [("train", ["--epochs", "0"])] + [(script, argv) for script, argv, _ in EXTRAS_FLAGS]
+        cases = [("train", ["--epochs", "0"])] + EXTRAS_FLAGS
         driven = run_in(self.folder, "-c", DRIVER, json.dumps(cases))
         self.assertEqual(driven.returncode, 0, driven.stderr)
         results = json.loads(driven.stdout)
         code, out, err, unchanged = results[0]  # a bad flag: argparse's one line, exit 2
         self.assertEqual((code, out, unchanged), (2, "", True))
         self.assertIn("argument --epochs", err.splitlines()[-1])
-        for (script, argv, module), (code, out, err, unchanged) in zip(EXTRAS_FLAGS, results[1:]):
+        for (script, argv), (code, out, err, unchanged) in zip(EXTRAS_FLAGS, results[1:]):
             with self.subTest(script=script, argv=argv):
-                self.assertEqual((code, out, unchanged), (1, "", True), err)
-                flag = next(argument for argument in argv if argument.startswith("--"))
-                self.assertEqual(err, f"error: {flag} needs extras/{module}.py, which is not "
-                                      "here: copy the extras folder beside train.py and test.py\n")
+                self.assertEqual((code, out, unchanged), (2, "", True), err)
+                given = " ".join(argv[1:] if script == "test" else argv)
+                self.assertTrue(err.splitlines()[-1].endswith(f"unrecognized arguments: {given}"),
+                                err)
+
+    def test_a_damaged_or_hostile_checkpoint_is_one_line_and_runs_nothing(self):
+        # Alone, the copy set reads with weights_only=True and says so in one generic line.
+        marker = os.path.join(self.folder, "pwned")
+        weights = TutorialModel().state_dict()
+        weights["fc1.bias"][0] = float("nan")
+        torch.save({"model": weights}, os.path.join(self.folder, "nan.pt"))
+        torch.save({"model": TutorialModel().state_dict(), "history": "x"},
+                   os.path.join(self.folder, "history.pt"))
+        torch.save({"model": Payload(marker)}, os.path.join(self.folder, "evil.pt"))
+        torch.save({"model": TutorialModel().state_dict()}, os.path.join(self.folder, "whole.pt"))
+        with open(os.path.join(self.folder, "whole.pt"), "rb") as file:
+            content = file.read()
+        with open(os.path.join(self.folder, "truncated.pt"), "wb") as file:
+            file.write(content[:len(content) // 2])
+        for name in ("truncated.pt", "nan.pt", "history.pt", "evil.pt", "missing.pt"):
+            with self.subTest(checkpoint=name):
+                tested = run_in(self.folder, "test.py", name)
+                self.assertEqual((tested.returncode, tested.stdout), (1, ""))
+                self.assertNotIn("Traceback", tested.stderr)
+                self.assertEqual(tested.stderr, f"error: {name}: not a checkpoint of model.py's "
+                                                "network (missing, damaged, weights that are not "
+                                                "numbers, or more than tensors and plain types); "
+                                                "none of its code was run\n")
+        self.assertFalse(os.path.exists(marker), "code from the checkpoint ran")

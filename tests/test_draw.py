@@ -23,12 +23,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import EpsImagePlugin, Image
 
-import cli
+import common
 import data
 import draw
 import test
 import train
-from extras import pictures
+from extras import pictures, report
 from model import Net
 from page import explain, routes
 from page.collect import collect_folder
@@ -562,7 +562,7 @@ class EditedModelTest(unittest.TestCase):
                                (OtherSize, "cannot take a 1 x 28 x 28 picture"),
                                (FiveDigits, "answers (5,) values, not 10 digits")):
             with self.subTest(network=network.__name__):
-                with self.assertRaises(cli.UserError) as raised:
+                with self.assertRaises(common.UserError) as raised:
                     routes.Page([routes.Network("edited.pt", network())], "cpu")
                 self.assertIn("edited.pt: this network" if network is not Branching
                               else "edited.pt: the page", str(raised.exception))
@@ -781,7 +781,7 @@ class ExplorerTest(unittest.TestCase):
         torch.manual_seed(0)  # step 0 of the run is the untrained network of its seed
         untrained = Net().eval()
         with torch.no_grad():
-            expected = test.confusion_matrix(labels, untrained(images).argmax(dim=1)).tolist()
+            expected = report.confusion_matrix(labels, untrained(images).argmax(dim=1)).tolist()
         status, first = request("GET", "/testset?model=0&snapshot=0&set=0")
         self.assertEqual((status, first["confusion"]), (200, expected))
         final = request("GET", "/testset?model=0&set=0")[1]

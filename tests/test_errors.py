@@ -21,12 +21,13 @@ import torch.nn as nn
 import torchvision
 from PIL import Image, ImageDraw
 
-import cli
+import common
 import data
 import draw
 import test
 import train
 from extras import pictures
+from page.collect import give_new_name
 from tests.fixtures import (EPS_SEVEN, ROOT, TutorialModel, fake_ghostscript, make_fake_mnist,
                             run_script, run_subprocess, start_script, temporary_folder, write_idx)
 from tools import benchmark, benchmark_export, benchmark_page
@@ -423,21 +424,24 @@ class InterruptAndDivergenceTest(ErrorTestCase):
         self.assertFalse(os.path.exists(out))
 
     def test_nan_or_huge_loss_counts_as_diverged_at_its_own_step(self):
-        for bad in (float("nan"), float("inf"), cli.DIVERGED_LOSS + 1):
-            losses = torch.tensor([2.3, 1.0, bad, float("nan"), 1.0])
-            # Steps 11 to 15 are checked together; the first bad loss is at step 13.
-            with self.assertRaisesRegex(cli.UserError, r"at epoch 2, step 13\)"):
-                cli.check_diverged(losses, epoch=2, first_step=11)
-        cli.check_diverged(torch.tensor([2.3, 40.0, 0.01]), epoch=1, first_step=1)  # spiky, sane
+        for bad in (float("nan"), float("inf"), train.DIVERGED_LOSS + 1):
+            losses = [torch.tensor(loss) for loss in (2.3, 1.0, bad, float("nan"), 1.0)]
+            # The epoch's steps are checked together; the first bad loss is at step 3.
+            with self.assertRaisesRegex(common.UserError, r"at epoch 2, step 3\)"):
+                train.check_diverged(losses, epoch=2)
+        train.check_diverged([torch.tensor(loss) for loss in (2.3, 40.0, 0.01)], epoch=1)  # sane
 
     def test_divergence_names_the_step_of_the_first_bad_loss_between_log_lines(self):
-        log = cli.StepLog(steps=8, shown_steps=8, epoch=1, epochs=1, log_interval=5, device="cpu")
-        with contextlib.redirect_stdout(io.StringIO()):
-            # The log line at step 1 passes; steps 2 to 4 wait for the next check.
-            for step, loss in enumerate([2.3, 2.0, 1.9, float("nan")]):
-                log.record(step, torch.tensor(loss), torch.zeros(1, 10), torch.zeros(1).long())
-        with self.assertRaisesRegex(cli.UserError, r"step 4\)"):
-            log.finish()
+        # Eight steps, a line every 5: step 1's line passes, and step 4's NaN input (which makes
+        # every later loss NaN too) is named at the epoch's end, where steps 2 to 8 are checked.
+        model = nn.Linear(784, 10)
+        batches = [(torch.full((4, 784), float("nan") if step == 3 else 0.5), torch.zeros(4).long())
+                   for step in range(8)]
+        log = {"epoch": 1, "epochs": 1, "interval": 5, "shown_steps": 8, "done": 0}
+        with contextlib.redirect_stdout(io.StringIO()) as printed, \
+                self.assertRaisesRegex(common.UserError, r"step 4\)"):
+            train.train_epoch(model, torch.optim.Adam(model.parameters()), None, batches, log)
+        self.assertEqual(printed.getvalue().count("Epoch: 1/1, Step: "), 1)  # step 1's line only
 
 
 class DamagedPictureTest(ErrorTestCase):
@@ -515,8 +519,8 @@ class PostScriptPictureTest(ErrorTestCase):
 class AtomicSaveTest(unittest.TestCase):
     def test_replaces_whole_file_with_usual_permissions_and_no_leftovers(self):
         path = temp_path("atomic.bin")
-        cli.save_atomically(path, lambda file: file.write(b"first"))
-        cli.save_atomically(path, lambda file: file.write(b"second"))
+        common.save_atomically(path, lambda file: file.write(b"first"))
+        common.save_atomically(path, lambda file: file.write(b"second"))
         with open(path, "rb") as file:
             self.assertEqual(file.read(), b"second")
         with open(temp_path("plain.bin"), "wb"):
@@ -526,9 +530,9 @@ class AtomicSaveTest(unittest.TestCase):
 
     def test_without_overwrite_a_taken_name_is_never_replaced(self):
         path = temp_path("taken.bin")
-        cli.save_atomically(path, lambda file: file.write(b"first"), overwrite=False)
+        common.save_atomically(path, lambda file: file.write(b"first"), name_it=give_new_name)
         with self.assertRaises(FileExistsError):
-            cli.save_atomically(path, lambda file: file.write(b"second"), overwrite=False)
+            common.save_atomically(path, lambda file: file.write(b"second"), name_it=give_new_name)
         with open(path, "rb") as file:
             self.assertEqual(file.read(), b"first")
         self.assertEqual([name for name in os.listdir(TEMP) if name.startswith(".taken.bin")], [])
@@ -538,13 +542,14 @@ class AtomicSaveTest(unittest.TestCase):
         no_links = mock.patch("os.link", side_effect=PermissionError(1, "Operation not permitted"))
         path = temp_path("stick.bin")
         with no_links:
-            cli.save_atomically(path, lambda file: file.write(b"first"), overwrite=False)
+            common.save_atomically(path, lambda file: file.write(b"first"), name_it=give_new_name)
             with self.assertRaises(FileExistsError):
-                cli.save_atomically(path, lambda file: file.write(b"second"), overwrite=False)
+                common.save_atomically(path, lambda file: file.write(b"second"),
+                                       name_it=give_new_name)
             with mock.patch("os.replace", side_effect=OSError(5, "Input/output error")):
-                with self.assertRaisesRegex(cli.UserError, "stick2.bin: could not be written"):
-                    cli.save_atomically(temp_path("stick2.bin"), lambda file: file.write(b"x"),
-                                        overwrite=False)
+                with self.assertRaisesRegex(common.UserError, "stick2.bin: could not be written"):
+                    common.save_atomically(temp_path("stick2.bin"), lambda file: file.write(b"x"),
+                                           name_it=give_new_name)
         with open(path, "rb") as file:
             self.assertEqual(file.read(), b"first")
         self.assertFalse(os.path.exists(temp_path("stick2.bin")))  # the name given back
@@ -560,8 +565,8 @@ class AtomicSaveTest(unittest.TestCase):
             with mock.patch("secrets.token_hex", return_value="0" * 16):
                 link = temp_path(".planted.bin." + "0" * 16 + ".tmp")
                 os.symlink(target, link)
-                with self.assertRaisesRegex(cli.UserError, "planted.bin: could not be written"):
-                    cli.save_atomically(path, lambda file: file.write(b"attack"))
+                with self.assertRaisesRegex(common.UserError, "planted.bin: could not be written"):
+                    common.save_atomically(path, lambda file: file.write(b"attack"))
             self.assertTrue(os.path.islink(link))  # left as it was, not removed nor followed
             os.remove(link)
         with open(victim, "rb") as file:
@@ -571,27 +576,27 @@ class AtomicSaveTest(unittest.TestCase):
 
     def test_failed_write_keeps_the_old_file(self):
         path = temp_path("kept.bin")
-        cli.save_atomically(path, lambda file: file.write(b"old"))
+        common.save_atomically(path, lambda file: file.write(b"old"))
 
         def fail_halfway(file):
             file.write(b"half of the new")
             raise KeyboardInterrupt
 
         with self.assertRaises(KeyboardInterrupt):
-            cli.save_atomically(path, fail_halfway)
+            common.save_atomically(path, fail_halfway)
         with open(path, "rb") as file:
             self.assertEqual(file.read(), b"old")
         self.assertEqual([name for name in os.listdir(TEMP) if name.endswith(".tmp")], [])
 
     def test_full_disk_is_one_clear_error_and_keeps_the_old_file(self):
         path = temp_path("full.bin")
-        cli.save_atomically(path, lambda file: file.write(b"old"))
+        common.save_atomically(path, lambda file: file.write(b"old"))
 
         def disk_full(file):
             raise OSError(28, "No space left on device")
 
-        with self.assertRaisesRegex(cli.UserError, "could not be written .No space left"):
-            cli.save_atomically(path, disk_full)
+        with self.assertRaisesRegex(common.UserError, "could not be written .No space left"):
+            common.save_atomically(path, disk_full)
         with open(path, "rb") as file:
             self.assertEqual(file.read(), b"old")
 
@@ -600,13 +605,13 @@ class AtomicSaveTest(unittest.TestCase):
         torch.save({"generation": 1}, path)
         # The child writes half a checkpoint, says so, and waits to be killed.
         child_code = (
-            "import sys, torch, cli\n"
+            "import sys, torch, common\n"
             "def write(file):\n"
             "    file.write(b'PK' * 1000)\n"
             "    file.flush()\n"
             "    print('halfway', flush=True)\n"
             "    sys.stdin.read()\n"
-            f"cli.save_atomically({path!r}, write)\n")
+            f"common.save_atomically({path!r}, write)\n")
         process = subprocess.Popen([sys.executable, "-c", child_code], cwd=ROOT, text=True,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.assertEqual(process.stdout.readline().strip(), "halfway")

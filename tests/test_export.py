@@ -25,11 +25,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-import cli
+import common
 import data
 import draw
 import train
-from extras import pictures
+from extras import checkpoints, pictures
 from page import export, routes
 from page.collect import COLLECT_SIDE
 from page.server import answer as server_answer  # 'answer' names the file's answers
@@ -114,7 +114,7 @@ class ExamplesNet(nn.Module):
 @contextlib.contextmanager
 def examples_net_in_model_py():
     """The scripts build ExamplesNet wherever they build model.py's Net, as if it were pasted there."""
-    with mock.patch.object(train, "Net", ExamplesNet), mock.patch.object(cli, "Net", ExamplesNet), \
+    with mock.patch.object(train, "Net", ExamplesNet), mock.patch.object(checkpoints, "Net", ExamplesNet), \
             mock.patch.object(routes, "Net", ExamplesNet):
         yield
 
@@ -291,7 +291,7 @@ class ExportTest(unittest.TestCase):
         torch.save({"model": GeluNet().state_dict()}, path)
         page = routes.Page([routes.Network("gelu", GeluNet().eval())], "cpu")
         target = os.path.join(TEMP, "gelu.html")
-        with self.assertRaises(cli.UserError) as caught:
+        with self.assertRaises(common.UserError) as caught:
             export.export_page(page, target)
         message = str(caught.exception)
         self.assertRegex(message, r"^the exported page cannot compute F\.gelu \(forward\(\) calls it "
@@ -305,7 +305,7 @@ class ExportTest(unittest.TestCase):
                 return self.fc(F.dropout(torch.flatten(x, 1), p=0.2))  # training=True: it drops
 
         page = routes.Page([routes.Network("dropping", Dropping().eval())], "cpu")
-        with self.assertRaisesRegex(cli.UserError, r"cannot compute F\.dropout"):
+        with self.assertRaisesRegex(common.UserError, r"cannot compute F\.dropout"):
             export.page_html(page)
 
     def test_a_softmax_in_float32_is_exported_and_in_another_precision_refused(self):
@@ -318,14 +318,14 @@ class ExportTest(unittest.TestCase):
         page = routes.Page([routes.Network("float", Softmax().eval())], "cpu")
         self.assertIn('"op":"log_softmax"', export.page_html(page))
         Softmax.dtype = torch.float64
-        with self.assertRaises(cli.UserError) as caught:
+        with self.assertRaises(common.UserError) as caught:
             export.page_html(routes.Page([routes.Network("double", Softmax().eval())], "cpu"))
         self.assertRegex(str(caught.exception), r"^the exported page cannot compute F\.log_softmax \(forward")
         self.assertNotIn("\n", str(caught.exception))
 
     def test_pytorch_examples_net_with_13_snapshots_is_at_most_20_mb_its_final_weights_exact(self):
         torch.manual_seed(0)
-        model, steps, snapshots = ExamplesNet(), cli.snapshot_steps(3 * 937), []
+        model, steps, snapshots = ExamplesNet(), train.snapshot_steps(3 * 937), []
         for step in steps:  # weights that move between snapshots, as a run's do
             snapshots.append({"step": step, "model": copy.deepcopy(model.state_dict())})
             with torch.no_grad():
@@ -371,7 +371,7 @@ class ExportTest(unittest.TestCase):
                 return self.fc(x.relu_() + x)  # PyTorch adds the changed x to itself
 
         page = routes.Page([routes.Network("shared", Shared().eval())], "cpu")
-        with self.assertRaisesRegex(cli.UserError, r"cannot compute x\.relu_\(\.\.\.\) \(forward"):
+        with self.assertRaisesRegex(common.UserError, r"cannot compute x\.relu_\(\.\.\.\) \(forward"):
             export.page_html(page)
 
     def test_the_file_names_folders_by_their_own_name_never_a_path_of_this_machine(self):
@@ -748,7 +748,7 @@ def batch_norm_net_in_model_py():
     """The scripts build test_draw's BatchNormNet wherever they build model.py's Net."""
     from tests.test_draw import BatchNormNet
 
-    with mock.patch.object(train, "Net", BatchNormNet), mock.patch.object(cli, "Net", BatchNormNet), \
+    with mock.patch.object(train, "Net", BatchNormNet), mock.patch.object(checkpoints, "Net", BatchNormNet), \
             mock.patch.object(routes, "Net", BatchNormNet):
         yield
 

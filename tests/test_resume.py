@@ -16,7 +16,6 @@ from unittest import mock
 import torch
 from PIL import Image
 
-import cli
 import data
 import train
 from extras import pictures
@@ -79,13 +78,13 @@ class SnapshotTest(unittest.TestCase):
         checkpoint = train_run(temp_path("snapshots.pt"), "--epochs", "4", "--batch-size", "16")
         steps = [snapshot["step"] for snapshot in checkpoint["snapshots"]]
         self.assertEqual(steps, [0, 1, 2, 5, 10, 20, 50, 100])  # 4 epochs of 25 steps
-        self.assertEqual(steps, cli.snapshot_steps(100))
+        self.assertEqual(steps, train.snapshot_steps(100))
         assert_same_weights(self, checkpoint["snapshots"][-1]["model"], checkpoint["model"])
         torch.manual_seed(0)  # step 0 is the untrained network of the run's seed
         assert_same_weights(self, checkpoint["snapshots"][0]["model"], Net().state_dict())
         self.assertFalse(torch.equal(checkpoint["snapshots"][1]["model"]["fc2.weight"],
                                      checkpoint["snapshots"][0]["model"]["fc2.weight"]))
-        self.assertEqual(cli.snapshot_steps(2811), [0, 1, 2, 5, 10, 20, 50, 100, 200, 500,
+        self.assertEqual(train.snapshot_steps(2811), [0, 1, 2, 5, 10, 20, 50, 100, 200, 500,
                                                        1000, 2000, 2811])
 
     def test_no_snapshots_flag(self):
@@ -297,13 +296,13 @@ class ResumeTest(unittest.TestCase):
 
     def test_ctrl_c_while_the_finished_run_is_tested_saves_it_whole(self):
         out = temp_path("tested.pt")
-        real_evaluate = train.evaluate
+        real_predict = train.predict
 
-        def evaluate_and_ctrl_c(*arguments):
+        def predict_and_ctrl_c(*arguments):
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as in a terminal, during the test
-            return real_evaluate(*arguments)
+            return real_predict(*arguments)
 
-        with mock.patch.object(train, "evaluate", side_effect=evaluate_and_ctrl_c):
+        with mock.patch.object(train, "predict", side_effect=predict_and_ctrl_c):
             code, printed, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu",
                                                     "--epochs", "1", "--out", out])
         self.assertEqual(code, 130)

@@ -14,11 +14,11 @@ import torch
 import torchvision
 from PIL import Image, ImageOps
 
-import cli
+import common
 import data
 import test
 import train
-from extras import augment, pictures, recipe
+from extras import augment, cpu_quota, pictures, recipe, report
 from model import Net
 from tests.fixtures import (MNIST_ROOT, NO_REAL_MNIST, draw_digit, make_fake_mnist, run_module,
                             run_script, run_subprocess, temporary_folder)
@@ -84,11 +84,11 @@ class ImagesDirTest(unittest.TestCase):
         self.assertIn("Pictures: 7 read, 1 skipped", out)
         self.assertIn("notes.txt: not an image file", err)
         self.assertEqual(len(err.strip().splitlines()), 1)
-        model = cli.load_model(MODEL, "cpu")
+        model = common.load_model(MODEL, "cpu")
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             images, labels = pictures.read_labelled_folder(folder)
         self.assertEqual(sorted(labels.tolist()), [3, 3, 3, 7, 7, 7, 7])
-        expected = cli.accuracy(cli.predict(model, images), labels)
+        expected = common.accuracy(common.predict(model, images), labels)
         self.assertIn(f"Test Accuracy: {expected * 100:.2f}%", out)
         self.assertRegex(out, r"\n3  \d+\.\d{2}%  \(\d/3\)\n")  # the per-digit table
         self.assertRegex(out, r"\n7  \d+\.\d{2}%  \(\d/4\)\n")
@@ -170,9 +170,9 @@ class PerClassAndErrorsTest(unittest.TestCase):
         torch.manual_seed(0)
         untrained = temp_path("untrained.pt")
         torch.save(Net().state_dict(), untrained)
-        model = cli.load_model(untrained, "cpu")
+        model = common.load_model(untrained, "cpu")
         images, labels = data.load_mnist(DATA_DIR, train=False)
-        predictions = cli.predict(model, images)
+        predictions = common.predict(model, images)
         wrong = (predictions != labels).nonzero().view(-1).tolist()
         self.assertGreater(len(wrong), 100)
         path = temp_path("errors.png")
@@ -195,7 +195,7 @@ class PerClassAndErrorsTest(unittest.TestCase):
             images[:, :, 4:24, 12:16] = (1 - data.MEAN) / data.STD  # ... with a white bar
             path = temp_path("grid_other_mean.png")
             with contextlib.redirect_stdout(io.StringIO()):
-                test.save_error_grid(path, images, torch.tensor([1, 1]), torch.tensor([7, 7]))
+                report.save_error_grid(path, images, torch.tensor([1, 1]), torch.tensor([7, 7]))
         with Image.open(path) as sheet:
             tile = sheet.crop((0, 14, 84, 98))  # the first digit, below its label strip
             self.assertEqual(tile.getpixel((0, 0)), 0)
@@ -298,7 +298,7 @@ class ExtraImagesTest(unittest.TestCase):
                                                   "--out", out])
                 self.assertEqual(code, 0, err)
                 first = torch.load(out, weights_only=True)["snapshots"][0]
-                expected = cli.load_model(start, "cpu").state_dict()
+                expected = common.load_model(start, "cpu").state_dict()
                 for key, value in expected.items():  # step 0 is the weights it started from
                     self.assertTrue(torch.equal(first["model"][key], value), key)
         code, _, err = run_script(train, ["--data-dir", DATA_DIR, "--init-from", temp_path("none.pt"),
@@ -414,11 +414,11 @@ class ThreadsTest(unittest.TestCase):
         self.addCleanup(torch.set_num_threads, threads)  # the rest of the suite as it was
 
     def quota(self, files):
-        """cli.cgroup_cpu_quota with these files (path under /cg: text) in place of the system's."""
+        """cpu_quota.cgroup_cpu_quota with these files (path under /cg: text) for the system's."""
         def read_text(path):
             return files.get(path.replace(os.sep, "/"), "")
-        with mock.patch.object(cli, "read_text", side_effect=read_text):
-            return cli.cgroup_cpu_quota("/cg")
+        with mock.patch.object(cpu_quota, "read_text", side_effect=read_text):
+            return cpu_quota.cgroup_cpu_quota("/cg")
 
     def test_cgroup_quotas_v2_and_v1_and_none(self):
         # cgroup v2, as JupyterHub's systemd spawner sets a user's limit: the least on the path.
@@ -434,23 +434,23 @@ class ThreadsTest(unittest.TestCase):
         self.assertIsNone(self.quota({"/proc/self/cgroup": "0::/\n", "/cg/cpu.max": "max 100000"}))
         self.assertIsNone(self.quota({"/proc/self/cgroup": "4:cpu:/\n",
                                       "/cg/cpu/cpu.cfs_quota_us": "-1\n"}))
-        with mock.patch.object(cli, "cgroup_cpu_quota", return_value=0.5):
-            self.assertEqual(cli.usable_cpus(), 1)  # a part of a CPU is still one thread
-        with mock.patch.object(cli, "cgroup_cpu_quota", return_value=None), \
+        with mock.patch.object(cpu_quota, "cgroup_cpu_quota", return_value=0.5):
+            self.assertEqual(common.usable_cpus(), 1)  # a part of a CPU is still one thread
+        with mock.patch.object(cpu_quota, "cgroup_cpu_quota", return_value=None), \
                 mock.patch("os.sched_getaffinity", return_value={0, 1, 2}, create=True):
-            self.assertEqual(cli.usable_cpus(), 3)
+            self.assertEqual(common.usable_cpus(), 3)
 
     def test_threads_flag_then_omp_num_threads_then_a_quarter_of_the_cpus(self):
         with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "3"}):
-            self.assertEqual(cli.set_threads(2), 2)
+            self.assertEqual(common.set_threads(2), 2)
             self.assertEqual(torch.get_num_threads(), 2)
-            self.assertEqual(cli.set_threads(), 3)
+            self.assertEqual(common.set_threads(), 3)
         with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": ""}), \
-                mock.patch.object(cli, "usable_cpus", return_value=16):
-            self.assertEqual(cli.set_threads(), 4)
+                mock.patch.object(common, "usable_cpus", return_value=16):
+            self.assertEqual(common.set_threads(), 4)
         with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "²"}), \
-                mock.patch.object(cli, "usable_cpus", return_value=2):
-            self.assertEqual(cli.set_threads(), 1)
+                mock.patch.object(common, "usable_cpus", return_value=2):
+            self.assertEqual(common.set_threads(), 1)
 
     def test_each_script_says_what_it_chose_on_its_first_line(self):
         out = os.path.join(TEMP, "threads.pt")

@@ -13,8 +13,8 @@ import unittest
 
 import torch
 
-import cli
 import draw
+import train
 from model import Net
 from page import export, mnist_sets, routes
 from tests.fixtures import (MNIST_ROOT, NO_REAL_MNIST, browser, browser_missing, run_script,
@@ -212,7 +212,7 @@ def tutorial_checkpoint(path):
     """A checkpoint shaped as python train.py writes it: the tutorial's network, 13 snapshots of
     weights that move between them, and the curves of 3 epochs."""
     torch.manual_seed(0)
-    model, steps, snapshots = Net(), cli.snapshot_steps(3 * 937), []
+    model, steps, snapshots = Net(), train.snapshot_steps(3 * 937), []
     for step in steps:
         snapshots.append({"step": step, "model": {key: value.clone()
                                                   for key, value in model.state_dict().items()}})

@@ -13,11 +13,11 @@ import unittest
 
 import torch
 
-import cli
 import draw
 import test as test_script
 import train
 from data import load_mnist, open_mnist
+from extras import checkpoints
 from page import export, mnist_sets, routes
 from tests.fixtures import browser, browser_missing, run_script, shapes_mnist, temporary_folder
 from tests.test_draw import DilatedNet
@@ -83,7 +83,7 @@ class TrainRunTest(unittest.TestCase):
         self.assertEqual((answer["steps"], answer["model"]), (steps, 2))
         self.assertGreater(answer["seconds"], 0)
         checkpoint = checkpoint_of(answer)
-        self.assertIsNone(cli.checkpoint_problem(checkpoint))
+        self.assertIsNone(checkpoints.checkpoint_problem(checkpoint))
         self.assertEqual(len(checkpoint["history"]["loss"]), steps)
         self.assertEqual([s["step"] for s in checkpoint["snapshots"]], [0, 1, 2, 5, 10, steps])
         self.assertEqual(checkpoint["test_accuracy"], answer["testAccuracy"])
@@ -203,7 +203,7 @@ class TrainRunTest(unittest.TestCase):
 class KernelsTest(unittest.TestCase):
     def test_kernels_wasm_is_kernels_wat_assembled(self):
         # The bytes the page runs are made from the source beside them, by the command named there
-        # (run in this process: a new one would spend seconds importing torch for cli's sake).
+        # (run in this process: a new one would spend seconds importing torch for common's sake).
         code, out, err = run_script(make_kernels, ["--check"])
         self.assertEqual((code, err), (0, ""), out)
         self.assertEqual(out, "page/kernels.wasm is up to date\n")

@@ -2,7 +2,7 @@
 import os
 import sys
 
-from cli import save_atomically
+from common import save_atomically
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

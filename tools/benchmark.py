@@ -17,8 +17,8 @@ import torch.nn as nn
 import torchvision
 
 import train
-from cli import (StepLog, add_data_and_device_arguments, counted, non_negative_int, positive_int,
-                 run_main, set_threads)
+from common import (add_data_and_device_arguments, device_line, non_negative_int, positive_int,
+                    run_main, set_threads)
 from data import background, load_mnist, train_batches, transform
 from extras.augment import augmented
 from model import Net
@@ -97,8 +97,8 @@ def our_epoch(args, train_images, train_labels, augmentation="none"):
     batches = train_batches(train_images, train_labels, args.batch_size, generator)
     if augmentation != "none":
         batches = augmented(batches, steps * args.batch_size, generator, augmentation, background())
-    log = StepLog(steps, steps, 1, 1, log_interval=100, device=args.device)
-    losses, _ = train.train_epoch(model, optimizer, None, batches, log, lambda step: None)
+    log = {"epoch": 1, "epochs": 1, "interval": 100, "shown_steps": steps, "done": 0}
+    losses, _ = train.train_epoch(model, optimizer, None, batches, log)
     losses.tolist()  # as train.py does; this also waits for the device to finish
     return time.perf_counter() - start, len(losses)
 
@@ -152,9 +152,9 @@ def time_scripts(args, precut_seconds):
 
 def main(argv=None):
     args = parse_args(argv)
-    set_threads(args.threads)  # as train.py chooses them
-    print(f"Device: {args.device}, batch size {args.batch_size}, torch {torch.__version__}, "
-          f"{counted(torch.get_num_threads(), 'CPU thread')}")
+    threads = set_threads(args.threads)  # as train.py chooses them
+    print(f"{device_line(args.device, threads)}, batch size {args.batch_size}, "
+          f"torch {torch.__version__}")
     train_images, train_labels = load_mnist(args.data_dir, train=True, device=args.device)
     precut_epoch(args, train_images, train_labels, steps=50)  # warm-up: kernels, caches, allocator
     epochs = {

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from cli import default_threads, positive_int, run_main, usable_cpus
+from common import positive_int, run_main, set_threads, usable_cpus
 from tools import ROOT  # where train.py is
 
 
@@ -74,7 +74,7 @@ def main(argv=None):
     args = parse_args(argv)
     cpus = usable_cpus()
     settings = [(f"PyTorch's default ({cpus} per run)", cpus, args.pytorch_runs),
-                (f"the scripts' default ({default_threads()} per run)", None, args.runs)]
+                (f"the scripts' default ({set_threads()} per run)", None, args.runs)]
     print(f"{cpus} usable CPUs; train.py --epochs {args.epochs}, real time until the last run ends")
     with tempfile.TemporaryDirectory() as folder:
         alone = runs_alone(settings, args, folder)

@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from cli import (UserError, add_data_and_device_arguments, counted, positive_int, run_main,
-                 set_threads)
+from common import (UserError, add_data_and_device_arguments, device_line, positive_int, run_main,
+                    set_threads)
 from data import load_mnist, raw_folder, to_pixels
 from page import export
 from page.routes import Page, load_models, load_sets, mnist_missing
@@ -176,7 +176,7 @@ def main(argv=None):
             session.quit()
         shutil.rmtree(folder)
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"torch {torch.__version__}, {counted(torch.get_num_threads(), 'CPU thread')}; "
+    print(f"{device_line(args.device, torch.get_num_threads())}, torch {torch.__version__}; "
           f"headless Chromium {version}")
     print(f"size: {os.path.basename(args.checkpoints[0])} with its snapshots, the untrained "
           f"network and the explorer {sizes['one'] / 2**20:.2f} MB; all {len(args.checkpoints)} "

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.transforms.functional import pil_to_tensor
 
-from cli import UserError, add_data_and_device_arguments, positive_int, run_main, set_threads
+from common import UserError, add_data_and_device_arguments, positive_int, run_main, set_threads
 from data import raw_folder
 from page.routes import Page, load_models, load_sets, mnist_missing
 from page.server import answer, make_server

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 
-from cli import UserError, non_negative_int, positive_int, run_main
+from common import UserError, non_negative_int, positive_int, run_main
 from tools import ROOT  # where train.py is
 from tools.benchmark_export import chromium, drawing_of, open_file
 

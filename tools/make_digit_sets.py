@@ -14,7 +14,7 @@ import os
 import torch
 from PIL import Image, ImageDraw
 
-from cli import UserError, run_main, save_atomically
+from common import UserError, run_main, save_atomically
 
 # Each digit as pen strokes in a unit box (x right, y down), roughly as people write it.
 STROKES = {

@@ -6,7 +6,7 @@ Usage: python -m tools.make_kernels [--check]   (--check: only say whether kerne
 import argparse
 import os
 
-from cli import UserError, run_main
+from common import UserError, run_main
 from tools import ROOT, write_or_check
 
 PAGE = os.path.join(ROOT, "page")

@@ -8,7 +8,7 @@ import json
 import os
 import re
 
-from cli import run_main
+from common import run_main
 from tools import ROOT, write_or_check
 
 LESSON = os.path.join(ROOT, "docs", "lesson.md")
