@@ -158,8 +158,9 @@ def state_entries(state, keys):
         if key in keys:
             entries.append([key, "float32", list(tensor.shape), None])
             continue
-        values = tensor.contiguous().numpy()
-        values = values.astype(values.dtype.newbyteorder("<"))
+        # Its bytes as they are (torch's order, little-endian on every machine it runs on): numpy
+        # has no bfloat16 or float8 to convert them through.
+        values = tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
         entries.append([key, str(tensor.dtype).removeprefix("torch."), list(tensor.shape),
                         base64.b64encode(values.tobytes()).decode()])
     return entries

@@ -28,6 +28,8 @@ TRAIN_IMAGES = 200  # 4 steps of 50: a run ends in a moment
 RUN = {"epochs": 1, "batchSize": 50, "lr": 0.01, "seed": 0}
 # Fields that every JavaScript object has (the in operator finds them), each sent as a body's own.
 INHERITED = ("__proto__", "constructor", "toString", "valueOf", "hasOwnProperty")
+# The exported networks: the tutorial's, and with a buffer of each dtype (numpy has no bfloat16).
+NETWORKS = {"tutorial": None, "complex": torch.complex64, "unsigned": torch.uint16, "brain": torch.bfloat16}
 
 
 class BufferNet(nn.Module):
@@ -36,7 +38,7 @@ class BufferNet(nn.Module):
     def __init__(self, dtype):
         super().__init__()
         self.net = Net()
-        self.register_buffer("extra", torch.zeros(3, dtype=dtype))
+        self.register_buffer("extra", torch.arange(1, 4).to(dtype))
 
     def forward(self, x):
         return self.net(x)
@@ -46,9 +48,8 @@ def setUpModule():
     global TEMP, PAGE, FILE, EXPORTED
     TEMP, shapes = temporary_folder(), shapes_mnist()
     torch.manual_seed(0)
-    networks = [routes.Network("tutorial", Net().eval()),
-                routes.Network("complex", BufferNet(torch.complex64).eval()),
-                routes.Network("unsigned", BufferNet(torch.uint16).eval())]
+    networks = [routes.Network(name, (BufferNet(dtype) if dtype else Net()).eval())
+                for name, dtype in NETWORKS.items()]
     PAGE = routes.Page(networks, "cpu", *routes.load_sets(shapes, None),
                        collect=os.path.join(TEMP, "mine"), collect_limit=1)
     FILE = os.path.join(TEMP, "page.html")
@@ -169,7 +170,7 @@ class FileGuardsTest(unittest.TestCase):
             "return document.getElementById('train-error').textContent") == "training stopped", "the stop")
         wait_until(self.driver, lambda: self.script(
             "return !document.getElementById('train-start').disabled"), "the panel to be ready again")
-        self.assertEqual(self.models(), ["tutorial", "complex", "unsigned"])
+        self.assertEqual(self.models(), list(NETWORKS))
 
     # ---- bodies
     def batch(self, count, steps):
@@ -188,7 +189,7 @@ class FileGuardsTest(unittest.TestCase):
                     if route.startswith("train"):
                         self.assertIn(f"(not {key})", reply["error"])
                     tried += 1
-        self.assertEqual(self.models(), ["tutorial", "complex", "unsigned"])  # nothing trained
+        self.assertEqual(self.models(), list(NETWORKS))  # nothing trained
         # predict reads only the fields it takes, own ones: as the server, which ignores the rest.
         for key in INHERITED:
             body = {key: {"index": 0, "pixels": [[0]]}}
@@ -255,12 +256,16 @@ class FileGuardsTest(unittest.TestCase):
             self.assertEqual(reply, [422, f"network {model} ({name}) cannot be trained in this file: "
                                           f"its extra is {dtype}, which the checkpoint it writes cannot "
                                           "hold", []])
-        self.assertEqual(self.models(), ["tutorial", "complex", "unsigned"])
+        self.assertEqual(self.models(), list(NETWORKS))
+        # One of bfloat16 is exported (numpy has no such dtype) and written back as it was.
+        written = torch.load(io.BytesIO(base64.b64decode(self.call("checkpoint", {"model": 3})["answer"])),
+                             weights_only=True)
+        self.assertTrue(torch.equal(written["model"]["extra"], PAGE.networks[3].model.extra))
         # A run that fails as it trains leaves no network either: a rate that diverges.
         reply = self.call("trainRun", {**RUN, "lr": 1})
         self.assertEqual(reply.get("status"), 422, reply)
         self.assertIn("training diverged", reply["error"])
-        self.assertEqual(self.models(), ["tutorial", "complex", "unsigned"])
+        self.assertEqual(self.models(), list(NETWORKS))
 
     # ---- pictures, side by side with the server
     def test_a_picture_too_large_is_refused_from_its_header_as_the_server_refuses_it(self):
