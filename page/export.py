@@ -17,6 +17,7 @@ from PIL import Image
 
 from common import UserError, predict, save_atomically
 from data import MEAN, STD, to_pixels
+from extras.pictures import PICTURE_FORMATS
 from page.collect import COLLECT_SIDE
 from page.explain import ATTRIBUTION_STEPS, INK_RANGE, UNSURE_BELOW
 from page.nodes import operation_of, where
@@ -36,6 +37,11 @@ SPRITE_COLUMNS = 100  # the explorer's images travel as one PNG, 100 images to a
 # with its final weights exact, and the tutorial's network stays exact throughout.
 COMPACT_BYTES = 2**20
 ROUNDING_IMAGES = 1000  # the images of the first set on which the page counts what rounding changes
+# The bounds of the file's training bodies (routes.trainSteps and routes.trainRun alike), each
+# refused beyond in one line. Its own for now: train.py takes a learning rate up to 1e6 and seeds
+# up to 2**63 - 1 (cli.py), where the file's generator takes 32 bits.
+FILE_TRAINING = {"images": 256, "steps": 100, "epochs": 100, "batchSize": 1024, "lr": 1, "weightDecay": 1,
+                 "seed": 2**32 - 1}
 
 
 def argument(value):
@@ -152,8 +158,9 @@ def state_entries(state, keys):
         if key in keys:
             entries.append([key, "float32", list(tensor.shape), None])
             continue
-        values = tensor.contiguous().numpy()
-        values = values.astype(values.dtype.newbyteorder("<"))
+        # Its bytes as they are (torch's order, little-endian on every machine it runs on): numpy
+        # has no bfloat16 or float8 to convert them through.
+        values = tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
         entries.append([key, str(tensor.dtype).removeprefix("torch."), list(tensor.shape),
                         base64.b64encode(values.tobytes()).decode()])
     return entries
@@ -316,7 +323,8 @@ def export_data(page):
             "ink_range": INK_RANGE,
             # What the server refuses, so that the file refuses the same (offline.js).
             "limits": {"side": MAX_SIDE, "picture_pixels": MAX_PICTURE_PIXELS,
-                       "collect_side": COLLECT_SIDE},
+                       "picture_formats": PICTURE_FORMATS, "collect_side": COLLECT_SIDE,
+                       "training": FILE_TRAINING},
             "collect": collector and {"folder": collector.name, "limit": collector.limit}}
 
 

@@ -175,6 +175,9 @@ const conv2d = {
 const pooling = { max2x2: null };  // useKernels sets it: 2 x 2 windows, stride 2, in WebAssembly
 
 const plainLoops = { matmul: { ...matmul }, convolution: { ...convolution }, pooling: { ...pooling } };
+let kernelsUsed = null;  // the bytes of kernels.wasm while its kernels run, else null
+
+function kernelsInUse() { return kernelsUsed; }  // what a training worker is started with, to compute as the page does
 
 function useKernels(bytes) {
   // From now on the products, convolutions and the tutorial's pooling run in kernels.wasm (the
@@ -183,6 +186,7 @@ function useKernels(bytes) {
   for (const [target, plain] of [[matmul, plainLoops.matmul], [convolution, plainLoops.convolution], [pooling, plainLoops.pooling]]) {
     Object.assign(target, plain);
   }
+  kernelsUsed = null;
   if (bytes === null || typeof WebAssembly !== "object" || !WebAssembly.validate(bytes)) return false;
   const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes)), call = caller(exports.memory);
   const e = exports;
@@ -204,6 +208,7 @@ function useKernels(bytes) {
      [null, K * P]], B, xImage, yImage, O, K, P);
   pooling.max2x2 = (y, kept, x, maps, H, W, OH, OW) => call(e.max_pool_2x2, [[y, maps * OH * OW, "out"],
     [kept, maps * OH * OW, "out"], [x, maps * H * W, "in"]], maps, H, W, OH, OW);
+  kernelsUsed = bytes;
   return true;
 }
 
@@ -665,6 +670,6 @@ function trainingStep(network, weights, input, labels, optimizer, random) {
   return { loss, logits, gradients };
 }
 
-return { tensor, normalised, f32, useKernels, OPERATIONS, forward, backward, addGradient, paramsOf, evalOperation, logSoftmax, softmax,
+return { tensor, normalised, f32, useKernels, kernelsInUse, OPERATIONS, forward, backward, addGradient, paramsOf, evalOperation, logSoftmax, softmax,
          untrainable, adam, trainingStep };
 })();

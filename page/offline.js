@@ -249,26 +249,26 @@ function greyOfPixels(pixels, side) {
 }
 
 async function decodePicture(picture) {
-  // A data: URL as FileReader and toDataURL give it, or bare base64, decoded from its bytes
-  // within the server's limit on pixels.
+  // A data: URL as FileReader and toDataURL give it, or bare base64, decoded from its bytes within
+  // the server's limit on pixels, which the size its header declares is held to first, before
+  // any pixel is decoded (as extras.pictures.open_within_limit refuses).
   if (typeof picture !== "string") throw new BadRequest(400, "picture must be a base64 string");
   let bytes;
   try { bytes = bytesOf(picture.slice(picture.indexOf(",") + 1)); } catch (error) {
     throw new BadRequest(400, "picture is not valid base64");
   }
-  const image = await bitmapOf(bytes), jpeg = bytes[0] === 0xFF && bytes[1] === 0xD8 && bytes[2] === 0xFF;
-  const size = decodedSize(image.width, image.height, jpeg), most = EXPORT.limits.picture_pixels;
-  if (!size) {
-    throw new BadRequest(422, `picture: too many pixels for a picture of one digit (${image.width} x ${image.height} `
-                              + `pixels, at most ${most.toLocaleString("en-US")} are read); scale it down`);
-  }
-  return greyOf(image, ...size);
+  const header = pictureHeader(bytes);
+  if (!header) throw new BadRequest(422, `picture: not an image file of a format this reads (${EXPORT.limits.picture_formats.join(", ")})`);
+  const jpeg = header.format === "JPEG";
+  if (header.width !== undefined) decodedSize(header.width, header.height, jpeg);
+  const image = await bitmapOf(bytes);  // the size it decodes at is held to the limit too: a header may say less
+  return greyOf(image, ...decodedSize(image.width, image.height, jpeg));
 }
 
 function decodedSize(width, height, jpeg) {
   // [width, height] that extras.pictures.open_within_limit decodes a picture at for the server: as
   // it is, or a JPEG over the limit (a phone's photo) at the 1/2, 1/4 or 1/8 that Pillow's draft
-  // picks for it; null if that is still over the limit.
+  // picks for it; the server's 422 if that is still over the limit.
   const most = EXPORT.limits.picture_pixels;
   let scale = 1;
   if (jpeg && width * height > most) {
@@ -277,7 +277,101 @@ function decodedSize(width, height, jpeg) {
     scale = [8, 4, 2, 1].find((s) => fits >= s);
   }
   const size = [Math.ceil(width / scale), Math.ceil(height / scale)];
-  return size[0] * size[1] <= most ? size : null;
+  if (size[0] * size[1] > most) {
+    throw new BadRequest(422, `picture: too many pixels for a picture of one digit (${width} x ${height} `
+                              + `pixels, at most ${most.toLocaleString("en-US")} are read); scale it down`);
+  }
+  return size;
+}
+
+function pictureHeader(bytes) {
+  // {format, width, height} as Pillow reads them from a picture's first bytes, for the formats the
+  // server opens (EXPORT.limits.picture_formats); {format} alone where the size cannot be read
+  // there (the browser's decoder then says what it makes of the rest); null for any other file.
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const text = (at, length) => String.fromCharCode(...bytes.subarray(at, at + length));
+  const formats = [
+    ["PNG", text(0, 8) === "\x89PNG\r\n\x1a\n", () => [view.getUint32(16), view.getUint32(20)]],
+    ["JPEG", text(0, 3) === "\xFF\xD8\xFF", () => jpegSize(bytes, view)],
+    ["GIF", ["GIF87a", "GIF89a"].includes(text(0, 6)), () => gifSize(bytes, view)],
+    ["BMP", text(0, 2) === "BM", () => bmpSize(view)],
+    ["WEBP", text(0, 4) === "RIFF" && text(8, 4) === "WEBP", () => webpSize(bytes, view, text(12, 4))],
+    ["TIFF", ["MM\0*", "II*\0", "MM*\0", "II\0*", "MM\0+", "II+\0"].includes(text(0, 4)), () => tiffSize(view, text(0, 4))],
+  ];
+  const [format, , sizeOf] = formats.find(([, matches]) => matches) ?? [];
+  if (!format) return null;
+  let size = null;
+  try { size = sizeOf(); } catch (error) {
+    if (!(error instanceof RangeError)) throw error;  // fewer bytes than the header needs: damaged
+  }
+  return size ? { format, width: size[0], height: size[1] } : { format };
+}
+
+function jpegSize(bytes, view) {
+  // The frame's size, in the first start-of-frame segment (SOF0 ... SOF15 but DHT, JPG, DAC).
+  for (let at = 2; at + 9 <= bytes.length;) {
+    if (bytes[at] !== 0xFF) return null;
+    const marker = bytes[at + 1];
+    if (marker === 0xFF) { at += 1; continue; }  // fill bytes before a marker
+    if (marker === 0x01 || (marker >= 0xD0 && marker <= 0xD8)) { at += 2; continue; }  // no length
+    if (marker >= 0xC0 && marker <= 0xCF && ![0xC4, 0xC8, 0xCC].includes(marker)) {
+      return [view.getUint16(at + 7), view.getUint16(at + 5)];
+    }
+    if (marker === 0xDA || marker === 0xD9) return null;  // the scan, or the end, before any frame
+    at += 2 + view.getUint16(at + 2);
+  }
+  return null;
+}
+
+function gifSize(bytes, view) {
+  // The logical screen, grown to the first frame where that frame reaches past it (as Pillow does).
+  let width = view.getUint16(6, true), height = view.getUint16(8, true), at = 13;
+  if (bytes[10] & 0x80) at += 3 * 2 ** ((bytes[10] & 7) + 1);  // the global colour table
+  while (at < bytes.length && bytes[at] === 0x21) {  // extensions: a label, then sub-blocks up to an empty one
+    at += 2;
+    while (at < bytes.length && bytes[at] !== 0) at += bytes[at] + 1;
+    at += 1;
+  }
+  if (bytes[at] === 0x2C) {  // the first frame: its left, top, width and height
+    width = Math.max(width, view.getUint16(at + 1, true) + view.getUint16(at + 5, true));
+    height = Math.max(height, view.getUint16(at + 3, true) + view.getUint16(at + 7, true));
+  }
+  return [width, height];
+}
+
+function bmpSize(view) {
+  // OS/2's 12-byte header: 16-bit sizes; Windows' headers: 32-bit, a negative height (rows from the top) as its magnitude.
+  const headerSize = view.getUint32(14, true);
+  if (headerSize === 12) return [view.getUint16(18, true), view.getUint16(20, true)];
+  if (![40, 52, 56, 64, 108, 124].includes(headerSize)) return null;
+  return [view.getUint32(18, true), Math.abs(view.getInt32(22, true))];
+}
+
+function webpSize(bytes, view, chunk) {
+  // The canvas's size in the first chunk, as Pillow's WebPImagePlugin._get_size reads it.
+  if (chunk === "VP8 " && bytes[23] === 0x9D && bytes[24] === 0x01 && bytes[25] === 0x2A) {
+    return [view.getUint16(26, true) & 0x3FFF, view.getUint16(28, true) & 0x3FFF];
+  }
+  if (chunk === "VP8X") return [(view.getUint32(24, true) & 0xFFFFFF) + 1, (view.getUint32(27, true) & 0xFFFFFF) + 1];
+  if (chunk === "VP8L" && bytes[20] === 0x2F) {
+    const bits = view.getUint32(21, true);
+    return [(bits & 0x3FFF) + 1, ((bits >>> 14) & 0x3FFF) + 1];
+  }
+  return null;
+}
+
+function tiffSize(view, start) {
+  // ImageWidth (256) and ImageLength (257) of the first directory, swapped by an Orientation (274)
+  // of 5 to 8 as Pillow swaps them; a BigTIFF's are left to the decoder.
+  const little = start[0] === "I", found = {};
+  if (start.includes("+")) return null;
+  const first = view.getUint32(4, little), count = view.getUint16(first, little);
+  for (let k = 0, at = first + 2; k < count; k++, at += 12) {
+    const tag = view.getUint16(at, little), type = view.getUint16(at + 2, little);
+    if ([256, 257, 274].includes(tag)) found[tag] = type === 3 ? view.getUint16(at + 8, little) : view.getUint32(at + 8, little);
+  }
+  if (found[256] === undefined || found[257] === undefined) return null;
+  return [5, 6, 7, 8].includes(found[274]) ? [found[257], found[256]] : [found[256], found[257]];
 }
 
 async function bitmapOf(bytes) {
@@ -286,19 +380,52 @@ async function bitmapOf(bytes) {
   }
 }
 
+const TILE = 4096;  // the side of the pieces a picture is drawn in: a canvas over a browser's limit stays blank
+
 function greyOf(image, width = image.width, height = image.height) {
-  // The picture's grey levels, drawn at width x height (smaller: a photo's JPEG, see decodedSize).
-  const canvas = document.createElement("canvas");
-  canvas.width = width; canvas.height = height;
+  // The picture's grey levels, drawn at width x height (smaller: a photo's JPEG, see decodedSize),
+  // a piece of at most TILE x TILE at a time, so that a 1 x 1,000,000 picture is read whole too.
+  const levels = new Uint8Array(width * height), canvas = document.createElement("canvas");
   const context = canvas.getContext("2d", { willReadFrequently: true });
-  context.imageSmoothingQuality = "high";  // a photo drawn smaller: smoothed, as a decoder's own scaling is
-  context.drawImage(image, 0, 0, width, height);
-  return [greyOfRgba(context.getImageData(0, 0, width, height).data, width * height), height, width];
+  const across = image.width / width, down = image.height / height;
+  for (let top = 0; top < height; top += TILE) {
+    for (let left = 0; left < width; left += TILE) {
+      const pieceWidth = Math.min(TILE, width - left), pieceHeight = Math.min(TILE, height - top);
+      canvas.width = pieceWidth; canvas.height = pieceHeight;  // which resets the context's settings
+      context.imageSmoothingQuality = "high";  // a photo drawn smaller: smoothed, as a decoder's own scaling is
+      context.drawImage(image, left * across, top * down, pieceWidth * across, pieceHeight * down, 0, 0, pieceWidth, pieceHeight);
+      const grey = greyOfRgba(context.getImageData(0, 0, pieceWidth, pieceHeight).data, pieceWidth * pieceHeight);
+      for (let y = 0; y < pieceHeight; y++) levels.set(grey.subarray(y * pieceWidth, (y + 1) * pieceWidth), (top + y) * width + left);
+    }
+  }
+  return [levels, height, width];
 }
 
 // ---- The routes: the same checks, bodies and answers as page/routes.py's Page.
 class BadRequest extends Error {
   constructor(status, message) { super(message); this.status = status; }
+}
+
+// A field a body sends is one of its own keys, never one that every object inherits (toString,
+// constructor, __proto__), which the in operator would find: as the server sees a JSON object.
+const has = (request, key) => Object.hasOwn(request, key);
+
+function body(request) {
+  // A POST route's body: a JSON object, as page.server.parse_json takes it.
+  if (typeof request !== "object" || request === null || Array.isArray(request)) {
+    throw new BadRequest(400, "the request must be a JSON object");
+  }
+  return request;
+}
+
+function onlyFields(request, allowed) {
+  // Refuses, in one line, a body that is no object or that sends a field not in allowed (a list).
+  const object = typeof request === "object" && request !== null && !Array.isArray(request);
+  const unknown = object ? Object.keys(request).filter((key) => !allowed.includes(key)) : [];
+  if (!object || unknown.length) {
+    throw new BadRequest(400, `send ${allowed.join(", ")} only${unknown.length ? ` (not ${unknown.join(", ")})` : ""}`);
+  }
+  return request;
 }
 
 function wholeNumber(request, key, low, high) {
@@ -411,8 +538,8 @@ function fromBase85(text, alphabet) {
 }
 
 async function digitOf(request) {
-  if ("index" in request) {
-    if ("pixels" in request || "picture" in request) throw new BadRequest(400, "send one of pixels, picture or index");
+  if (has(request, "index")) {
+    if (has(request, "pixels") || has(request, "picture")) throw new BadRequest(400, "send one of pixels, picture or index");
     if (EXPORT.sets.length === 0) throw new BadRequest(404, EXPORT.missing || "no labelled set was given");
     const set = wholeNumber({ set: 0, ...request }, "set", 0, EXPORT.sets.length - 1);
     const index = wholeNumber(request, "index", 0, EXPORT.sets[set].count - 1);
@@ -422,11 +549,20 @@ async function digitOf(request) {
     const [pixels, label] = await imageOf(set, index);
     return [tensor([1, 1, 28, 28], Float32Array.from(pixels, normalise)), label];
   }
-  if (("pixels" in request) === ("picture" in request)) {
+  if (has(request, "pixels") === has(request, "picture")) {
     throw new BadRequest(400, "send one of pixels (a drawing), picture (an image file, base64) or index (an image of a set)");
   }
-  if ("picture" in request) return [prepareDigit(...await decodePicture(request.picture)), null];
+  if (has(request, "picture")) return [await pictureDigit(request.picture), null];
   return [prepareDigit(greyOfPixels(request.pixels, EXPORT.limits.side), request.pixels.length, request.pixels[0].length), null];
+}
+
+async function pictureDigit(picture) {
+  // A picture file's digit; a refusal names what it read, as extras.pictures.read_picture does.
+  const decoded = await decodePicture(picture);
+  try { return prepareDigit(...decoded); } catch (error) {
+    if (error instanceof BadRequest) throw new BadRequest(error.status, `picture: ${error.message}`);
+    throw error;
+  }
 }
 
 function layers(network, outputs) {
@@ -471,7 +607,7 @@ function attributionOf(network, snapshot, digit, target) {
 }
 
 async function predict(request) {
-  const [model, network, snapshot] = chosen(request), withAttribution = request.attribution ?? true;
+  const [model, network, snapshot] = chosen(body(request)), withAttribution = has(request, "attribution") ? request.attribution : true;
   if (typeof withAttribution !== "boolean") throw new BadRequest(400, "attribution must be true or false");
   const [digit, label] = await digitOf(request);
   const stages = layers(network, run(network, snapshot, digit)), probabilities = Array.from(stages.at(-1).output.data);
@@ -486,14 +622,14 @@ async function predict(request) {
 }
 
 async function attribution(request) {
-  const [, network, snapshot] = chosen(request), target = wholeNumber(request, "digit", 0, 9);
+  const [, network, snapshot] = chosen(body(request)), target = wholeNumber(request, "digit", 0, 9);
   const [digit] = await digitOf(request);
   return attributionOf(network, snapshot, digit, target);
 }
 
 // ---- How one value was computed (explain.step_of): the same patches, sums and order.
 async function step(request) {
-  const [, network, snapshot] = chosen(request);
+  const [, network, snapshot] = chosen(body(request));
   if (typeof request.stage !== "string") throw new BadRequest(400, "stage must be the name of a stage");
   const [map, row, column] = ["map", "row", "column"].map((key) => wholeNumber(request, key, 0, 10000));
   const [digit] = await digitOf(request), outputs = run(network, snapshot, digit);
@@ -585,7 +721,7 @@ function testset(query) {
 async function examples(query) {
   const request = queryNumbers(query), [model, network, snapshot] = chosen(request), set = chosenSet(request);
   let count, indices, predicted, probabilities;
-  if ("other" in request) {
+  if (has(request, "other")) {
     const other = wholeNumber(request, "other", 0, EXPORT.networks.length - 1);
     [count, indices, predicted, probabilities] = answered(EXPORT.comparisons[set], model, other);
   } else {
@@ -608,15 +744,17 @@ function models() {
 const collected = Array.from({ length: 10 }, () => []), prepared = Array.from({ length: 10 }, () => []);  // PNGs; prepared digits
 
 async function collect(request) {
+  body(request);
   if (!EXPORT.collect) throw new BadRequest(404, "saving drawings is off: export with --collect DIR to turn it on");
   const label = wholeNumber(request, "label", 0, 9);
-  if (Object.keys(request).some((key) => !["label", "pixels", "model", "snapshot"].includes(key)) || !("pixels" in request)) {
+  if (Object.keys(request).some((key) => !["label", "pixels", "model", "snapshot"].includes(key)) || !has(request, "pixels")) {
     throw new BadRequest(400, "send label and pixels (a drawing) only");
   }
   const levels = greyOfPixels(request.pixels, EXPORT.limits.collect_side);  // the page's canvas at most
   const digit = prepareDigit(levels, request.pixels.length, request.pixels[0].length);  // a drawing without a digit would teach the network nothing
   if (collected[label].length >= EXPORT.collect.limit) {
-    throw new BadRequest(409, `${EXPORT.collect.folder}/${label} holds ${EXPORT.collect.limit} pictures already, `
+    const limit = EXPORT.collect.limit;
+    throw new BadRequest(409, `${EXPORT.collect.folder}/${label} holds ${limit} picture${limit === 1 ? "" : "s"} already, `
                               + "the most this page saves of one digit (draw.py --collect-limit)");
   }
   collected[label].push(await pngOf(request.pixels));
@@ -753,7 +891,7 @@ class Pickler {
   }
 
   tensor(t) {
-    if (!(t.dtype in STORAGES)) throw new BadRequest(400, `a tensor of dtype ${t.dtype} cannot be written`);
+    if (!Object.hasOwn(STORAGES, t.dtype)) throw new BadRequest(400, `a tensor of dtype ${t.dtype} cannot be written`);
     const [storage, size] = STORAGES[t.dtype], count = t.shape.reduce((a, b) => a * b, 1), key = String(this.storages.length);
     if (t.values.byteLength !== count * size) throw new BadRequest(400, `a tensor of shape [${t.shape}] needs ${count} values`);
     this.storages.push(new Uint8Array(t.values.buffer, t.values.byteOffset, t.values.byteLength));
@@ -850,17 +988,65 @@ function downloadCheckpoint(request) {
 }
 
 
-const TRAIN_BATCH_MOST = 256;  // images in one trainSteps body: a batch, not a training set
+// ---- Training in the file: trainSteps (a few steps on one batch, for scripts) and trainRun (a
+// whole run, and the Train panel that calls it), each in a Web Worker made of maths.js and
+// trainer.js, so that the page keeps answering; one at a time, and trainStop() ends either.
+const TRAINING = EXPORT.limits.training;  // the bounds of their bodies, from page/export.py
+let running = null;  // the training in progress: {stopped, halt(), stop()}
+
+async function trainingAlone(work) {
+  // work(run) as the page's one training; trainStop() at any moment until it ends makes it fail
+  // with "training stopped": run.halt() ends a worker at once, run.stopped is looked at between steps.
+  if (running) throw new BadRequest(409, "a network is training in this page already: wait for it to finish, or stop it");
+  const run = running = { stopped: false, halt() {}, stop() { this.stopped = true; this.halt(); } };
+  try {
+    return await work(run);
+  } finally {
+    running = null;
+  }
+}
+
+function unlessStopped(run) { if (run.stopped) throw new BadRequest(409, "training stopped"); }
+
+function inWorker(run, message, onMessage = () => {}) {
+  // Sends message to a new training worker; resolves to its "done" message, and is refused as
+  // the training ends otherwise (its "failed": 422; an error: 500; trainStop: 409). onMessage sees
+  // every message it sends.
+  let worker;
+  try {
+    worker = new Worker(URL.createObjectURL(new Blob(["maths-js", "trainer-js"].map((id) => document.getElementById(id).textContent),
+                                                     { type: "text/javascript" })));
+  } catch (error) {  // a browser that runs no worker from a page's own script
+    return Promise.reject(new BadRequest(500, `this browser cannot start the page's training worker: ${error.message}`));
+  }
+  return new Promise((resolve, reject) => {
+    const end = (error, data) => { worker.terminate(); run.halt = () => {}; if (error) reject(error); else resolve(data); };
+    run.halt = () => end(new BadRequest(409, "training stopped"));
+    worker.onerror = (event) => { event.preventDefault(); end(new BadRequest(500, `training stopped: ${event.message}`)); };
+    worker.onmessage = ({ data }) => {  // settled first: the caller's promise goes on after onMessage, which may fail
+      if (data.kind === "failed") end(new BadRequest(422, data.message));
+      if (data.kind === "done") end(null, data);
+      onMessage(data);
+    };
+    worker.postMessage({ ...message, kernels: maths.kernelsInUse() });  // the page's own maths: kernels.wasm or the plain loops
+  });
+}
+
+function rates(request) {
+  // lr and weightDecay, checked alike for both.
+  const { lr, weightDecay } = request;
+  if (typeof lr !== "number" || !(lr > 0 && lr <= TRAINING.lr)) throw new BadRequest(400, `lr must be a number above 0, at most ${TRAINING.lr}`);
+  if (typeof weightDecay !== "number" || !(weightDecay >= 0 && weightDecay <= TRAINING.weightDecay)) {
+    throw new BadRequest(400, `weightDecay must be a number from 0 to ${TRAINING.weightDecay}`);
+  }
+  return { lr, weightDecay };
+}
 
 function trainingBody(request) {
   // The checks of trainSteps' body, each refused in one line; returns what it asks for.
-  const allowed = ["model", "images", "labels", "lr", "steps", "dropout", "weightDecay"];
-  const unknown = Object.keys(request || {}).filter((key) => !allowed.includes(key));
-  if (typeof request !== "object" || request === null || unknown.length) {
-    throw new BadRequest(400, `send ${allowed.join(", ")} only${unknown.length ? ` (not ${unknown.join(", ")})` : ""}`);
-  }
-  const [model, network] = chosen("model" in request ? { model: request.model } : {});  // 0 unless named
-  const images = request.images, most = TRAIN_BATCH_MOST;
+  onlyFields(request, ["model", "images", "labels", "lr", "steps", "dropout", "weightDecay"]);
+  const [model, network] = chosen(has(request, "model") ? { model: request.model } : {});  // 0 unless named
+  const images = request.images, most = TRAINING.images;
   if (!Array.isArray(images) || images.length < 1 || images.length > most) {
     throw new BadRequest(400, `images must be a list of 1 to ${most} images`);
   }
@@ -878,17 +1064,10 @@ function trainingBody(request) {
   if (!Array.isArray(labels) || labels.length !== images.length || !labels.every((d) => Number.isInteger(d) && d >= 0 && d <= 9)) {
     throw new BadRequest(400, "labels must be one digit from 0 to 9 for each image");
   }
-  const number = (key, fallback) => {
-    const value = request[key] ?? fallback;
-    if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || (key === "lr" && value === 0)) {
-      throw new BadRequest(400, `${key} must be a ${key === "lr" ? "positive" : "non-negative"} number`);
-    }
-    return value;
-  };
-  const dropout = request.dropout ?? false;
+  const { lr, weightDecay } = rates({ weightDecay: 0, ...request });
+  const dropout = has(request, "dropout") ? request.dropout : false;
   if (typeof dropout !== "boolean") throw new BadRequest(400, "dropout must be true or false");
-  return { model, network, input, labels, lr: number("lr"), weightDecay: number("weightDecay", 0),
-           steps: wholeNumber(request, "steps", 1, 100), dropout };
+  return { model, network, input, labels, lr, weightDecay, steps: wholeNumber(request, "steps", 1, TRAINING.steps), dropout };
 }
 
 function trainingCopy(network, snapshot) {
@@ -902,50 +1081,50 @@ function trainable(model, network) {
   if (why) throw new BadRequest(422, `network ${model} (${network.name}) cannot be trained in this file: ${why}`);
 }
 
+function layersOf(network) {  // what a training worker needs of a network
+  return { graph: network.graph, output: network.output, tensors: network.tensors };
+}
+
 async function trainSteps(request) {
   // K Adam steps on one batch from network N's final weights: the losses, the first step's
   // gradients and the weights (with batch norm's running statistics) after the last.
   const { model, network, input, labels, lr, weightDecay, steps, dropout } = trainingBody(request);
   trainable(model, network);
-  const weights = trainingCopy(network, network.weights.length - 1), optimizer = adam(network, weights, lr, weightDecay);
-  const losses = [], random = dropout ? Math.random : null;
-  let first = null;
-  for (let step = 1; step <= steps; step++) {
-    const { loss, gradients } = trainingStep(network, weights, input, labels, optimizer, random);
-    losses.push(loss);
-    first ??= gradients;
-  }
-  return { losses, gradients: Object.fromEntries(optimizer.keys.map((key) => [key, Array.from(first[key]?.data ?? weights[key].data.map(() => 0))])),
-           state: Object.fromEntries(network.tensors.map(([key]) => [key, Array.from(weights[key].data)])) };
+  const weights = trainingCopy(network, network.weights.length - 1);
+  const done = await trainingAlone((run) => inWorker(run, { job: "steps", network: layersOf(network), weights, input, labels,
+                                                            lr, weightDecay, steps, dropout }));
+  return { losses: done.losses, gradients: Object.fromEntries(Object.entries(done.gradients).map(([key, values]) => [key, Array.from(values)])),
+           state: Object.fromEntries(network.tensors.map(([key]) => [key, Array.from(done.weights[key])])) };
 }
 
-// ---- Training a whole run in the file (trainRun, and the Train panel that calls it): train.py's
-// loop in trainer.js, in a Web Worker made of maths.js and trainer.js, on the training images the
-// export carried (draw.py --train-images), with the drawings collected here mixed in when asked.
 const RUN_DEFAULTS = { model: 0, epochs: 3, batchSize: 64, lr: 0.01, weightDecay: 0, seed: 0, extra: false, from: "fresh" };
 const LOG_INTERVAL = 100, REDRAW_INTERVAL = 200, DIVERGED_LOSS = 100;  // as train.py: --log-interval, cli.DIVERGED_LOSS
 const EXTRA_PER_EPOCH = 8000, EXTRA_MOST = 30;  // as extras/pictures.py repeats --extra-images-dir pictures
-let running = null;  // the run in progress, one at a time: {stop()}
 
 function runBody(request) {
   // trainRun's body, each value checked and refused in one line; the defaults are the tutorial's.
-  const unknown = Object.keys(request || {}).filter((key) => !(key in RUN_DEFAULTS));
-  if (typeof request !== "object" || request === null || Array.isArray(request) || unknown.length) {
-    throw new BadRequest(400, `send ${Object.keys(RUN_DEFAULTS).join(", ")} only${unknown.length ? ` (not ${unknown.join(", ")})` : ""}`);
-  }
+  onlyFields(request, Object.keys(RUN_DEFAULTS));
   const body = { ...RUN_DEFAULTS, ...request }, [model, network] = chosen({ model: body.model });
-  for (const [key, low, high] of [["epochs", 1, 100], ["batchSize", 1, 1024], ["seed", 0, 2 ** 32 - 1]]) wholeNumber(body, key, low, high);
-  if (typeof body.lr !== "number" || !(body.lr > 0 && body.lr <= 1)) throw new BadRequest(400, "lr must be a number above 0, at most 1");
-  if (typeof body.weightDecay !== "number" || !(body.weightDecay >= 0 && body.weightDecay <= 1)) {
-    throw new BadRequest(400, "weightDecay must be a number from 0 to 1");
-  }
+  for (const key of ["epochs", "batchSize"]) wholeNumber(body, key, 1, TRAINING[key]);
+  wholeNumber(body, "seed", 0, TRAINING.seed);
+  rates(body);
   if (typeof body.extra !== "boolean") throw new BadRequest(400, "extra must be true or false");
   if (!["fresh", "initial", "trained"].includes(body.from)) throw new BadRequest(400, "from must be fresh, initial or trained");
   if (body.from === "initial" && network.training.snapshots[0] !== 0) {
     throw new BadRequest(409, `network ${model} (${network.name}) has no initial weights in this file (trained with --no-snapshots): start from fresh or trained`);
   }
   trainable(model, network);
+  checkpointable(model, network);
   return { ...body, model, network };
+}
+
+function checkpointable(model, network) {
+  // Refuses, before it trains, a network whose checkpoint the file could not write at the end.
+  const [key, dtype] = network.state.find(([, type]) => !Object.hasOwn(STORAGES, type)) ?? [];
+  if (key) {
+    throw new BadRequest(422, `network ${model} (${network.name}) cannot be trained in this file: its ${key} is ${dtype}, `
+                              + "which the checkpoint it writes cannot hold");
+  }
 }
 
 function extraPictures(wanted) {
@@ -970,54 +1149,37 @@ async function trainRun(request, onMessage = () => {}) {
   // accuracy, the seconds it trained and the checkpoint's bytes in base64, once the trained
   // network has joined the page's networks (as the last one, model).
   const body = runBody(request);
-  if (running) throw new BadRequest(409, "a network is training in this page already: wait for it to finish, or stop it");
-  running = { stop() {} };  // taken before the images are decoded, which another call could overtake
-  let sets, extra, count;
-  try {
-    sets = await mnistImages();
+  return trainingAlone(async (run) => {
+    const sets = await mnistImages();
+    unlessStopped(run);  // stopped while the images were decoded
     if (!sets) throw new BadRequest(404, "this file carries no training images: export it with draw.py --data-dir DIR (see --train-images)");
-    extra = extraPictures(body.extra);
-    count = sets.train.labels.length + extra.labels.length * extra.repeats;
+    const extra = extraPictures(body.extra), count = sets.train.labels.length + extra.labels.length * extra.repeats;
     if (count < body.batchSize) throw new BadRequest(400, `batchSize ${body.batchSize} is larger than the ${count} training images`);
-  } catch (error) {
-    running = null;
-    throw error;
-  }
-  const steps = Math.floor(count / body.batchSize) * body.epochs;
-  const settings = { epochs: body.epochs, batchSize: body.batchSize, lr: body.lr, weightDecay: body.weightDecay, seed: body.seed,
-                     fresh: body.from === "fresh", logInterval: LOG_INTERVAL, redrawInterval: REDRAW_INTERVAL,
-                     snapshotSteps: snapshotSteps(steps), divergedLoss: DIVERGED_LOSS, mean: EXPORT.mean, std: EXPORT.std };
-  let worker;
-  try {
-    worker = new Worker(URL.createObjectURL(new Blob(["maths-js", "trainer-js"].map((id) => document.getElementById(id).textContent),
-                                                     { type: "text/javascript" })));
-  } catch (error) {  // a browser that runs no worker from a page's own script
-    running = null;
-    throw new BadRequest(500, `this browser cannot start the page's training worker: ${error.message}`);
-  }
-  const live = joinedNetwork(body.network, `trained in this page (${body.epochs} epoch${body.epochs > 1 ? "s" : ""}, seed ${body.seed})`);
-  return new Promise((resolve, reject) => {
-    const end = (error) => { worker.terminate(); running = null; if (error) { EXPORT.networks.pop(); reject(error); } };
-    running.stop = () => end(new BadRequest(409, "training stopped"));
-    worker.onerror = (event) => { event.preventDefault(); end(new BadRequest(500, `training stopped: ${event.message}`)); };
-    worker.onmessage = ({ data }) => {
-      if (data.kind === "weights") live.cache = [tensorsOf(live, data.weights)];
-      if (data.kind === "failed") end(new BadRequest(422, data.message));
-      if (data.kind === "done") {
-        end(null);
-        finished(live, body, data, sets.test).then(resolve, reject);
-      }
-      onMessage({ ...data, model: EXPORT.networks.length - 1, weights: undefined, snapshots: undefined });
-    };
+    const steps = Math.floor(count / body.batchSize) * body.epochs;
+    const settings = { epochs: body.epochs, batchSize: body.batchSize, lr: body.lr, weightDecay: body.weightDecay, seed: body.seed,
+                       fresh: body.from === "fresh", logInterval: LOG_INTERVAL, redrawInterval: REDRAW_INTERVAL,
+                       snapshotSteps: snapshotSteps(steps), divergedLoss: DIVERGED_LOSS, mean: EXPORT.mean, std: EXPORT.std };
     const start = body.from === "trained" ? body.network.weights.length - 1 : 0;  // fresh weights are drawn over snapshot 0's
-    worker.postMessage({ network: { graph: body.network.graph, output: body.network.output, tensors: body.network.tensors },
-                         weights: trainingCopy(body.network, start), settings, kernels: bytesOf(EXPORT.kernels),
-                         data: { images: sets.train.images, labels: sets.train.labels, extra, test: sets.test } });
+    const live = joinedNetwork(body.network, `trained in this page (${body.epochs} epoch${body.epochs > 1 ? "s" : ""}, seed ${body.seed})`);
+    try {
+      const done = await inWorker(run, { job: "run", network: layersOf(body.network), weights: trainingCopy(body.network, start), settings,
+                                         data: { images: sets.train.images, labels: sets.train.labels, extra, test: sets.test } }, (data) => {
+        if (data.kind === "weights") live.cache = [tensorsOf(live, data.weights)];
+        onMessage({ ...data, model: EXPORT.networks.indexOf(live), weights: undefined, snapshots: undefined });
+      });
+      const result = await finished(live, body, done, sets.test);
+      unlessStopped(run);  // stopped while it was tested and its checkpoint written
+      return result;
+    } catch (error) {  // refused, stopped or failed: the page keeps no network of a run that did not end
+      EXPORT.networks.splice(EXPORT.networks.indexOf(live), 1);
+      throw error;
+    }
   });
 }
 
 function trainStop() {
-  // Stops the run in progress (its trainRun is refused with "training stopped"); whether one was.
+  // Stops the training in progress, at any moment (its trainRun or trainSteps is refused with
+  // "training stopped"); whether one was.
   if (running) running.stop();
   return running !== null;
 }

@@ -1,11 +1,12 @@
 // Training in the exported page, off its main thread: offline.js starts this file, after maths.js,
-// as a Web Worker (window.routes.trainRun and the Train panel), so that drawing and every
-// explanation keep answering while it trains. It runs train.py's loop with maths.js's operations.
-// In: one message, the run (see run below). Out: {kind: "progress" | "weights" | "done" | "failed"}.
+// as a Web Worker (window.routes.trainRun and the Train panel, window.routes.trainSteps), so that
+// drawing and every explanation keep answering while it trains. It runs train.py's loop with
+// maths.js's operations. In: one message, a job: a run (see run below) or trainSteps' steps (see
+// steps). Out: {kind: "progress" | "weights" | "done" | "failed"}.
 "use strict";
 self.onmessage = ({ data }) => {
   try {
-    run(data);
+    (data.job === "steps" ? steps : run)(data);
   } catch (error) {
     self.postMessage({ kind: "failed", message: error instanceof RunError ? error.message : `training stopped: ${error}` });
   }
@@ -127,6 +128,21 @@ function run({ network, weights, settings, data, kernels }) {
   self.postMessage({ kind: "done", seconds, weights: copies(weights), snapshots, history, steps: done,
                      test: data.test && answersOn(network, weights, data.test, normalised),
                      drawings: before === null ? null : { before, after: accuracyOn(network, weights, data.extra) } });
+}
+
+function steps({ network, weights, input, labels, lr, weightDecay, steps: count, dropout, kernels }) {
+  // count Adam steps on one batch (offline.js checked it): each step's loss, the first step's
+  // gradient of each weight and bias (zeros for one no path reaches), the weights after the last.
+  maths.useKernels(kernels);
+  const optimizer = maths.adam(network, weights, lr, weightDecay), random = dropout ? Math.random : null, losses = [];
+  let first = null;
+  for (let step = 1; step <= count; step++) {
+    const { loss, gradients } = maths.trainingStep(network, weights, input, labels, optimizer, random);
+    losses.push(loss);
+    first ??= gradients;
+  }
+  const gradients = Object.fromEntries(optimizer.keys.map((key) => [key, first[key]?.data ?? new Float32Array(weights[key].data.length)]));
+  self.postMessage({ kind: "done", losses, gradients, weights: copies(weights) });
 }
 
 function logitsOf(network, weights, input) {

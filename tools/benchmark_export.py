@@ -40,6 +40,31 @@ const [calls, n, done] = arguments;
   return times;
 })().then(done, (error) => done(String(error)));
 """
+# In the page: the page's own answer to the drawing on its canvas (a 7), as a stroke's move or end
+# asks it (draw.html's predictDrawing), until it is shown: answered, every stage drawn and the next
+# frame painted; n times (ms), after one that warms the page's code up.
+TIME_SHOWN = """
+const [picture, ended, n, done] = arguments;
+const painted = () => new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+const answered = () => new Promise((resolve) => {
+  (function look() { document.body.dataset.busy === "false" ? resolve() : setTimeout(look, 1); })();
+});
+(async () => {
+  const image = new Image();
+  image.src = picture;
+  await image.decode();
+  pen.drawImage(image, 0, 0);
+  const times = [];
+  for (let k = 0; k <= n; k++) {
+    const start = performance.now();
+    predictDrawing(ended);
+    await answered();
+    await painted();
+    if (k > 0) times.push(performance.now() - start);
+  }
+  return times;
+})().then(done, (error) => done(String(error)));
+"""
 # In the page: the answers to 28 x 28 digits, each drawn as drawing_of() draws it, with fields.
 ANSWER_DIGITS = """
 const [digits, fields, done] = arguments;
@@ -161,6 +186,10 @@ def main(argv=None):
         times = session.execute_async_script(TIME_ROUTES, [
             ("answer", "predict", body), ("pen", "predict", {**body, "attribution": False}),
             ("step", "step", step)], 20)
+        shown = {ended: session.execute_async_script(TIME_SHOWN, body["picture"], ended, 10)
+                 for ended in (False, True)}
+        if any(isinstance(times, str) for times in shown.values()):  # the page's own error
+            raise UserError(f"the page did not show its answer: {shown}")
         server = []
         for _ in range(20):
             start = time.perf_counter()
@@ -187,6 +216,9 @@ def main(argv=None):
           f"(the server computes it in {statistics.median(server):.1f} ms)")
     print(f"the same while the pen moves, without the picture:     {median['pen']:7.1f} ms")
     print(f"{f'a click on a {stage} value (routes.step):':55}{median['step']:7.1f} ms")
+    print(f"the page's own answer shown (answered, drawn, painted; median of 10): "
+          f"{statistics.median(shown[False]):.1f} ms while the pen moves, "
+          f"{statistics.median(shown[True]):.1f} ms when the stroke ends")
     print(f"resources requested: {resources}")
     print(f"{len(digits)} MNIST test digits drawn as dark ink on 280 x 280: the same prediction "
           f"for {same}; the prepared input identical for {identical} and within one grey level for "
