@@ -39,7 +39,7 @@ COMPACT_BYTES = 2**20
 ROUNDING_IMAGES = 1000  # the images of the first set on which the page counts what rounding changes
 # The bounds of the file's training bodies (routes.trainSteps and routes.trainRun alike), each
 # refused beyond in one line. Its own for now: train.py takes a learning rate up to 1e6 and seeds
-# up to 2**63 - 1 (cli.py), where the file's generator takes 32 bits.
+# up to 2**63 - 1 (common.py), where the file's generator takes 32 bits.
 FILE_TRAINING = {"images": 256, "steps": 100, "epochs": 100, "batchSize": 1024, "lr": 1, "weightDecay": 1,
                  "seed": 2**32 - 1}
 
