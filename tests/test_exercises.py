@@ -1,0 +1,57 @@
+"""Tests that docs/exercises.md stays true: each exercise's model.py edit applies to the project's
+model.py, and train.py and test.py run the network it gives on the fake MNIST.
+
+Usage: python -m unittest -v tests.test_exercises
+"""
+import os
+import unittest
+from unittest import mock
+
+import torch
+
+import test
+import train
+from extras import checkpoints
+from tests.fixtures import make_fake_mnist, run_script, temporary_folder
+from tools.exercises import apply_edit, edited_net, exercises
+
+
+def setUpModule():
+    global TEMP, DATA_DIR
+    TEMP = temporary_folder()
+    DATA_DIR = make_fake_mnist(os.path.join(TEMP, "data"), train_size=256, test_size=64)
+
+
+class ExercisesTest(unittest.TestCase):
+    def test_there_are_at_least_eight_each_an_edit_or_a_flag(self):
+        found = exercises()
+        self.assertGreaterEqual(len(found), 8)
+        self.assertEqual([number for number, *_ in found], list(range(1, len(found) + 1)))
+        for _, title, diff, flags in found:
+            with self.subTest(exercise=title):
+                self.assertTrue(diff or flags)
+
+    def test_each_edit_trains_and_tests_in_the_scripts(self):
+        for number, title, diff, flags in exercises():
+            net = edited_net(diff)
+            out = os.path.join(TEMP, f"exercise{number}.pt")
+            with self.subTest(exercise=title), mock.patch.object(train, "Net", net), \
+                    mock.patch.object(checkpoints, "Net", net):
+                code, printed, err = run_script(train, ["--data-dir", DATA_DIR, "--device", "cpu",
+                                                        "--epochs", "1", "--out", out, *flags])
+                self.assertEqual(code, 0, err)
+                net().load_state_dict(torch.load(out, weights_only=True)["model"], strict=True)
+                code, tested, err = run_script(test, [out, "--data-dir", DATA_DIR, "--device", "cpu"])
+                self.assertEqual(code, 0, err)
+                self.assertIn("Test Accuracy: ", tested)
+
+    def test_an_edit_that_no_longer_fits_model_py_is_refused(self):
+        source = "class Net:\n    pool = 1\n"
+        self.assertEqual(apply_edit(source, "-    pool = 1\n+    pool = 2\n"),
+                         "class Net:\n    pool = 2\n")
+        with self.assertRaisesRegex(ValueError, "not once in model.py: pool = 3"):
+            apply_edit(source, "-    pool = 3\n+    pool = 2\n")
+
+
+if __name__ == "__main__":
+    unittest.main()
