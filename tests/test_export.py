@@ -33,10 +33,10 @@ from extras import checkpoints, pictures
 from page import export, routes
 from page.collect import COLLECT_SIDE
 from page.server import answer as server_answer  # 'answer' names the file's answers
-from tests.fixtures import (POINTER_MOVE_MS, browser, browser_missing, downloads_folder, draw_shape,
-                            draw_stroke, make_fake_mnist, run_script, shapes_mnist,
-                            temporary_folder, wait_until, working_directory)
-from tests.test_draw import EDITED, PHONE_PROBLEMS, thousands_set
+from tests.fixtures import (PHONE_PROBLEMS, POINTER_MOVE_MS, browser, browser_missing, downloads_folder,
+                            draw_shape, draw_stroke, make_fake_mnist, run_script, shapes_mnist,
+                            temporary_folder, thousands_set, wait_until, working_directory)
+from tests.networks import EDITED
 from tools.benchmark_export import ANSWER_DIGITS, digits_of, drawing_of
 
 
@@ -745,8 +745,8 @@ class FileInBrowserTest(unittest.TestCase):
 
 @contextlib.contextmanager
 def batch_norm_net_in_model_py():
-    """The scripts build test_draw's BatchNormNet wherever they build model.py's Net."""
-    from tests.test_draw import BatchNormNet
+    """The scripts build tests.networks' BatchNormNet wherever they build model.py's Net."""
+    from tests.networks import BatchNormNet
 
     with mock.patch.object(train, "Net", BatchNormNet), mock.patch.object(checkpoints, "Net", BatchNormNet), \
             mock.patch.object(routes, "Net", BatchNormNet):
@@ -772,7 +772,7 @@ class CheckpointInBrowserTest(unittest.TestCase):
         cls.driver, cls.downloads = browser(), downloads_folder()
         # An edited network with batch norm as a run leaves it: statistics, and a count of batches
         # (num_batches_tracked, int64, which no operation of the file reads).
-        from tests.test_draw import BatchNormNet
+        from tests.networks import BatchNormNet
 
         torch.manual_seed(3)
         model = BatchNormNet()

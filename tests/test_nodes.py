@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from model import Net
 from page.explain import Explainer
 from page.nodes import OPERATIONS, describe, details, operation_of, where
-from tests.test_draw import EDITED
+from tests.networks import EDITED
 from tests.test_export import OpsNet, SoftmaxNet
 
 
