@@ -1,7 +1,7 @@
 """What the test modules share: test_smoke's fake MNIST and reference model (re-exported from it),
 ways to run the scripts, pictures of digits, ways to start scripts, tools and the page's server
 and to ask it, and what the whole run makes once (the shapes set, the networks trained on it and
-their servers, one headless Chromium).
+their servers, the exported files, one headless Chromium).
 
 Usage: from tests.fixtures import make_fake_mnist, run_script, temporary_folder, ...   (tests only)
 """
@@ -30,13 +30,15 @@ import torchvision.transforms as transforms
 
 import common
 import data
+import draw
 import train
 from data import to_pixels
 from extras.pictures import prepare_digit
-from page import routes
+from page import export, routes
 from page.server import make_server
 from test_smoke import TutorialModel, make_fake_mnist, run_subprocess, write_idx  # noqa: F401
-from tests.networks import EDITED
+from tests.networks import EDITED, OpsNet, SoftmaxNet
+from tools.benchmark_export import digits_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the scripts are
 # Real MNIST, for the few tests that need it; they skip with this reason without it.
@@ -417,3 +419,52 @@ def served_shapes():
     return types.SimpleNamespace(folder=folder, model=model, early=early, class_digits=class_digits,
                                  collected=collected, server=server, edited_server=edited_server)
 
+
+def digits_to_draw(count, folder):
+    """count digits as 28 x 28 grey levels: MNIST's test set with MNIST_ROOT, else noisy bars
+    (written into folder).
+
+    Not the shapes: drawn perfectly symmetric, their centre of mass falls exactly halfway between
+    two pixels, where float32 sums in another order round the other way (docs/page.md).
+    """
+    root = os.environ.get("MNIST_ROOT")
+    if not (root and data.raw_folder(root)[1]):
+        root = make_fake_mnist(os.path.join(folder, "bars"))
+    return digits_of(data.load_mnist(root, train=False)[0], count)
+
+
+@functools.cache
+def exported_shapes():
+    """What the tests of the exported file share, made once for the run (never write into it):
+    model, shapes.pt (2 epochs on the shapes); file, page.html, its export with the shapes' test
+    set (its drawings kept for class_digits, a folder never made); page, the server's Page of the
+    same; edited_page and edited_file, the edited networks with OpsNet and SoftmaxNet (batch norms
+    with learned-looking statistics) served and exported; digits, 100 digits to draw."""
+    warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
+    warnings.filterwarnings("ignore", message="Implicit dimension choice")  # SoftmaxNet's, on purpose
+    folder = os.path.join(run_folder(), "exported")
+    os.makedirs(folder)
+    shapes = shapes_mnist()
+    model = trained_on_shapes(os.path.join(folder, "shapes.pt"), "--epochs", "2")
+    file = os.path.join(folder, "page.html")
+    code, _, err = run_script(draw, [model, "--data-dir", shapes, "--export", file,
+                                     "--collect", os.path.join(folder, "class_digits")])
+    assert code == 0, err
+    page = routes.Page(routes.load_models([model], "cpu"), "cpu", *routes.load_sets(shapes, None),
+                       collect=os.path.join(folder, "unused"))
+    torch.manual_seed(0)
+    edited = [routes.Network(name, network().eval()) for name, (network, _) in EDITED.items()]
+    edited.append(routes.Network("ops", OpsNet().eval()))
+    edited.append(routes.Network("softmax", SoftmaxNet().eval()))
+    for network in edited:  # batch norm with learned-looking statistics, not the identity
+        for module in network.model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.uniform_(-0.3, 0.3)
+    edited_page = routes.Page(edited, "cpu")
+    edited_file = os.path.join(folder, "edited.html")
+    export.export_page(edited_page, edited_file)
+    return types.SimpleNamespace(folder=folder, model=model, file=file, page=page, edited_page=edited_page,
+                                 edited_file=edited_file, digits=digits_to_draw(100, folder))

@@ -1,13 +1,20 @@
 """Networks as students edit model.py, for the tests of the page, the exported file and page/nodes.py:
-batch norm, another ReLU, wider layers, grouped and dilated convolutions.
+batch norm, another ReLU, wider layers, grouped and dilated convolutions, every other operation the
+file computes, softmax every way, pytorch/examples' Net; and a way to put one in model.py's place.
 
-Usage: from tests.networks import EDITED, DilatedNet, ...   (tests only)
+Usage: from tests.networks import EDITED, DilatedNet, in_model_py, ...   (tests only)
 """
+import contextlib
+from unittest import mock
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import train
+from extras import checkpoints
 from model import Net
+from page import routes
 
 
 class BatchNormNet(Net):
@@ -94,3 +101,92 @@ EDITED = {
                              ("softmax", [10])]),
 }
 
+
+class OpsNet(nn.Module):
+    """Every other operation the file computes: strides, padding, 'same', dilation, a residual
+    x + y, tanh, sigmoid, LeakyReLU, average pooling, padded max pooling, reshape, + a number."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(1, 4, 3, stride=2, padding=1)        # (4, 14, 14)
+        self.conv_same = nn.Conv2d(4, 4, 3, padding="same")
+        self.average = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+        self.conv_b = nn.Conv2d(4, 6, 3, padding=2, dilation=2)      # (6, 7, 7)
+        self.squash = nn.Sigmoid()
+        self.fc = nn.Linear(24, 16)
+        self.act = nn.LeakyReLU(0.2)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = torch.tanh(self.conv_a(x))
+        x = F.leaky_relu(x + self.conv_same(x), 0.1)                # a residual connection
+        x = self.squash(self.conv_b(self.average(x)))              # (4, 7, 7) -> (6, 7, 7)
+        x = F.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True)  # (6, 4, 4)
+        x = F.avg_pool2d(x, 2).reshape(x.size(0), -1)              # (24,)
+        return self.out(self.act(self.fc(x))) + 0.5
+
+
+class SoftmaxNet(nn.Module):
+    """softmax and log_softmax as modules, functions and tensor methods, along several dimensions."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 5, stride=2)                    # (4, 12, 12)
+        self.channels = nn.Softmax(dim=1)
+        self.fc = nn.Linear(4 * 12 * 12, 32)
+        self.out = nn.Linear(32, 10)
+        self.last = nn.LogSoftmax()  # no dim: PyTorch takes dim 1 of (N, 10)
+
+    def forward(self, x):
+        x = self.channels(self.conv(x))                            # over the 4 maps
+        x = x.log_softmax(-1) + torch.softmax(x, 2)                # along each row and each column
+        h = F.relu(self.fc(torch.flatten(x, 1)))
+        h = h + torch.log_softmax(h, 1) + F.softmax(h, dim=1)
+        return self.last(self.out(h))
+
+
+class ExamplesNet(nn.Module):
+    """pytorch/examples' mnist/main.py Net, as it is pasted into model.py."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = F.relu(x)
+        x = self.conv2(x)
+        x = F.relu(x)
+        x = F.max_pool2d(x, 2)
+        x = self.dropout1(x)
+        x = torch.flatten(x, 1)
+        x = self.fc1(x)
+        x = F.relu(x)
+        x = self.dropout2(x)
+        x = self.fc2(x)
+        output = F.log_softmax(x, dim=1)
+        return output
+
+
+class GeluNet(nn.Module):
+    """One layer after F.gelu, which the exported file cannot compute; edited further by the tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(F.gelu(torch.flatten(x, 1)))
+
+
+@contextlib.contextmanager
+def in_model_py(network):
+    """The scripts build network wherever they build model.py's Net, as if it were pasted there."""
+    with mock.patch.object(train, "Net", network), mock.patch.object(checkpoints, "Net", network), \
+            mock.patch.object(routes, "Net", network):
+        yield
