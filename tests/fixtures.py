@@ -1,6 +1,7 @@
 """What the test modules share: test_smoke's fake MNIST and reference model (re-exported from it),
-ways to run the scripts, pictures of digits, ways to start scripts and tools, and what the
-whole run makes once (the shapes set, one headless Chromium).
+ways to run the scripts, pictures of digits, ways to start scripts, tools and the page's server
+and to ask it, and what the whole run makes once (the shapes set, the networks trained on it and
+their servers, the exported files, one headless Chromium).
 
 Usage: from tests.fixtures import make_fake_mnist, run_script, temporary_folder, ...   (tests only)
 """
@@ -16,7 +17,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import types
 import unittest
+import warnings
 import zlib
 
 import torch
@@ -25,9 +29,16 @@ from PIL import Image, ImageDraw
 import torchvision.transforms as transforms
 
 import common
+import data
+import draw
+import train
 from data import to_pixels
 from extras.pictures import prepare_digit
+from page import export, routes
+from page.server import make_server
 from test_smoke import TutorialModel, make_fake_mnist, run_subprocess, write_idx  # noqa: F401
+from tests.networks import EDITED, OpsNet, SoftmaxNet
+from tools.benchmark_export import digits_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the scripts are
 # Real MNIST, for the few tests that need it; they skip with this reason without it.
@@ -301,3 +312,159 @@ def fake_ghostscript(folder):
         file.write(f"#!/bin/sh\ntouch '{marker}'\n")
     os.chmod(program, 0o755)
     return folder, marker
+
+
+# What is hard to read on a phone, each as a line: anything past the screen's edge, a count of
+# the confusion matrix on more than one line (its corner on more than two), a word of a stage's
+# title cut across two lines, a label of the training curves under 10 CSS pixels.
+PHONE_PROBLEMS = """
+const problems = [], width = document.documentElement.clientWidth, range = document.createRange();
+const lines = (target) => new Set([...target.getClientRects()].map((box) => Math.round(box.top))).size;
+for (const element of document.querySelectorAll("body *")) {
+  const box = element.getBoundingClientRect();
+  if (box.width > 0 && (box.left < -0.5 || box.right > width + 0.5)) {
+    problems.push(`${element.tagName}#${element.id}.${element.className} spans ${box.left} to ${box.right}`);
+  }
+}
+for (const cell of document.querySelectorAll("#confusion td")) {
+  range.selectNodeContents(cell);
+  if (lines(range) > 1) problems.push(`the count ${cell.textContent} takes ${lines(range)} lines`);
+}
+const corner = document.querySelector("#confusion th");
+range.selectNodeContents(corner);
+if (lines(range) > 2) problems.push(`the corner ${corner.textContent} takes ${lines(range)} lines`);
+const titles = document.createTreeWalker(document.getElementById("stages"), NodeFilter.SHOW_TEXT);
+for (let text = titles.nextNode(); text; text = titles.nextNode()) {
+  if (!text.parentElement.closest("h2")) continue;
+  for (const word of text.textContent.matchAll(/\\S+/g)) {
+    range.setStart(text, word.index);
+    range.setEnd(text, word.index + word[0].length);
+    if (lines(range) > 1) problems.push(`${word[0]} is cut across lines`);
+  }
+}
+const sizes = [], fillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (...text) {  // the size each label is shown at
+  const shown = this.canvas.getBoundingClientRect().width / this.canvas.width;
+  if (this.canvas.id === "curves") sizes.push(parseFloat(this.font) * this.getTransform().a * shown);
+  return fillText.apply(this, text);
+};
+showTrainingStep();
+CanvasRenderingContext2D.prototype.fillText = fillText;
+if (sizes.length === 0 || Math.min(...sizes) < 10) problems.push(`curve labels of ${sizes} pixels`);
+return problems;
+"""
+
+
+def thousands_set(root):
+    """The shapes' test set of root 50 times over, 10,000 images as MNIST's test set: the
+    confusion matrix then holds counts of four digits."""
+    images, labels = data.load_mnist(root, train=False)
+    return routes.Images("MNIST-sized set", images.repeat(50, 1, 1, 1), labels.repeat(50))
+
+
+def serve(networks, sets=(), missing=None, collect=None, **settings):
+    """Serve the page for networks on a free port of 127.0.0.1, in a thread of its own."""
+    server = make_server(networks, "127.0.0.1", 0, "cpu", sets, missing, collect, **settings)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def start_server(networks, sets=(), missing=None, collect=None, **settings):
+    """Serve the page for networks on a free port of 127.0.0.1 until the module's tests end."""
+    server = serve(networks, sets, missing, collect, **settings)
+    unittest.addModuleCleanup(server.server_close)
+    unittest.addModuleCleanup(server.shutdown)  # cleanups run last first: shut down, then close
+    return server
+
+
+def trained_on_shapes(path, *argv):
+    """Train model.py's Net on the shapes with train.py's flags argv; return the checkpoint's path."""
+    code, _, err = run_script(train, ["--data-dir", shapes_mnist(), "--device", "cpu", *argv,
+                                      "--out", path])
+    assert code == 0, err
+    return path
+
+
+@functools.cache
+def served_shapes():
+    """What the tests of the served page share, made once for the run (never write into it):
+    model, shapes.pt (4 epochs on the shapes), and early.pt, trained less, to compare with;
+    class_digits, a folder of drawn shapes standing for a class's own; server, the page of both
+    networks with the shapes' test set and that folder, saving drawings into collected; and
+    edited_server, the page of the edited networks, without MNIST. The servers stop as the run ends."""
+    # BatchNormNet's 'same' padding with an even kernel is on purpose; PyTorch's note that it
+    # costs a padded copy of the input would only clutter the test output.
+    warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
+    folder = os.path.join(run_folder(), "served")
+    os.makedirs(folder)
+    model = trained_on_shapes(os.path.join(folder, "shapes.pt"), "--epochs", "4")
+    class_digits = os.path.join(folder, "class_digits")
+    for label in range(10):
+        os.makedirs(os.path.join(class_digits, str(label)))
+        for copy in range(3):
+            draw_shape(label, torch.Generator().manual_seed(100 * label + copy)).save(
+                os.path.join(class_digits, str(label), f"{copy}.png"))
+    with contextlib.redirect_stdout(io.StringIO()):  # "Pictures: 30 read, 0 skipped"
+        sets = routes.load_sets(shapes_mnist(), class_digits)
+    early = trained_on_shapes(os.path.join(folder, "early.pt"), "--epochs", "1", "--seed", "1",
+                              "--batch-size", "256")
+    collected = os.path.join(folder, "collected")
+    server = serve(routes.load_models([model, early], "cpu"), *sets, collect=collected)
+    torch.manual_seed(0)
+    edited_server = serve([routes.Network(name, network().eval()) for name, (network, _) in EDITED.items()],
+                          *routes.load_sets(os.path.join(folder, "no_mnist_here"), None))
+    for running in (server, edited_server):
+        atexit.register(running.server_close)
+        atexit.register(running.shutdown)  # atexit runs last first: shut down, then close
+    return types.SimpleNamespace(folder=folder, model=model, early=early, class_digits=class_digits,
+                                 collected=collected, server=server, edited_server=edited_server)
+
+
+def digits_to_draw(count, folder):
+    """count digits as 28 x 28 grey levels: MNIST's test set with MNIST_ROOT, else noisy bars
+    (written into folder).
+
+    Not the shapes: drawn perfectly symmetric, their centre of mass falls exactly halfway between
+    two pixels, where float32 sums in another order round the other way (docs/page.md).
+    """
+    root = os.environ.get("MNIST_ROOT")
+    if not (root and data.raw_folder(root)[1]):
+        root = make_fake_mnist(os.path.join(folder, "bars"))
+    return digits_of(data.load_mnist(root, train=False)[0], count)
+
+
+@functools.cache
+def exported_shapes():
+    """What the tests of the exported file share, made once for the run (never write into it):
+    model, shapes.pt (2 epochs on the shapes); file, page.html, its export with the shapes' test
+    set (its drawings kept for class_digits, a folder never made); page, the server's Page of the
+    same; edited_page and edited_file, the edited networks with OpsNet and SoftmaxNet (batch norms
+    with learned-looking statistics) served and exported; digits, 100 digits to draw."""
+    warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
+    warnings.filterwarnings("ignore", message="Implicit dimension choice")  # SoftmaxNet's, on purpose
+    folder = os.path.join(run_folder(), "exported")
+    os.makedirs(folder)
+    shapes = shapes_mnist()
+    model = trained_on_shapes(os.path.join(folder, "shapes.pt"), "--epochs", "2")
+    file = os.path.join(folder, "page.html")
+    code, _, err = run_script(draw, [model, "--data-dir", shapes, "--export", file,
+                                     "--collect", os.path.join(folder, "class_digits")])
+    assert code == 0, err
+    page = routes.Page(routes.load_models([model], "cpu"), "cpu", *routes.load_sets(shapes, None),
+                       collect=os.path.join(folder, "unused"))
+    torch.manual_seed(0)
+    edited = [routes.Network(name, network().eval()) for name, (network, _) in EDITED.items()]
+    edited.append(routes.Network("ops", OpsNet().eval()))
+    edited.append(routes.Network("softmax", SoftmaxNet().eval()))
+    for network in edited:  # batch norm with learned-looking statistics, not the identity
+        for module in network.model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.uniform_(-0.3, 0.3)
+    edited_page = routes.Page(edited, "cpu")
+    edited_file = os.path.join(folder, "edited.html")
+    export.export_page(edited_page, edited_file)
+    return types.SimpleNamespace(folder=folder, model=model, file=file, page=page, edited_page=edited_page,
+                                 edited_file=edited_file, digits=digits_to_draw(100, folder))

@@ -243,7 +243,7 @@ class ReadmeCommandsTest(unittest.TestCase):
         They run in this process, as `python <script>` runs main(), to save an interpreter and
         torch's import each; the first served draw.py command runs as a process of its own,
         stopped by Ctrl-C from outside. Running each script as a process is tested by test_smoke,
-        tests.test_alone and tests.test_draw.CommandLineTest.
+        tests.test_alone and tests.test_server.CommandLineTest.
         """
         folder = os.path.join(TEMP, "readme")
         os.makedirs(folder)

@@ -21,7 +21,7 @@ from page import export, mnist_sets, routes
 from page.routes import BadRequest
 from page.server import answer as server_answer, parse_json
 from tests.fixtures import browser, browser_missing, shapes_mnist, temporary_folder, wait_until
-from tests.test_export import CALL
+from tests.exported import CALL
 from tools.benchmark_export import drawing_of
 
 TRAIN_IMAGES = 200  # 4 steps of 50: a run ends in a moment

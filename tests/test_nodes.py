@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from model import Net
 from page.explain import Explainer
 from page.nodes import OPERATIONS, describe, details, operation_of, where
-from tests.test_draw import EDITED
-from tests.test_export import OpsNet, SoftmaxNet
+from tests.networks import EDITED, OpsNet, SoftmaxNet
 
 
 def traced(forward, **modules):
@@ -171,7 +170,7 @@ class EditedNetworksTest(unittest.TestCase):
         networks = {name: network for name, (network, _) in EDITED.items()}
         for name, network in {**networks, "ops": OpsNet, "softmax": SoftmaxNet}.items():
             with self.subTest(network=name):
-                with warnings.catch_warnings():  # both on purpose, as in test_export
+                with warnings.catch_warnings():  # both on purpose, as in fixtures.exported_shapes
                     warnings.filterwarnings("ignore", message="Using padding='same' with even")
                     warnings.filterwarnings("ignore", message="Implicit dimension choice")
                     explainer = Explainer(network())
@@ -179,7 +178,7 @@ class EditedNetworksTest(unittest.TestCase):
                 for node in explainer.graph_module.graph.nodes:
                     if node.op.startswith("call_"):
                         found = explainer.described[node]
-                        self.assertIsNotNone(found.op, found.code)  # test_export exports each
+                        self.assertIsNotNone(found.op, found.code)  # fixtures.exported_shapes exports each
                         self.assertTrue(set((found.params or {}).values()) <= set(state), found.code)
         dilated = Explainer(EDITED["dilated"][0]())
         stages = {name: dilated.details[node] for name, node, _ in dilated.stages}

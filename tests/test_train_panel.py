@@ -16,10 +16,9 @@ import torch
 import draw
 import test as test_script
 from model import Net
-from tests.fixtures import (browser, browser_missing, downloads_folder, draw_stroke, run_script,
-                            shapes_mnist, temporary_folder)
-from tests import test_export as export_tests  # its helpers, not its tests
-from tests.test_draw import PHONE_PROBLEMS
+from tests.exported import FileInBrowser
+from tests.fixtures import (PHONE_PROBLEMS, browser, browser_missing, downloads_folder, draw_stroke,
+                            run_script, shapes_mnist, temporary_folder)
 
 TRAINED = "trained in this page (1 epoch, seed 0)"
 PROGRESS = r"Epoch: 1/1, Step: 1/10, Loss: \d+\.\d{4}, Accuracy: \d+\.\d{2}%"  # (600 + 30) / 64
@@ -79,8 +78,7 @@ class TrainPanelTest(unittest.TestCase):
                       "the file to be ready")
         self.wait_for(lambda: self.text("train-about"), "the Train panel's sentence")
 
-    wait_for, script, text = (export_tests.FileInBrowserTest.wait_for, export_tests.FileInBrowserTest.script,
-                              export_tests.FileInBrowserTest.text)
+    wait_for, script, text = FileInBrowser.wait_for, FileInBrowser.script, FileInBrowser.text
 
     def element(self, selector):
         return self.driver.find_element("css selector", selector)

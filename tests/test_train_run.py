@@ -19,9 +19,9 @@ import train
 from data import load_mnist, open_mnist
 from extras import checkpoints
 from page import export, mnist_sets, routes
+from tests.exported import CALL
 from tests.fixtures import browser, browser_missing, run_script, shapes_mnist, temporary_folder
-from tests.test_draw import DilatedNet
-from tests.test_export import CALL
+from tests.networks import DilatedNet
 from tools import make_kernels
 from tools.benchmark_export import drawing_of
 
