@@ -3,6 +3,7 @@
 // the others add to, tensors and the matrix products that convolutions and linear layers are made of.
 // Each family of layers has a file of its own, forward and backward together (ConvNetJS's layout).
 "use strict";
+/* exported maths */  // the namespace the other files add to
 const maths = {
   // Each operation of the export's graph by its op name, {forward, backward, ...}: the families'
   // files add theirs; an operation with parameters also has paramsBackward (their gradients).

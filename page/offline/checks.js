@@ -3,6 +3,7 @@
 // and the checks every route makes of a request, refused in one line with the server's own words
 // (EXPORT.messages, from page/export.py) and status, as page/server.py and page/routes.py refuse.
 "use strict";
+/* exported offline */  // the namespace the other files add to
 const offline = {};
 
 (() => {

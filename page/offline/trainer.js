@@ -4,6 +4,7 @@
 // It runs train.py's loop with the maths' operations. In: one message, a job: a run (see run below)
 // or trainSteps' steps (see steps). Out: {kind: "progress" | "weights" | "done" | "failed"}.
 "use strict";
+(() => {
 self.onmessage = ({ data }) => {
   try {
     (data.job === "steps" ? steps : run)(data);
@@ -192,3 +193,4 @@ function accuracyOn(network, weights, pictures) {  // the share of the prepared 
   const input = maths.tensor([pictures.labels.length, 1, 28, 28], Float32Array.from(pictures.images));
   return correct(logitsOf(network, weights, input), pictures.labels) / pictures.labels.length;
 }
+})();

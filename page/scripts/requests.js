@@ -3,6 +3,7 @@
 // they share of the page's state, and its requests: to the server, or in the exported file to the
 // same routes in the browser (window.routes, page/offline/routes.js).
 "use strict";
+/* exported page */  // the namespace the other files add to
 const page = {
   // What the page's scripts share of what it shows now (each script keeps the rest to itself).
   state: {
