@@ -74,7 +74,7 @@ def argument(value):
 
 
 def graph_of(explainer, outputs):
-    """The traced graph as offline.js runs it: [{name, op, args, settings, params}] as
+    """The traced graph as page/offline/ runs it: [{name, op, args, settings, params}] as
     page.nodes describes each node, and the name of the node whose output is the logits.
     UserError for an operation it cannot compute."""
     nodes, output = [], None
@@ -100,7 +100,7 @@ def graph_of(explainer, outputs):
 
 
 def fits(node, described, outputs):
-    """Whether offline.js computes this node as PyTorch did: x + y of one shape or x + a number;
+    """Whether page/offline/ computes this node as PyTorch did: x + y of one shape or x + a number;
     a softmax along a dimension of a tensor."""
     if described.op in ("softmax", "log_softmax"):
         return softmax_dimension(outputs.get(node.args[0]), described.settings["dim"]) is not None
@@ -130,7 +130,7 @@ def softmax_dimension(value, dim):
 
 def changes_a_shared_input(node, operation):
     """Whether node changes its input in place (relu_(), nn.ReLU(inplace=True), +=) while another
-    operation also reads that input: PyTorch then gives it the changed values, offline.js (which
+    operation also reads that input: PyTorch then gives it the changed values, page/offline/ (which
     computes everything out of place) the values from before."""
     in_place = (getattr(operation, "inplace", False) is True or node.kwargs.get("inplace") is True
                 or node.target is operator.iadd
@@ -140,7 +140,7 @@ def changes_a_shared_input(node, operation):
 
 
 def network_data(page, index):
-    """Everything offline.js needs of one network: graph, stages, each snapshot's weights, the
+    """Everything page/offline/ needs of one network: graph, stages, each snapshot's weights, the
     kernels' names and the run's curves."""
     network, explainers = page.networks[index], page.explainers[index]
     # One input through the network gives every node's output, for the shapes graph_of checks.
@@ -166,7 +166,7 @@ def network_data(page, index):
 
 
 def state_entries(state, keys):
-    """The whole state_dict of the final weights, in its order, as offline.js writes it back into
+    """The whole state_dict of the final weights, in its order, as page/offline/ writes it back into
     a checkpoint (its window.routes.checkpoint): [key, dtype, shape, bytes], where bytes is None
     for a tensor among keys (the float32 weights block holds it) and else the tensor's own
     little-endian bytes in base64 (num_batches_tracked, an int64 that no operation reads)."""
@@ -191,7 +191,7 @@ def weights_of(model, keys):
 
 
 def weight_blocks(network, explainers, keys):
-    """Each snapshot's weights, then the final ones, as offline.js reads them: float32 (exact),
+    """Each snapshot's weights, then the final ones, as page/offline/ reads them: float32 (exact),
     the number of the block they equal, or compact (compact_weights); the weights the file computes
     with for each compact block, by snapshot; and the bits a compact weight has."""
     final = explainers[-1].model.state_dict()
@@ -212,7 +212,7 @@ def weight_blocks(network, explainers, keys):
 
 def compact_weights(state, keys, bits):
     """The tensors named keys with bits a weight: each row (one unit's weights) as whole multiples
-    of its own scale, its largest magnitude the largest multiple. Returns the block offline.js
+    of its own scale, its largest magnitude the largest multiple. Returns the block page/offline/
     reads ({bits, scales, codes}: a scale per row, then each code plus 2 ** (bits - 1), packed
     lowest bits first) and {key: the weights the file computes with}."""
     largest = 2 ** (bits - 1) - 1
@@ -274,7 +274,7 @@ def explorer_data(page, shown):
 
 
 def without_model(answer):
-    return {key: value for key, value in answer.items() if key != "model"}  # offline.js adds it
+    return {key: value for key, value in answer.items() if key != "model"}  # page/offline/ adds it
 
 
 def compact(answer, shown, with_predictions=False):
@@ -306,7 +306,7 @@ def set_data(images, indices):
 
 
 def resize_probe():
-    """Resizes as extras.pictures.prepare_digit makes them, by this PyTorch: offline.js finds from
+    """Resizes as extras.pictures.prepare_digit makes them, by this PyTorch: page/offline/ finds from
     them the order in which this build adds a resize's products (one of 8 random rows of 200, to
     5 ... 20 columns: sums of every length modulo 4)."""
     rows = torch.rand(1, 1, 8, 200, generator=torch.Generator().manual_seed(0))
@@ -318,12 +318,12 @@ def resize_probe():
 
 
 def floats(values):
-    """A tensor's values as little-endian float32, in base64, as offline.js reads them."""
+    """A tensor's values as little-endian float32, in base64, as page/offline/ reads them."""
     return base64.b64encode(values.detach().float().cpu().numpy().astype("<f4").tobytes()).decode()
 
 
 def export_data(page):
-    """The JSON the exported file carries (offline.js reads it)."""
+    """The JSON the exported file carries (page/offline/ reads it)."""
     networks = [network_data(page, index) for index in range(len(page.networks))]
     shown = [set() for _ in page.explorer.sets]
     cells, testsets, comparisons = explorer_data(page, shown)
@@ -336,7 +336,8 @@ def export_data(page):
             "sprite_columns": SPRITE_COLUMNS, "mean": MEAN, "std": STD,
             "attribution_steps": ATTRIBUTION_STEPS, "unsure_below": UNSURE_BELOW,
             "resize_probe": resize_probe(),
-            # maths.js's products and convolutions, assembled from kernels.wat (tools.make_kernels)
+            # the maths' products and convolutions (page/maths/kernels.js), assembled from kernels.wat
+            # (tools.make_kernels)
             "kernels": base64.b64encode(script_bytes("kernels.wasm")).decode(),
             "ink_range": INK_RANGE,
             # What the server refuses and shows, so that the file refuses and shows the same.

@@ -41,8 +41,8 @@ const [calls, n, done] = arguments;
 })().then(done, (error) => done(String(error)));
 """
 # In the page: the page's own answer to the drawing on its canvas (a 7), as a stroke's move or end
-# asks it (draw.html's predictDrawing), until it is shown: answered, every stage drawn and the next
-# frame painted; n times (ms), after one that warms the page's code up.
+# asks it (predictDrawing, page/scripts/drawing.js), until it is shown: answered, every stage drawn
+# and the next frame painted; n times (ms), after one that warms the page's code up.
 TIME_SHOWN = """
 const [picture, ended, n, done] = arguments;
 const painted = () => new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));

@@ -1,6 +1,6 @@
 // The exported file's networks: each snapshot's weights, cut from the blocks the export wrote
 // (float32, or rounded to 8 or 4 bits: export.compact_weights), and a network run on an input
-// through its graph, forward and backward, with maths.js's operations in eval mode.
+// through its graph, forward and backward, with the maths' operations in eval mode.
 "use strict";
 (() => {
 const { EXPORT, bytesOf, floats } = offline;
