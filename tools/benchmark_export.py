@@ -53,11 +53,11 @@ const answered = () => new Promise((resolve) => {
   const image = new Image();
   image.src = picture;
   await image.decode();
-  pen.drawImage(image, 0, 0);
+  document.getElementById("draw").getContext("2d").drawImage(image, 0, 0);
   const times = [];
   for (let k = 0; k <= n; k++) {
     const start = performance.now();
-    predictDrawing(ended);
+    page.predictDrawing(ended);
     await answered();
     await painted();
     if (k > 0) times.push(performance.now() - start);

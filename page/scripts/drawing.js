@@ -115,5 +115,5 @@ drawCanvas.addEventListener("drop", (event) => {
   upload(event.dataTransfer.files[0]);
 });
 
-Object.assign(page, { clearDrawing, startDrawing, pixelsOfDrawing });
+Object.assign(page, { clearDrawing, startDrawing, pixelsOfDrawing, predictDrawing });
 })();

@@ -38,5 +38,5 @@ slider.addEventListener("input", () => {
   if (state.lastInput) predict(state.lastInput, state.drawnLast);
 });
 
-Object.assign(page, { loadTraining });
+Object.assign(page, { loadTraining, showTrainingStep });
 })();
