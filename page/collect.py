@@ -56,8 +56,8 @@ class Collector:
         with self.lock:
             count = picture_count(folder)
             if count >= self.limit:
-                pictures = f"{self.limit} picture{'s' if self.limit != 1 else ''}"
-                raise FolderFull(FOLDER_FULL.format(folder=self.name, label=label, pictures=pictures))
+                raise FolderFull(FOLDER_FULL.format(folder=self.name, label=label,
+                                                    pictures=f"{self.limit} pictures"))
             name = save_new_picture(png, folder, count)
             return os.path.join(str(label), name), self.counts()
 
