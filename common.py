@@ -71,9 +71,9 @@ def checked(convert, is_valid, requirement):
 
 positive_int = checked(int, lambda value: value >= 1, "a whole number of at least 1")
 non_negative_int = checked(int, lambda value: value >= 0, "a whole number of at least 0")
-learning_rate = checked(float, lambda value: 0 < value <= 1e6,  # larger rates overflow float32
-                        "above 0 and at most 1e6")
-seed_value = checked(int, lambda value: 0 <= value < 2**63, "a whole number from 0 to 2**63 - 1")
+MAX_LR, MAX_SEED = 10**6, 2**32 - 1  # larger rates overflow float32; the page's seeds are 32-bit
+learning_rate = checked(float, lambda value: 0 < value <= MAX_LR, "above 0 and at most 1e6")
+seed_value = checked(int, lambda value: 0 <= value <= MAX_SEED, "a whole number from 0 to 2**32 - 1")
 
 
 def output_path(path):

@@ -5,7 +5,8 @@ Usage: python train.py --help   (common.add_extra_arguments adds the script's fl
 """
 from common import checked, extra, non_negative_int, output_path, positive_int
 
-weight_decay = checked(float, lambda value: 0 <= value <= 1, "from 0 to 1")
+MAX_WEIGHT_DECAY = 1  # the exported page's training takes the same bound (page/export.py)
+weight_decay = checked(float, lambda value: 0 <= value <= MAX_WEIGHT_DECAY, f"from 0 to {MAX_WEIGHT_DECAY}")
 
 # Each flag beyond the tutorial: the module of extras/ that runs it, and add_argument's settings
 # but its default (the script's value for the tutorial's own run, as train.py and test.py say).

@@ -27,6 +27,11 @@ MAX_PIXELS = 4096 * 4096
 # scanners' TIFF. No other is opened: Pillow reads EPS by running its PostScript in Ghostscript,
 # another program, and the rarer formats' readers are code no digit needs.
 PICTURE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+# What a refusal says, in words the exported page says too (page/export.py sends these
+# str.format templates there).
+NO_DIGIT = "no digit found: the picture has (almost) one colour"
+UNREAD_FORMAT = "not an image file of a format this reads ({formats})"
+TOO_MANY_PIXELS = "{name}: too many pixels for a picture of one digit ({why}); scale it down"
 # By default the --extra-images-dir pictures are repeated until an epoch sees about this many of
 # them beside MNIST's 60,000, each at most EXTRA_MOST times: a few hundred pictures then count,
 # and a few dozen are not learned by heart (measured: docs/handwriting.md).
@@ -54,7 +59,7 @@ def prepare_digit(picture):
         gray, background = 1 - gray, 1 - background
     ink = (gray - background).clamp(min=0)  # paper is rarely pure white: its level becomes 0
     if ink.max() < 0.1:
-        raise DataError("no digit found: the picture has (almost) one colour")
+        raise DataError(NO_DIGIT)
     ink = ink / ink.max()
     rows = (ink > 0.2).any(dim=1).nonzero()
     columns = (ink > 0.2).any(dim=0).nonzero()
@@ -130,7 +135,7 @@ def refused_format(file):
             answer = None
         if answer and not isinstance(answer, str):  # a string: Pillow's warning, not a match
             return f"{name} files are not read, only {', '.join(PICTURE_FORMATS)}"
-    return f"not an image file of a format this reads ({', '.join(PICTURE_FORMATS)})"
+    return UNREAD_FORMAT.format(formats=", ".join(PICTURE_FORMATS))
 
 
 def read_picture(file, name, max_pixels=None):
@@ -145,8 +150,7 @@ def read_picture(file, name, max_pixels=None):
             # Phones store photos sideways plus an Orientation tag; turn them upright.
             picture = ImageOps.exif_transpose(picture)
     except Image.DecompressionBombError as error:
-        raise DataError(f"{name}: too many pixels for a picture of one digit ({error}); "
-                        "scale it down") from None
+        raise DataError(TOO_MANY_PIXELS.format(name=name, why=error)) from None
     except UnidentifiedImageError:
         raise DataError(f"{name}: {refused_format(file)}") from None
     except OSError as error:

@@ -19,6 +19,9 @@ COLLECT_LIMIT = 500
 # digit's folder holds at most COLLECT_LIMIT x MAX_PICTURE_BYTES (docs/page.md).
 COLLECT_SIDE = 280
 MAX_PICTURE_BYTES = 16 * 1024
+# What a full folder's refusal says, in words the exported page says too (page/export.py).
+FOLDER_FULL = ("{folder}/{label} holds {pictures} already, the most this page saves of one digit "
+               "(draw.py --collect-limit)")
 
 
 class FolderFull(Exception):
@@ -53,8 +56,8 @@ class Collector:
         with self.lock:
             count = picture_count(folder)
             if count >= self.limit:
-                raise FolderFull(f"{self.name}/{label} holds {self.limit} pictures already, the "
-                                 "most this page saves of one digit (draw.py --collect-limit)")
+                raise FolderFull(FOLDER_FULL.format(folder=self.name, label=label,
+                                                    pictures=f"{self.limit} pictures"))
             name = save_new_picture(png, folder, count)
             return os.path.join(str(label), name), self.counts()
 

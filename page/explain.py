@@ -22,6 +22,10 @@ INK_RANGE = (0.034, 0.295)
 # 64 equal steps add up to within 0.15 of the change in log-probability (measured: 32 right-hand
 # points were off by up to 0.8).
 ATTRIBUTION_STEPS = 64
+# A fully connected unit's step view shows this many of its largest contributions.
+SHOWN_CONTRIBUTIONS = 8
+# What a click outside a stage's values is told, in words the exported page says too (page/export.py).
+NO_VALUE = "{name} has no value at map {map}, row {row}, column {column}"
 
 
 class Recorder(torch.fx.Interpreter):
@@ -117,7 +121,7 @@ class Explainer:
         else:
             position = None
         if position is None or not all(0 <= index < size for index, size in zip(position, value.shape)):
-            raise UserError(f"{name} has no value at map {map_index}, row {row}, column {column}")
+            raise UserError(NO_VALUE.format(name=name, map=map_index, row=row, column=column))
         layer_input = outputs[node.args[0]][0] if node.args and node.args[0] in outputs else None
         answer = step_of(self.described[node], operation_of(self.graph_module, node), layer_input,
                          map_index, row, column)
@@ -195,7 +199,7 @@ def pool_step(kernel, stride, layer_input, map_index, row, column):
             "kept": int(block.argmax()), "sum": block.max().item(), "top": top, "left": left}
 
 
-def linear_step(linear, layer_input, column, shown=8):
+def linear_step(linear, layer_input, column, shown=SHOWN_CONTRIBUTIONS):
     """The largest contributions weight x input to the unit at column, the rest, the bias, the sum."""
     inputs = layer_input.flatten()  # (in_features,)
     contributions = linear.weight[column].detach().float().cpu() * inputs

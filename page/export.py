@@ -1,8 +1,10 @@
-"""The drawing page as one HTML file that needs no Python: draw.html and offline.js inlined, with
-each network's traced graph and weights, and the explorer's answers worked out here by PyTorch.
+"""The drawing page as one HTML file that needs no Python: draw.html with its scripts inlined and
+its back end in the browser (page/offline/, page/maths/), with each network's traced graph and
+weights, the explorer's answers worked out here by PyTorch, and the rules the server keeps.
 
 Usage: python draw.py model.pt [recipe.pt ...] --export page.html   (opens offline, by double-click)
 """
+import ast
 import base64
 import copy
 import io
@@ -15,13 +17,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from common import UserError, predict, save_atomically
+from common import MAX_LR, MAX_SEED, UserError, predict, save_atomically
 from data import MEAN, STD, to_pixels
-from extras.pictures import PICTURE_FORMATS
-from page.collect import COLLECT_SIDE
-from page.explain import ATTRIBUTION_STEPS, INK_RANGE, UNSURE_BELOW
+from extras.flags import MAX_WEIGHT_DECAY
+from extras.pictures import (EXTRA_MOST, EXTRA_PER_EPOCH, NO_DIGIT, PICTURE_FORMATS,
+                             TOO_MANY_PIXELS, UNREAD_FORMAT)
+from page.collect import COLLECT_SIDE, FOLDER_FULL
+from page.explain import (ATTRIBUTION_STEPS, INK_RANGE, NO_VALUE, SHOWN_CONTRIBUTIONS,
+                          UNSURE_BELOW)
 from page.nodes import operation_of, where
-from page.routes import MAX_PICTURE_PIXELS, MAX_SIDE
+from page.routes import (MAX_PICTURE_PIXELS, MAX_POSITION, MAX_SIDE, MESSAGES, SHOWN_EXAMPLES,
+                         read_text)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MARKER = "<!-- export: the exported file's back end goes here -->"
@@ -38,10 +44,22 @@ SPRITE_COLUMNS = 100  # the explorer's images travel as one PNG, 100 images to a
 COMPACT_BYTES = 2**20
 ROUNDING_IMAGES = 1000  # the images of the first set on which the page counts what rounding changes
 # The bounds of the file's training bodies (routes.trainSteps and routes.trainRun alike), each
-# refused beyond in one line. Its own for now: train.py takes a learning rate up to 1e6 and seeds
-# up to 2**63 - 1 (common.py), where the file's generator takes 32 bits.
-FILE_TRAINING = {"images": 256, "steps": 100, "epochs": 100, "batchSize": 1024, "lr": 1, "weightDecay": 1,
-                 "seed": 2**32 - 1}
+# refused beyond in one line: train.py's own for the learning rate (the file detects divergence as
+# train.py does), the weight decay and the seed (32 bits: the file's generator takes no more, and
+# a JSON number cannot carry 2**63 exactly); the file's own, for a phone's memory, for the rest.
+FILE_TRAINING = {"images": 256, "steps": 100, "epochs": 100, "batchSize": 1024, "lr": MAX_LR,
+                 "weightDecay": MAX_WEIGHT_DECAY, "seed": MAX_SEED}
+# Steps between the weights a run in the file sends, for the page to show the network as it is.
+FILE_REDRAW_INTERVAL = 200
+# The refusals the file words as the server does: str.format templates, which its said() fills in.
+FILE_MESSAGES = {**MESSAGES, "no_digit": NO_DIGIT, "unread_format": UNREAD_FORMAT,
+                 "too_many_pixels": TOO_MANY_PIXELS, "folder_full": FOLDER_FULL, "no_value": NO_VALUE}
+# The exported file's back end, in the order it runs: the maths (the training worker runs it too,
+# with trainer.js), then the routes in the browser; each file says what it holds.
+MATHS = ("tensors", "dot-products", "pooling", "nonlinearities", "dropout", "normalisation", "shapes",
+         "kernels", "graph", "training")
+BACK_END = ("checks", "networks", "digit", "pictures", "images", "answers", "zip", "collect", "explorer",
+            "pickle", "checkpoint", "run-checks", "run-end", "training", "routes")
 
 
 def argument(value):
@@ -56,7 +74,7 @@ def argument(value):
 
 
 def graph_of(explainer, outputs):
-    """The traced graph as offline.js runs it: [{name, op, args, settings, params}] as
+    """The traced graph as page/offline/ runs it: [{name, op, args, settings, params}] as
     page.nodes describes each node, and the name of the node whose output is the logits.
     UserError for an operation it cannot compute."""
     nodes, output = [], None
@@ -82,7 +100,7 @@ def graph_of(explainer, outputs):
 
 
 def fits(node, described, outputs):
-    """Whether offline.js computes this node as PyTorch did: x + y of one shape or x + a number;
+    """Whether page/offline/ computes this node as PyTorch did: x + y of one shape or x + a number;
     a softmax along a dimension of a tensor."""
     if described.op in ("softmax", "log_softmax"):
         return softmax_dimension(outputs.get(node.args[0]), described.settings["dim"]) is not None
@@ -112,7 +130,7 @@ def softmax_dimension(value, dim):
 
 def changes_a_shared_input(node, operation):
     """Whether node changes its input in place (relu_(), nn.ReLU(inplace=True), +=) while another
-    operation also reads that input: PyTorch then gives it the changed values, offline.js (which
+    operation also reads that input: PyTorch then gives it the changed values, page/offline/ (which
     computes everything out of place) the values from before."""
     in_place = (getattr(operation, "inplace", False) is True or node.kwargs.get("inplace") is True
                 or node.target is operator.iadd
@@ -122,7 +140,7 @@ def changes_a_shared_input(node, operation):
 
 
 def network_data(page, index):
-    """Everything offline.js needs of one network: graph, stages, each snapshot's weights, the
+    """Everything page/offline/ needs of one network: graph, stages, each snapshot's weights, the
     kernels' names and the run's curves."""
     network, explainers = page.networks[index], page.explainers[index]
     # One input through the network gives every node's output, for the shapes graph_of checks.
@@ -148,7 +166,7 @@ def network_data(page, index):
 
 
 def state_entries(state, keys):
-    """The whole state_dict of the final weights, in its order, as offline.js writes it back into
+    """The whole state_dict of the final weights, in its order, as page/offline/ writes it back into
     a checkpoint (its window.routes.checkpoint): [key, dtype, shape, bytes], where bytes is None
     for a tensor among keys (the float32 weights block holds it) and else the tensor's own
     little-endian bytes in base64 (num_batches_tracked, an int64 that no operation reads)."""
@@ -173,7 +191,7 @@ def weights_of(model, keys):
 
 
 def weight_blocks(network, explainers, keys):
-    """Each snapshot's weights, then the final ones, as offline.js reads them: float32 (exact),
+    """Each snapshot's weights, then the final ones, as page/offline/ reads them: float32 (exact),
     the number of the block they equal, or compact (compact_weights); the weights the file computes
     with for each compact block, by snapshot; and the bits a compact weight has."""
     final = explainers[-1].model.state_dict()
@@ -194,7 +212,7 @@ def weight_blocks(network, explainers, keys):
 
 def compact_weights(state, keys, bits):
     """The tensors named keys with bits a weight: each row (one unit's weights) as whole multiples
-    of its own scale, its largest magnitude the largest multiple. Returns the block offline.js
+    of its own scale, its largest magnitude the largest multiple. Returns the block page/offline/
     reads ({bits, scales, codes}: a scale per row, then each code plus 2 ** (bits - 1), packed
     lowest bits first) and {key: the weights the file computes with}."""
     largest = 2 ** (bits - 1) - 1
@@ -256,7 +274,7 @@ def explorer_data(page, shown):
 
 
 def without_model(answer):
-    return {key: value for key, value in answer.items() if key != "model"}  # offline.js adds it
+    return {key: value for key, value in answer.items() if key != "model"}  # page/offline/ adds it
 
 
 def compact(answer, shown, with_predictions=False):
@@ -288,7 +306,7 @@ def set_data(images, indices):
 
 
 def resize_probe():
-    """Resizes as extras.pictures.prepare_digit makes them, by this PyTorch: offline.js finds from
+    """Resizes as extras.pictures.prepare_digit makes them, by this PyTorch: page/offline/ finds from
     them the order in which this build adds a resize's products (one of 8 random rows of 200, to
     5 ... 20 columns: sums of every length modulo 4)."""
     rows = torch.rand(1, 1, 8, 200, generator=torch.Generator().manual_seed(0))
@@ -300,12 +318,12 @@ def resize_probe():
 
 
 def floats(values):
-    """A tensor's values as little-endian float32, in base64, as offline.js reads them."""
+    """A tensor's values as little-endian float32, in base64, as page/offline/ reads them."""
     return base64.b64encode(values.detach().float().cpu().numpy().astype("<f4").tobytes()).decode()
 
 
 def export_data(page):
-    """The JSON the exported file carries (offline.js reads it)."""
+    """The JSON the exported file carries (page/offline/ reads it)."""
     networks = [network_data(page, index) for index in range(len(page.networks))]
     shown = [set() for _ in page.explorer.sets]
     cells, testsets, comparisons = explorer_data(page, shown)
@@ -318,14 +336,36 @@ def export_data(page):
             "sprite_columns": SPRITE_COLUMNS, "mean": MEAN, "std": STD,
             "attribution_steps": ATTRIBUTION_STEPS, "unsure_below": UNSURE_BELOW,
             "resize_probe": resize_probe(),
-            # maths.js's products and convolutions, assembled from kernels.wat (tools.make_kernels)
+            # the maths' products and convolutions (page/maths/kernels.js), assembled from kernels.wat
+            # (tools.make_kernels)
             "kernels": base64.b64encode(script_bytes("kernels.wasm")).decode(),
             "ink_range": INK_RANGE,
-            # What the server refuses, so that the file refuses the same (offline.js).
+            # What the server refuses and shows, so that the file refuses and shows the same.
             "limits": {"side": MAX_SIDE, "picture_pixels": MAX_PICTURE_PIXELS,
                        "picture_formats": PICTURE_FORMATS, "collect_side": COLLECT_SIDE,
-                       "training": FILE_TRAINING},
+                       "position": MAX_POSITION, "shown": SHOWN_EXAMPLES,
+                       "contributions": SHOWN_CONTRIBUTIONS, "training": FILE_TRAINING},
+            "messages": FILE_MESSAGES, "training_run": tutorial_run(),
             "collect": collector and {"folder": collector.name, "limit": collector.limit}}
+
+
+def tutorial_run():
+    """What a run in the file takes of train.py: the defaults it starts from (--epochs,
+    --batch-size, --lr, --seed, the tutorial's weight decay), --log-interval's and DIVERGED_LOSS,
+    read from train.py's source (page/ imports no script: tests/test_layout.py); with the rule by
+    which it repeats the drawings (extras.pictures) and the file's own redraw interval."""
+    tree = ast.parse(read_text(os.path.join(os.path.dirname(HERE), "train.py")))
+    flags = {node.args[0].value: ast.literal_eval(keyword.value) for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"
+             for keyword in node.keywords if keyword.arg == "default"}
+    names = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+             if isinstance(node, ast.Assign) and node.targets[0].id in ("DIVERGED_LOSS", "TUTORIAL_VALUES")}
+    return {"defaults": {"epochs": flags["--epochs"], "batchSize": flags["--batch-size"],
+                         "lr": flags["--lr"], "weightDecay": names["TUTORIAL_VALUES"]["weight_decay"],
+                         "seed": flags["--seed"]},
+            "log_interval": flags["--log-interval"], "diverged_loss": names["DIVERGED_LOSS"],
+            "redraw_interval": FILE_REDRAW_INTERVAL, "extra_per_epoch": EXTRA_PER_EPOCH,
+            "extra_most": EXTRA_MOST}
 
 
 def script_bytes(name):
@@ -333,13 +373,30 @@ def script_bytes(name):
         return file.read()
 
 
+def inline(text, attributes=""):
+    """A script's text as an inline script element ("</script" or "<!--" in it would end it or
+    swallow the scripts after it: the project's scripts hold neither, tests/test_scripts.py)."""
+    return f"<script{attributes}>\n{text}</script>\n"
+
+
+def back_end():
+    """The file's back end as inline scripts: the maths (run here, and by the training worker,
+    which is made of the scripts marked data-worker), the worker's own loop (not run here), then
+    the routes in the browser."""
+    maths = "".join(inline(read_text(os.path.join(HERE, "maths", f"{name}.js")), " data-worker")
+                    for name in MATHS)
+    trainer = inline(read_text(os.path.join(HERE, "offline", "trainer.js")), ' type="text/plain" data-worker')
+    routes = "".join(inline(read_text(os.path.join(HERE, "offline", f"{name}.js"))) for name in BACK_END)
+    return maths + trainer + routes
+
+
 def page_html(page, mnist=None):
-    """draw.html (as the Page read it) with the CSP, the data, maths.js, trainer.js and
-    offline.js inlined: one file, nothing else needed. mnist: MNIST's training and test images as
+    """draw.html (as the Page read it) with the CSP, the data, the back end and the page's own
+    scripts inlined: one file, nothing else needed. mnist: MNIST's training and test images as
     page.mnist_sets packs them (EXPORT.mnist and the text of each element), or None."""
     html = page.html.decode("utf-8")
-    maths, trainer, script = (script_bytes(name).decode("utf-8")
-                              for name in ("maths.js", "trainer.js", "offline.js"))
+    for name, text in page.scripts.items():  # where draw.html loads each, in its order
+        html = html.replace(f'<script src="/scripts/{name}"></script>\n', inline(text.decode("utf-8")), 1)
     exported, images = export_data(page), ""
     if mnist:
         exported["mnist"], texts = mnist
@@ -351,14 +408,10 @@ def page_html(page, mnist=None):
     # after it ("<!--<script>"); JSON's "\u003c" is the same character, and "<" occurs in JSON
     # only inside strings (a name, a path, a line of code).
     data = json.dumps(exported, separators=(",", ":")).replace("<", "\\u003c")
-    back_end = (f'{images}<script type="application/json" id="export-data">{data}</script>\n'
-                f'<script id="maths-js">\n{maths}</script>\n'
-                # The training worker's own part: not run here; offline.js starts it with maths.js.
-                f'<script type="text/plain" id="trainer-js">\n{trainer}</script>\n'
-                f"<script>\n{script}</script>")
+    data = f'{images}<script type="application/json" id="export-data">{data}</script>\n'
     policy = f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
     return (html.replace('<meta charset="utf-8">', f'<meta charset="utf-8">\n{policy}', 1)
-                .replace(MARKER, back_end, 1))
+                .replace(MARKER + "\n", data + back_end(), 1))
 
 
 def export_page(page, path, mnist=None):

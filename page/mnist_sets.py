@@ -3,7 +3,7 @@ exported file, in which the page trains a network and measures it on all 10,000 
 
 Usage: python draw.py model.pt --export page.html --data-dir mnist [--train-images N]
 
-What the file carries (offline.js's mnistImages() decodes it):
+What the file carries (page/offline/images.js's mnistImages() decodes it):
 
     EXPORT.mnist = {"alphabet": the 85 digits of the text below,
                     "train": {"count": N, "labels": "5041...", "runs": R, "element": "mnist-train"},

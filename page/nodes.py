@@ -1,5 +1,5 @@
 """What each operation of a traced network is, described once for the page's explanations (its
-kind, its sentence, its step view) and for the exported file (the operation offline.js computes).
+kind, its sentence, its step view) and for the exported file (the operation it computes).
 
 Usage: from page.nodes import describe, details, operation_of, where
 """
@@ -19,10 +19,10 @@ class Described:
 
     kind: str            # the page's word for it ("convolution", "pool", ...), "other" if none
     code: str            # as forward() calls it: "self.convolution1: Conv2d", "F.relu", "x.view(...)"
-    op: str | None       # the operation offline.js computes it as; None: the file cannot
+    op: str | None       # the operation the exported file computes it as; None: the file cannot
     settings: dict = field(default_factory=dict)  # the numbers of its maths, one vocabulary
     params: dict | None = None  # its state_dict tensors by role: {"weight": "fc1.weight", ...}
-    args: list = field(default_factory=list)      # its inputs (nodes and constants) for offline.js
+    args: list = field(default_factory=list)      # its inputs (nodes and constants) for the exported file
 
 
 # The arguments after the input of each function, in order: torch.fx keeps some positional and
@@ -58,7 +58,7 @@ def padding_of(convolution):
 
 
 def convolution(module):
-    """(settings, op) of nn.Conv2d: offline.js pads with zeros only."""
+    """(settings, op) of nn.Conv2d: the exported file pads with zeros only."""
     return ({"kernel": list(module.kernel_size), "stride": list(module.stride),
              "padding": padding_of(module), "dilation": list(module.dilation),
              "groups": module.groups, "inputs": module.in_channels},
@@ -103,7 +103,7 @@ def flatten(settings):
 
 
 def softmax(op):
-    """The reader of a softmax's or log_softmax's call: offline.js computes in float32 only."""
+    """The reader of a softmax's or log_softmax's call: the exported file computes in float32 only."""
     def read(node):
         names = SOFTMAX_ARGUMENTS if node.target in (F.softmax, F.log_softmax) else ("dim", "dtype")
         settings = arguments_of(node, names)
@@ -118,7 +118,7 @@ def called(names, read):
 
 
 def add(node):
-    """x + y or x + a number only: offline.js adds two inputs, without alpha."""
+    """x + y or x + a number only: the exported file adds two inputs, without alpha."""
     return {}, "add" if len(node.args) == 2 and not node.kwargs else None
 
 
@@ -211,7 +211,7 @@ def describe(node, operation):
 
 
 def call_arguments(node, op):
-    """A function's or method's inputs, as offline.js's op takes them."""
+    """A function's or method's inputs, as the exported file's op takes them."""
     args = list(node.args)
     if op == "view":  # x.view(n, -1) or x.view((n, -1)): the shape as one list
         shape = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]

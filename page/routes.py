@@ -8,6 +8,7 @@ import base64
 import binascii
 import io
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -26,13 +27,35 @@ from page.collect import (COLLECT_LIMIT, COLLECT_SIDE, Collector, FolderFull, Pi
                           folder_name)
 from page.explain import Explainer, confidence
 
-PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "draw.html")
+HERE = os.path.dirname(os.path.abspath(__file__))
+PAGE = os.path.join(HERE, "draw.html")
 MAX_SIDE = 1000             # pixels per side of a drawing sent as numbers
 # A picture file is decoded within as many pixels as the largest drawing sent as numbers: a
 # drawing needs far fewer than the photos test.py --image reads, and a request's memory grows with
 # its pixels. A photo's JPEG is decoded at 1/2 to 1/8 of its size to fit
 # (extras.pictures.open_within_limit).
 MAX_PICTURE_PIXELS = MAX_SIDE * MAX_SIDE
+MAX_POSITION = 10_000       # a step's map, row and column, each at most
+SHOWN_EXAMPLES = 60         # the images of a confusion-matrix cell the explorer shows, at most
+# What a refusal says: str.format templates, in words the exported page says too (page/export.py
+# sends them there, with extras.pictures', page.collect's and page.explain's).
+MESSAGES = {
+    "not_an_object": "the request must be a JSON object",
+    "query_not_whole": "each field of the query must be a whole number",
+    "whole_number": "{name} must be a whole number from {low} to {high}",
+    "pixel_rows": "pixels must be a list of equally long rows, at most {side} x {side}",
+    "pixel_values": "pixels must be numbers from 0 to 255",
+    "one_input": "send one of pixels (a drawing), picture (an image file, base64) or index (an image "
+                 "of a set)",
+    "one_of_three": "send one of pixels, picture or index",
+    "picture_not_text": "picture must be a base64 string",
+    "not_base64": "picture is not valid base64",
+    "no_set": "no labelled set was given",
+    "attribution_not_bool": "attribution must be true or false",
+    "stage_not_name": "stage must be the name of a stage",
+    "collect_fields": "send label and pixels (a drawing) only",
+    "collecting_off": "saving drawings is off: {how} with --collect DIR to turn it on",
+}
 UNTRAINED = "untrained (random weights)"
 ABSENT = object()  # a field the request did not send (JSON's null is sent: None, and refused)
 
@@ -75,6 +98,15 @@ class Images:
     images: torch.Tensor  # (N, 1, 28, 28), normalised as the network takes them
     labels: torch.Tensor  # (N,)
     mnist: bool = False   # MNIST's own test set, whose accuracy a checkpoint records
+
+
+def read_text(path):
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
+# The page's own scripts (page/scripts/), by the names draw.html loads them by, in its order.
+SCRIPT_NAMES = tuple(re.findall(r'<script src="/scripts/([a-z-]+\.js)"></script>', read_text(PAGE)))
 
 
 def load_models(paths, device):
@@ -133,7 +165,8 @@ def whole_number(value, name, low, high):
     """value if it is a whole number from low to high (not a bool); else BadRequest naming the
     request's field, name."""
     if type(value) is not int or not low <= value <= high:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"{name} must be a whole number from {low} to {high}")
+        raise BadRequest(HTTPStatus.BAD_REQUEST,
+                         MESSAGES["whole_number"].format(name=name, low=low, high=high))
     return value
 
 
@@ -142,11 +175,10 @@ def picture_from_pixels(pixels, max_side=MAX_SIDE):
     if not (isinstance(pixels, list) and 0 < len(pixels) <= max_side
             and all(isinstance(row, list) and len(row) == len(pixels[0]) for row in pixels)
             and 0 < len(pixels[0]) <= max_side):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "pixels must be a list of equally long rows, "
-                                                 f"at most {max_side} x {max_side}")
+        raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["pixel_rows"].format(side=max_side))
     flat = [value for row in pixels for value in row]
     if not all(type(value) in (int, float) and 0 <= value <= 255 for value in flat):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "pixels must be numbers from 0 to 255")
+        raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["pixel_values"])
     grey = torch.tensor(flat, dtype=torch.float32).round().to(torch.uint8)
     return Image.fromarray(grey.view(len(pixels), len(pixels[0])).numpy(), mode="L")
 
@@ -154,17 +186,16 @@ def picture_from_pixels(pixels, max_side=MAX_SIDE):
 def drawn_digit(pixels=ABSENT, picture=ABSENT):
     """Prepare the digit sent as pixels (a drawing) or as picture (a file, base64): one of them."""
     if (pixels is ABSENT) == (picture is ABSENT):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "send one of pixels (a drawing), picture (an "
-                                                 "image file, base64) or index (an image of a set)")
+        raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["one_input"])
     try:
         if picture is ABSENT:
             return prepare_digit(picture_from_pixels(pixels))
         if not isinstance(picture, str):
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "picture must be a base64 string")
+            raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["picture_not_text"])
         try:  # a data: URL as the browser's FileReader gives it, or bare base64
             content = base64.b64decode(picture.split(",", 1)[-1], validate=True)
         except (binascii.Error, ValueError):
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "picture is not valid base64") from None
+            raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["not_base64"]) from None
         return read_picture(io.BytesIO(content), "picture", MAX_PICTURE_PIXELS)
     except DataError as error:  # no digit in it, a damaged file, ...
         raise BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
@@ -189,7 +220,7 @@ class Explorer:
 
     def chosen_set(self, set_index):
         if not self.sets:
-            raise BadRequest(HTTPStatus.NOT_FOUND, self.missing or "no labelled set was given")
+            raise BadRequest(HTTPStatus.NOT_FOUND, self.missing or MESSAGES["no_set"])
         return whole_number(set_index, "set", 0, len(self.sets) - 1)
 
     def catalogue(self):
@@ -210,7 +241,8 @@ class Explorer:
                 "accuracy": accuracy(predictions, labels),
                 "confusion": confusion_matrix(labels, predictions).tolist()}
 
-    def examples(self, explainer, set_index=0, true=None, predicted=None, other=None, shown=60):
+    def examples(self, explainer, set_index=0, true=None, predicted=None, other=None,
+                 shown=SHOWN_EXAMPLES):
         """The images of one confusion-matrix cell (true, predicted), most confident first; or,
         with other (an explainer), the images the chosen network reads right and other wrong."""
         set_index = self.chosen_set(set_index)
@@ -240,6 +272,8 @@ class Page:
                  collect_limit=COLLECT_LIMIT):
         with open(PAGE, "rb") as file:
             self.html = file.read()
+        self.scripts = {name: read_text(os.path.join(HERE, "scripts", name)).encode()
+                        for name in SCRIPT_NAMES}  # read with it: the server answers from these
         self.device, self.networks = device, networks
         self.collector = collect and Collector(collect, collect_limit)  # None: saving is off
         self.explainers = []  # for each network: its snapshots' explainers, then the final one
@@ -271,7 +305,7 @@ class Page:
         """The (1, 28, 28) digit a DigitInput sends, on the device, and its label when known."""
         if digit.index is not ABSENT:
             if digit.pixels is not ABSENT or digit.picture is not ABSENT:
-                raise BadRequest(HTTPStatus.BAD_REQUEST, "send one of pixels, picture or index")
+                raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["one_of_three"])
             return self.explorer.image(digit.set_index, digit.index)
         return drawn_digit(digit.pixels, digit.picture).to(self.device), None
 
@@ -316,7 +350,7 @@ class Page:
         # attribution=False leaves out the pixels picture (64 passes through the network): the
         # page asks so while the pen moves, and asks for it when the stroke ends.
         if type(attribution) is not bool:
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "attribution must be true or false")
+            raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["attribution_not_bool"])
         digit, label = self.digit(digit)  # (1, 28, 28)
         layers = explainer.layers(explainer.run(digit))
         probabilities = layers[-1]["output"][0].cpu()  # (10,)
@@ -334,8 +368,8 @@ class Page:
              snapshot=ABSENT):
         _, explainer = self.chosen(model, snapshot)
         if not isinstance(stage, str):
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "stage must be the name of a stage")
-        position = [whole_number(value, name, 0, 10_000)
+            raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["stage_not_name"])
+        position = [whole_number(value, name, 0, MAX_POSITION)
                     for value, name in ((map_index, "map"), (row, "row"), (column, "column"))]
         digit, _ = self.digit(digit)
         try:
@@ -352,11 +386,11 @@ class Page:
         """Save a drawing, as drawn, into the --collect folder under its label; never overwrite.
         unexpected: the names of the request's other fields (model and snapshot allowed)."""
         if self.collector is None:
-            raise BadRequest(HTTPStatus.NOT_FOUND, "saving drawings is off: start draw.py with "
-                                                   "--collect DIR to turn it on")
+            raise BadRequest(HTTPStatus.NOT_FOUND,
+                             MESSAGES["collecting_off"].format(how="start draw.py"))
         label = whole_number(label, "label", 0, 9)
         if unexpected or pixels is ABSENT:
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "send label and pixels (a drawing) only")
+            raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["collect_fields"])
         picture = picture_from_pixels(pixels, COLLECT_SIDE)  # the page's canvas at most
         try:
             prepare_digit(picture)  # a drawing without a digit would teach the network nothing

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from common import UserError, usable_cpus
 from page.collect import COLLECT_LIMIT
-from page.routes import BadRequest, DigitInput, Page
+from page.routes import MESSAGES, SCRIPT_NAMES, BadRequest, DigitInput, Page
 
 MAX_BODY = 2 * 2**20        # bytes; a 280 x 280 drawing as JSON is about 0.3 MB
 NOT_NUMBERS = ("the network computed values that are not numbers (NaN or infinite) for this input: "
@@ -57,7 +57,7 @@ def parse_json(body):
     except (ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"malformed JSON ({error})") from None
     if not isinstance(request, dict):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "the request must be a JSON object")
+        raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["not_an_object"])
     return request
 
 
@@ -67,8 +67,7 @@ def query_numbers(query):
     try:
         return {key: int(value) for key, value in given.items()}
     except ValueError:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "each field of the query must be a whole "
-                                                 "number") from None
+        raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["query_not_whole"]) from None
 
 
 # The request's field names that are not the Page methods' argument names.
@@ -86,9 +85,15 @@ def digit_input(body):
     return DigitInput(**fields(body, "pixels", "picture", "index", "set"))
 
 
+# The page's own scripts, each answered from what the Page read at its start by this fixed table
+# of draw.html's names: no part of a URL reaches the file system. They are the project's code, the
+# same for everyone, so they are served without the token, which a <script src> cannot send.
+SCRIPT_ROUTES = {("GET", f"/scripts/{name}"): lambda page, query, name=name: page.scripts[name]
+                 for name in SCRIPT_NAMES}
 # (method, path): the Page call that answers it, given the query string (GET) or the JSON body
 # (POST): which fields the route takes, and their names.
 ROUTES = {
+    **SCRIPT_ROUTES,
     ("GET", "/"): lambda page, query: page.html,
     ("GET", "/models"): lambda page, query: page.model_list(),
     ("GET", "/kernels"): lambda page, query: page.kernels(
@@ -112,7 +117,8 @@ ROUTES = {
 }
 # Routes that only read what the page holds, with no network run and no picture read: they
 # take turns of their own (quick), so that opening the page never waits behind pictures.
-QUICK_ROUTES = {("GET", "/"), ("GET", "/models"), ("GET", "/kernels"), ("GET", "/training")}
+QUICK_ROUTES = {("GET", "/"), ("GET", "/models"), ("GET", "/kernels"), ("GET", "/training"),
+                *SCRIPT_ROUTES}
 
 
 def route_of(method, path):
@@ -205,8 +211,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json({"error": f"internal error ({type(error).__name__}: {error})"},
                            HTTPStatus.INTERNAL_SERVER_ERROR)
         else:
-            if isinstance(content, bytes):
-                self.send(HTTPStatus.OK, content, "text/html; charset=utf-8")
+            if isinstance(content, bytes):  # the page, or one of its scripts
+                kind = "text/javascript" if (self.command, path) in SCRIPT_ROUTES else "text/html"
+                self.send(HTTPStatus.OK, content, f"{kind}; charset=utf-8")
             else:
                 self.send_json(content)
 
@@ -222,7 +229,7 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(HTTPStatus.FORBIDDEN, "this server answers requests to its own "
                                                    "address only (the Host header)")
         pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        if self.token is not None:
+        if self.token is not None and (self.command, self.path.partition("?")[0]) not in SCRIPT_ROUTES:
             given = [value for key, value in pairs if key == "token"]
             authorization = self.headers.get("Authorization", "")
             given += [authorization[len("Bearer "):]] if authorization.startswith("Bearer ") else []

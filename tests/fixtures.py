@@ -348,7 +348,7 @@ CanvasRenderingContext2D.prototype.fillText = function (...text) {  // the size 
   if (this.canvas.id === "curves") sizes.push(parseFloat(this.font) * this.getTransform().a * shown);
   return fillText.apply(this, text);
 };
-showTrainingStep();
+page.showTrainingStep();
 CanvasRenderingContext2D.prototype.fillText = fillText;
 if (sizes.length === 0 || Math.min(...sizes) < 10) problems.push(`curve labels of ${sizes} pixels`);
 return problems;

@@ -317,8 +317,8 @@ class BadArgumentTest(ErrorTestCase):
             self.check_train(flag, value, f"argument {flag}: must be a whole number of at least 1")
         for value in ["0", "-0.1", "nan", "inf", "1e7", "fast"]:
             self.check_train("--lr", value, "argument --lr: must be above 0 and at most 1e6")
-        for value in ["-1", "1.5", str(2**63)]:
-            self.check_train("--seed", value, "argument --seed: must be a whole number from 0")
+        for value in ["-1", "1.5", str(2**32), str(2**63)]:  # 32 bits, as the exported page's seeds
+            self.check_train("--seed", value, "argument --seed: must be a whole number from 0 to 2**32 - 1")
 
     def test_unknown_or_unavailable_device_lists_the_available_ones(self):
         self.check_train("--device", "tpu9", "'tpu9' is not available on this machine; choose auto, cpu")

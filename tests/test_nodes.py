@@ -1,5 +1,5 @@
 """Tests of page/nodes.py, the one description of a traced network's operations that both the
-served page (kinds, sentences, step views) and the exported file (offline.js's ops) read.
+served page (kinds, sentences, step views) and the exported file (page/offline/ and page/maths/'s ops) read.
 
 Usage: python -m unittest -v tests.test_nodes
 """

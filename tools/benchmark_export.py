@@ -41,8 +41,8 @@ const [calls, n, done] = arguments;
 })().then(done, (error) => done(String(error)));
 """
 # In the page: the page's own answer to the drawing on its canvas (a 7), as a stroke's move or end
-# asks it (draw.html's predictDrawing), until it is shown: answered, every stage drawn and the next
-# frame painted; n times (ms), after one that warms the page's code up.
+# asks it (predictDrawing, page/scripts/drawing.js), until it is shown: answered, every stage drawn
+# and the next frame painted; n times (ms), after one that warms the page's code up.
 TIME_SHOWN = """
 const [picture, ended, n, done] = arguments;
 const painted = () => new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
@@ -53,11 +53,11 @@ const answered = () => new Promise((resolve) => {
   const image = new Image();
   image.src = picture;
   await image.decode();
-  pen.drawImage(image, 0, 0);
+  document.getElementById("draw").getContext("2d").drawImage(image, 0, 0);
   const times = [];
   for (let k = 0; k <= n; k++) {
     const start = performance.now();
-    predictDrawing(ended);
+    page.predictDrawing(ended);
     await answered();
     await painted();
     if (k > 0) times.push(performance.now() - start);

@@ -1,14 +1,16 @@
-// Training in the exported page, off its main thread: offline.js starts this file, after maths.js,
-// as a Web Worker (window.routes.trainRun and the Train panel, window.routes.trainSteps), so that
-// drawing and every explanation keep answering while it trains. It runs train.py's loop with
-// maths.js's operations. In: one message, a job: a run (see run below) or trainSteps' steps (see
-// steps). Out: {kind: "progress" | "weights" | "done" | "failed"}.
+// Training in the exported page, off its main thread: training.js starts this file, after the
+// maths (page/maths/), as a Web Worker (window.routes.trainRun and the Train panel,
+// window.routes.trainSteps), so that drawing and every explanation keep answering while it trains.
+// It runs train.py's loop with the maths' operations. In: one message, a job: a run (see run below)
+// or trainSteps' steps (see steps). Out: {kind: "progress" | "weights" | "done" | "failed"}.
 "use strict";
+(() => {
 self.onmessage = ({ data }) => {
   try {
     (data.job === "steps" ? steps : run)(data);
   } catch (error) {
-    self.postMessage({ kind: "failed", message: error instanceof RunError ? error.message : `training stopped: ${error}` });
+    const message = error instanceof RunError ? error.message : `training stopped: ${error}`;
+    self.postMessage({ kind: "failed", message });
   }
 };
 
@@ -44,7 +46,8 @@ function freshWeights(network, weights, random) {
     for (const [role, key] of Object.entries(node.params || {})) {
       const { shape } = weights[key], values = new Float32Array(weights[key].data.length);
       if (node.op === "conv2d" || node.op === "linear") {
-        const fanIn = weights[node.params.weight].shape.slice(1).reduce((a, b) => a * b, 1);  // inputs x kernel's rows x columns
+        // inputs x kernel's rows x columns
+        const fanIn = weights[node.params.weight].shape.slice(1).reduce((a, b) => a * b, 1);
         const bound = 1 / Math.sqrt(fanIn);
         for (let i = 0; i < values.length; i++) values[i] = (2 * random() - 1) * bound;
       } else if (role === "weight" || role === "running_var") values.fill(1);
@@ -94,54 +97,73 @@ function run({ network, weights, settings, data, kernels }) {
   maths.useKernels(kernels);
   const random = generator(settings.seed), start = performance.now();
   if (settings.fresh) Object.assign(weights, freshWeights(network, weights, random));
-  const optimizer = maths.adam(network, weights, settings.lr, settings.weightDecay);
-  const normalised = maths.normalised(settings.mean, settings.std);
   const count = data.labels.length + data.extra.labels.length * data.extra.repeats;
-  const steps = Math.floor(count / settings.batchSize), shownSteps = Math.ceil(count / settings.batchSize);
-  const history = { loss: [], accuracy: [] }, snapshots = [], keep = new Set(settings.snapshotSteps);
+  const training = { network, weights, settings, data, random, start, count, done: 0, reported: 0,
+                     steps: Math.floor(count / settings.batchSize), history: { loss: [], accuracy: [] },
+                     optimizer: maths.adam(network, weights, settings.lr, settings.weightDecay),
+                     normalised: maths.normalised(settings.mean, settings.std),
+                     snapshots: [], keep: new Set(settings.snapshotSteps) };
   const before = data.extra.labels.length ? accuracyOn(network, weights, data.extra) : null;
-  if (keep.has(0)) snapshots.push({ step: 0, weights: copies(weights) });
-  self.postMessage({ kind: "weights", step: 0, weights: copies(weights) });  // the weights it starts from, for the page to show
-  let done = 0, reported = 0;  // steps done, and of those, sent with a progress message
-  for (let epoch = 1; epoch <= settings.epochs; epoch++) {
-    const order = shuffled(count, random);
-    for (let step = 0; step < steps; step++, done++) {
-      const [input, labels] = batchOf(data, order, step * settings.batchSize, settings.batchSize, normalised);
-      const { loss, logits } = maths.trainingStep(network, weights, input, labels, optimizer, random);
-      if (!Number.isFinite(loss) || loss > settings.divergedLoss) {  // as train.py, which checks after the step
-        throw new RunError(`training diverged (loss ${loss.toPrecision(4)} at epoch ${epoch}, step ${step + 1}); try a smaller learning rate`);
-      }
-      history.loss.push(loss);
-      history.accuracy.push(correct(logits, labels) / labels.length);
-      if (keep.has(done + 1)) snapshots.push({ step: done + 1, weights: copies(weights) });
-      const printed = step % settings.logInterval === 0;  // a line train.py prints; the epoch's last step is sent for the curves
-      if (printed || step === steps - 1) {
-        self.postMessage({ kind: "progress", printed, epoch, epochs: settings.epochs, step: step + 1, steps: shownSteps, done: done + 1,
-                           total: steps * settings.epochs, loss, accuracy: history.accuracy.at(-1), seconds: (performance.now() - start) / 1000,
-                           recent: { loss: history.loss.slice(reported), accuracy: history.accuracy.slice(reported) } });  // for the live curves
-        reported = history.loss.length;
-      }
-      if ((done + 1) % settings.redrawInterval === 0) self.postMessage({ kind: "weights", step: done + 1, weights: copies(weights) });
+  if (training.keep.has(0)) training.snapshots.push({ step: 0, weights: copies(weights) });
+  self.postMessage({ kind: "weights", step: 0, weights: copies(weights) });  // the start, for the page
+  for (let epoch = 1; epoch <= settings.epochs; epoch++) trainEpoch(training, epoch);
+  const seconds = (performance.now() - start) / 1000, { snapshots, history, done } = training;
+  const after = () => accuracyOn(network, weights, data.extra);
+  self.postMessage({ kind: "done", seconds, weights: copies(weights), snapshots, history, steps: done,
+                     test: data.test && answersOn(network, weights, data.test, training.normalised),
+                     drawings: before === null ? null : { before, after: after() } });
+}
+
+function trainEpoch(training, epoch) {
+  // One pass over the images in a new random order, the last incomplete batch skipped, as train.py.
+  const { network, weights, settings, data, random, optimizer, history } = training;
+  const order = shuffled(training.count, random), size = settings.batchSize;
+  for (let step = 0; step < training.steps; step++, training.done++) {
+    const [input, labels] = batchOf(data, order, step * size, size, training.normalised);
+    const { loss, logits } = maths.trainingStep(network, weights, input, labels, optimizer, random);
+    if (!Number.isFinite(loss) || loss > settings.divergedLoss) {  // as train.py, which checks after the step
+      const where = `loss ${loss.toPrecision(4)} at epoch ${epoch}, step ${step + 1}`;
+      throw new RunError(`training diverged (${where}); try a smaller learning rate`);
+    }
+    history.loss.push(loss);
+    history.accuracy.push(correct(logits, labels) / labels.length);
+    const reached = training.done + 1;
+    if (training.keep.has(reached)) training.snapshots.push({ step: reached, weights: copies(weights) });
+    report(training, epoch, step, loss);
+    if (reached % settings.redrawInterval === 0) {
+      self.postMessage({ kind: "weights", step: reached, weights: copies(weights) });
     }
   }
-  const seconds = (performance.now() - start) / 1000;
-  self.postMessage({ kind: "done", seconds, weights: copies(weights), snapshots, history, steps: done,
-                     test: data.test && answersOn(network, weights, data.test, normalised),
-                     drawings: before === null ? null : { before, after: accuracyOn(network, weights, data.extra) } });
+}
+
+function report(training, epoch, step, loss) {
+  // A progress message every logInterval steps (a line train.py prints) and at the epoch's last
+  // step (for the curves), with the losses and accuracies since the last one, for the live curves.
+  const { settings, history, reported } = training, printed = step % settings.logInterval === 0;
+  if (!printed && step !== training.steps - 1) return;
+  self.postMessage({ kind: "progress", printed, epoch, epochs: settings.epochs, step: step + 1,
+                     steps: Math.ceil(training.count / settings.batchSize), done: training.done + 1,
+                     total: training.steps * settings.epochs, loss, accuracy: history.accuracy.at(-1),
+                     seconds: (performance.now() - training.start) / 1000,
+                     recent: { loss: history.loss.slice(reported),
+                               accuracy: history.accuracy.slice(reported) } });
+  training.reported = history.loss.length;
 }
 
 function steps({ network, weights, input, labels, lr, weightDecay, steps: count, dropout, kernels }) {
-  // count Adam steps on one batch (offline.js checked it): each step's loss, the first step's
+  // count Adam steps on one batch (run-checks.js checked it): each step's loss, the first step's
   // gradient of each weight and bias (zeros for one no path reaches), the weights after the last.
   maths.useKernels(kernels);
-  const optimizer = maths.adam(network, weights, lr, weightDecay), random = dropout ? Math.random : null, losses = [];
+  const optimizer = maths.adam(network, weights, lr, weightDecay), random = dropout ? Math.random : null;
+  const losses = [];
   let first = null;
   for (let step = 1; step <= count; step++) {
     const { loss, gradients } = maths.trainingStep(network, weights, input, labels, optimizer, random);
     losses.push(loss);
     first ??= gradients;
   }
-  const gradients = Object.fromEntries(optimizer.keys.map((key) => [key, first[key]?.data ?? new Float32Array(weights[key].data.length)]));
+  const zeros = (key) => new Float32Array(weights[key].data.length);
+  const gradients = Object.fromEntries(optimizer.keys.map((key) => [key, first[key]?.data ?? zeros(key)]));
   self.postMessage({ kind: "done", losses, gradients, weights: copies(weights) });
 }
 
@@ -158,7 +180,8 @@ function answersOn(network, weights, set, normalised) {
     for (let i = 0; i < size * 784; i++) input.data[i] = normalised[set.images[start * 784 + i]];
     const logits = logitsOf(network, weights, input);
     for (let k = 0; k < size; k++) {
-      const row = maths.softmax(logits.data.subarray(k * 10, k * 10 + 10)), best = row.indexOf(Math.max(...row));
+      const row = maths.softmax(logits.data.subarray(k * 10, k * 10 + 10));
+      const best = row.indexOf(Math.max(...row));
       predicted[start + k] = best;
       probability[start + k] = row[best];
     }
@@ -170,3 +193,4 @@ function accuracyOn(network, weights, pictures) {  // the share of the prepared 
   const input = maths.tensor([pictures.labels.length, 1, 28, 28], Float32Array.from(pictures.images));
   return correct(logitsOf(network, weights, input), pictures.labels) / pictures.labels.length;
 }
+})();

@@ -1,0 +1,80 @@
+// The network's maths in the exported file (python draw.py model.pt --export page.html), which both
+// the page and its training worker (trainer.js) run; this first file holds the namespace maths that
+// the others add to, tensors and the matrix products that convolutions and linear layers are made of.
+// Each family of layers has a file of its own, forward and backward together (ConvNetJS's layout).
+"use strict";
+/* exported maths */  // the namespace the other files add to
+const maths = {
+  // Each operation of the export's graph by its op name, {forward, backward, ...}: the families'
+  // files add theirs; an operation with parameters also has paramsBackward (their gradients).
+  operations: {},
+};
+
+(() => {
+const f32 = Math.fround;
+
+// Tensors: {shape, data}, the batch first, values in a Float32Array as PyTorch keeps them.
+function tensor(shape, data = new Float32Array(shape.reduce((a, b) => a * b, 1))) {
+  return { shape, data };
+}
+
+function normalised(mean, std) {
+  // The network's input for each grey level 0 ... 255: (level / 255 - mean) / std, in float32
+  // steps as the tutorial's ToTensor() and Normalize((mean,), (std,)) compute it.
+  return Float32Array.from({ length: 256 }, (_, level) => f32(f32(f32(level / 255) - mean) / std));
+}
+
+function outputSide(size, kernel, stride, before, after, dilation, ceil) {
+  // An output's side for a window sliding over size values (convolutions and pooling alike).
+  const span = (size + before + after - dilation * (kernel - 1) - 1) / stride;
+  let side = (ceil ? Math.ceil(span) : Math.floor(span)) + 1;
+  // PyTorch: with ceil_mode, the last window must start inside the input or the left padding.
+  if (ceil && (side - 1) * stride >= size + before) side -= 1;
+  return side;
+}
+
+// Matrix products: C[M x N] = (C if accumulate, else 0) + A B (nn) or + A B^T (nt), every matrix
+// row-major in a Float32Array. kernels.js swaps in kernels.wasm's where the browser has it.
+const matmul = {
+  nn(C, A, B, M, K, N, accumulate) {
+    for (let m = 0; m < M; m++) {
+      const row = C.subarray(m * N, (m + 1) * N);
+      if (!accumulate) row.fill(0);
+      for (let k = 0; k < K; k++) {
+        const a = A[m * K + k];
+        for (let n = 0, b = k * N; n < N; n++, b++) row[n] += a * B[b];
+      }
+    }
+  },
+  nt(C, A, B, M, K, N, accumulate) {
+    for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
+      let sum = 0;
+      for (let k = 0, a = m * K, b = n * K; k < K; k++, a++, b++) sum += A[a] * B[b];
+      C[m * N + n] = (accumulate ? C[m * N + n] : 0) + sum;
+    }
+  },
+};
+
+function transposed(values, rows, columns) {
+  const out = new Float32Array(rows * columns);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < columns; c++) out[c * rows + r] = values[r * columns + c];
+  }
+  return out;
+}
+
+function mapSums(g) {
+  // Each map's (or unit's) sum over the batch and its positions: the bias gradient of a
+  // convolution (B, C, H, W) or a linear layer (B, C). Added up in float64: a bias before a batch
+  // norm has a gradient of zero, which float32 sums would turn into noise whose sign Adam follows.
+  const [B, C] = g.shape, area = g.data.length / B / C, sums = new Float64Array(C), values = g.data;
+  for (let b = 0; b < B; b++) for (let c = 0; c < C; c++) {
+    let sum = 0;
+    for (let i = (b * C + c) * area, end = i + area; i < end; i++) sum += values[i];
+    sums[c] += sum;
+  }
+  return Float32Array.from(sums);
+}
+
+Object.assign(maths, { f32, tensor, normalised, outputSide, matmul, transposed, mapSums });
+})();

@@ -1,0 +1,152 @@
+// Training in the exported file: trainSteps (a few steps on one batch, for scripts) and trainRun (a
+// whole run, and the Train panel that calls it), each in a Web Worker made of the file's maths and
+// trainer.js (the scripts marked data-worker), so that the page keeps answering; one at a time, and
+// trainStop() ends either. A run's network joins the page's networks while it trains (run-end.js).
+"use strict";
+(() => {
+const { EXPORT, BadRequest, parameters, tensorsOf, mnistImages } = offline;
+const { trainingBody, trainable, runBody, extraPictures, snapshotSteps, joinedNetwork, finished } = offline;
+const { tensor } = maths;
+const RUN = EXPORT.training_run;
+let running = null;  // the training in progress: {stopped, halt(), stop()}
+
+async function trainingAlone(work) {
+  // work(run) as the page's one training; trainStop() at any moment until it ends makes it fail
+  // with "training stopped": run.halt() ends a worker at once, run.stopped is looked at between
+  // steps.
+  if (running) {
+    throw new BadRequest(409, "a network is training in this page already: wait for it to finish, or "
+                              + "stop it");
+  }
+  const run = running = { stopped: false, halt() {}, stop() { this.stopped = true; this.halt(); } };
+  try {
+    return await work(run);
+  } finally {
+    running = null;
+  }
+}
+
+function unlessStopped(run) { if (run.stopped) throw new BadRequest(409, "training stopped"); }
+
+function newWorker() {
+  // A worker of the file's own scripts (a blob: URL: the file requests nothing).
+  const scripts = [...document.querySelectorAll("script[data-worker]")].map((script) => script.textContent);
+  return new Worker(URL.createObjectURL(new Blob(scripts, { type: "text/javascript" })));
+}
+
+function inWorker(run, message, onMessage = () => {}) {
+  // Sends message to a new training worker; resolves to its "done" message, and is refused as
+  // the training ends otherwise (its "failed": 422; an error: 500; trainStop: 409). onMessage sees
+  // every message it sends.
+  let worker;
+  try {
+    worker = newWorker();
+  } catch (error) {  // a browser that runs no worker from a page's own script
+    const why = `this browser cannot start the page's training worker: ${error.message}`;
+    return Promise.reject(new BadRequest(500, why));
+  }
+  return new Promise((resolve, reject) => {
+    const end = (error, data) => {
+      worker.terminate();
+      run.halt = () => {};
+      if (error) reject(error); else resolve(data);
+    };
+    run.halt = () => end(new BadRequest(409, "training stopped"));
+    worker.onerror = (event) => {
+      event.preventDefault();
+      end(new BadRequest(500, `training stopped: ${event.message}`));
+    };
+    // Settled first: the caller's promise goes on after onMessage, which may fail.
+    worker.onmessage = ({ data }) => {
+      if (data.kind === "failed") end(new BadRequest(422, data.message));
+      if (data.kind === "done") end(null, data);
+      onMessage(data);
+    };
+    // The page's own maths: kernels.wasm or the plain loops.
+    worker.postMessage({ ...message, kernels: maths.kernelsInUse() });
+  });
+}
+
+function trainingCopy(network, snapshot) {
+  // Copies of a snapshot's weights to train (the page keeps showing its own, unchanged).
+  const copy = (t) => tensor(t.shape.slice(), Float32Array.from(t.data));
+  return Object.fromEntries(Object.entries(parameters(network, snapshot)).map(([key, t]) => [key, copy(t)]));
+}
+
+function layersOf(network) {  // what a training worker needs of a network
+  return { graph: network.graph, output: network.output, tensors: network.tensors };
+}
+
+async function trainSteps(request) {
+  // K Adam steps on one batch from network N's final weights: the losses, the first step's
+  // gradients and the weights (with batch norm's running statistics) after the last.
+  const { model, network, input, labels, lr, weightDecay, steps, dropout } = trainingBody(request);
+  trainable(model, network);
+  const weights = trainingCopy(network, network.weights.length - 1);
+  const message = { job: "steps", network: layersOf(network), weights, input, labels, lr, weightDecay, steps,
+                    dropout };
+  const done = await trainingAlone((run) => inWorker(run, message));
+  const arrays = (entries) => Object.fromEntries(entries.map(([key, values]) => [key, Array.from(values)]));
+  return { losses: done.losses, gradients: arrays(Object.entries(done.gradients)),
+           state: arrays(network.tensors.map(([key]) => [key, done.weights[key]])) };
+}
+
+async function trainRun(request, onMessage = () => {}) {
+  // A whole run (the contract for scripts, and the Train panel's button): resolves to the test
+  // accuracy, the seconds it trained and the checkpoint's bytes in base64, once the trained
+  // network has joined the page's networks (as the last one, model).
+  const body = runBody(request);
+  return trainingAlone(async (run) => {
+    const sets = await mnistImages();
+    unlessStopped(run);  // stopped while the images were decoded
+    const message = runMessage(body, sets);
+    const epochs = `${body.epochs} epoch${body.epochs > 1 ? "s" : ""}`;
+    const live = joinedNetwork(body.network, `trained in this page (${epochs}, seed ${body.seed})`);
+    try {
+      const done = await inWorker(run, message, (sent) => {
+        if (sent.kind === "weights") live.cache = [tensorsOf(live, sent.weights)];
+        const model = EXPORT.networks.indexOf(live);
+        onMessage({ ...sent, model, weights: undefined, snapshots: undefined });
+      });
+      const result = await finished(live, body, done, sets.test);
+      unlessStopped(run);  // stopped while it was tested and its checkpoint written
+      return result;
+    } catch (error) {  // refused, stopped or failed: the page keeps no network of a run that failed
+      EXPORT.networks.splice(EXPORT.networks.indexOf(live), 1);
+      throw error;
+    }
+  });
+}
+
+function runMessage(body, sets) {
+  // What the worker's run takes (trainer.js says each): the network, its starting weights (fresh
+  // ones are drawn over snapshot 0's), the settings with train.py's intervals, and the images.
+  if (!sets) {
+    throw new BadRequest(404, "this file carries no training images: export it with draw.py --data-dir DIR "
+                              + "(see --train-images)");
+  }
+  const extra = extraPictures(body.extra);
+  const count = sets.train.labels.length + extra.labels.length * extra.repeats;
+  if (count < body.batchSize) {
+    throw new BadRequest(400, `batchSize ${body.batchSize} is larger than the ${count} training images`);
+  }
+  const steps = Math.floor(count / body.batchSize) * body.epochs;
+  const { epochs, batchSize, lr, weightDecay, seed } = body;
+  const settings = { epochs, batchSize, lr, weightDecay, seed, fresh: body.from === "fresh",
+                     logInterval: RUN.log_interval, redrawInterval: RUN.redraw_interval,
+                     divergedLoss: RUN.diverged_loss, mean: EXPORT.mean, std: EXPORT.std,
+                     snapshotSteps: snapshotSteps(steps) };
+  const start = body.from === "trained" ? body.network.weights.length - 1 : 0;
+  return { job: "run", network: layersOf(body.network), weights: trainingCopy(body.network, start), settings,
+           data: { images: sets.train.images, labels: sets.train.labels, extra, test: sets.test } };
+}
+
+function trainStop() {
+  // Stops the training in progress, at any moment (its trainRun or trainSteps is refused with
+  // "training stopped"); whether one was.
+  if (running) running.stop();
+  return running !== null;
+}
+
+Object.assign(offline, { trainSteps, trainRun, trainStop });
+})();
