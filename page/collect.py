@@ -31,10 +31,11 @@ class PictureTooLarge(Exception):
 
 class Collector:
     """Saves drawings into folder/0 ... folder/9, one at a time, each under a new name; the page
-    names the folder by its own name only."""
+    names the folder by its own name only (the root folder, which has none, as itself)."""
 
     def __init__(self, folder, limit=COLLECT_LIMIT):
-        self.folder, self.name, self.limit = folder, folder_name(folder), limit
+        self.folder, self.limit = folder, limit
+        self.name = folder_name(folder) or os.path.abspath(folder)
         self.lock = threading.Lock()  # saves take turns: each picks the next free name
 
     def save(self, picture, label):
@@ -53,8 +54,9 @@ class Collector:
         with self.lock:
             count = picture_count(folder)
             if count >= self.limit:
-                raise FolderFull(f"{self.name}/{label} holds {self.limit} pictures already, the "
-                                 "most this page saves of one digit (draw.py --collect-limit)")
+                raise FolderFull(f"{os.path.join(self.name, str(label))} holds {self.limit} "
+                                 "pictures already, the most this page saves of one digit "
+                                 "(draw.py --collect-limit)")
             name = save_new_picture(png, folder, count)
             return os.path.join(str(label), name), self.counts()
 
@@ -64,10 +66,13 @@ class Collector:
 
 
 def picture_count(folder):
-    """How many .png pictures folder holds (0 when it does not exist yet)."""
-    if not os.path.isdir(folder):
+    """How many .png pictures folder holds: 0 when it does not exist (yet, or any more: another
+    program may make or remove it at any moment), cannot be read, or is not a folder."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
         return 0
-    return sum(name.endswith(".png") for name in os.listdir(folder))
+    return sum(name.endswith(".png") for name in names)
 
 
 def save_new_picture(png, folder, number):

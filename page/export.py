@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from cli import UserError, predict, save_atomically
+from cli import UserError, folder_name, predict, save_atomically
 from data import MEAN, STD, to_pixels
 from page.collect import COLLECT_SIDE
 from page.explain import ATTRIBUTION_STEPS, INK_RANGE, UNSURE_BELOW
@@ -317,7 +317,9 @@ def export_data(page):
             # What the server refuses, so that the file refuses the same (offline.js).
             "limits": {"side": MAX_SIDE, "picture_pixels": MAX_PICTURE_PIXELS,
                        "collect_side": COLLECT_SIDE},
-            "collect": collector and {"folder": collector.name, "limit": collector.limit}}
+            # The downloaded zip's folder: a name of its own, none for the root (offline.js).
+            "collect": collector and {"folder": folder_name(collector.folder),
+                                      "limit": collector.limit}}
 
 
 def script_bytes(name):
