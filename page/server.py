@@ -430,12 +430,15 @@ class HeadLines:
 
 
 def framing_problem(command, headers):
-    """Why a request's body could not be told apart from the next request on its connection
-    (RFC 9112, section 6), as an HTTP status and a message; None if it can. A body is read only
-    by its Content-Length, and only a POST has one: anything else could let a request hide
-    another inside its body (request smuggling), so it is refused and its connection closed."""
+    """Why a request's head cannot be trusted (RFC 9112), as an HTTP status and a message; None
+    if it can. It names one host, and its body can be told apart from the next request on its
+    connection (section 6): a body is read only by its Content-Length, and only a POST has one.
+    Anything else could let a request hide another inside its body (request smuggling), so it is
+    refused and its connection closed."""
     lengths = [value.strip(" \t") for value in headers.get_all("Content-Length") or []]
     chunked = "Transfer-Encoding" in headers
+    if len(headers.get_all("Host") or []) > 1:
+        return HTTPStatus.BAD_REQUEST, "more than one Host header: send one"
     if len(lengths) > 1:
         return HTTPStatus.BAD_REQUEST, "more than one Content-Length header: send one"
     if chunked and lengths:

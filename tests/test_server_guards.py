@@ -111,6 +111,13 @@ class HeaderTest(unittest.TestCase):
         tab = head(SERVER, lines=["X-Tab: a\tb", "Connection: close"])  # a tab is allowed
         self.assertEqual(status_of(reply_to(SERVER, tab)), "200")
 
+    def test_two_host_headers_are_400(self):
+        port = SERVER.server_address[1]  # each after the server's own, which the check reads
+        for host in ("evil.example", f"127.0.0.1:{port}"):
+            with self.subTest(host=host):
+                self.assert_refused(reply_to(SERVER, head(SERVER, lines=[f"Host: {host}"])),
+                                    "400", "more than one Host header")
+
 
 class FramingTest(unittest.TestCase):
     """A body is told from the next request by its Content-Length alone, and only a POST has
