@@ -305,7 +305,7 @@ class ModelsTest(unittest.TestCase):
         digit, stop = os.path.join(folder, "4"), threading.Event()
 
         def come_and_go():
-            for _ in range(5000):  # bounded
+            for _ in range(200_000):  # bounded; stopped once the polls are done
                 if stop.is_set():
                     return
                 os.mkdir(digit)
