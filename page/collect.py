@@ -34,10 +34,11 @@ class PictureTooLarge(Exception):
 
 class Collector:
     """Saves drawings into folder/0 ... folder/9, one at a time, each under a new name; the page
-    names the folder by its own name only."""
+    names the folder by its own name only (the root folder, which has none, as itself)."""
 
     def __init__(self, folder, limit=COLLECT_LIMIT):
-        self.folder, self.name, self.limit = folder, folder_name(folder), limit
+        self.folder, self.limit = folder, limit
+        self.name = folder_name(folder) or os.path.abspath(folder)
         self.lock = threading.Lock()  # saves take turns: each picks the next free name
 
     def save(self, picture, label):
@@ -56,8 +57,9 @@ class Collector:
         with self.lock:
             count = picture_count(folder)
             if count >= self.limit:
-                raise FolderFull(FOLDER_FULL.format(folder=self.name, label=label,
-                                                    pictures=f"{self.limit} pictures"))
+                raise FolderFull(FOLDER_FULL.format(
+                    folder=self.name.rstrip("/"), label=label,  # the root: "/5", not "//5"
+                    pictures="1 picture" if self.limit == 1 else f"{self.limit} pictures"))
             name = save_new_picture(png, folder, count)
             return os.path.join(str(label), name), self.counts()
 
@@ -67,10 +69,13 @@ class Collector:
 
 
 def picture_count(folder):
-    """How many .png pictures folder holds (0 when it does not exist yet)."""
-    if not os.path.isdir(folder):
+    """How many .png pictures folder holds: 0 when it does not exist (yet, or any more: another
+    program may make or remove it at any moment), cannot be read, or is not a folder."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
         return 0
-    return sum(name.endswith(".png") for name in os.listdir(folder))
+    return sum(name.endswith(".png") for name in names)
 
 
 def folder_name(path):

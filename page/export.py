@@ -22,7 +22,7 @@ from data import MEAN, STD, to_pixels
 from extras.flags import MAX_WEIGHT_DECAY
 from extras.pictures import (EXTRA_MOST, EXTRA_PER_EPOCH, NO_DIGIT, PICTURE_FORMATS,
                              TOO_MANY_PIXELS, UNREAD_FORMAT)
-from page.collect import COLLECT_SIDE, FOLDER_FULL
+from page.collect import COLLECT_SIDE, FOLDER_FULL, folder_name
 from page.explain import (ATTRIBUTION_STEPS, INK_RANGE, NO_VALUE, SHOWN_CONTRIBUTIONS,
                           UNSURE_BELOW)
 from page.nodes import operation_of, where
@@ -346,7 +346,9 @@ def export_data(page):
                        "position": MAX_POSITION, "shown": SHOWN_EXAMPLES,
                        "contributions": SHOWN_CONTRIBUTIONS, "training": FILE_TRAINING},
             "messages": FILE_MESSAGES, "training_run": tutorial_run(),
-            "collect": collector and {"folder": collector.name, "limit": collector.limit}}
+            # The downloaded zip's folder: a name of its own, none for the root.
+            "collect": collector and {"folder": folder_name(collector.folder),
+                                      "limit": collector.limit}}
 
 
 def tutorial_run():

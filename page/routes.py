@@ -404,7 +404,7 @@ class Page:
             raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(error)) from None
         except OSError as error:  # the digit's folder cannot be made
             raise BadRequest(HTTPStatus.FORBIDDEN, f"cannot save into {self.collector.name} "
-                                                   f"({error.strerror or error})") from None
+                                                   f"({error.strerror or 'a system error'})") from None
         except UserError as error:  # the picture cannot be written there: its path, as the
             # page names the folder ("digits/" and "digits" both start "digits/3/0000.png")
             reason = str(error).replace(os.path.join(self.collector.folder, ""),

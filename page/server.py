@@ -1,6 +1,6 @@
 """The page's HTTP server: fixed routes, each answered by page.routes' Page, behind guards (the
-Host, Origin, Content-Type and token checks), deadlines, a cap on connections per address and
-turns for the CPUs.
+Host, Origin, Content-Type and token checks, bounded headers, one way to tell a body's end),
+deadlines, caps on connections (per address and in all) and turns for the CPUs, address by address.
 
 Usage: from page.server import make_server, answer
 """
@@ -12,6 +12,7 @@ import io
 import ipaddress
 import json
 import re
+import selectors
 import socket
 import sys
 import threading
@@ -25,6 +26,7 @@ from page.collect import COLLECT_LIMIT
 from page.routes import MESSAGES, SCRIPT_NAMES, BadRequest, DigitInput, Page
 
 MAX_BODY = 2 * 2**20        # bytes; a 280 x 280 drawing as JSON is about 0.3 MB
+INTERNAL_ERROR = "internal error of the server: its terminal says what went wrong"
 NOT_NUMBERS = ("the network computed values that are not numbers (NaN or infinite) for this input: "
                "its weights are too large for float32 arithmetic")
 # Only this machine's own files and answers: nothing may come from other hosts (classrooms are
@@ -45,6 +47,24 @@ REQUEST_DEADLINE = 30
 # A browser opens at most 6 connections to one server, so a class of 30 behind one address (a
 # school's NAT) holds up to 180 at once; one address cannot hold more threads than this.
 CONNECTIONS_PER_ADDRESS = 200
+# All addresses together: a class of 30 holds up to 180 connections. Each connection's memory is
+# bounded (MAX_HEADER_BYTES, MAX_BODY), so the server's is too, and its threads are.
+CONNECTIONS_IN_ALL = 256
+RETRY_AFTER = 5  # seconds a refused client is asked to wait (429): places free as connections end
+# A browser's request headers, cookies included, take a few kB. The header lines are read up to
+# this many bytes in all, before any check runs: hundreds of connections sending headers that never
+# end then hold little memory (the standard library alone reads 100 lines of 64 kB each).
+MAX_HEADER_BYTES = 32 * 1024
+# A field line of RFC 9112: a name of token characters, a colon, then a value without control
+# characters (a tab aside). Anything else (a space before the colon, a folded line, a bare CR)
+# could be read as another header, or as none, by the standard library's parser: refused.
+FIELD_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r?\n")
+# Seconds a connection the server ends is kept, reading and dropping what its client still sends:
+# closed with bytes unread, a connection is reset, and the client may lose the answer it was sent.
+LINGER = 2
+# Connections kept so at once, the oldest let go first: with CONNECTIONS_IN_ALL they hold about 512
+# file descriptors, within the 1,024 a process is often allowed.
+LINGERING_AT_MOST = 256
 
 
 def parse_json(body):
@@ -150,9 +170,13 @@ class Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keeps a connection open for the next request, as browsers expect: a drawing's
     # updates then skip a new connection (and a new thread here) each time.
     protocol_version = "HTTP/1.1"
+    # An answer is written as its head, then its body: with Nagle's algorithm the body would
+    # wait for the client to acknowledge the head, which a connection kept open does only after
+    # its delayed-ACK timer (tens of ms, each answer).
+    disable_nagle_algorithm = True
     token = None  # with a token, every request must carry it (set by make_server())
-    # Answers are worked out one more at a time than there are CPUs, the others in the order
-    # they came. Thirty threads working at once take turns for Python's interpreter lock so often
+    # Answers are worked out one more at a time than there are CPUs, the others in turns, address
+    # by address (Turns). Thirty threads working at once take turns for Python's interpreter lock so often
     # that a class gets fewer answers a second than ten would, and the unlucky wait longest
     # (measured: docs/classroom.md).
     working = None  # Turns(...), set by make_server()
@@ -177,6 +201,22 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json({"error": f"the request did not arrive whole within "
                                      f"{self.request_deadline} s"}, HTTPStatus.REQUEST_TIMEOUT)
 
+    def parse_request(self):
+        """The standard library's reading of the request line and headers, with the header lines
+        bounded and checked (HeadLines) and the body's framing checked (framing_problem): a
+        request refused here is answered before its route, Host or token is looked at."""
+        buffered = self.rfile
+        self.rfile = lines = HeadLines(buffered, MAX_HEADER_BYTES)
+        try:
+            parsed = super().parse_request()
+        finally:
+            self.rfile = buffered
+        problem = lines.problem or (parsed and framing_problem(self.command, self.headers))
+        if parsed and problem:
+            self.send_error(*problem)
+            return False
+        return parsed
+
     def send_error(self, code, message=None, explain=None):
         """The standard library's own refusals (a request line or header too long, a method
         without a route, a malformed request) in the page's form: JSON with its headers. The
@@ -197,7 +237,8 @@ class Handler(BaseHTTPRequestHandler):
             query = self.admitted(query)
             route = route_of(self.command, path)
             argument = query if self.command == "GET" else parse_json(self.read_body())
-            with self.quick if (self.command, path) in QUICK_ROUTES else self.working:
+            turns = self.quick if (self.command, path) in QUICK_ROUTES else self.working
+            with turns.turn(self.client_address[0]):
                 content = route(self.page, argument)
         except TimeoutError:
             raise  # the body missed its deadline: handle_one_request answers 408
@@ -207,9 +248,11 @@ class Handler(BaseHTTPRequestHandler):
                 # bytes would be taken for the next request, so the connection ends.
                 self.close_connection = True
             self.send_json({"error": str(error)}, error.status)
-        except Exception as error:  # noqa: BLE001  (a bug must not kill the server; say what)
-            self.send_json({"error": f"internal error ({type(error).__name__}: {error})"},
-                           HTTPStatus.INTERNAL_SERVER_ERROR)
+        except Exception:  # noqa: BLE001  (a bug must not kill the server)
+            # Its traceback goes to the server's terminal; an exception's text may hold a path of
+            # this machine, so the answer says nothing of it.
+            self.server.handle_error(self.request, self.client_address)
+            self.send_json({"error": INTERNAL_ERROR}, HTTPStatus.INTERNAL_SERVER_ERROR)
         else:
             if isinstance(content, bytes):  # the page, or one of its scripts
                 kind = "text/javascript" if (self.command, path) in SCRIPT_ROUTES else "text/html"
@@ -248,8 +291,8 @@ class Handler(BaseHTTPRequestHandler):
         return urllib.parse.urlencode([(key, value) for key, value in pairs if key != "token"])
 
     def read_body(self):
-        length = self.headers.get("Content-Length")
-        if length is None or not (length.isascii() and length.isdigit()):  # "²".isdigit() too
+        length = self.headers.get("Content-Length")  # one, a whole number: framing_problem
+        if length is None:
             raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is needed")
         if int(length) > MAX_BODY:
             raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -322,27 +365,99 @@ def own_names():
 
 
 class Turns:
-    """A context manager that lets count threads in at once and the others in the order they
-    came: a thread that leaves hands its turn straight to the one that has waited longest."""
+    """Lets count threads in at once; the others wait their turns, address by address (round
+    robin: each client's address in turn, and one address's own threads in the order they came).
+    A tab, script or broken client that sends many requests at once then waits behind its own,
+    while another client's request is served next."""
 
     def __init__(self, count):
-        self.lock, self.free, self.waiting = threading.Lock(), count, collections.deque()
+        self.lock, self.free, self.queued = threading.Lock(), count, 0
+        # address -> the Events of its waiting threads, oldest first; the dict's order is the
+        # addresses' order of turns.
+        self.waiting = {}
 
-    def __enter__(self):
+    @contextlib.contextmanager
+    def turn(self, address):
+        """Hold one of the places, for a request from address, within the with block."""
         with self.lock:
+            turn = None
             if self.free and not self.waiting:
                 self.free -= 1
-                return
-            turn = threading.Event()
-            self.waiting.append(turn)
-        turn.wait()
-
-    def __exit__(self, *exception):
-        with self.lock:
-            if self.waiting:
-                self.waiting.popleft().set()
             else:
+                turn = threading.Event()
+                self.waiting.setdefault(address, collections.deque()).append(turn)
+                self.queued += 1
+        if turn is not None:
+            turn.wait()  # the place is handed over by the thread that leaves it
+        try:
+            yield
+        finally:
+            self.hand_over()
+
+    def hand_over(self):
+        """Give the place that is left to the next address's longest waiting thread; that
+        address, if it has more waiting, goes to the end of the turns."""
+        with self.lock:
+            if not self.waiting:
                 self.free += 1
+                return
+            address = next(iter(self.waiting))
+            threads = self.waiting.pop(address)
+            threads.popleft().set()
+            self.queued -= 1
+            if threads:
+                self.waiting[address] = threads
+
+
+class HeadLines:
+    """A request's header lines, read from a connection's buffered reader for the standard
+    library's parser: at most budget bytes in all, each a field line (FIELD_LINE). Past the
+    budget, or at a line that is not one, the head ends there for the parser, and problem says
+    why (an HTTP status and a message), so that the request is refused before any of it is used."""
+
+    def __init__(self, rfile, budget):
+        self.rfile, self.left, self.problem = rfile, budget, None
+
+    def readline(self, limit=-1):
+        if self.problem:
+            return b"\r\n"
+        bound = self.left + 1 if limit < 0 else min(limit, self.left + 1)
+        line = self.rfile.readline(bound)  # never more than the budget, plus one byte
+        self.left -= len(line)
+        if self.left < 0:
+            self.problem = (HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            f"the request's headers take more than {MAX_HEADER_BYTES:,} bytes "
+                            "(a browser sends a few thousand)")
+        elif line in (b"\r\n", b"\n", b""):
+            return line  # the end of the head (b"": the client closed)
+        elif not FIELD_LINE.fullmatch(line):
+            self.problem = (HTTPStatus.BAD_REQUEST, "a header line is not of the form "
+                                                    "Name: value (RFC 9112)")
+        return b"\r\n" if self.problem else line
+
+
+def framing_problem(command, headers):
+    """Why a request's head cannot be trusted (RFC 9112), as an HTTP status and a message; None
+    if it can. It names one host, and its body can be told apart from the next request on its
+    connection (section 6): a body is read only by its Content-Length, and only a POST has one.
+    Anything else could let a request hide another inside its body (request smuggling), so it is
+    refused and its connection closed."""
+    lengths = [value.strip(" \t") for value in headers.get_all("Content-Length") or []]
+    chunked = "Transfer-Encoding" in headers
+    if len(headers.get_all("Host") or []) > 1:
+        return HTTPStatus.BAD_REQUEST, "more than one Host header: send one"
+    if len(lengths) > 1:
+        return HTTPStatus.BAD_REQUEST, "more than one Content-Length header: send one"
+    if chunked and lengths:
+        return HTTPStatus.BAD_REQUEST, "both Transfer-Encoding and Content-Length: send one"
+    if lengths and not (lengths[0].isascii() and lengths[0].isdigit()):  # "²".isdigit() too
+        return HTTPStatus.BAD_REQUEST, "Content-Length must be a whole number of bytes"
+    if command == "GET" and (chunked or lengths and int(lengths[0])):
+        return HTTPStatus.BAD_REQUEST, "a GET request carries no body"
+    if chunked:  # a length the client could have sent: 411 says so (chunked bodies are not read)
+        return HTTPStatus.LENGTH_REQUIRED, ("Transfer-Encoding is not read here: send the body "
+                                            "with a Content-Length header")
+    return None
 
 
 class DeadlineReader(io.RawIOBase):
@@ -380,39 +495,127 @@ class DeadlineReader(io.RawIOBase):
         return count
 
 
-def refusal(status, message):
-    """A whole HTTP answer, JSON with the page's headers, for a connection refused unread."""
+def refusal(message):
+    """A whole 429 answer, JSON with the page's headers, for a connection refused unread."""
     body = json.dumps({"error": message}).encode()
+    status = HTTPStatus.TOO_MANY_REQUESTS
     head = [f"HTTP/1.1 {status.value} {status.phrase}", "Content-Type: application/json",
             f"Content-Length: {len(body)}", "Cache-Control: no-store", "Connection: close",
+            f"Retry-After: {RETRY_AFTER}",
             *(f"{header}: {value}" for header, value in SECURITY_HEADERS.items())]
     return "\r\n".join(head).encode() + b"\r\n\r\n" + body
+
+
+class Lingering:
+    """Connections the server has ended, their answers sent and their writing side shut, each kept
+    LINGER seconds at most (LINGERING_AT_MOST at once, the oldest let go first) while what their
+    clients still send is read and dropped; each is closed as soon as its client closes it. One
+    thread keeps them all, so no connection holds a thread of its own meanwhile."""
+
+    def __init__(self):
+        self.selector = selectors.DefaultSelector()
+        self.waker, self.woken = socket.socketpair()  # wakes the thread for a new connection
+        self.waker.setblocking(False)
+        self.selector.register(self.woken, selectors.EVENT_READ)
+        self.lock, self.added, self.until = threading.Lock(), [], {}  # until: in order of adding
+        self.running = True
+        self.thread = threading.Thread(target=self.run, name="lingering", daemon=True)
+        self.thread.start()
+
+    def add(self, connection):
+        with self.lock:
+            if not self.running:  # the server is closed: nothing keeps connections now
+                connection.close()
+                return
+            self.added.append(connection)
+        with contextlib.suppress(OSError):  # BlockingIOError: the thread is woken already
+            self.waker.send(b"\0")
+
+    def close(self):
+        """Close every connection kept, and end the thread."""
+        with self.lock:
+            self.running = False
+        with contextlib.suppress(OSError):
+            self.waker.send(b"\0")
+        self.thread.join(timeout=10)
+
+    def run(self):
+        unread = bytearray(65536)
+        while self.running:
+            oldest = next(iter(self.until.values()), None)
+            wait = None if oldest is None else max(0, oldest - time.monotonic())
+            for key, _ in self.selector.select(wait):
+                try:
+                    ended = key.fileobj.recv_into(unread) == 0  # dropped; 0: the client closed
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    ended = True
+                if key.fileobj is self.woken:
+                    continue
+                if ended:
+                    self.let_go(key.fileobj)
+            self.keep_added()
+            now = time.monotonic()
+            while self.until and next(iter(self.until.values())) <= now:
+                self.let_go(next(iter(self.until)))
+        with self.lock:
+            for connection in [*self.until, *self.added]:
+                self.let_go(connection)
+        self.selector.close()
+        self.waker.close()
+        self.woken.close()
+
+    def keep_added(self):
+        with self.lock:
+            added, self.added = self.added, []
+        for connection in added:
+            try:
+                connection.setblocking(False)
+                self.selector.register(connection, selectors.EVENT_READ)
+            except (OSError, ValueError):  # closed or reset already
+                connection.close()
+                continue
+            self.until[connection] = time.monotonic() + LINGER
+            if len(self.until) > LINGERING_AT_MOST:
+                self.let_go(next(iter(self.until)))
+
+    def let_go(self, connection):
+        if self.until.pop(connection, None) is not None:
+            self.selector.unregister(connection)
+        connection.close()
 
 
 class PageServer(ThreadingHTTPServer):
     # The standard library's queue of 5 waiting connections resets some of a class's saves
     # when 30 arrive at once; the system caps this at its own limit (often 4096).
     request_queue_size = 128
-    connections_per_address = CONNECTIONS_PER_ADDRESS  # settable per server (the tests)
+    # Settable per server (the tests).
+    connections_per_address, connections_in_all = CONNECTIONS_PER_ADDRESS, CONNECTIONS_IN_ALL
 
     def __init__(self, *arguments, **settings):
-        super().__init__(*arguments, **settings)
+        self.lingering = Lingering()  # first: a port in use calls server_close() at once
         self.connections, self.connections_lock = collections.Counter(), threading.Lock()
+        super().__init__(*arguments, **settings)
 
     def process_request(self, request, client_address):
         """Serve a connection in a thread of its own, unless its address holds its share of
-        connections already: that one is refused here, at once, and holds no thread."""
+        connections already, or all addresses together hold theirs: that one is refused here, at
+        once, and holds no thread."""
         address = client_address[0]
         with self.connections_lock:
-            admitted = self.connections[address] < self.connections_per_address
-            if admitted:
+            refused = None
+            if self.connections[address] >= self.connections_per_address:
+                refused = (f"too many connections from this address (at most "
+                           f"{self.connections_per_address} at once)")
+            elif self.connections.total() >= self.connections_in_all:
+                refused = f"too many connections (at most {self.connections_in_all} at once in all)"
+            else:
                 self.connections[address] += 1
-        if not admitted:
+        if refused:
             request.settimeout(0)  # a short answer into an empty buffer; never wait for it
             with contextlib.suppress(OSError):
-                request.send(refusal(HTTPStatus.TOO_MANY_REQUESTS, "too many connections from "
-                                     f"this address (at most {self.connections_per_address} at "
-                                     "once); try again when others have ended"))
+                request.send(refusal(f"{refused}; try again in {RETRY_AFTER} s"))
             self.shutdown_request(request)
             return
         try:
@@ -432,6 +635,20 @@ class PageServer(ThreadingHTTPServer):
             self.connections[address] -= 1
             if not self.connections[address]:
                 del self.connections[address]  # the table holds only addresses connected now
+
+    def shutdown_request(self, request):
+        """End a connection, its answer sent: the writing side is shut at once (the client reads
+        the answer to its end), the connection kept a moment by Lingering."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+        except OSError:  # reset or closed already: nothing to keep
+            request.close()
+            return
+        self.lingering.add(request)
+
+    def server_close(self):
+        super().server_close()
+        self.lingering.close()
 
     def handle_error(self, request, client_address):
         """Print nothing for a client that went away mid-request (a closed tab, a reload, a

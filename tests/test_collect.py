@@ -180,7 +180,7 @@ class CollectTest(unittest.TestCase):
         self.assertEqual(catalogue["collect"]["folder"], "collect_named")
         self.assertEqual([s["name"] for s in catalogue["sets"]], ["class_digits"])
         self.assertTrue(catalogue["missing"].startswith("No MNIST in no_mnist_here/MNIST/raw: "))
-        self.assertTrue(answers[2][1]["error"].startswith("collect_named/5 holds 1 pictures"))
+        self.assertTrue(answers[2][1]["error"].startswith("collect_named/5 holds 1 picture already"))
         self.assertEqual(answers[4][1]["error"], "cannot save: collect_named/3/0000.png: could "
                                                  "not be written (No space left on device)")
 

@@ -22,7 +22,7 @@ import draw
 from extras import pictures
 from model import Net
 from page import routes
-from page.server import NOT_NUMBERS, Turns
+from page.server import NOT_NUMBERS
 from tests.fixtures import (draw_shape, png_base64, run_script, run_subprocess, served_shapes,
                             start_script, start_server, stroke_pixels, temporary_folder)
 from tests.served import TUTORIAL_STAGES, at_once, raw_reply, request
@@ -82,41 +82,6 @@ class ServerTest(unittest.TestCase):
         self.assertEqual((response.status, response.getheader("Connection")), (404, "close"))
         connection.close()
 
-    def test_answers_are_worked_out_a_few_at_a_time_in_the_order_they_came(self):
-        self.assertEqual(self.entries(room=2), 6)  # two at a time: no third got in
-        self.assertEqual(self.entries(room=1), [0, 1, 2, 3, 4])  # one at a time: strictly in order
-
-    def entries(self, room):
-        """Let room workers into a Turns(room) and hold them there while 4 more queue; then let
-        all go. The order they got in (or, with more room than one, how many got in)."""
-        turns, inside, order, lock = Turns(room), set(), [], threading.Lock()
-        let_go = threading.Event()
-
-        def worker(number):
-            with turns:
-                with lock:
-                    inside.add(number)
-                    order.append(number)
-                if number < room:
-                    let_go.wait(timeout=30)  # the first ones stay in until let go
-                with lock:
-                    inside.discard(number)
-
-        threads = []
-        for number in range(room + 4):
-            threads.append(threading.Thread(target=worker, args=(number,)))
-            threads[-1].start()
-            if number < room:
-                self.wait_until(lambda number=number: number in inside)
-            else:  # each later one queues behind the first ones, in this order
-                self.wait_until(lambda queued=number - room + 1: len(turns.waiting) == queued)
-        self.assertEqual(inside, set(range(room)))  # no more than room got in
-        let_go.set()
-        for thread in threads:
-            thread.join(timeout=30)
-        self.assertEqual((turns.free, len(turns.waiting), inside), (room, 0, set()))
-        return order if room == 1 else len(order)
-
     def wait_until(self, condition, timeout=30):
         """Wait for condition(), checking every few milliseconds, timeout seconds at most."""
         done = threading.Event()
@@ -131,7 +96,7 @@ class ServerTest(unittest.TestCase):
         working, let_go, answers = server.RequestHandlerClass.working, threading.Event(), []
 
         def hold():  # stands in for a picture being worked out
-            with working:
+            with working.turn("another address"):
                 let_go.wait(timeout=30)
 
         predictor = threading.Thread(target=lambda: answers.append(
@@ -144,7 +109,7 @@ class ServerTest(unittest.TestCase):
                 with self.subTest(path=path):
                     self.assertEqual(request("GET", path, server=server, timeout=10)[0], 200)
             predictor.start()
-            self.wait_until(lambda: len(working.waiting) == 1)  # a picture waits its turn
+            self.wait_until(lambda: working.queued == 1)  # a picture waits its turn
         finally:
             let_go.set()
         predictor.join(timeout=30)
@@ -304,7 +269,7 @@ class ServerTest(unittest.TestCase):
         self.assertTrue(reply.startswith("HTTP/1.1 411"), reply)
         # Headers arrive as Latin-1, where "\xb2" is "²": str.isdigit() says yes, int() no.
         reply = self.raw_reply(b"Content-Length: \xb2\r\n")
-        self.assertTrue(reply.startswith("HTTP/1.1 411"), reply)
+        self.assertTrue(reply.startswith("HTTP/1.1 400"), reply)  # RFC 9112: an invalid length
 
     def test_concurrent_requests_all_answered_correctly(self):
         drawings = {label: stroke_pixels(label) for label in (0, 1)}
