@@ -14,7 +14,8 @@ import threading
 import unittest
 
 from page import export, routes
-from page.server import SECURITY_HEADERS, make_server
+from page.connections import SECURITY_HEADERS
+from page.server import make_server
 from tests.fixtures import ROOT
 
 PAGE = os.path.join(ROOT, "page")

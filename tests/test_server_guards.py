@@ -21,7 +21,8 @@ from PIL import EpsImagePlugin
 
 import draw
 from page import routes
-from page.server import SECURITY_HEADERS, host_names_this_server
+from page.connections import SECURITY_HEADERS
+from page.server import host_names_this_server
 from tests.fixtures import (EPS_SEVEN, draw_digit, fake_ghostscript, png_header_only, run_script,
                             served_shapes, start_server, stroke_pixels, temporary_folder)
 from tests.served import raw_reply, request

@@ -16,7 +16,8 @@ from unittest import mock
 from page import routes
 from page.collect import Collector, collect_folder
 from page.export import export_data
-from page.server import INTERNAL_ERROR, MAX_HEADER_BYTES, RETRY_AFTER, SECURITY_HEADERS, Turns
+from page.connections import MAX_HEADER_BYTES, RETRY_AFTER, SECURITY_HEADERS, Turns
+from page.server import INTERNAL_ERROR
 from tests.fixtures import start_server, stroke_pixels, temporary_folder
 from tests.served import request
 
