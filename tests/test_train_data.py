@@ -18,7 +18,7 @@ import train
 from model import Net
 from page import export, mnist_sets, routes
 from tests.fixtures import (MNIST_ROOT, NO_REAL_MNIST, browser, browser_missing, run_script,
-                            shapes_mnist, temporary_folder, write_idx)
+                            shapes_mnist, temporary_folder, working_directory, write_idx)
 
 # In the page: window.exportedData.mnistImages(), each array as base64 (null: none carried).
 DECODED = """
@@ -112,9 +112,12 @@ class TrainImagesFlagTest(unittest.TestCase):
             code, _, err, path = export_file("bad.html", SHAPES, "--train-images", value)
             self.assert_refused(code, err, message)
             self.assertFalse(os.path.exists(path))
-        code, _, err, path = export_file("none.html", os.path.join(TEMP, "no_mnist"),
-                                         "--train-images", "5")
-        self.assert_refused(code, err, r"needs MNIST's four raw files in no_mnist/MNIST/raw, which "
+        # Without MNIST in the default folder (a --data-dir given without it is refused first).
+        os.makedirs(os.path.join(TEMP, "no_mnist"), exist_ok=True)
+        path = os.path.join(TEMP, "none.html")
+        with working_directory(os.path.join(TEMP, "no_mnist")):
+            code, _, err = run_script(draw, [MODEL, "--export", path, "--train-images", "5"])
+        self.assert_refused(code, err, r"needs MNIST's four raw files in files/MNIST/raw, which "
                                        r"are not all there \(python train.py")
         self.assertFalse(os.path.exists(path))
         code, _, err = run_script(draw, [MODEL, "--data-dir", SHAPES, "--train-images", "5"])
