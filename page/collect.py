@@ -37,8 +37,9 @@ class Collector:
     names the folder by its own name only (the root folder, which has none, as itself)."""
 
     def __init__(self, folder, limit=COLLECT_LIMIT):
-        self.folder, self.limit = folder, limit
-        self.name = folder_name(folder) or os.path.abspath(folder)
+        # Absolute now: a name worked out later must not depend on the folder work goes on in.
+        self.folder, self.limit = os.path.abspath(folder), limit
+        self.name = folder_name(folder) or self.folder
         self.lock = threading.Lock()  # saves take turns: each picks the next free name
 
     def save(self, picture, label):
