@@ -153,20 +153,32 @@ function planned(layer, number, plan) {
   return { type, kind, values, attribute, reused, name: nodeName, input, shape, parameters, inputs };
 }
 
+function partPlan(layers) {
+  // The plan as far as it goes: {layers: the plan of each layer up to the first that cannot be
+  // built, parameters, error: the sentence that names that layer, or null} (the Design panel's rows).
+  const most = BOUNDS.layers, found = [];
+  const plan = { shape: INPUT, modules: {}, flattened: null, parameters: 0, names: namer() };
+  try {
+    if (!Array.isArray(layers) || layers.length === 0) refused(said("design_layers", { most }));
+    if (layers.length > most) refused(said("design_too_many", { number: most + 1, most }));
+    layers.forEach((layer, index) => found.push(planned(layer, index + 1, plan)));
+    const { name, shape } = found.at(-1);
+    if (shape.length !== 1) refused(said("design_ends_in_maps", { name, shape: shapeText(shape) }));
+    if (shape[0] !== 10) refused(said("design_not_ten", { name, count: shape[0] }));
+  } catch (error) {
+    if (!(error instanceof BadRequest)) throw error;
+    return { layers: found, parameters: plan.parameters, error: error.message };
+  }
+  return { layers: found, parameters: plan.parameters, error: null };
+}
+
 function designPlan(layers) {
   // The plan of a list of layers: {layers: [each layer's plan], parameters}; a 400 naming the first
   // layer that cannot be built.
-  const most = BOUNDS.layers;
-  if (!Array.isArray(layers) || layers.length === 0) refused(said("design_layers", { most }));
-  if (layers.length > most) refused(said("design_too_many", { number: most + 1, most }));
-  const plan = { shape: INPUT, modules: {}, flattened: null, parameters: 0, names: namer() };
-  const found = layers.map((layer, index) => planned(layer, index + 1, plan));
-  const last = found.at(-1);
-  const { name, shape } = last;
-  if (shape.length !== 1) refused(said("design_ends_in_maps", { name, shape: shapeText(shape) }));
-  if (shape[0] !== 10) refused(said("design_not_ten", { name, count: shape[0] }));
-  return { layers: found, parameters: plan.parameters };
+  const plan = partPlan(layers);
+  if (plan.error) throw new BadRequest(400, plan.error);
+  return plan;
 }
 
-Object.assign(offline, { designPlan });
+Object.assign(offline, { partPlan, designPlan });
 })();

@@ -4,7 +4,7 @@
 // Its words are page/design.py's templates (EXPORT.design.source and .modules).
 "use strict";
 (() => {
-const { EXPORT, BadRequest, filled, said, onlyFields, chosen } = offline;
+const { EXPORT, BadRequest, filled, said, onlyFields, chosen, downloaded } = offline;
 const DESIGN = EXPORT.design, SOURCE = DESIGN.source;
 
 function moduleText(layer) {
@@ -46,5 +46,10 @@ function modelSource(request) {
   return { source: sourceOf(network.design) };
 }
 
-Object.assign(offline, { modelSource });
+function downloadSource(request) {
+  // The Design panel's "Download model.py": the chosen network's model.py, as a file.
+  downloaded(new Blob([modelSource(request).source], { type: "text/x-python" }), "model.py");
+}
+
+Object.assign(offline, { modelSource, downloadSource });
 })();
