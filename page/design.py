@@ -93,7 +93,8 @@ TUTORIAL = [{"type": "conv", "channels": 6, "kernel": 5}, {"type": "relu"}, {"ty
 # The refusals of routes.design, str.format templates that the file's said() fills in (page/export.py
 # adds them to the file's messages); each names the layer.
 DESIGN_MESSAGES = {
-    "design_layers": "layers must be a list of up to {most} layers (at least one), each an object with its type",
+    "design_layers": "layers must be a list of up to {most} layers (at least one), each an object with its "
+                     "type",
     "design_too_many": "layer {number} is one too many: a network designed here has at most {most} layers",
     "design_not_layer": "layer {number} must be an object with a type, one of {types}",
     "design_type": "layer {number}'s type {given} is not one of {types}",
