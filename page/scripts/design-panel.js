@@ -58,7 +58,11 @@ function showRow(item, layer) {
 function showPlan() {
   // The plan of the rows as they are now: every row's result, the total and the sentence.
   const plan = data().plan(design.layers), rows = document.querySelectorAll("#design-layers li");
-  rows.forEach((item, index) => showRow(item, plan.layers[index]));
+  rows.forEach((item, index) => {
+    showRow(item, plan.layers[index]);
+    // the row the sentence names, when it is a row's
+    item.classList.toggle("design-bad", Boolean(plan.error) && index === plan.layers.length);
+  });
   const touched = plan.layers[design.touched];
   document.getElementById("design-worked").textContent = touched ? worked(touched) : "";
   document.getElementById("design-total").textContent = plan.error ? ""
