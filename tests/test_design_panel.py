@@ -155,7 +155,8 @@ class DesignPanelTest(FileInBrowser, unittest.TestCase):
     def test_a_network_that_cannot_be_built_is_a_sentence_naming_its_layer(self):
         self.type_into(0, "kernel", "9")
         self.assertEqual(self.refused(), "Convolution1's kernel must be a whole number from 1 to 7.")
-        self.assertEqual(self.rows()[0], ["—", "?", ""])
+        self.assertEqual(self.rows()[0], ["convolution1", "?", ""])
+        self.assertEqual(self.rows()[1], ["—", "?", ""])
         self.type_into(0, "kernel", "")
         self.assertEqual(self.refused(), "Convolution1 needs its kernel, a whole number from 1 to 7.")
         self.type_into(0, "kernel", "5")

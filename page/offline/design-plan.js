@@ -135,14 +135,16 @@ function shaped(layer, name, plan) {
 
 function planned(layer, number, plan) {
   // One layer of the plan: its type, numbers, template kind, names, shapes and parameters.
+  plan.naming = null;  // the name a refusal gives the layer, once it has one
   const type = checkedType(layer, number), input = plan.shape;
   const kind = templateKind(type, input.length === 1), node = DESIGN.nodes[kind];
   // Named before its numbers are checked: a pooling layer as if it were a new one.
   const provisional = { type, input, values: {} };
   const base = node.node ?? attributeOf(provisional, { modules: structuredClone(plan.modules) })[0];
-  const values = checkedValues(layer, plan.names.peek(base));
+  plan.naming = plan.names.peek(base);
+  const values = checkedValues(layer, plan.naming);
   const [attribute, reused] = attributeOf({ type, input, values }, plan);
-  const nodeName = plan.names.take(node.node ?? attribute);
+  const nodeName = plan.naming = plan.names.take(node.node ?? attribute);
   const [shape, parameters, inputs] = shaped({ type, input, values }, nodeName, plan);
   plan.parameters += parameters;
   if (plan.parameters > BOUNDS.parameters) {
@@ -155,21 +157,23 @@ function planned(layer, number, plan) {
 
 function partPlan(layers) {
   // The plan as far as it goes: {layers: the plan of each layer up to the first that cannot be
-  // built, parameters, error: the sentence that names that layer, or null} (the Design panel's rows).
+  // built, parameters, error: the sentence that names that layer, or null, and the name it gives
+  // the layer, if it has one} (the Design panel's rows). At most BOUNDS.layers are planned.
   const most = BOUNDS.layers, found = [];
-  const plan = { shape: INPUT, modules: {}, flattened: null, parameters: 0, names: namer() };
+  const plan = { shape: INPUT, modules: {}, flattened: null, parameters: 0, names: namer(), naming: null };
   try {
     if (!Array.isArray(layers) || layers.length === 0) refused(said("design_layers", { most }));
+    layers.slice(0, most).forEach((layer, index) => found.push(planned(layer, index + 1, plan)));
+    plan.naming = null;
     if (layers.length > most) refused(said("design_too_many", { number: most + 1, most }));
-    layers.forEach((layer, index) => found.push(planned(layer, index + 1, plan)));
     const { name, shape } = found.at(-1);
     if (shape.length !== 1) refused(said("design_ends_in_maps", { name, shape: shapeText(shape) }));
     if (shape[0] !== 10) refused(said("design_not_ten", { name, count: shape[0] }));
   } catch (error) {
     if (!(error instanceof BadRequest)) throw error;
-    return { layers: found, parameters: plan.parameters, error: error.message };
+    return { layers: found, parameters: plan.parameters, error: error.message, failed: plan.naming };
   }
-  return { layers: found, parameters: plan.parameters, error: null };
+  return { layers: found, parameters: plan.parameters, error: null, failed: null };
 }
 
 function designPlan(layers) {

@@ -60,8 +60,10 @@ function showPlan() {
   const plan = data().plan(design.layers), rows = document.querySelectorAll("#design-layers li");
   rows.forEach((item, index) => {
     showRow(item, plan.layers[index]);
-    // the row the sentence names, when it is a row's
-    item.classList.toggle("design-bad", Boolean(plan.error) && index === plan.layers.length);
+    // The row the sentence names, when it is a row's, by the name the sentence gives it.
+    const named = Boolean(plan.error) && index === plan.layers.length;
+    item.classList.toggle("design-bad", named);
+    if (named && plan.failed) item.querySelector(".design-name").textContent = plan.failed;
   });
   const touched = plan.layers[design.touched];
   document.getElementById("design-worked").textContent = touched ? worked(touched) : "";
@@ -95,6 +97,8 @@ function showDesignDownloads() {
   let designed = true;
   try { window.routes.modelSource({ model: Number(modelSelect.value) }); } catch { designed = false; }
   document.getElementById("design-downloads").hidden = !designed;
+  document.getElementById("design-chosen").textContent = designed
+    ? `The chosen network, "${modelSelect.selectedOptions[0]?.text}", for Python:` : "";
 }
 
 function startDesignPanel() {

@@ -42,6 +42,7 @@ function numberField(layer, field, [low, high, fallback], number) {
   input.value = layer[field] ?? "";
   // What an empty field means: PyTorch's default (a stride, the kernel's size), or that it is needed.
   const meaning = typeof fallback === "string" ? layer[fallback] : fallback;
+  if (typeof fallback === "string") input.dataset.fallback = fallback;
   input.placeholder = meaning === null || meaning === undefined ? "needed" : String(meaning);
   input.setAttribute("aria-label", `layer ${number}'s ${field}`);
   const label = element("label", "design-field", `${field} `);
@@ -130,6 +131,9 @@ list.addEventListener("input", (event) => {
   const at = Number(input.closest("li").dataset.row), layer = design.layers[at];
   if (input.value === "") delete layer[input.dataset.field];
   else layer[input.dataset.field] = Number(input.value);
+  for (const other of input.closest("li").querySelectorAll("input[data-fallback]")) {
+    other.placeholder = String(layer[other.dataset.fallback] ?? "");  // a stride's default is the kernel
+  }
   design.touched = at;
   design.changed();
 });
