@@ -25,7 +25,7 @@ import test
 import train
 from tests.fixtures import (ROOT, draw_digit, draw_shape, make_fake_mnist, run_script, stroke_pixels,
                             temporary_folder, working_directory)
-from tools import (benchmark, benchmark_class, benchmark_export, benchmark_page, benchmark_train,
+from tools import (benchmark, benchmark_class, benchmark_export, benchmark_page, benchmark_train, exercises,
                    make_digit_sets, make_kernels, make_notebook)
 
 DOCS = [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]
@@ -33,7 +33,7 @@ SCRIPTS = {"train.py": train, "test.py": test, "draw.py": draw, "tools.benchmark
            "tools.benchmark_page": benchmark_page, "tools.benchmark_class": benchmark_class,
            "tools.benchmark_export": benchmark_export, "tools.benchmark_train": benchmark_train,
            "tools.make_digit_sets": make_digit_sets, "tools.make_notebook": make_notebook,
-           "tools.make_kernels": make_kernels}
+           "tools.make_kernels": make_kernels, "tools.exercises": exercises}
 
 
 def setUpModule():
