@@ -99,8 +99,8 @@ class DesignPanelTest(FileInBrowser, unittest.TestCase):
         self.element("#clear").click()
         draw_stroke(self.driver, [(100 + 8 * step, 60 + 9 * step) for step in range(18)])
         self.assertEqual(self.rows()[0], ["convolution1", "6 × 24 × 24", "156 parameters"])
-        self.assertEqual(self.text("design-total"), "10,592 parameters in all; the network ends in the 10 "
-                                                    "scores of the digits.")
+        self.assertEqual(self.text("design-total"), "10,592 parameters in all; it ends in 10 values, one "
+                                                    "score for each digit.")
         self.type_into(0, "kernel", "3")  # 3 x 3 kernels, exercise 2
         self.wait_for(lambda: self.rows()[0][1] == "6 × 26 × 26", "the new shape")
         self.assertIn("floor((28 − 3 + 2 × 0) / 1) + 1 = 26", self.text("design-worked"))

@@ -68,7 +68,7 @@ function showPlan() {
   const touched = plan.layers[design.touched];
   document.getElementById("design-worked").textContent = touched ? worked(touched) : "";
   document.getElementById("design-total").textContent = plan.error ? ""
-    : `${thousands(plan.parameters)} parameters in all; the network ends in the 10 scores of the digits.`;
+    : `${thousands(plan.parameters)} parameters in all; it ends in 10 values, one score for each digit.`;
   const sentence = plan.error ? `${plan.error.charAt(0).toUpperCase()}${plan.error.slice(1)}.` : "";
   document.getElementById("design-error").textContent = sentence;
   document.getElementById("design-use").hidden = Boolean(plan.error);
