@@ -24,6 +24,8 @@ INK_RANGE = (0.034, 0.295)
 ATTRIBUTION_STEPS = 64
 # A fully connected unit's step view shows this many of its largest contributions.
 SHOWN_CONTRIBUTIONS = 8
+# A stage of these kinds whose only use is a ReLU is shown with it, as one picture, titled with it.
+SHOWN_WITH_RELU, SHOWN_WITH_RELU_AS = ("convolution", "linear"), "ReLU"
 # What a click outside a stage's values is told, in words the exported page says too (page/export.py).
 NO_VALUE = "{name} has no value at map {map}, row {row}, column {column}"
 
@@ -64,7 +66,7 @@ class Explainer:
         self.described = {node: describe(node, operation_of(self.graph_module, node))
                           for node in self.graph_module.graph.nodes}
         self.stages = self.find_stages()
-        self.details = {node: details(self.described[node], "ReLU" if shown is not node else None)
+        self.details = {node: details(self.described[node], SHOWN_WITH_RELU_AS if shown is not node else None)
                         for _, node, shown in self.stages}
 
     def find_stages(self):
@@ -78,7 +80,7 @@ class Explainer:
                 continue
             shown = node
             users = list(node.users)
-            if (self.described[node].kind in ("convolution", "linear") and len(users) == 1
+            if (self.described[node].kind in SHOWN_WITH_RELU and len(users) == 1
                     and self.described[users[0]].kind == "relu"):
                 shown = users[0]
                 merged.add(shown)
@@ -126,7 +128,7 @@ class Explainer:
         answer = step_of(self.described[node], operation_of(self.graph_module, node), layer_input,
                          map_index, row, column)
         if answer["kind"] != "none" and shown is not node:  # the ReLU shown with it
-            answer.update(activation="ReLU", after=max(answer["sum"], 0.0))
+            answer.update(activation=SHOWN_WITH_RELU_AS, after=max(answer["sum"], 0.0))
         return {"stage": name, "map": map_index, "row": row, "column": column,
                 "value": value[position].item(), **answer}
 

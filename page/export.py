@@ -23,6 +23,7 @@ from extras.flags import MAX_WEIGHT_DECAY
 from extras.pictures import (EXTRA_MOST, EXTRA_PER_EPOCH, NO_DIGIT, PICTURE_FORMATS,
                              TOO_MANY_PIXELS, UNREAD_FORMAT)
 from page.collect import COLLECT_SIDE, FOLDER_FULL, folder_name
+from page.design import DESIGN_BOUNDS, DESIGN_MESSAGES, design_data
 from page.explain import (ATTRIBUTION_STEPS, INK_RANGE, NO_VALUE, SHOWN_CONTRIBUTIONS,
                           UNSURE_BELOW)
 from page.nodes import operation_of, where
@@ -51,15 +52,18 @@ FILE_TRAINING = {"images": 256, "steps": 100, "epochs": 100, "batchSize": 1024, 
                  "weightDecay": MAX_WEIGHT_DECAY, "seed": MAX_SEED}
 # Steps between the weights a run in the file sends, for the page to show the network as it is.
 FILE_REDRAW_INTERVAL = 200
-# The refusals the file words as the server does: str.format templates, which its said() fills in.
+# The refusals the file words as the server does, and its own of routes.design: str.format
+# templates, which its said() fills in.
 FILE_MESSAGES = {**MESSAGES, "no_digit": NO_DIGIT, "unread_format": UNREAD_FORMAT,
-                 "too_many_pixels": TOO_MANY_PIXELS, "folder_full": FOLDER_FULL, "no_value": NO_VALUE}
+                 "too_many_pixels": TOO_MANY_PIXELS, "folder_full": FOLDER_FULL, "no_value": NO_VALUE,
+                 **DESIGN_MESSAGES}
 # The exported file's back end, in the order it runs: the maths (the training worker runs it too,
 # with trainer.js), then the routes in the browser; each file says what it holds.
 MATHS = ("tensors", "dot-products", "pooling", "nonlinearities", "dropout", "normalisation", "shapes",
-         "kernels", "graph", "training")
+         "kernels", "graph", "training", "initialisation")
 BACK_END = ("checks", "networks", "digit", "pictures", "images", "answers", "zip", "collect", "explorer",
-            "pickle", "checkpoint", "run-checks", "run-end", "training", "routes")
+            "pickle", "checkpoint", "run-checks", "run-end", "training", "design-plan", "design",
+            "model-source", "routes")
 
 
 def argument(value):
@@ -344,8 +348,9 @@ def export_data(page):
             "limits": {"side": MAX_SIDE, "picture_pixels": MAX_PICTURE_PIXELS,
                        "picture_formats": PICTURE_FORMATS, "collect_side": COLLECT_SIDE,
                        "position": MAX_POSITION, "shown": SHOWN_EXAMPLES,
-                       "contributions": SHOWN_CONTRIBUTIONS, "training": FILE_TRAINING},
-            "messages": FILE_MESSAGES, "training_run": tutorial_run(),
+                       "contributions": SHOWN_CONTRIBUTIONS, "training": FILE_TRAINING,
+                       "design": DESIGN_BOUNDS},
+            "messages": FILE_MESSAGES, "training_run": tutorial_run(), "design": design_data(state_entries),
             # The downloaded zip's folder: a name of its own, none for the root.
             "collect": collector and {"folder": folder_name(collector.folder),
                                       "limit": collector.limit}}

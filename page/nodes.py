@@ -156,7 +156,7 @@ OPERATIONS = [
     Operation("other", "leaky_relu", (nn.LeakyReLU,), (F.leaky_relu,),
               lambda module: leaky_relu(vars(module)), called(("negative_slope",), leaky_relu),
               exact=True),
-    Operation("batchnorm", "batch_norm", (nn.BatchNorm2d,),
+    Operation("batchnorm", "batch_norm", (nn.BatchNorm2d, nn.BatchNorm1d),
               read_module=lambda module: ({"eps": module.eps, "momentum": module.momentum},
                                           "batch_norm" if module.track_running_stats else None),
               roles=("weight", "bias", "running_mean", "running_var")),

@@ -1,9 +1,11 @@
 """Tests that docs/exercises.md stays true: each exercise's model.py edit applies to the project's
-model.py, and train.py and test.py run the network it gives on the fake MNIST.
+model.py, and train.py and test.py run the network it gives on the fake MNIST; designed in the
+exported file (headless Chromium) as its "In the file" line says, it has the same parameters.
 
 Usage: python -m unittest -v tests.test_exercises
 """
 import os
+import types
 import unittest
 from unittest import mock
 
@@ -12,8 +14,9 @@ import torch
 import test
 import train
 from extras import checkpoints
-from tests.fixtures import make_fake_mnist, run_script, temporary_folder
-from tools.exercises import apply_edit, edited_net, exercises
+from tests.fixtures import browser, browser_missing, make_fake_mnist, run_script, temporary_folder
+from tools.benchmark_export import open_file
+from tools.exercises import apply_edit, designed, edited_net, exercises, exported_file, file_layers
 
 
 def setUpModule():
@@ -51,6 +54,19 @@ class ExercisesTest(unittest.TestCase):
                          "class Net:\n    pool = 2\n")
         with self.assertRaisesRegex(ValueError, "not once in model.py: pool = 3"):
             apply_edit(source, "-    pool = 3\n+    pool = 2\n")
+
+
+@unittest.skipIf(browser_missing(), browser_missing())
+class InTheFileTest(unittest.TestCase):
+    def test_each_exercise_designed_in_the_file_has_its_edits_parameters(self):
+        driver = browser()
+        open_file(driver, exported_file(types.SimpleNamespace(data_dir=DATA_DIR), TEMP))
+        for number, title, diff, _ in [(0, "the tutorial's network", None, []), *exercises()]:
+            with self.subTest(exercise=title):
+                # designed() checks the names and shapes of the parameters against model.py's edit.
+                self.assertEqual(designed(driver, number, edited_net(diff)), 2 + number)
+        self.assertEqual(len(file_layers(7)), len(file_layers(0)) + 2)  # a batch norm after each convolution
+        self.assertEqual(driver.get_log("browser"), [])
 
 
 if __name__ == "__main__":

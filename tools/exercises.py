@@ -4,7 +4,9 @@
 Usage: python -m tools.exercises --data-dir files [--seeds 3] [--epochs 3] [--only 1 4]
 """
 import argparse
+import base64
 import contextlib
+import copy
 import io
 import os
 import re
@@ -13,12 +15,25 @@ import tempfile
 import types
 from unittest import mock
 
+import torch
+
+import draw
 import train
 from common import UserError, add_data_and_device_arguments, positive_int, run_main
 from extras import checkpoints
+from page.design import TUTORIAL
 from tools import ROOT
+from tools.benchmark_export import chromium, open_file
 
 EXERCISES = os.path.join(ROOT, "docs", "exercises.md")
+# train.py's flags an exercise may give, as the file's trainRun takes them.
+RUN_FIELDS = {"--lr": ("lr", float)}
+# In the page: a call of window.routes[route](body); its answer, or {error}.
+CALL = """
+const [route, body, done] = arguments;
+Promise.resolve().then(() => window.routes[route](body))
+  .then(done, (error) => done({ error: error.message }));
+"""
 
 
 def exercises(path=EXERCISES):
@@ -62,6 +77,88 @@ def edited_net(diff):
     return module.Net
 
 
+def file_layers(number):
+    """The exercise's network as the file's Design panel makes it: the tutorial's layers with the
+    change its "In the file" line says (exercise 8 and the tutorial's network, 0: none)."""
+    layers = copy.deepcopy(TUTORIAL)
+    convolutions = [layer for layer in layers if layer["type"] == "conv"]
+    if number == 1:  # average pooling
+        layers = [{**layer, "type": "avgpool"} if layer["type"] == "maxpool" else layer for layer in layers]
+    elif number == 2:  # 3 x 3 kernels
+        for layer in convolutions:
+            layer["kernel"] = 3
+    elif number == 3:  # more channels
+        convolutions[0]["channels"], convolutions[1]["channels"] = 16, 32
+    elif number == 4:  # a ReLU between fc1 and fc2
+        layers.insert(len(layers) - 1, {"type": "relu"})
+    elif number == 5:  # sigmoid instead of ReLU
+        layers = [{"type": "sigmoid"} if layer["type"] == "relu" else layer for layer in layers]
+    elif number == 6:  # no dropout
+        layers = [layer for layer in layers if layer["type"] != "dropout"]
+    elif number == 7:  # batch norm after each convolution
+        for layer in convolutions:
+            layers.insert(layers.index(layer) + 1, {"type": "batchnorm"})
+    elif number == 9:  # padding 2
+        convolutions[0]["padding"] = 2
+    elif number not in (0, 8):
+        raise UserError(f"exercise {number} has no layers for the file in tools/exercises.py")
+    return layers
+
+
+def run_settings(flags):
+    """train.py's flags of an exercise as trainRun's fields."""
+    fields = {}
+    for flag, value in zip(flags[::2], flags[1::2]):
+        if flag not in RUN_FIELDS:
+            raise UserError(f"the file's trainRun takes no {flag}: add it to RUN_FIELDS")
+        name, parse = RUN_FIELDS[flag]
+        fields[name] = parse(value)
+    return fields
+
+
+def shapes(state):
+    return {key: list(tensor.shape) for key, tensor in state.items()}
+
+
+def call(session, route, body):
+    """window.routes[route](body) in the page; UserError if it refuses."""
+    answer = session.execute_async_script(CALL, route, body)
+    if isinstance(answer, dict) and "error" in answer:
+        raise UserError(f"the file refused {route}: {answer['error']}")
+    return answer
+
+
+def designed(session, number, net):
+    """The exercise's network designed in the file (its model), checked to have the parameters'
+    names and shapes of PyTorch's net."""
+    model = call(session, "design", {"layers": file_layers(number)})["model"]
+    checkpoint = base64.b64decode(call(session, "checkpoint", {"model": model}))
+    found = shapes(torch.load(io.BytesIO(checkpoint), weights_only=True)["model"])
+    if found != shapes(net().state_dict()):
+        raise UserError(f"exercise {number}: the file's layers give {found}, its model.py edit "
+                        f"{shapes(net().state_dict())}")
+    return model
+
+
+def file_run(session, model, flags, seed, args):
+    """trainRun of the designed network from fresh weights of seed, with train.py's defaults but
+    the exercise's flags: (test accuracy %, seconds an epoch)."""
+    answer = call(session, "trainRun", {"model": model, "epochs": args.epochs, "seed": seed,
+                                        **run_settings(flags)})
+    return 100 * answer["testAccuracy"], answer["seconds"] / args.epochs
+
+
+def exported_file(args, folder):
+    """The page exported with all of --data-dir's MNIST (its training images too), for an untrained
+    network of model.py; its path."""
+    model, path = os.path.join(folder, "untrained.pt"), os.path.join(folder, "page.html")
+    torch.manual_seed(0)
+    torch.save({"model": edited_net(None)().state_dict()}, model)
+    with contextlib.redirect_stdout(io.StringIO()):
+        draw.main([model, "--data-dir", args.data_dir, "--device", "cpu", "--export", path])
+    return path
+
+
 def pytorch_run(net, flags, seed, args, folder):
     """train.py with net as model.py's Net, one thread: (test accuracy %, seconds an epoch)."""
     out = os.path.join(folder, "exercise.pt")
@@ -99,12 +196,22 @@ def main(argv=None):
         chosen = [exercise for exercise in chosen if exercise[0] in args.only]
     if not chosen:
         raise UserError(f"--only {args.only}: no such exercise in docs/exercises.md")
-    print(f"{'exercise':<40}{'PyTorch, one thread':>34}")
     with tempfile.TemporaryDirectory() as folder:
-        for number, title, diff, flags in chosen:
-            net = edited_net(diff)
-            runs = [pytorch_run(net, flags, seed, args, folder) for seed in range(args.seeds)]
-            print(f"{number}. {title:<37}{summary(runs):>34}", flush=True)
+        path, session = exported_file(args, folder), chromium()
+        try:
+            session.set_script_timeout(3600)  # a run of every epoch asked for
+            open_file(session, path)
+            print(f"headless Chromium {session.capabilities.get('browserVersion', '?')}; test accuracy, "
+                  f"mean of {args.seeds} seed(s) (range), after {args.epochs} epoch(s); seconds an epoch")
+            print(f"{'exercise':<40}{'PyTorch, one thread':>34}{'the file (trainRun)':>34}")
+            for number, title, diff, flags in chosen:
+                net = edited_net(diff)
+                model = designed(session, number, net)
+                runs = [pytorch_run(net, flags, seed, args, folder) for seed in range(args.seeds)]
+                in_file = [file_run(session, model, flags, seed, args) for seed in range(args.seeds)]
+                print(f"{number}. {title:<37}{summary(runs):>34}{summary(in_file):>34}", flush=True)
+        finally:
+            session.quit()
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ function stateOf(network, snapshot) {
 
 function fileCheckpoint(request) {
   // Network N's checkpoint as the file holds it: its final weights, its snapshots, the run's
-  // history (rounded to 5 digits, as the page has it) and, on MNIST's test set, its accuracy.
+  // history (rounded to 5 digits, as the page has it) and, on MNIST's test set, its accuracy (a
+  // network designed here and not trained has none).
   if (request === null || typeof request !== "object" || Array.isArray(request)
       || Object.keys(request).some((key) => key !== "model")) {
     throw new BadRequest(400, "send model (the number of a network) only");
@@ -43,7 +44,7 @@ function fileCheckpoint(request) {
   return checkpointOf(stateOf(network, last), {
     history: { loss: run.loss, accuracy: run.accuracy },
     snapshots: run.snapshots.map((step, k) => ({ step, state: stateOf(network, k) })),
-    test_accuracy: set && set.mnist ? network.testsets[last][0].accuracy : undefined,
+    test_accuracy: set && set.mnist ? network.testsets[last]?.[0]?.accuracy : undefined,
   });
 }
 

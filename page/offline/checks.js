@@ -24,10 +24,13 @@ class BadRequest extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-function said(key, fields = {}) {
-  // One of the server's messages, a str.format template of Python's, its {fields} filled in.
-  return EXPORT.messages[key].replace(/\{(\w+)\}/g, (_, name) => String(fields[name]));
+function filled(template, fields = {}) {
+  // A str.format template of Python's with its {fields} filled in.
+  return template.replace(/\{(\w+)\}/g, (_, name) => String(fields[name]));
 }
+
+// One of the server's messages (or the file's own: EXPORT.messages), its fields filled in.
+function said(key, fields = {}) { return filled(EXPORT.messages[key], fields); }
 
 // A field a body sends is one of its own keys, never one that every object inherits (toString,
 // constructor, __proto__), which the in operator would find: as the server sees a JSON object.
@@ -88,6 +91,7 @@ function describe(t, digits = 5) {
   return { shape: t.shape.slice(1), values: Array.from(t.data, (v) => round(v, digits)) };
 }
 
-Object.assign(offline, { EXPORT, bytesOf, floats, base64Of, BadRequest, said, has, body, onlyFields,
+Object.assign(offline, { EXPORT, bytesOf, floats, base64Of, BadRequest, filled, said, has, isObject, body,
+                         onlyFields,
                          wholeNumber, queryNumbers, chosen, chosenSet, round, describe });
 })();

@@ -5,13 +5,19 @@
 (() => {
 const { EXPORT, round, parameters, tensorsOf, checkpoint, bytesOf, base64Of } = offline;
 
+function uniqueName(name, word) {
+  // name, or "name, word 2", "name, word 3", ... if a network of the page has it already.
+  const taken = new Set(EXPORT.networks.map((network) => network.name));
+  let unique = name;
+  for (let number = 2; taken.has(unique); number++) unique = `${name}, ${word} ${number}`;
+  return unique;
+}
+
 function joinedNetwork(base, name) {
   // The network being trained, added to the page's networks as its last: base's graph, stages and
   // kernels, and its weights as they are now (the worker sends them every redraw_interval steps).
-  const taken = new Set(EXPORT.networks.map((network) => network.name));
-  let unique = name;
-  for (let run = 2; taken.has(unique); run++) unique = `${name}, run ${run}`;
   const now = parameters(base, base.weights.length - 1);
+  const unique = uniqueName(name, "run");
   const network = { ...base, name: unique, weights: [null], cache: [now],
                     training: { model: unique, snapshots: [0], loss: [], accuracy: [] },
                     testsets: [[]], cells: [[]] };
@@ -65,5 +71,5 @@ function explorerAnswers({ predicted, probability }, test) {
   return { testset: { set: EXPORT.sets[0].name, count, accuracy: right / count, confusion }, cells };
 }
 
-Object.assign(offline, { joinedNetwork, finished });
+Object.assign(offline, { uniqueName, joinedNetwork, finished });
 })();

@@ -16,17 +16,7 @@ self.onmessage = ({ data }) => {
 
 class RunError extends Error {}
 
-function generator(seed) {
-  // Random numbers in [0, 1) from a seed (mulberry32): the same seed, the same run. PyTorch's own
-  // generator is not reproduced, so a seed here gives other numbers than train.py's.
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6D2B79F5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const { generator, freshWeights } = maths;  // initialisation.js
 
 function shuffled(count, random) {  // a random order of 0 ... count - 1 (Fisher-Yates), as randperm gives one
   const order = Int32Array.from({ length: count }, (_, i) => i);
@@ -35,26 +25,6 @@ function shuffled(count, random) {  // a random order of 0 ... count - 1 (Fisher
     [order[i], order[j]] = [order[j], order[i]];
   }
   return order;
-}
-
-function freshWeights(network, weights, random) {
-  // PyTorch's default initialisation, drawn from random: a convolution's or linear layer's
-  // weight and bias uniform in +-1/sqrt(fan_in) (kaiming_uniform_ with a = sqrt(5)); batch norm
-  // starts at weight 1, bias 0, mean 0, variance 1.
-  const fresh = {};
-  for (const node of network.graph) {
-    for (const [role, key] of Object.entries(node.params || {})) {
-      const { shape } = weights[key], values = new Float32Array(weights[key].data.length);
-      if (node.op === "conv2d" || node.op === "linear") {
-        // inputs x kernel's rows x columns
-        const fanIn = weights[node.params.weight].shape.slice(1).reduce((a, b) => a * b, 1);
-        const bound = 1 / Math.sqrt(fanIn);
-        for (let i = 0; i < values.length; i++) values[i] = (2 * random() - 1) * bound;
-      } else if (role === "weight" || role === "running_var") values.fill(1);
-      fresh[key] = maths.tensor(shape, values);
-    }
-  }
-  return fresh;
 }
 
 function batchOf(data, order, start, size, normalised) {

@@ -19,6 +19,7 @@ async function showChosenNetwork() {
   // Everything the page shows of the chosen network, again: a new choice, or its training ended.
   document.getElementById("step")?.remove();
   page.showStartingPoints();  // the Train panel's (train-panel.js)
+  page.showDesignDownloads();  // the Design panel's (design-panel.js)
   try {
     await loadTraining();
     await Promise.all([loadKernels(), loadTestset()]);

@@ -102,5 +102,5 @@ function stageMaps(stage, colour) {
   });
 }
 
-Object.assign(page, { stageSection });
+Object.assign(page, { element, stageSection });
 })();

@@ -1,9 +1,10 @@
 // The drawing page's start, its last script: the box to draw in, the networks and sets offered,
-// collecting when it is on, the chosen network shown, then (in the exported file) the Train panel.
+// collecting when it is on, the chosen network shown, then (in the exported file) the Design and Train
+// panels.
 "use strict";
 (() => {
 const { state, showError, getJSON, startDrawing, loadTraining, loadKernels, loadTestset } = page;
-const { showCollected, startTrainPanel } = page;
+const { showCollected, startTrainPanel, startDesignPanel } = page;
 
 async function start() {
   startDrawing();
@@ -24,6 +25,7 @@ async function start() {
   await loadTraining();
   await Promise.all([loadKernels(), loadTestset()]);
   document.body.dataset.ready = "true";  // scripts (and tests) wait for this
+  startDesignPanel();
   await startTrainPanel();  // after ready: it decodes the training images first
 }
 start().catch((error) => showError(error.message));
