@@ -154,16 +154,16 @@ class DesignPanelTest(FileInBrowser, unittest.TestCase):
 
     def test_a_network_that_cannot_be_built_is_a_sentence_naming_its_layer(self):
         self.type_into(0, "kernel", "9")
-        self.assertEqual(self.refused(), "Convolution1's kernel must be a whole number from 1 to 7.")
+        self.assertEqual(self.refused(), "convolution1's kernel must be a whole number from 1 to 7.")
         self.assertEqual(self.rows()[0], ["convolution1", "?", ""])
         self.assertEqual(self.rows()[1], ["—", "?", ""])
         self.type_into(0, "kernel", "")
-        self.assertEqual(self.refused(), "Convolution1 needs its kernel, a whole number from 1 to 7.")
+        self.assertEqual(self.refused(), "convolution1 needs its kernel, a whole number from 1 to 7.")
         self.type_into(0, "kernel", "5")
         self.type_into(4, "kernel", "7")  # 12 - 7 + 1 = 6, pooled to 3: fc1 takes 16 x 3 x 3
         self.wait_for(lambda: self.rows()[7][1] == "144", "the new flatten")
         self.type_into(6, "kernel", "7")  # another pooling than pool: a module of its own
-        self.assertEqual(self.refused(), "Pool2's 7 x 7 window does not fit its 6 x 6 input; use a smaller "
+        self.assertEqual(self.refused(), "pool2's 7 x 7 window does not fit its 6 x 6 input; use a smaller "
                                          "kernel or less pooling before it.")
         self.element("#design-reset").click()
         self.wait_for(lambda: self.element("#design-use").is_displayed(), "the tutorial's network again")

@@ -69,7 +69,8 @@ function showPlan() {
   document.getElementById("design-worked").textContent = touched ? worked(touched) : "";
   document.getElementById("design-total").textContent = plan.error ? ""
     : `${thousands(plan.parameters)} parameters in all; it ends in 10 values, one score for each digit.`;
-  const sentence = plan.error ? `${plan.error.charAt(0).toUpperCase()}${plan.error.slice(1)}.` : "";
+  // The sentence starts with the layer's name as model.py writes it: no capital put on it.
+  const sentence = plan.error ? `${plan.error}.` : "";
   document.getElementById("design-error").textContent = sentence;
   document.getElementById("design-use").hidden = Boolean(plan.error);
   document.getElementById("design-status").textContent = "";
