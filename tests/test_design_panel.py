@@ -107,7 +107,7 @@ class DesignPanelTest(FileInBrowser, unittest.TestCase):
         self.type_into(4, "kernel", "3")
         self.wait_for(lambda: self.rows()[7] == ["flatten", "400", "0 parameters"], "16 x 5 x 5 for fc1")
         self.press(7, "remove")
-        self.assertEqual(self.refused(), "Fc1 takes a row of values, but its input is 16 x 5 x 5 maps; add a "
+        self.assertEqual(self.refused(), "fc1 takes a row of values, but its input is 16 x 5 x 5 maps; add a "
                                          "flatten before it.")
         self.assertIn("design-bad", self.row(7).get_attribute("class"))
         self.press(6, "add")  # a ReLU below pool_1, made a flatten

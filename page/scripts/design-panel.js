@@ -69,8 +69,10 @@ function showPlan() {
   document.getElementById("design-worked").textContent = touched ? worked(touched) : "";
   document.getElementById("design-total").textContent = plan.error ? ""
     : `${thousands(plan.parameters)} parameters in all; it ends in 10 values, one score for each digit.`;
-  // The sentence starts with the layer's name as model.py writes it: no capital put on it.
-  const sentence = plan.error ? `${plan.error}.` : "";
+  // A layer's name starts the sentence as model.py writes it (pool2's ...); a layer named by its
+  // place is the sentence's first word (Layer 17 ...).
+  const error = plan.error && plan.error.startsWith("layer ") ? `L${plan.error.slice(1)}` : plan.error;
+  const sentence = error ? `${error}.` : "";
   document.getElementById("design-error").textContent = sentence;
   document.getElementById("design-use").hidden = Boolean(plan.error);
   document.getElementById("design-status").textContent = "";
