@@ -52,6 +52,48 @@ TUTORIAL_TRANSFORM = transforms.Compose([
 ])
 
 
+# What a teacher copies for the tutorial as files (README: What to copy).
+COPY_SET = ["model.py", "data.py", "common.py", "train.py", "test.py", "test_smoke.py"]
+# Runs each (script, arguments) as its script does, one after another in one process of the folder
+# it runs in: exit code, output, and whether the folder is as it was; one JSON line of results.
+DRIVER = """
+import contextlib, importlib, io, json, os, sys
+import common
+results = []
+for script, argv in json.loads(sys.argv[1]):
+    before, out, err, code = sorted(os.listdir(".")), io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            common.run_main(lambda: importlib.import_module(script).main(argv))
+        except SystemExit as exit:
+            code = exit.code
+            if isinstance(code, str):  # sys.exit("error: ...") prints its text and exits 1
+                err.write(code + "\\n")
+                code = 1
+    results.append([code, out.getvalue(), err.getvalue(), sorted(os.listdir(".")) == before])
+print(json.dumps(results))
+"""
+
+
+def run_in(folder, *argv):
+    """Run python -E -s with argv in folder: no PYTHONPATH, no user packages, and no MNIST_ROOT
+    (which would make test_smoke train a real epoch), so only folder and the installed packages
+    can be imported."""
+    env = {key: value for key, value in os.environ.items() if key != "MNIST_ROOT"}
+    return subprocess.run([sys.executable, "-E", "-s", *argv], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+class Payload:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
 def temporary_folder():
     """Return a new temporary folder, removed when the test module ends (call in setUpModule)."""
     folder = tempfile.TemporaryDirectory()

@@ -7,14 +7,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import unittest
 
 import torch
 
-from tests.fixtures import ROOT, TutorialModel, make_fake_mnist, temporary_folder
-from tests.test_errors import Payload
+from tests.fixtures import (COPY_SET, DRIVER, ROOT, Payload, TutorialModel, make_fake_mnist, run_in,
+                            temporary_folder)
 
 
 def setUpModule():
@@ -53,8 +51,6 @@ ALONE = {
                    "print(tuple(augment.augment(torch.full((4, 1, 28, 28), -1.0), *changes, "
                    "background=-1.0).shape))"),
 }
-# What a teacher copies for the tutorial as files (README: What to copy).
-COPY_SET = ["model.py", "data.py", "common.py", "train.py", "test.py", "test_smoke.py"]
 # Each flag beyond the tutorial, given to the copy set without extras/ (script, its arguments):
 # the tutorial's files alone do not take it.
 EXTRAS_FLAGS = [
@@ -66,36 +62,6 @@ EXTRAS_FLAGS = [
     ("test", ["model.pt", "--images-dir", "d"]), ("test", ["model.pt", "--per-class"]),
     ("test", ["model.pt", "--save-errors", "e.png"]),
 ]
-# Runs each (script, arguments) as its script does, in one process: exit code, output, and
-# whether the folder is as it was; one JSON line of results.
-DRIVER = """
-import contextlib, io, json, os, sys
-import common, test, train
-results = []
-for script, argv in json.loads(sys.argv[1]):
-    before, out, err, code = sorted(os.listdir(".")), io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            common.run_main(lambda: {"train": train, "test": test}[script].main(argv))
-        except SystemExit as exit:
-            code = exit.code
-            if isinstance(code, str):  # sys.exit("error: ...") prints its text and exits 1
-                err.write(code + "\\n")
-                code = 1
-    results.append([code, out.getvalue(), err.getvalue(), sorted(os.listdir(".")) == before])
-print(json.dumps(results))
-"""
-
-
-def run_in(folder, *argv):
-    """Run python -E -s with argv in folder: no PYTHONPATH, no user packages, and no MNIST_ROOT
-    (which would make test_smoke train a real epoch), so only folder and the installed packages
-    can be imported."""
-    env = {key: value for key, value in os.environ.items() if key != "MNIST_ROOT"}
-    return subprocess.run([sys.executable, "-E", "-s", *argv], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 class AloneTest(unittest.TestCase):
     def test_model_data_pictures_and_augment_each_work_copied_alone(self):
         printed = {}

@@ -9,6 +9,7 @@ Usage: python -m unittest -v tests.test_design
 import base64
 import importlib.util
 import io
+import json
 import os
 import re
 import shutil
@@ -21,8 +22,8 @@ from data import load_mnist
 from model import Net
 from page import design, export, routes
 from tests.exported import FileInBrowser, exported_data
-from tests.fixtures import ROOT, browser_missing, run_script, shapes_mnist, temporary_folder
-from tests.test_alone import COPY_SET, run_in
+from tests.fixtures import (COPY_SET, DRIVER, ROOT, browser_missing, run_in, run_script, shapes_mnist,
+                            temporary_folder)
 
 # A list of layers nobody tuned: every kind the panel offers but batch norm on maps, which the
 # exercises' test trains.
@@ -192,16 +193,20 @@ class DesignTest(FileInBrowser, unittest.TestCase):
                                             "attribution": False})
             self.assertLess((torch.tensor(shown["probabilities"]) - expected[index]).abs().max().item(), 1e-5)
         # test.py prints the page's accuracy; train.py trains the model.py; draw.py shows it.
-        result = run_in(folder, "test.py", "model.pt", "--data-dir", SHAPES, "--device", "cpu")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        printed = float(re.search(r"Test Accuracy: ([\d.]+)%", result.stdout).group(1))
+        # (the three in one process of the copy, each as its script runs)
+        driven = run_in(folder, "-c", DRIVER, json.dumps([
+            ("test", ["model.pt", "--data-dir", SHAPES, "--device", "cpu"]),
+            ("train", ["--epochs", "1", "--data-dir", SHAPES, "--device", "cpu", "--out", "again.pt"]),
+            ("draw", ["model.pt", "--device", "cpu", "--export", "page.html"])]))
+        self.assertEqual(driven.returncode, 0, driven.stderr)
+        (code, tested, err, _), (code_train, trained_out, err_train, _), (code_draw, _, err_draw, _) = \
+            json.loads(driven.stdout)
+        self.assertEqual(code, 0, err)
+        printed = float(re.search(r"Test Accuracy: ([\d.]+)%", tested).group(1))
         self.assertLessEqual(abs(printed - 100 * trained["testAccuracy"]), 0.05)
-        result = run_in(folder, "train.py", "--epochs", "1", "--data-dir", SHAPES, "--device", "cpu",
-                        "--out", "again.pt")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("Test Accuracy: ", result.stdout)
-        result = run_in(folder, "draw.py", "model.pt", "--device", "cpu", "--export", "page.html")
-        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(code_train, 0, err_train)
+        self.assertIn("Test Accuracy: ", trained_out)
+        self.assertEqual(code_draw, 0, err_draw)
         self.assertEqual(exported_data(os.path.join(folder, "page.html"))["networks"][0]["graph"],
                          exported["graph"])
 

@@ -17,9 +17,8 @@ import torch
 import draw
 from model import Net
 from tests.exported import FileInBrowser
-from tests.fixtures import (PHONE_PROBLEMS, ROOT, browser_missing, downloads_folder, draw_stroke,
-                            run_script, shapes_mnist, temporary_folder)
-from tests.test_alone import COPY_SET, run_in
+from tests.fixtures import (COPY_SET, PHONE_PROBLEMS, ROOT, browser_missing, downloads_folder, draw_stroke,
+                            run_in, run_script, shapes_mnist, temporary_folder)
 
 
 def setUpModule():

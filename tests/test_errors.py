@@ -28,7 +28,7 @@ import test
 import train
 from extras import pictures
 from page.collect import give_new_name
-from tests.fixtures import (EPS_SEVEN, ROOT, TutorialModel, fake_ghostscript, make_fake_mnist,
+from tests.fixtures import (EPS_SEVEN, ROOT, Payload, TutorialModel, fake_ghostscript, make_fake_mnist,
                             run_script, run_subprocess, start_script, temporary_folder, write_idx)
 from tools import benchmark, benchmark_export, benchmark_page
 
@@ -295,16 +295,6 @@ for path in {paths!r}:
             print(exit.code, file=sys.stderr)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
 """
-
-
-class Payload:
-    """Unpickling this runs a shell command that creates a marker file."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 class BadArgumentTest(ErrorTestCase):
