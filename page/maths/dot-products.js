@@ -3,7 +3,7 @@
 // (linear). Part of the exported file's maths (tensors.js says more).
 "use strict";
 (() => {
-const { tensor, outputSide, matmul, transposed, mapSums } = maths;
+const { tensor, zeros, outputSide, matmul, transposed, mapSums } = maths;
 
 function convolutionShape(x, s, weight) {
   const [B, C, H, W] = x.shape, [O, perGroup, KH, KW] = weight.shape;
@@ -61,7 +61,7 @@ const convolution = {
   // (K, P) and the kernels (O, K) of one group. x holds B images of xImage floats; y and g hold
   // B images of yImage floats, the group's O maps first in each. kernels.js swaps in kernels.wasm.
   forward(y, x, weight, bias, patches, B, xImage, yImage, O, K, P) {
-    const columns = new Float32Array(K * P);
+    const columns = zeros(K * P);
     for (let b = 0; b < B; b++) {
       gather(columns, x.subarray(b * xImage), patches.indices);
       const out = y.subarray(b * yImage, b * yImage + O * P);
@@ -71,7 +71,7 @@ const convolution = {
   },
   // d weight += g (O, P) x patches^T (P, K), over the images.
   weightGradient(weightGradient, g, x, patches, B, xImage, yImage, O, K, P) {
-    const columns = new Float32Array(K * P);
+    const columns = zeros(K * P);
     for (let b = 0; b < B; b++) {
       gather(columns, x.subarray(b * xImage), patches.indices);
       matmul.nt(weightGradient, g.subarray(b * yImage), columns, O, P, K, true);
@@ -80,7 +80,7 @@ const convolution = {
   // The patches' gradients, kernels^T (K, O) x g (O, P); each input value collects those of
   // every patch it is in (col2im).
   inputGradient(dx, g, weightT, patches, B, xImage, yImage, O, K, P) {
-    const columns = new Float32Array(K * P), indices = patches.indices;
+    const columns = zeros(K * P), indices = patches.indices;
     for (let b = 0; b < B; b++) {
       matmul.nn(columns, weightT, g.subarray(b * yImage), K, O, P, false);
       const image = dx.subarray(b * xImage);

@@ -3,7 +3,7 @@
 // maths (tensors.js says more).
 "use strict";
 (() => {
-const { tensor } = maths;
+const { tensor, zeros } = maths;
 
 const dropping = (random) => ({
   // Dropout in training: each value kept with probability 1 - p and scaled by 1 / (1 - p), as
@@ -11,7 +11,7 @@ const dropping = (random) => ({
   // random numbers cannot be reproduced here, so the masks differ from train.py's.
   forward(x, s) {
     const y = tensor(x.shape), scale = s.p < 1 ? 1 / (1 - s.p) : 0, values = x.data, out = y.data;
-    const mask = y.mask = new Float32Array(values.length);
+    const mask = y.mask = zeros(values.length);
     for (let i = 0; i < values.length; i++) {
       // kept (true, 1) or dropped (false, 0), without an if (see relu in nonlinearities.js)
       mask[i] = (random() >= s.p) * scale;

@@ -27,9 +27,16 @@ function forward(network, weights, input, operationOf) {
 }
 
 function addGradient(gradients, name, gradient) {
-  // A value read twice (a module called twice, x + y) gets the sum of both gradients.
-  if (!gradients[name]) gradients[name] = tensor(gradient.shape, Float32Array.from(gradient.data));
-  else gradient.data.forEach((d, i) => { gradients[name].data[i] += d; });
+  // A value read twice (a module called twice, x + y) gets the sum of both gradients, in a new
+  // tensor: the first may be another node's gradient too (x + y passes one to both), kept as it is.
+  const first = gradients[name];
+  if (!first) {
+    gradients[name] = gradient;
+    return;
+  }
+  const sum = tensor(first.shape), a = first.data, b = gradient.data;
+  for (let i = 0; i < sum.data.length; i++) sum.data[i] = a[i] + b[i];
+  gradients[name] = sum;
 }
 
 function backward(network, weights, outputs, outputGradient, operationOf, { input = true, visit } = {}) {

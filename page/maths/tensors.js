@@ -14,8 +14,36 @@ const maths = {
 const f32 = Math.fround;
 
 // Tensors: {shape, data}, the batch first, values in a Float32Array as PyTorch keeps them.
-function tensor(shape, data = new Float32Array(shape.reduce((a, b) => a * b, 1))) {
+function tensor(shape, data = zeros(shape.reduce((a, b) => a * b, 1))) {
   return { shape, data };
+}
+
+// A training step makes the same arrays, in the same order, at every step. In a scratchpad's
+// steps (reusing) the nth array asked for is the nth of the step before, zeroed again, instead of
+// a new one: a browser gives a new large array pages fresh from the system, whose first touch
+// costs more than the arithmetic done in them (docs/page.md, "Why Chromium lagged").
+let pad = null;  // the scratchpad of the step in progress, or null
+
+function zeros(length, Type = Float32Array) {
+  // A new array of length zeros, or, in a scratchpad's step, the one made at this point of the last.
+  if (!pad) return new Type(length);
+  const index = pad.next++, old = pad.arrays[index];
+  if (old && old.length === length && old.constructor === Type) return old.fill(0);
+  pad.arrays[index] = new Type(length);
+  return pad.arrays[index];
+}
+
+function reusing(scratchpad, work) {
+  // work() with scratchpad's arrays ({arrays: []} to start), which are handed out again at its
+  // next call: nothing made in one call may be kept past the next.
+  const outer = pad;
+  pad = scratchpad;
+  pad.next = 0;
+  try {
+    return work();
+  } finally {
+    pad = outer;
+  }
 }
 
 function normalised(mean, std) {
@@ -56,7 +84,7 @@ const matmul = {
 };
 
 function transposed(values, rows, columns) {
-  const out = new Float32Array(rows * columns);
+  const out = zeros(rows * columns);
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < columns; c++) out[c * rows + r] = values[r * columns + c];
   }
@@ -76,5 +104,5 @@ function mapSums(g) {
   return Float32Array.from(sums);
 }
 
-Object.assign(maths, { f32, tensor, normalised, outputSide, matmul, transposed, mapSums });
+Object.assign(maths, { f32, tensor, zeros, reusing, normalised, outputSide, matmul, transposed, mapSums });
 })();

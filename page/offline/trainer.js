@@ -102,7 +102,7 @@ function run({ network, weights, settings, data, kernels }) {
                      steps: Math.floor(count / settings.batchSize), history: { loss: [], accuracy: [] },
                      optimizer: maths.adam(network, weights, settings.lr, settings.weightDecay),
                      normalised: maths.normalised(settings.mean, settings.std),
-                     snapshots: [], keep: new Set(settings.snapshotSteps) };
+                     snapshots: [], keep: new Set(settings.snapshotSteps), scratchpad: { arrays: [] } };
   const before = data.extra.labels.length ? accuracyOn(network, weights, data.extra) : null;
   if (training.keep.has(0)) training.snapshots.push({ step: 0, weights: copies(weights) });
   self.postMessage({ kind: "weights", step: 0, weights: copies(weights) });  // the start, for the page
@@ -119,8 +119,10 @@ function trainEpoch(training, epoch) {
   const { network, weights, settings, data, random, optimizer, history } = training;
   const order = shuffled(training.count, random), size = settings.batchSize;
   for (let step = 0; step < training.steps; step++, training.done++) {
-    const [input, labels] = batchOf(data, order, step * size, size, training.normalised);
-    const { loss, logits } = maths.trainingStep(network, weights, input, labels, optimizer, random);
+    const { loss, labels, logits } = maths.reusing(training.scratchpad, () => {
+      const [input, labels] = batchOf(data, order, step * size, size, training.normalised);
+      return { labels, ...maths.trainingStep(network, weights, input, labels, optimizer, random) };
+    });
     if (!Number.isFinite(loss) || loss > settings.divergedLoss) {  // as train.py, which checks after the step
       const where = `loss ${loss.toPrecision(4)} at epoch ${epoch}, step ${step + 1}`;
       throw new RunError(`training diverged (${where}); try a smaller learning rate`);
