@@ -47,8 +47,11 @@ ROUNDING_IMAGES = 1000  # the images of the first set on which the page counts w
 # refused beyond in one line: train.py's own for the learning rate (the file detects divergence as
 # train.py does), the weight decay and the seed (32 bits: the file's generator takes no more, and
 # a JSON number cannot carry 2**63 exactly); the file's own, for a phone's memory, for the rest.
+# workers: the most that share a batch, whatever number of cores the browser reports: each holds
+# its own copy of the training images, and a batch of 64 in more shares leaves each too little to
+# do between the messages (docs/page.md, "Both cores").
 FILE_TRAINING = {"images": 256, "steps": 100, "epochs": 100, "batchSize": 1024, "lr": MAX_LR,
-                 "weightDecay": MAX_WEIGHT_DECAY, "seed": MAX_SEED}
+                 "weightDecay": MAX_WEIGHT_DECAY, "seed": MAX_SEED, "workers": 4}
 # Steps between the weights a run in the file sends, for the page to show the network as it is.
 FILE_REDRAW_INTERVAL = 200
 # The refusals the file words as the server does: str.format templates, which its said() fills in.

@@ -61,13 +61,29 @@ function backward(network, weights, outputs, outputGradient, operationOf, { inpu
 
 const evalOperation = (node) => operations[node.op];
 
-function trainingOperation(node, random) {
+function trainingOperation(node, random, share) {
   // The operation as train() computes it: batch norm with the batch's statistics; a dropout (an
-  // identity node with its p) drops only when given random numbers (random: a function, or null).
+  // identity node with its p) drops only when given random numbers (random: a generator, or
+  // null; share: which images of the batch the input holds, see dropout.js).
   if (node.op === "batch_norm") return maths.batchNormTraining;
   const dropout = node.op === "identity" && node.settings && "p" in node.settings;
-  if (dropout && random) return maths.dropping(random);
+  if (dropout && random) return maths.dropping(random, share);
   return operations[node.op];
+}
+
+function unsplittable(network) {
+  // Why a batch of this network cannot be shared among workers, each with some of its images, as
+  // a sentence; or null. Batch norm's statistics are the whole batch's; the others mix images.
+  for (const node of network.graph) {
+    const s = node.settings || {}, [, shape] = node.args || [];
+    if (node.op === "batch_norm") return `${node.name} (batch norm) needs the whole batch's statistics`;
+    // Along dimension 0 (or counted from the end, which may be it), or the batch flattened away.
+    const mixes = (["softmax", "log_softmax"].includes(node.op) && (s.dim === 0 || s.dim < -1))
+      || (node.op === "flatten" && s.start < 1)
+      || (node.op === "view" && (shape.length < 2 || !(shape[0] === -1 || typeof shape[0] === "object")));
+    if (mixes) return `${node.name} (${node.op}) mixes the batch's images`;
+  }
+  return null;
 }
 
 function untrainable(network) {
@@ -87,5 +103,5 @@ function untrainable(network) {
 }
 
 Object.assign(maths, { paramsOf, forward, addGradient, backward, evalOperation, trainingOperation,
-                       untrainable });
+                       untrainable, unsplittable });
 })();

@@ -2,31 +2,19 @@
 // maths (page/maths/), as a Web Worker (window.routes.trainRun and the Train panel,
 // window.routes.trainSteps), so that drawing and every explanation keep answering while it trains.
 // It runs train.py's loop with the maths' operations. In: one message, a job: a run (see run below)
-// or trainSteps' steps (see steps). Out: {kind: "progress" | "weights" | "done" | "failed"}.
+// or trainSteps' steps (see steps), for the lead, which shares each batch with its team of helpers
+// (help). Out, from the lead: {kind: "progress" | "weights" | "done" | "failed"}.
 "use strict";
 (() => {
 self.onmessage = ({ data }) => {
-  try {
-    (data.job === "steps" ? steps : run)(data);
-  } catch (error) {
+  const jobs = { run, steps, help };
+  Promise.resolve(data).then(jobs[data.job]).catch((error) => {
     const message = error instanceof RunError ? error.message : `training stopped: ${error}`;
     self.postMessage({ kind: "failed", message });
-  }
+  });
 };
 
 class RunError extends Error {}
-
-function generator(seed) {
-  // Random numbers in [0, 1) from a seed (mulberry32): the same seed, the same run. PyTorch's own
-  // generator is not reproduced, so a seed here gives other numbers than train.py's.
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6D2B79F5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function shuffled(count, random) {  // a random order of 0 ... count - 1 (Fisher-Yates), as randperm gives one
   const order = Int32Array.from({ length: count }, (_, i) => i);
@@ -89,16 +77,17 @@ function copies(weights) {
   return Object.fromEntries(Object.entries(weights).map(([key, t]) => [key, Float32Array.from(t.data)]));
 }
 
-function run({ network, weights, settings, data, kernels }) {
+async function run({ network, weights, settings, data, kernels, team }) {
   // weights: the tensors it starts from, trained in place (the worker's own copy). settings:
   // epochs, batchSize, lr, weightDecay, seed, fresh (new weights from the seed instead),
   // logInterval (steps between progress lines), redrawInterval (steps between weights sent for
-  // the page to redraw), snapshotSteps, divergedLoss, mean, std.
+  // the page to redraw), snapshotSteps, divergedLoss, mean, std. team: the ports of the workers
+  // that share each batch (help, below), or none.
   maths.useKernels(kernels);
-  const random = generator(settings.seed), start = performance.now();
+  const random = maths.generator(settings.seed), start = performance.now();
   if (settings.fresh) Object.assign(weights, freshWeights(network, weights, random));
   const count = data.labels.length + data.extra.labels.length * data.extra.repeats;
-  const training = { network, weights, settings, data, random, start, count, done: 0, reported: 0,
+  const training = { network, weights, settings, data, random, start, count, done: 0, reported: 0, team,
                      steps: Math.floor(count / settings.batchSize), history: { loss: [], accuracy: [] },
                      optimizer: maths.adam(network, weights, settings.lr, settings.weightDecay),
                      normalised: maths.normalised(settings.mean, settings.std),
@@ -106,7 +95,7 @@ function run({ network, weights, settings, data, kernels }) {
   const before = data.extra.labels.length ? accuracyOn(network, weights, data.extra) : null;
   if (training.keep.has(0)) training.snapshots.push({ step: 0, weights: copies(weights) });
   self.postMessage({ kind: "weights", step: 0, weights: copies(weights) });  // the start, for the page
-  for (let epoch = 1; epoch <= settings.epochs; epoch++) trainEpoch(training, epoch);
+  for (let epoch = 1; epoch <= settings.epochs; epoch++) await trainEpoch(training, epoch);
   const seconds = (performance.now() - start) / 1000, { snapshots, history, done } = training;
   const after = () => accuracyOn(network, weights, data.extra);
   self.postMessage({ kind: "done", seconds, weights: copies(weights), snapshots, history, steps: done,
@@ -114,21 +103,22 @@ function run({ network, weights, settings, data, kernels }) {
                      drawings: before === null ? null : { before, after: after() } });
 }
 
-function trainEpoch(training, epoch) {
+async function trainEpoch(training, epoch) {
   // One pass over the images in a new random order, the last incomplete batch skipped, as train.py.
-  const { network, weights, settings, data, random, optimizer, history } = training;
+  const { weights, settings, data, random, history, normalised } = training;
   const order = shuffled(training.count, random), size = settings.batchSize;
   for (let step = 0; step < training.steps; step++, training.done++) {
-    const { loss, labels, logits } = maths.reusing(training.scratchpad, () => {
-      const [input, labels] = batchOf(data, order, step * size, size, training.normalised);
-      return { labels, ...maths.trainingStep(network, weights, input, labels, optimizer, random) };
+    const at = step * size;
+    const { loss, correct: right } = await sharedStep(training, size, {
+      own: (first, count) => batchOf(data, order, at + first, count, normalised),
+      part: (first, count) => ({ indices: order.slice(at + first, at + first + count) }),
     });
     if (!Number.isFinite(loss) || loss > settings.divergedLoss) {  // as train.py, which checks after the step
       const where = `loss ${loss.toPrecision(4)} at epoch ${epoch}, step ${step + 1}`;
       throw new RunError(`training diverged (${where}); try a smaller learning rate`);
     }
     history.loss.push(loss);
-    history.accuracy.push(correct(logits, labels) / labels.length);
+    history.accuracy.push(right / size);
     const reached = training.done + 1;
     if (training.keep.has(reached)) training.snapshots.push({ step: reached, weights: copies(weights) });
     report(training, epoch, step, loss);
@@ -136,6 +126,95 @@ function trainEpoch(training, epoch) {
       self.postMessage({ kind: "weights", step: reached, weights: copies(weights) });
     }
   }
+}
+
+function sharesOf(size, workers) {
+  // [first, count] of each worker's images of a batch of size: as equal as they can be.
+  return Array.from({ length: workers }, (_, k) => {
+    const first = Math.floor((k * size) / workers);
+    return [first, Math.floor(((k + 1) * size) / workers) - first];
+  });
+}
+
+function flattened(tensors, keys) {  // the tensors' values one after another, in keys' order
+  const flat = new Float32Array(keys.reduce((total, key) => total + tensors[key].data.length, 0));
+  let offset = 0;
+  for (const key of keys) {
+    flat.set(tensors[key].data, offset);
+    offset += tensors[key].data.length;
+  }
+  return flat;
+}
+
+function unflattened(flat, network, keys) {  // flattened's tensors again, as views of flat
+  let offset = 0;
+  return Object.fromEntries(keys.map((key) => {
+    const shape = network.tensors.find(([name]) => name === key)[1], size = shape.reduce((a, b) => a * b, 1);
+    offset += size;
+    return [key, maths.tensor(shape, flat.subarray(offset - size, offset))];
+  }));
+}
+
+async function sharedStep(training, size, batch) {
+  // One step of train.py's loop on a batch of size images shared among this worker (the first
+  // share) and its team, each share's gradients worked out where it is and added here in the
+  // shares' order, then one optimizer step. batch.own(first, count): a share's [input, labels]
+  // here; batch.part(first, count): what a helper needs to make them. The weights go to each
+  // helper, and its gradients come back, as one array each, moved rather than copied (their
+  // transfer list).
+  const { network, weights, optimizer, random, team = [] } = training, state = random && random.state();
+  const shares = sharesOf(size, team.length + 1), keys = network.tensors.map(([key]) => key);
+  const answers = team.map((port, k) => {
+    const [first, count] = shares[k + 1], flat = flattened(weights, keys);
+    const answer = new Promise((resolve) => { port.onmessage = ({ data }) => resolve(data); });
+    port.postMessage({ weights: flat, state, size, first, ...batch.part(first, count) }, [flat.buffer]);
+    return answer;
+  });
+  const own = maths.reusing(training.scratchpad, () => {
+    const [input, labels] = batch.own(0, shares[0][1]);
+    const { lossSum, logits, gradients } = maths.shareGradients(network, weights, input, labels, random,
+                                                                { first: 0, batch: size });
+    return { lossSum, gradients, correct: correct(logits, labels) };
+  });
+  const helped = await Promise.all(answers), failed = helped.find((answer) => answer.failed);
+  if (failed) throw new RunError(failed.failed);
+  const parameters = Object.keys(own.gradients);
+  const gradients = helped.length === 0 ? own.gradients : maths.addedShares([own.gradients, ...helped.map(
+    (answer) => unflattened(answer.gradients, network, parameters))]);
+  optimizer.step(gradients);
+  const total = (key) => helped.reduce((sum, answer) => sum + answer[key], own[key]);
+  return { loss: total("lossSum") / size, correct: total("correct"), gradients };
+}
+
+function help({ network, kernels, data, mean, std, lead }) {
+  // A helper: its share of each of the lead's steps (sharedStep), on the images it was sent once
+  // (a run's: data) or those each step sends (trainSteps'). It answers with its images' sum of
+  // the loss, how many it read right and the gradients, flattened in the order its share found
+  // them (the lead's own share finds the same, on the same graph).
+  maths.useKernels(kernels);
+  const scratchpad = { arrays: [] }, normalised = maths.normalised(mean, std);
+  const keys = network.tensors.map(([key]) => key);
+  lead.onmessage = ({ data: step }) => {
+    let answer;
+    try {
+      answer = maths.reusing(scratchpad, () => {
+        const weights = unflattened(step.weights, network, keys);
+        const count = (step.indices ?? step.labels).length;
+        const [input, labels] = step.indices ? batchOf(data, step.indices, 0, count, normalised)
+          : [maths.tensor([count, 1, 28, 28], step.input), step.labels];
+        const random = step.state === null ? null : maths.generator(step.state);
+        const share = maths.shareGradients(network, weights, input, labels, random,
+                                           { first: step.first, batch: step.size });
+        const parameters = Object.keys(share.gradients);
+        return { lossSum: share.lossSum, correct: correct(share.logits, labels),
+                 gradients: flattened(share.gradients, parameters) };
+      });
+    } catch (error) {
+      lead.postMessage({ failed: `training stopped: ${error}` });
+      return;
+    }
+    lead.postMessage(answer, [answer.gradients.buffer]);
+  };
 }
 
 function report(training, epoch, step, loss) {
@@ -152,15 +231,26 @@ function report(training, epoch, step, loss) {
   training.reported = history.loss.length;
 }
 
-function steps({ network, weights, input, labels, lr, weightDecay, steps: count, dropout, kernels }) {
-  // count Adam steps on one batch (run-checks.js checked it): each step's loss, the first step's
-  // gradient of each weight and bias (zeros for one no path reaches), the weights after the last.
+async function steps({ network, weights, input, labels, lr, weightDecay, steps: count, dropout, kernels,
+                      team }) {
+  // count Adam steps on one batch (run-checks.js checked it), shared with team as a run's: each
+  // step's loss, the first step's gradient of each weight and bias (zeros for one no path
+  // reaches), the weights after the last.
   maths.useKernels(kernels);
-  const optimizer = maths.adam(network, weights, lr, weightDecay), random = dropout ? Math.random : null;
-  const losses = [];
+  const optimizer = maths.adam(network, weights, lr, weightDecay);
+  const random = dropout ? maths.generator(Math.random() * 2 ** 32) : null;
+  const training = { network, weights, optimizer, random, team, scratchpad: { arrays: [] } };
+  const losses = [], shareOf = (first, count) => [maths.tensor([count, 1, 28, 28],
+    input.data.slice(first * 784, (first + count) * 784)), labels.slice(first, first + count)];
   let first = null;
   for (let step = 1; step <= count; step++) {
-    const { loss, gradients } = maths.trainingStep(network, weights, input, labels, optimizer, random);
+    const { loss, gradients } = await sharedStep(training, labels.length, {
+      own: shareOf,
+      part: (start, size) => {
+        const [images, its] = shareOf(start, size);
+        return { input: images.data, labels: its };
+      },
+    });
     losses.push(loss);
     first ??= gradients;
   }

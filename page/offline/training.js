@@ -1,12 +1,14 @@
 // Training in the exported file: trainSteps (a few steps on one batch, for scripts) and trainRun (a
-// whole run, and the Train panel that calls it), each in a Web Worker made of the file's maths and
-// trainer.js (the scripts marked data-worker), so that the page keeps answering; one at a time, and
-// trainStop() ends either. A run's network joins the page's networks while it trains (run-end.js).
+// whole run, and the Train panel that calls it), each in Web Workers made of the file's maths and
+// trainer.js (the scripts marked data-worker), so that the page keeps answering: a lead that runs
+// train.py's loop and helpers that each work out a share of every batch; one training at a time,
+// and trainStop() ends either. A run's network joins the page's networks while it trains
+// (run-end.js).
 "use strict";
 (() => {
 const { EXPORT, BadRequest, parameters, tensorsOf, mnistImages } = offline;
 const { trainingBody, trainable, runBody, extraPictures, snapshotSteps, joinedNetwork, finished } = offline;
-const { tensor } = maths;
+const { tensor, unsplittable } = maths;
 const RUN = EXPORT.training_run;
 let running = null;  // the training in progress: {stopped, halt(), stop()}
 
@@ -34,37 +36,51 @@ function newWorker() {
   return new Worker(URL.createObjectURL(new Blob(scripts, { type: "text/javascript" })));
 }
 
-function inWorker(run, message, onMessage = () => {}) {
-  // Sends message to a new training worker; resolves to its "done" message, and is refused as
-  // the training ends otherwise (its "failed": 422; an error: 500; trainStop: 409). onMessage sees
-  // every message it sends.
-  let worker;
+function inWorkers(run, message, help, onMessage = () => {}) {
+  // Sends message to a new training worker, the lead, and help.message to help.count - 1 more,
+  // its helpers, each joined to the lead by a channel of its own (the lead's team); resolves to
+  // the lead's "done" message, and is refused as the training ends otherwise (its "failed": 422;
+  // an error in any of them: 500; trainStop: 409). onMessage sees every message the lead sends.
+  let workers;
   try {
-    worker = newWorker();
+    workers = Array.from({ length: help.count }, newWorker);
   } catch (error) {  // a browser that runs no worker from a page's own script
     const why = `this browser cannot start the page's training worker: ${error.message}`;
     return Promise.reject(new BadRequest(500, why));
   }
   return new Promise((resolve, reject) => {
     const end = (error, data) => {
-      worker.terminate();
+      for (const worker of workers) worker.terminate();
       run.halt = () => {};
       if (error) reject(error); else resolve(data);
     };
     run.halt = () => end(new BadRequest(409, "training stopped"));
-    worker.onerror = (event) => {
-      event.preventDefault();
-      end(new BadRequest(500, `training stopped: ${event.message}`));
-    };
+    for (const worker of workers) {
+      worker.onerror = (event) => {
+        event.preventDefault();
+        end(new BadRequest(500, `training stopped: ${event.message}`));
+      };
+    }
+    const [lead, ...helpers] = workers, kernels = maths.kernelsInUse();  // the page's own maths
+    const team = helpers.map((helper) => {
+      const { port1, port2 } = new MessageChannel();
+      helper.postMessage({ ...help.message, job: "help", kernels, lead: port2 }, [port2]);
+      return port1;
+    });
     // Settled first: the caller's promise goes on after onMessage, which may fail.
-    worker.onmessage = ({ data }) => {
+    lead.onmessage = ({ data }) => {
       if (data.kind === "failed") end(new BadRequest(422, data.message));
       if (data.kind === "done") end(null, data);
       onMessage(data);
     };
-    // The page's own maths: kernels.wasm or the plain loops.
-    worker.postMessage({ ...message, kernels: maths.kernelsInUse() });
+    lead.postMessage({ ...message, kernels, team }, team);
   });
+}
+
+function workersFor(network, wanted, images) {
+  // How many workers share each batch of images: as many as asked, unless the batch has fewer
+  // images or the network needs the whole batch in one (maths.unsplittable).
+  return unsplittable(network) ? 1 : Math.min(wanted, images);
 }
 
 function trainingCopy(network, snapshot) {
@@ -80,15 +96,16 @@ function layersOf(network) {  // what a training worker needs of a network
 async function trainSteps(request) {
   // K Adam steps on one batch from network N's final weights: the losses, the first step's
   // gradients and the weights (with batch norm's running statistics) after the last.
-  const { model, network, input, labels, lr, weightDecay, steps, dropout } = trainingBody(request);
+  const { model, network, input, labels, lr, weightDecay, steps, dropout, workers } = trainingBody(request);
   trainable(model, network);
-  const weights = trainingCopy(network, network.weights.length - 1);
-  const message = { job: "steps", network: layersOf(network), weights, input, labels, lr, weightDecay, steps,
-                    dropout };
-  const done = await trainingAlone((run) => inWorker(run, message));
+  const weights = trainingCopy(network, network.weights.length - 1), layers = layersOf(network);
+  const message = { job: "steps", network: layers, weights, input, labels, lr, weightDecay, steps, dropout };
+  const help = { count: workersFor(network, workers, labels.length),
+                 message: { network: layers, mean: EXPORT.mean, std: EXPORT.std, data: null } };
+  const done = await trainingAlone((run) => inWorkers(run, message, help));
   const arrays = (entries) => Object.fromEntries(entries.map(([key, values]) => [key, Array.from(values)]));
   return { losses: done.losses, gradients: arrays(Object.entries(done.gradients)),
-           state: arrays(network.tensors.map(([key]) => [key, done.weights[key]])) };
+           state: arrays(network.tensors.map(([key]) => [key, done.weights[key]])), workers: help.count };
 }
 
 async function trainRun(request, onMessage = () => {}) {
@@ -99,18 +116,21 @@ async function trainRun(request, onMessage = () => {}) {
   return trainingAlone(async (run) => {
     const sets = await mnistImages();
     unlessStopped(run);  // stopped while the images were decoded
-    const message = runMessage(body, sets);
+    const message = runMessage(body, sets), { network, data } = message;
+    const workers = workersFor(body.network, body.workers, body.batchSize);
+    const help = { count: workers, message: { network, mean: EXPORT.mean, std: EXPORT.std,
+                                              data: { ...data, test: null } } };
     const epochs = `${body.epochs} epoch${body.epochs > 1 ? "s" : ""}`;
     const live = joinedNetwork(body.network, `trained in this page (${epochs}, seed ${body.seed})`);
     try {
-      const done = await inWorker(run, message, (sent) => {
+      const done = await inWorkers(run, message, help, (sent) => {
         if (sent.kind === "weights") live.cache = [tensorsOf(live, sent.weights)];
         const model = EXPORT.networks.indexOf(live);
-        onMessage({ ...sent, model, weights: undefined, snapshots: undefined });
+        onMessage({ ...sent, model, workers, weights: undefined, snapshots: undefined });
       });
       const result = await finished(live, body, done, sets.test);
       unlessStopped(run);  // stopped while it was tested and its checkpoint written
-      return result;
+      return { ...result, workers };
     } catch (error) {  // refused, stopped or failed: the page keeps no network of a run that failed
       EXPORT.networks.splice(EXPORT.networks.indexOf(live), 1);
       throw error;
