@@ -340,8 +340,9 @@ def export_data(page):
             "attribution_steps": ATTRIBUTION_STEPS, "unsure_below": UNSURE_BELOW,
             "resize_probe": resize_probe(),
             # the maths' products and convolutions (page/maths/kernels.js), assembled from kernels.wat
-            # (tools.make_kernels)
-            "kernels": base64.b64encode(script_bytes("kernels.wasm")).decode(),
+            # (tools.make_kernels): with fused multiply-adds, and without, best first
+            "kernels": [[name, base64.b64encode(script_bytes(f"{file}.wasm")).decode()]
+                        for name, file in (("fma", "kernels-fma"), ("simd", "kernels"))],
             "ink_range": INK_RANGE,
             # What the server refuses and shows, so that the file refuses and shows the same.
             "limits": {"side": MAX_SIDE, "picture_pixels": MAX_PICTURE_PIXELS,

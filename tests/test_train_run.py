@@ -206,7 +206,7 @@ class KernelsTest(unittest.TestCase):
         # (run in this process: a new one would spend seconds importing torch for common's sake).
         code, out, err = run_script(make_kernels, ["--check"])
         self.assertEqual((code, err), (0, ""), out)
-        self.assertEqual(out, "page/kernels.wasm is up to date\n")
+        self.assertEqual(out, "page/kernels.wasm is up to date\npage/kernels-fma.wasm is up to date\n")
 
 
 if __name__ == "__main__":

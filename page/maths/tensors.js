@@ -21,28 +21,34 @@ function tensor(shape, data = zeros(shape.reduce((a, b) => a * b, 1))) {
 // A training step makes the same arrays, in the same order, at every step. In a scratchpad's
 // steps (reusing) the nth array asked for is the nth of the step before, zeroed again, instead of
 // a new one: a browser gives a new large array pages fresh from the system, whose first touch
-// costs more than the arithmetic done in them (docs/page.md, "Why Chromium lagged").
-let pad = null;  // the scratchpad of the step in progress, or null
+// costs more than the arithmetic done in them (docs/page.md, "Why Chromium lagged"). Where the
+// WebAssembly kernels run, kernels.js lays the arrays out in their memory (scratch.home), so that
+// the kernels work on them where they are instead of on copies.
+const scratch = { pad: null, home: null };  // the scratchpad of the step in progress, or null
 
 function zeros(length, Type = Float32Array) {
   // A new array of length zeros, or, in a scratchpad's step, the one made at this point of the last.
+  const { pad } = scratch;
   if (!pad) return new Type(length);
   const index = pad.next++, old = pad.arrays[index];
   if (old && old.length === length && old.constructor === Type) return old.fill(0);
   pad.arrays[index] = new Type(length);
+  pad.homeless = true;
   return pad.arrays[index];
 }
 
 function reusing(scratchpad, work) {
   // work() with scratchpad's arrays ({arrays: []} to start), which are handed out again at its
   // next call: nothing made in one call may be kept past the next.
-  const outer = pad;
-  pad = scratchpad;
-  pad.next = 0;
+  const outer = scratch.pad;
+  if (scratchpad.homeless && scratch.home) scratchpad.arrays = scratch.home(scratchpad);
+  scratchpad.homeless = false;
+  scratch.pad = scratchpad;
+  scratchpad.next = 0;
   try {
     return work();
   } finally {
-    pad = outer;
+    scratch.pad = outer;
   }
 }
 
@@ -104,5 +110,6 @@ function mapSums(g) {
   return Float32Array.from(sums);
 }
 
-Object.assign(maths, { f32, tensor, zeros, reusing, normalised, outputSide, matmul, transposed, mapSums });
+Object.assign(maths, { f32, tensor, scratch, zeros, reusing, normalised, outputSide, matmul, transposed,
+                       mapSums });
 })();

@@ -83,7 +83,7 @@ async function run({ network, weights, settings, data, kernels, team }) {
   // logInterval (steps between progress lines), redrawInterval (steps between weights sent for
   // the page to redraw), snapshotSteps, divergedLoss, mean, std. team: the ports of the workers
   // that share each batch (help, below), or none.
-  maths.useKernels(kernels);
+  maths.useKernels(kernels ? [kernels] : []);
   const random = maths.generator(settings.seed), start = performance.now();
   if (settings.fresh) Object.assign(weights, freshWeights(network, weights, random));
   const count = data.labels.length + data.extra.labels.length * data.extra.repeats;
@@ -191,7 +191,7 @@ function help({ network, kernels, data, mean, std, lead }) {
   // (a run's: data) or those each step sends (trainSteps'). It answers with its images' sum of
   // the loss, how many it read right and the gradients, flattened in the order its share found
   // them (the lead's own share finds the same, on the same graph).
-  maths.useKernels(kernels);
+  maths.useKernels(kernels ? [kernels] : []);
   const scratchpad = { arrays: [] }, normalised = maths.normalised(mean, std);
   const keys = network.tensors.map(([key]) => key);
   lead.onmessage = ({ data: step }) => {
@@ -236,7 +236,7 @@ async function steps({ network, weights, input, labels, lr, weightDecay, steps: 
   // count Adam steps on one batch (run-checks.js checked it), shared with team as a run's: each
   // step's loss, the first step's gradient of each weight and bias (zeros for one no path
   // reaches), the weights after the last.
-  maths.useKernels(kernels);
+  maths.useKernels(kernels ? [kernels] : []);
   const optimizer = maths.adam(network, weights, lr, weightDecay);
   const random = dropout ? maths.generator(Math.random() * 2 ** 32) : null;
   const training = { network, weights, optimizer, random, team, scratchpad: { arrays: [] } };
