@@ -538,4 +538,70 @@
       (local.set $map (i32.add (local.get $map) (i32.const 1)))
       (br $each_map)))
   )
+
+  ;; ReLU over n values: y = max(x, 0), four at a time (a NaN stays a NaN, as PyTorch's).
+  (func (export "relu") (param $y i32) (param $x i32) (param $n i32)
+    (local $end i32)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (block $four_done (loop $four
+      (br_if $four_done (i32.gt_u (i32.add (local.get $x) (i32.const 16)) (local.get $end)))
+      (v128.store (local.get $y) (f32x4.max (v128.load (local.get $x)) (v128.const f32x4 0 0 0 0)))
+      (local.set $x (i32.add (local.get $x) (i32.const 16)))
+      (local.set $y (i32.add (local.get $y) (i32.const 16)))
+      (br $four)))
+    (block $done (loop $one
+      (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+      (f32.store (local.get $y) (f32.max (f32.load (local.get $x)) (f32.const 0)))
+      (local.set $x (i32.add (local.get $x) (i32.const 4)))
+      (local.set $y (i32.add (local.get $y) (i32.const 4)))
+      (br $one)))
+  )
+
+  ;; ReLU's gradient over n values: dx = g where x > 0, else 0.
+  (func (export "relu_gradient") (param $dx i32) (param $g i32) (param $x i32) (param $n i32)
+    (local $end i32)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (block $four_done (loop $four
+      (br_if $four_done (i32.gt_u (i32.add (local.get $x) (i32.const 16)) (local.get $end)))
+      (v128.store (local.get $dx) (v128.and (v128.load (local.get $g))
+                                            (f32x4.gt (v128.load (local.get $x)) (v128.const f32x4 0 0 0 0))))
+      (local.set $x (i32.add (local.get $x) (i32.const 16)))
+      (local.set $g (i32.add (local.get $g) (i32.const 16)))
+      (local.set $dx (i32.add (local.get $dx) (i32.const 16)))
+      (br $four)))
+    (block $done (loop $one
+      (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+      (f32.store (local.get $dx) (select (f32.load (local.get $g)) (f32.const 0)
+                                         (f32.gt (f32.load (local.get $x)) (f32.const 0))))
+      (local.set $x (i32.add (local.get $x) (i32.const 4)))
+      (local.set $g (i32.add (local.get $g) (i32.const 4)))
+      (local.set $dx (i32.add (local.get $dx) (i32.const 4)))
+      (br $one)))
+  )
+
+  ;; out = a b, value by value, over n values (dropout's gradient: g times the mask).
+  (func (export "times") (param $out i32) (param $a i32) (param $b i32) (param $n i32)
+    (local $end i32)
+    (local.set $end (i32.add (local.get $a) (i32.shl (local.get $n) (i32.const 2))))
+    (block $four_done (loop $four
+      (br_if $four_done (i32.gt_u (i32.add (local.get $a) (i32.const 16)) (local.get $end)))
+      (v128.store (local.get $out) (f32x4.mul (v128.load (local.get $a)) (v128.load (local.get $b))))
+      (local.set $a (i32.add (local.get $a) (i32.const 16)))
+      (local.set $b (i32.add (local.get $b) (i32.const 16)))
+      (local.set $out (i32.add (local.get $out) (i32.const 16)))
+      (br $four)))
+    (block $done (loop $one
+      (br_if $done (i32.ge_u (local.get $a) (local.get $end)))
+      (f32.store (local.get $out) (f32.mul (f32.load (local.get $a)) (f32.load (local.get $b))))
+      (local.set $a (i32.add (local.get $a) (i32.const 4)))
+      (local.set $b (i32.add (local.get $b) (i32.const 4)))
+      (local.set $out (i32.add (local.get $out) (i32.const 4)))
+      (br $one)))
+  )
+
+  ;; Max pooling's gradient: dx[kept[i]] += g[i] for each of n outputs whose kept index (counted in
+  ;; floats from dx) is not -1 (a window of padding only).
+  (func (export "max_pool_gradient") (param $dx i32) (param $kept i32) (param $g i32) (param $n i32)
+    (call $scatter (local.get $dx) (local.get $g) (local.get $kept) (local.get $n))
+  )
 )

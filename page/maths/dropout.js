@@ -3,7 +3,7 @@
 // a run's seed starts. Part of the exported file's maths (tensors.js says more).
 "use strict";
 (() => {
-const { tensor, zeros } = maths;
+const { tensor, zeros, pointwise } = maths;
 
 function generator(seed) {
   // Random numbers in [0, 1) from a seed (mulberry32): the same seed, the same run. PyTorch's own
@@ -44,8 +44,8 @@ const dropping = (random, share) => ({
     return y;
   },
   backward(g, x, s, p, y) {
-    const dx = tensor(x.shape), mask = y.mask, gradients = g.data, out = dx.data;
-    for (let i = 0; i < out.length; i++) out[i] = gradients[i] * mask[i];
+    const dx = tensor(x.shape);
+    pointwise.times(dx.data, g.data, y.mask);
     return dx;
   },
 });

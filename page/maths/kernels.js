@@ -4,8 +4,8 @@
 // tensors.js, dot-products.js and pooling.js. Part of the exported file's maths.
 "use strict";
 (() => {
-const { matmul, convolution, pooling } = maths;
-const plainLoops = [[matmul, { ...matmul }], [convolution, { ...convolution }], [pooling, { ...pooling }]];
+const { matmul, convolution, pooling, pointwise } = maths;
+const plainLoops = [matmul, convolution, pooling, pointwise].map((loops) => [loops, { ...loops }]);
 let kernelsUsed = null;  // [name, bytes] of the module whose kernels run, else null
 
 // What a training worker is started with, to compute as the page does.
@@ -36,6 +36,13 @@ function useProducts(e, call) {
     [A, M * K, "in"], [B, N * K, "in"]], M, K, N, accumulate ? 1 : 0);
   pooling.max2x2 = (y, kept, x, maps, H, W, OH, OW) => call(e.max_pool_2x2, [[y, maps * OH * OW, "out"],
     [kept, maps * OH * OW, "out"], [x, maps * H * W, "in"]], maps, H, W, OH, OW);
+  pooling.gradient = (dx, kept, g) => call(e.max_pool_gradient, [[dx, dx.length, "in out"],
+    [kept, kept.length, "in"], [g, g.length, "in"]], kept.length);
+  pointwise.relu = (y, x) => call(e.relu, [[y, y.length, "out"], [x, y.length, "in"]], y.length);
+  pointwise.reluGradient = (dx, g, x) => call(e.relu_gradient, [[dx, dx.length, "out"], [g, dx.length, "in"],
+    [x, dx.length, "in"]], dx.length);
+  pointwise.times = (out, a, b) => call(e.times, [[out, out.length, "out"], [a, out.length, "in"],
+    [b, out.length, "in"]], out.length);
 }
 
 function useConvolutions(e, call) {

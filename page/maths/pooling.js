@@ -3,7 +3,13 @@
 "use strict";
 (() => {
 const { tensor, zeros, outputSide } = maths;
-const pooling = { max2x2: null };  // kernels.js sets it: 2 x 2 windows, stride 2, in WebAssembly
+const pooling = {
+  max2x2: null,  // kernels.js sets it: 2 x 2 windows, stride 2, in WebAssembly
+  // Max pooling's gradient: each output's to the place its maximum came from (none for -1).
+  gradient(dx, kept, g) {
+    for (let out = 0; out < kept.length; out++) if (kept[out] >= 0) dx[kept[out]] += g[out];
+  },
+};
 
 function outputSides(x, s) {
   const [, , H, W] = x.shape, [KH, KW] = s.kernel, [SY, SX] = s.stride, [PY, PX] = s.padding;
@@ -37,8 +43,8 @@ const maxPool2d = {
     return y;
   },
   backward(g, x, s, p, y) {
-    const dx = tensor(x.shape), kept = y.kept, gradients = g.data, to = dx.data;
-    for (let out = 0; out < kept.length; out++) to[kept[out]] += gradients[out];
+    const dx = tensor(x.shape);
+    pooling.gradient(dx.data, y.kept, g.data);
     return dx;
   },
 };

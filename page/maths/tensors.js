@@ -89,6 +89,20 @@ const matmul = {
   },
 };
 
+// Value by value, over whole arrays: ReLU (max(x, 0), a NaN kept), its gradient (g where x > 0,
+// else 0) and a product (dropout's gradient, g times the mask). kernels.js swaps in kernels.wasm's.
+const pointwise = {
+  relu(y, x) {
+    for (let i = 0; i < y.length; i++) y[i] = Math.max(x[i], 0);
+  },
+  reluGradient(dx, g, x) {
+    for (let i = 0; i < dx.length; i++) dx[i] = g[i] * (x[i] > 0);  // true is 1, false 0: no if to guess
+  },
+  times(out, a, b) {
+    for (let i = 0; i < out.length; i++) out[i] = a[i] * b[i];
+  },
+};
+
 function transposed(values, rows, columns) {
   const out = zeros(rows * columns);
   for (let r = 0; r < rows; r++) {
@@ -110,6 +124,6 @@ function mapSums(g) {
   return Float32Array.from(sums);
 }
 
-Object.assign(maths, { f32, tensor, scratch, zeros, reusing, normalised, outputSide, matmul, transposed,
-                       mapSums });
+Object.assign(maths, { f32, tensor, scratch, zeros, reusing, normalised, outputSide, matmul, pointwise,
+                       transposed, mapSums });
 })();
