@@ -9,7 +9,7 @@ function generator(seed) {
   // Random numbers in [0, 1) from a seed (mulberry32): the same seed, the same run. PyTorch's own
   // generator is not reproduced, so a seed here gives other numbers than train.py's. The nth
   // number depends on the seed and n alone, so skip(n) passes over n numbers at once, and
-  // generator(random.state()) goes on where random is: a worker holding part of a batch draws
+  // another's at(random.state()) goes on where random is: a worker holding part of a batch draws
   // the numbers a single worker would draw for its images.
   let state = seed >>> 0;
   const random = () => {
@@ -21,6 +21,7 @@ function generator(seed) {
   // count times the step, modulo 2 ** 32 (Math.imul takes count modulo 2 ** 32, exactly)
   random.skip = (count) => { state = (state + Math.imul(count, 0x6D2B79F5)) >>> 0; };
   random.state = () => state;
+  random.at = (where) => { state = where; };
   return random;
 }
 

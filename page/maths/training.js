@@ -92,12 +92,12 @@ function addedShares(shares) {
   // value's sum in float64 and rounded once: the same shares give the same sums every time.
   const sums = {};
   for (const key of Object.keys(shares[0])) {
-    const parts = shares.map((gradients) => gradients[key].data), sum = tensor(shares[0][key].shape);
-    for (let i = 0; i < sum.data.length; i++) {
-      let value = 0;
-      for (const part of parts) value += part[i];
-      sum.data[i] = value;
+    const sum = tensor(shares[0][key].shape), values = new Float64Array(sum.data.length);
+    for (const gradients of shares) {
+      const part = gradients[key].data;
+      for (let i = 0; i < values.length; i++) values[i] += part[i];
     }
+    sum.data.set(values);
     sums[key] = sum;
   }
   return sums;

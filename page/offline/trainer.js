@@ -19,8 +19,9 @@ class RunError extends Error {}
 function shuffled(count, random) {  // a random order of 0 ... count - 1 (Fisher-Yates), as randperm gives one
   const order = Int32Array.from({ length: count }, (_, i) => i);
   for (let i = count - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [order[i], order[j]] = [order[j], order[i]];
+    const j = Math.floor(random() * (i + 1)), kept = order[i];
+    order[i] = order[j];
+    order[j] = kept;
   }
   return order;
 }
@@ -192,7 +193,7 @@ function help({ network, kernels, data, mean, std, lead }) {
   // the loss, how many it read right and the gradients, flattened in the order its share found
   // them (the lead's own share finds the same, on the same graph).
   maths.useKernels(kernels ? [kernels] : []);
-  const scratchpad = { arrays: [] }, normalised = maths.normalised(mean, std);
+  const scratchpad = { arrays: [] }, normalised = maths.normalised(mean, std), random = maths.generator(0);
   const keys = network.tensors.map(([key]) => key);
   lead.onmessage = ({ data: step }) => {
     let answer;
@@ -202,8 +203,9 @@ function help({ network, kernels, data, mean, std, lead }) {
         const count = (step.indices ?? step.labels).length;
         const [input, labels] = step.indices ? batchOf(data, step.indices, 0, count, normalised)
           : [maths.tensor([count, 1, 28, 28], step.input), step.labels];
-        const random = step.state === null ? null : maths.generator(step.state);
-        const share = maths.shareGradients(network, weights, input, labels, random,
+        const drawn = step.state === null ? null : random;  // the lead's numbers, from where its step starts
+        if (drawn) drawn.at(step.state);
+        const share = maths.shareGradients(network, weights, input, labels, drawn,
                                            { first: step.first, batch: step.size });
         const parameters = Object.keys(share.gradients);
         return { lossSum: share.lossSum, correct: correct(share.logits, labels),
