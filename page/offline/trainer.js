@@ -2,12 +2,13 @@
 // maths (page/maths/), as a Web Worker (window.routes.trainRun and the Train panel,
 // window.routes.trainSteps), so that drawing and every explanation keep answering while it trains.
 // It runs train.py's loop with the maths' operations. In: one message, a job: a run (see run below)
-// or trainSteps' steps (see steps), for the lead, which shares each batch with its team of helpers
-// (help). Out, from the lead: {kind: "progress" | "weights" | "done" | "failed"}.
+// or trainSteps' steps (see steps), which every worker of a team runs alike, each on its share of
+// every batch (sharedStep). Out, from the first (the lead): {kind: "progress" | "weights" | "done"
+// | "failed"}; from the others only "failed".
 "use strict";
 (() => {
 self.onmessage = ({ data }) => {
-  const jobs = { run, steps, help };
+  const jobs = { run, steps };
   Promise.resolve(data).then(jobs[data.job]).catch((error) => {
     const message = error instanceof RunError ? error.message : `training stopped: ${error}`;
     self.postMessage({ kind: "failed", message });
@@ -78,21 +79,28 @@ function copies(weights) {
   return Object.fromEntries(Object.entries(weights).map(([key, t]) => [key, Float32Array.from(t.data)]));
 }
 
-async function run({ network, weights, settings, data, kernels, team }) {
+async function run({ network, weights, settings, data, kernels, team, rank }) {
   // weights: the tensors it starts from, trained in place (the worker's own copy). settings:
   // epochs, batchSize, lr, weightDecay, seed, fresh (new weights from the seed instead),
   // logInterval (steps between progress lines), redrawInterval (steps between weights sent for
-  // the page to redraw), snapshotSteps, divergedLoss, mean, std. team: the ports of the workers
-  // that share each batch (help, below), or none.
+  // the page to redraw), snapshotSteps, divergedLoss, mean, std. team and rank: see sharedStep.
+  // Every worker of the team draws the same numbers from the seed (the fresh weights, each
+  // epoch's order, dropout's masks) and makes the same steps; the lead (rank 0) alone reports
+  // them, and tests the network at the end.
   maths.useKernels(kernels ? [kernels] : []);
-  const random = maths.generator(settings.seed), start = performance.now();
+  const random = maths.generator(settings.seed), start = performance.now(), lead = rank === 0;
   if (settings.fresh) Object.assign(weights, freshWeights(network, weights, random));
   const count = data.labels.length + data.extra.labels.length * data.extra.repeats;
-  const training = { network, weights, settings, data, random, start, count, done: 0, reported: 0, team,
-                     steps: Math.floor(count / settings.batchSize), history: { loss: [], accuracy: [] },
-                     optimizer: maths.adam(network, weights, settings.lr, settings.weightDecay),
+  const training = { network, weights, settings, data, random, start, count, done: 0, reported: 0, lead,
+                     team: teamOf(team), rank, steps: Math.floor(count / settings.batchSize),
+                     history: { loss: [], accuracy: [] },
                      normalised: maths.normalised(settings.mean, settings.std),
+                     optimizer: maths.adam(network, weights, settings.lr, settings.weightDecay),
                      snapshots: [], keep: new Set(settings.snapshotSteps), scratchpad: { arrays: [] } };
+  if (!lead) {
+    for (let epoch = 1; epoch <= settings.epochs; epoch++) await trainEpoch(training, epoch);
+    return;
+  }
   const before = data.extra.labels.length ? accuracyOn(network, weights, data.extra) : null;
   if (training.keep.has(0)) training.snapshots.push({ step: 0, weights: copies(weights) });
   self.postMessage({ kind: "weights", step: 0, weights: copies(weights) });  // the start, for the page
@@ -110,14 +118,13 @@ async function trainEpoch(training, epoch) {
   const order = shuffled(training.count, random), size = settings.batchSize;
   for (let step = 0; step < training.steps; step++, training.done++) {
     const at = step * size;
-    const { loss, correct: right } = await sharedStep(training, size, {
-      own: (first, count) => batchOf(data, order, at + first, count, normalised),
-      part: (first, count) => ({ indices: order.slice(at + first, at + first + count) }),
-    });
+    const share = (first, count) => batchOf(data, order, at + first, count, normalised);
+    const { loss, correct: right } = await sharedStep(training, size, share);
     if (!Number.isFinite(loss) || loss > settings.divergedLoss) {  // as train.py, which checks after the step
       const where = `loss ${loss.toPrecision(4)} at epoch ${epoch}, step ${step + 1}`;
       throw new RunError(`training diverged (${where}); try a smaller learning rate`);
     }
+    if (!training.lead) continue;
     history.loss.push(loss);
     history.accuracy.push(right / size);
     const reached = training.done + 1;
@@ -156,67 +163,47 @@ function unflattened(flat, network, keys) {  // flattened's tensors again, as vi
   }));
 }
 
-async function sharedStep(training, size, batch) {
-  // One step of train.py's loop on a batch of size images shared among this worker (the first
-  // share) and its team, each share's gradients worked out where it is and added here in the
-  // shares' order, then one optimizer step. batch.own(first, count): a share's [input, labels]
-  // here; batch.part(first, count): what a helper needs to make them. The weights go to each
-  // helper, and its gradients come back, as one array each, moved rather than copied (their
-  // transfer list).
-  const { network, weights, optimizer, random, team = [] } = training, state = random && random.state();
-  const shares = sharesOf(size, team.length + 1), keys = network.tensors.map(([key]) => key);
-  const answers = team.map((port, k) => {
-    const [first, count] = shares[k + 1], flat = flattened(weights, keys);
-    const answer = new Promise((resolve) => { port.onmessage = ({ data }) => resolve(data); });
-    port.postMessage({ weights: flat, state, size, first, ...batch.part(first, count) }, [flat.buffer]);
-    return answer;
+function teamOf(ports) {
+  // The team's ports by rank (null at this worker's own), each with next(): a promise of the next
+  // message it brings, which are kept in order until asked for.
+  return ports.map((port) => {
+    if (!port) return null;
+    const inbox = [], waiting = [];
+    port.onmessage = ({ data }) => (waiting.length ? waiting.shift()(data) : inbox.push(data));
+    return { port, next: () => (inbox.length ? Promise.resolve(inbox.shift()) : new Promise((resolve) => {
+      waiting.push(resolve);
+    })) };
   });
-  const own = maths.reusing(training.scratchpad, () => {
-    const [input, labels] = batch.own(0, shares[0][1]);
-    const { lossSum, logits, gradients } = maths.shareGradients(network, weights, input, labels, random,
-                                                                { first: 0, batch: size });
-    return { lossSum, gradients, correct: correct(logits, labels) };
-  });
-  const helped = await Promise.all(answers), failed = helped.find((answer) => answer.failed);
-  if (failed) throw new RunError(failed.failed);
-  const parameters = Object.keys(own.gradients);
-  const gradients = helped.length === 0 ? own.gradients : maths.addedShares([own.gradients, ...helped.map(
-    (answer) => unflattened(answer.gradients, network, parameters))]);
-  optimizer.step(gradients);
-  const total = (key) => helped.reduce((sum, answer) => sum + answer[key], own[key]);
-  return { loss: total("lossSum") / size, correct: total("correct"), gradients };
 }
 
-function help({ network, kernels, data, mean, std, lead }) {
-  // A helper: its share of each of the lead's steps (sharedStep), on the images it was sent once
-  // (a run's: data) or those each step sends (trainSteps'). It answers with its images' sum of
-  // the loss, how many it read right and the gradients, flattened in the order its share found
-  // them (the lead's own share finds the same, on the same graph).
-  maths.useKernels(kernels ? [kernels] : []);
-  const scratchpad = { arrays: [] }, normalised = maths.normalised(mean, std), random = maths.generator(0);
-  const keys = network.tensors.map(([key]) => key);
-  lead.onmessage = ({ data: step }) => {
-    let answer;
-    try {
-      answer = maths.reusing(scratchpad, () => {
-        const weights = unflattened(step.weights, network, keys);
-        const count = (step.indices ?? step.labels).length;
-        const [input, labels] = step.indices ? batchOf(data, step.indices, 0, count, normalised)
-          : [maths.tensor([count, 1, 28, 28], step.input), step.labels];
-        const drawn = step.state === null ? null : random;  // the lead's numbers, from where its step starts
-        if (drawn) drawn.at(step.state);
-        const share = maths.shareGradients(network, weights, input, labels, drawn,
-                                           { first: step.first, batch: step.size });
-        const parameters = Object.keys(share.gradients);
-        return { lossSum: share.lossSum, correct: correct(share.logits, labels),
-                 gradients: flattened(share.gradients, parameters) };
-      });
-    } catch (error) {
-      lead.postMessage({ failed: `training stopped: ${error}` });
-      return;
-    }
-    lead.postMessage(answer, [answer.gradients.buffer]);
-  };
+async function sharedStep(training, size, batch) {
+  // One step of train.py's loop on a batch of size images shared among the team: the worker of
+  // rank k (of team.length, each joined to each by a channel; page/offline/training.js) works out
+  // share k's loss and gradients (batch(first, count): a share's [input, labels]) and sends them
+  // to each of the others, as one array, and they send theirs: every worker adds the same shares
+  // in the same order and makes the same optimizer step. One exchange a step, and no weights
+  // sent: each worker keeps its own, equal to the others'.
+  const { network, weights, optimizer, random, team, rank } = training, shares = sharesOf(size, team.length);
+  const own = maths.reusing(training.scratchpad, () => {
+    const [first, count] = shares[rank], [input, labels] = batch(first, count);
+    const { lossSum, logits, gradients } = maths.shareGradients(network, weights, input, labels, random,
+                                                                { first, batch: size });
+    return { lossSum, gradients, correct: correct(logits, labels) };
+  });
+  const parameters = Object.keys(own.gradients), others = team.filter(Boolean);
+  if (others.length) {
+    const { lossSum, correct: right } = own, message = { lossSum, correct: right,
+                                                         gradients: flattened(own.gradients, parameters) };
+    // moved to the last (its transfer list), copied to the others
+    const moved = (k) => (k === others.length - 1 ? [message.gradients.buffer] : []);
+    others.forEach(({ port }, k) => port.postMessage(message, moved(k)));
+  }
+  const parts = await Promise.all(team.map((member) => (member ? member.next() : own)));
+  const gradients = parts.length === 1 ? own.gradients : maths.addedShares(parts.map(
+    (part) => (part === own ? own.gradients : unflattened(part.gradients, network, parameters))));
+  optimizer.step(gradients);
+  const total = (key) => parts.reduce((sum, part) => sum + part[key], 0);
+  return { loss: total("lossSum") / size, correct: total("correct"), gradients };
 }
 
 function report(training, epoch, step, loss) {
@@ -234,28 +221,24 @@ function report(training, epoch, step, loss) {
 }
 
 async function steps({ network, weights, input, labels, lr, weightDecay, steps: count, dropout, kernels,
-                      team }) {
-  // count Adam steps on one batch (run-checks.js checked it), shared with team as a run's: each
+                      team, rank }) {
+  // count Adam steps on one batch (run-checks.js checked it), shared in the team as a run's: each
   // step's loss, the first step's gradient of each weight and bias (zeros for one no path
-  // reaches), the weights after the last.
+  // reaches), the weights after the last (from the lead). dropout: the seed of its masks, or null.
   maths.useKernels(kernels ? [kernels] : []);
   const optimizer = maths.adam(network, weights, lr, weightDecay);
-  const random = dropout ? maths.generator(Math.random() * 2 ** 32) : null;
-  const training = { network, weights, optimizer, random, team, scratchpad: { arrays: [] } };
-  const losses = [], shareOf = (first, count) => [maths.tensor([count, 1, 28, 28],
-    input.data.slice(first * 784, (first + count) * 784)), labels.slice(first, first + count)];
+  const random = dropout === null ? null : maths.generator(dropout);
+  const training = { network, weights, optimizer, random, team: teamOf(team), rank,
+                     scratchpad: { arrays: [] } };
+  const losses = [], shareOf = (first, size) => [maths.tensor([size, 1, 28, 28],
+    input.data.slice(first * 784, (first + size) * 784)), labels.slice(first, first + size)];
   let first = null;
   for (let step = 1; step <= count; step++) {
-    const { loss, gradients } = await sharedStep(training, labels.length, {
-      own: shareOf,
-      part: (start, size) => {
-        const [images, its] = shareOf(start, size);
-        return { input: images.data, labels: its };
-      },
-    });
+    const { loss, gradients } = await sharedStep(training, labels.length, shareOf);
     losses.push(loss);
     first ??= gradients;
   }
+  if (rank > 0) return;
   const zeros = (key) => new Float32Array(weights[key].data.length);
   const gradients = Object.fromEntries(optimizer.keys.map((key) => [key, first[key]?.data ?? zeros(key)]));
   self.postMessage({ kind: "done", losses, gradients, weights: copies(weights) });

@@ -36,44 +36,52 @@ function newWorker() {
   return new Worker(URL.createObjectURL(new Blob(scripts, { type: "text/javascript" })));
 }
 
-function inWorkers(run, message, help, onMessage = () => {}) {
-  // Sends message to a new training worker, the lead, and help.message to help.count - 1 more,
-  // its helpers, each joined to the lead by a channel of its own (the lead's team); resolves to
-  // the lead's "done" message, and is refused as the training ends otherwise (its "failed": 422;
-  // an error in any of them: 500; trainStop: 409). onMessage sees every message the lead sends.
+function teams(count) {
+  // count new training workers and, for each, its team: a port by rank to each of the others (a
+  // channel each pair), null at its own.
   let workers;
   try {
-    workers = Array.from({ length: help.count }, newWorker);
+    workers = Array.from({ length: count }, newWorker);
   } catch (error) {  // a browser that runs no worker from a page's own script
-    const why = `this browser cannot start the page's training worker: ${error.message}`;
-    return Promise.reject(new BadRequest(500, why));
+    throw new BadRequest(500, `this browser cannot start the page's training worker: ${error.message}`);
   }
+  const ports = workers.map(() => workers.map(() => null));
+  workers.forEach((_, i) => workers.forEach((__, j) => {
+    if (i >= j) return;
+    const { port1, port2 } = new MessageChannel();
+    [ports[i][j], ports[j][i]] = [port1, port2];
+  }));
+  return [workers, ports];
+}
+
+function inWorkers(run, count, messageOf, onMessage = () => {}) {
+  // Sends messageOf(rank) to each of count new training workers, a team (trainer.js's sharedStep);
+  // resolves to the lead's (rank 0's) "done" message, and is refused as the training ends
+  // otherwise (a "failed" of any: 422; an error in any: 500; trainStop: 409). onMessage sees every
+  // message the lead sends.
   return new Promise((resolve, reject) => {
+    const [workers, ports] = teams(count), kernels = maths.kernelsInUse();  // the page's own maths
     const end = (error, data) => {
       for (const worker of workers) worker.terminate();
       run.halt = () => {};
       if (error) reject(error); else resolve(data);
     };
     run.halt = () => end(new BadRequest(409, "training stopped"));
-    for (const worker of workers) {
+    workers.forEach((worker, rank) => {
       worker.onerror = (event) => {
         event.preventDefault();
         end(new BadRequest(500, `training stopped: ${event.message}`));
       };
-    }
-    const [lead, ...helpers] = workers, kernels = maths.kernelsInUse();  // the page's own maths
-    const team = helpers.map((helper) => {
-      const { port1, port2 } = new MessageChannel();
-      helper.postMessage({ ...help.message, job: "help", kernels, lead: port2 }, [port2]);
-      return port1;
+      // Settled first: the caller's promise goes on after onMessage, which may fail.
+      worker.onmessage = ({ data }) => {
+        if (data.kind === "failed") end(new BadRequest(422, data.message));
+        if (rank > 0) return;
+        if (data.kind === "done") end(null, data);
+        onMessage(data);
+      };
+      const team = ports[rank];
+      worker.postMessage({ ...messageOf(rank), kernels, team, rank }, team.filter(Boolean));
     });
-    // Settled first: the caller's promise goes on after onMessage, which may fail.
-    lead.onmessage = ({ data }) => {
-      if (data.kind === "failed") end(new BadRequest(422, data.message));
-      if (data.kind === "done") end(null, data);
-      onMessage(data);
-    };
-    lead.postMessage({ ...message, kernels, team }, team);
   });
 }
 
@@ -98,14 +106,15 @@ async function trainSteps(request) {
   // gradients and the weights (with batch norm's running statistics) after the last.
   const { model, network, input, labels, lr, weightDecay, steps, dropout, workers } = trainingBody(request);
   trainable(model, network);
-  const weights = trainingCopy(network, network.weights.length - 1), layers = layersOf(network);
-  const message = { job: "steps", network: layers, weights, input, labels, lr, weightDecay, steps, dropout };
-  const help = { count: workersFor(network, workers, labels.length),
-                 message: { network: layers, mean: EXPORT.mean, std: EXPORT.std, data: null } };
-  const done = await trainingAlone((run) => inWorkers(run, message, help));
+  const weights = trainingCopy(network, network.weights.length - 1), count = workersFor(network, workers,
+                                                                                        labels.length);
+  // dropout's masks: drawn from a new seed each time, the same in every worker of the team
+  const message = { job: "steps", network: layersOf(network), weights, input, labels, lr, weightDecay, steps,
+                    dropout: dropout ? Math.floor(Math.random() * 2 ** 32) : null };
+  const done = await trainingAlone((run) => inWorkers(run, count, () => message));
   const arrays = (entries) => Object.fromEntries(entries.map(([key, values]) => [key, Array.from(values)]));
   return { losses: done.losses, gradients: arrays(Object.entries(done.gradients)),
-           state: arrays(network.tensors.map(([key]) => [key, done.weights[key]])), workers: help.count };
+           state: arrays(network.tensors.map(([key]) => [key, done.weights[key]])), workers: count };
 }
 
 async function trainRun(request, onMessage = () => {}) {
@@ -116,14 +125,14 @@ async function trainRun(request, onMessage = () => {}) {
   return trainingAlone(async (run) => {
     const sets = await mnistImages();
     unlessStopped(run);  // stopped while the images were decoded
-    const message = runMessage(body, sets), { network, data } = message;
-    const workers = workersFor(body.network, body.workers, body.batchSize);
-    const help = { count: workers, message: { network, mean: EXPORT.mean, std: EXPORT.std,
-                                              data: { ...data, test: null } } };
+    const message = runMessage(body, sets), workers = workersFor(body.network, body.workers, body.batchSize);
+    // every worker holds the training images; the lead alone tests the network at the end
+    const messageOf = (rank) => (rank === 0 ? message
+      : { ...message, data: { ...message.data, test: null } });
     const epochs = `${body.epochs} epoch${body.epochs > 1 ? "s" : ""}`;
     const live = joinedNetwork(body.network, `trained in this page (${epochs}, seed ${body.seed})`);
     try {
-      const done = await inWorkers(run, message, help, (sent) => {
+      const done = await inWorkers(run, workers, messageOf, (sent) => {
         if (sent.kind === "weights") live.cache = [tensorsOf(live, sent.weights)];
         const model = EXPORT.networks.indexOf(live);
         onMessage({ ...sent, model, workers, weights: undefined, snapshots: undefined });
