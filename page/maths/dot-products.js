@@ -3,7 +3,7 @@
 // (linear). Part of the exported file's maths (tensors.js says more).
 "use strict";
 (() => {
-const { tensor, zeros, outputSide, matmul, transposed, mapSums } = maths;
+const { tensor, written, zeros, outputSide, matmul, transposed, mapSums } = maths;
 
 function convolutionShape(x, s, weight) {
   const [B, C, H, W] = x.shape, [O, perGroup, KH, KW] = weight.shape;
@@ -102,7 +102,7 @@ const conv2d = {
     return t;
   },
   forward(x, s, p) {
-    const t = convolutionShape(x, s, p.weight), y = tensor([t.B, t.O, t.OH, t.OW]), G = t.outputsPerGroup;
+    const t = convolutionShape(x, s, p.weight), y = written([t.B, t.O, t.OH, t.OW]), G = t.outputsPerGroup;
     conv2d.groups(x, s, p, ({ group, weight, patches, maps, sizes }) => {
       const bias = p.bias ? p.bias.data.subarray(group * G, (group + 1) * G) : new Float32Array(G);
       convolution.forward(y.data.subarray(maps), x.data, weight, bias, patches, ...sizes);
@@ -131,13 +131,13 @@ const conv2d = {
 const linear = {
   // y = x W^T + b, a product (B, I) x (I, O); dx = g W; d weight = g^T x; d bias = the sums of g.
   forward(x, s, p) {
-    const [O, I] = p.weight.shape, B = x.data.length / I, y = tensor([B, O]);
+    const [O, I] = p.weight.shape, B = x.data.length / I, y = written([B, O]);
     matmul.nt(y.data, x.data, p.weight.data, B, I, O, false);
     if (p.bias) for (let b = 0; b < B; b++) for (let o = 0; o < O; o++) y.data[b * O + o] += p.bias.data[o];
     return y;
   },
   backward(g, x, s, p) {
-    const [O, I] = p.weight.shape, B = x.data.length / I, dx = tensor(x.shape);
+    const [O, I] = p.weight.shape, B = x.data.length / I, dx = written(x.shape);
     matmul.nn(dx.data, g.data, p.weight.data, B, O, I, false);
     return dx;
   },

@@ -3,7 +3,7 @@
 // a run's seed starts. Part of the exported file's maths (tensors.js says more).
 "use strict";
 (() => {
-const { tensor, zeros, pointwise } = maths;
+const { written, zeros, pointwise } = maths;
 
 function generator(seed) {
   // Random numbers in [0, 1) from a seed (mulberry32): the same seed, the same run. PyTorch's own
@@ -33,19 +33,15 @@ const dropping = (random, share) => ({
   // those the whole batch draws for these images, the others' passed over, so that the masks do
   // not depend on how many workers share the batch.
   forward(x, s) {
-    const y = tensor(x.shape), scale = s.p < 1 ? 1 / (1 - s.p) : 0, values = x.data, out = y.data;
-    const mask = y.mask = zeros(values.length), perImage = values.length / x.shape[0];
+    const y = written(x.shape), scale = s.p < 1 ? 1 / (1 - s.p) : 0, values = x.data, out = y.data;
+    const mask = y.mask = zeros(values.length, Float32Array, false), perImage = values.length / x.shape[0];
     random.skip(share.first * perImage);
-    for (let i = 0; i < values.length; i++) {
-      // kept (true, 1) or dropped (false, 0), without an if (see relu in nonlinearities.js)
-      mask[i] = (random() >= s.p) * scale;
-      out[i] = values[i] * mask[i];
-    }
+    pointwise.dropout(out, mask, values, random, s.p, scale);
     random.skip((share.batch - share.first - x.shape[0]) * perImage);
     return y;
   },
   backward(g, x, s, p, y) {
-    const dx = tensor(x.shape);
+    const dx = written(x.shape);
     pointwise.times(dx.data, g.data, y.mask);
     return dx;
   },

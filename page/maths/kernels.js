@@ -43,6 +43,15 @@ function useProducts(e, call) {
     [x, dx.length, "in"]], dx.length);
   pointwise.times = (out, a, b) => call(e.times, [[out, out.length, "out"], [a, out.length, "in"],
     [b, out.length, "in"]], out.length);
+  pointwise.dropout = (y, mask, x, random, p, scale) => {
+    // kept where the number's 32 bits reach p * 2 ** 32 (none reach 2 ** 32, when scale is 0)
+    const threshold = Math.min(Math.max(Math.ceil(p * 2 ** 32), 0), 2 ** 32 - 1);
+    call(e.dropout, [[y, y.length, "out"], [mask, y.length, "out"], [x, y.length, "in"]], y.length,
+         random.state(), threshold, Math.fround(scale));
+    random.skip(y.length);
+  };
+  pointwise.mapSums = (sums, values, B, C, area) => call(e.map_sums, [[sums, C, "out"],
+    [values, B * C * area, "in"]], B, C, area);
 }
 
 function useConvolutions(e, call) {

@@ -3,18 +3,18 @@
 // Part of the exported file's maths (tensors.js says more).
 "use strict";
 (() => {
-const { tensor, pointwise } = maths;
+const { tensor, written, pointwise } = maths;
 
 // Written out: the commonest operation, the pixels picture runs it 64 times and training runs it
 // most: tensors.js's pointwise loops, or kernels.wasm's.
 const relu = {
   forward(x) {
-    const y = tensor(x.shape);
+    const y = written(x.shape);
     pointwise.relu(y.data, x.data);
     return y;
   },
   backward(g, x) {
-    const dx = tensor(x.shape);
+    const dx = written(x.shape);
     pointwise.reluGradient(dx.data, g.data, x.data);
     return dx;
   },

@@ -2,7 +2,7 @@
 // where it runs) and average pooling. Part of the exported file's maths (tensors.js says more).
 "use strict";
 (() => {
-const { tensor, zeros, outputSide } = maths;
+const { tensor, written, zeros, outputSide } = maths;
 const pooling = {
   max2x2: null,  // kernels.js sets it: 2 x 2 windows, stride 2, in WebAssembly
   // Max pooling's gradient: each output's to the place its maximum came from (none for -1).
@@ -29,8 +29,9 @@ function windows(x, s, visit) {
 
 const maxPool2d = {
   forward(x, s) {
-    const [B, C, H, W] = x.shape, [OH, OW] = outputSides(x, s), y = tensor([B, C, OH, OW]);
-    const kept = y.kept = zeros(y.data.length, Int32Array);  // where each maximum came from, for backward
+    const [B, C, H, W] = x.shape, [OH, OW] = outputSides(x, s), y = written([B, C, OH, OW]);
+    // where each maximum came from, for backward
+    const kept = y.kept = zeros(y.data.length, Int32Array, false);
     const [KH, KW] = s.kernel, [SY, SX] = s.stride, [PY, PX] = s.padding, [DY, DX] = s.dilation;
     const plain = [KH, KW, SY, SX, DY, DX].join() === "2,2,2,2,1,1" && PY === 0 && PX === 0
       && 2 * OH <= H && 2 * OW <= W;

@@ -50,7 +50,7 @@ function freshWeights(network, weights, random) {
 function batchOf(data, order, start, size, normalised) {
   // Images order[start ...] of the training set (MNIST's grey levels, then the extra pictures,
   // already prepared) as the network's input (size, 1, 28, 28), and their labels.
-  const input = maths.tensor([size, 1, 28, 28]), labels = new Array(size), mnist = data.labels.length;
+  const input = maths.written([size, 1, 28, 28]), labels = new Array(size), mnist = data.labels.length;
   for (let k = 0; k < size; k++) {
     const index = order[start + k];
     if (index < mnist) {
