@@ -374,7 +374,37 @@
       (br $each_row)))
   )
 
-  ;; The reverse (col2im): x[indices[i]] += columns[i] where the index is not -1.
+  ;; The reverse of gather (col2im): x[indices[i]] += columns[i] where the index is not -1, row by
+  ;; row as gather reads them; a row that is a run is added to x's width values four at a time
+  ;; (each value of x gets its sums in the same order either way).
+  (func $scatter_rows (param $x i32) (param $columns i32) (param $indices i32) (param $runs i32)
+        (param $rows i32) (param $width i32)
+    (local $row i32) (local $i i32) (local $end i32) (local $at i32) (local $to i32) (local $from i32)
+    (block $done (loop $each_row
+      (br_if $done (i32.ge_u (local.get $row) (local.get $rows)))
+      (local.set $i (i32.mul (local.get $row) (local.get $width)))
+      (local.set $end (i32.add (local.get $i) (local.get $width)))
+      (local.set $at (i32.load (i32.add (local.get $runs) (i32.shl (local.get $row) (i32.const 2)))))
+      (if (i32.ge_s (local.get $at) (i32.const 0))
+        (then  ;; a run: width values of x in a row
+          (local.set $to (i32.add (local.get $x) (i32.shl (local.get $at) (i32.const 2))))
+          (local.set $from (i32.add (local.get $columns) (i32.shl (local.get $i) (i32.const 2))))
+          (block $added (loop $four
+            (br_if $added (i32.gt_u (i32.add (local.get $i) (i32.const 4)) (local.get $end)))
+            (v128.store (local.get $to) (f32x4.add (v128.load (local.get $to)) (v128.load (local.get $from))))
+            (local.set $from (i32.add (local.get $from) (i32.const 16)))
+            (local.set $to (i32.add (local.get $to) (i32.const 16)))
+            (local.set $i (i32.add (local.get $i) (i32.const 4)))
+            (br $four)))))
+      ;; the rest of the row (all of it where it is no run), one by one
+      (call $scatter (local.get $x) (i32.add (local.get $columns) (i32.shl (local.get $i) (i32.const 2)))
+                     (i32.add (local.get $indices) (i32.shl (local.get $i) (i32.const 2)))
+                     (i32.sub (local.get $end) (local.get $i)))
+      (local.set $row (i32.add (local.get $row) (i32.const 1)))
+      (br $each_row)))
+  )
+
+  ;; x[indices[i]] += columns[i] for count values, where the index is not -1.
   (func $scatter (param $x i32) (param $columns i32) (param $indices i32) (param $count i32)
     (local $i i32) (local $at i32)
     (block $done (loop $each
@@ -445,16 +475,17 @@
   ;; Convolution, the input's gradient: each image's patches' gradients, weightT[K x O] g_b[O x P],
   ;; added back where each patch came from (into dx, which starts as the caller left it).
   (func (export "conv_input_gradient") (param $dx i32) (param $g i32) (param $weightT i32)
-        (param $indices i32) (param $columns i32) (param $B i32) (param $xImage i32)
-        (param $gImage i32) (param $O i32) (param $K i32) (param $P i32)
+        (param $indices i32) (param $runs i32) (param $columns i32) (param $B i32) (param $xImage i32)
+        (param $gImage i32) (param $O i32) (param $K i32) (param $P i32) (param $OW i32)
     (local $b i32)
     (block $done (loop $images
       (br_if $done (i32.ge_u (local.get $b) (local.get $B)))
       (call $nn (local.get $columns) (local.get $weightT)
                 (i32.add (local.get $g) (i32.shl (i32.mul (local.get $b) (local.get $gImage)) (i32.const 2)))
                 (local.get $K) (local.get $O) (local.get $P) (i32.const 0))
-      (call $scatter (i32.add (local.get $dx) (i32.shl (i32.mul (local.get $b) (local.get $xImage)) (i32.const 2)))
-                     (local.get $columns) (local.get $indices) (i32.mul (local.get $K) (local.get $P)))
+      (call $scatter_rows (i32.add (local.get $dx) (i32.shl (i32.mul (local.get $b) (local.get $xImage)) (i32.const 2)))
+                          (local.get $columns) (local.get $indices) (local.get $runs)
+                          (i32.div_u (i32.mul (local.get $K) (local.get $P)) (local.get $OW)) (local.get $OW))
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
       (br $images)))
   )

@@ -68,8 +68,8 @@ function useConvolutions(e, call) {
     B, xImage, yImage, O, K, P, patches.width);
   convolution.inputGradient = (dx, g, weightT, patches, B, xImage, yImage, O, K, P) => call(
     e.conv_input_gradient, [[dx, B * xImage, "in out"], [g, images(B, yImage, O * P), "in"],
-                            [weightT, K * O, "in"], [patches.indices, K * P, "in"], [null, K * P]],
-    B, xImage, yImage, O, K, P);
+                            [weightT, K * O, "in"], ...patchesIn(patches, K, P), [null, K * P]],
+    B, xImage, yImage, O, K, P, patches.width);
 }
 
 function grown(memory, bytes) {  // memory with at least bytes (its old buffer's arrays emptied)
