@@ -339,7 +339,7 @@ def export_data(page):
             "sprite_columns": SPRITE_COLUMNS, "mean": MEAN, "std": STD,
             "attribution_steps": ATTRIBUTION_STEPS, "unsure_below": UNSURE_BELOW,
             "resize_probe": resize_probe(),
-            # the maths' products and convolutions (page/maths/kernels.js), assembled from kernels.wat
+            # the maths' kernels (page/maths/kernels.js), assembled from page/kernels/
             # (tools.make_kernels): with fused multiply-adds, and without, best first
             "kernels": [[name, base64.b64encode(script_bytes(f"{file}.wasm")).decode()]
                         for name, file in (("fma", "kernels-fma"), ("simd", "kernels"))],

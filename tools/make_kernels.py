@@ -1,7 +1,7 @@
-"""Assemble page/kernels.wat (the matrix products in WebAssembly) into page/kernels.wasm, the bytes
-the exported page runs, and page/kernels-fma.wasm, the same with fused multiply-adds (relaxed
-SIMD), which it runs where the browser has them. Needs the test-only package wasmtime (pip install
-wasmtime).
+"""Assemble page/kernels/*.wat (the maths' kernels in WebAssembly text: the parts of one module)
+into page/kernels.wasm, the bytes the exported page runs, and page/kernels-fma.wasm, the same with
+fused multiply-adds (relaxed SIMD), which it runs where the browser has them. Needs the test-only
+package wasmtime (pip install wasmtime).
 
 Usage: python -m tools.make_kernels [--check]   (--check: only say whether both are current)
 """
@@ -12,7 +12,8 @@ from common import UserError, run_main
 from tools import ROOT, write_or_check
 
 PAGE = os.path.join(ROOT, "page")
-SOURCE = os.path.join(PAGE, "kernels.wat")
+# The module's parts, in its order: each function's name is known in all of them.
+PARTS = [os.path.join(PAGE, "kernels", f"{name}.wat") for name in ("products", "convolutions", "pointwise")]
 TARGET, FUSED_TARGET = os.path.join(PAGE, "kernels.wasm"), os.path.join(PAGE, "kernels-fma.wasm")
 ADD, MULTIPLY, FUSED = "(f32x4.add ", "(f32x4.mul ", "(f32x4.relaxed_madd "
 
@@ -28,7 +29,7 @@ def end_of(text, start):
         depth += {"(": 1, ")": -1}.get(text[at], 0)
         if depth == 0:
             return at + 1
-    raise UserError("kernels.wat: a parenthesis is not closed")
+    raise UserError("page/kernels/: a parenthesis is not closed")
 
 
 def next_expression(text, start):
@@ -45,7 +46,7 @@ def operands(text, start):
     second = next_expression(text, end_of(text, first))
     close = next_expression(text, end_of(text, second))
     if text[close] != ")":
-        raise UserError("kernels.wat: an f32x4.add or f32x4.mul does not take two operands")
+        raise UserError("page/kernels/: an f32x4.add or f32x4.mul does not take two operands")
     return text[first:end_of(text, first)], text[second:end_of(text, second)], close + 1
 
 
@@ -64,6 +65,15 @@ def fused(text):
     return text[:at] + written + fused(text[end:])
 
 
+def module():
+    """The module's text: its memory (one page to start; kernels.js grows it) and the parts."""
+    texts = []
+    for path in PARTS:
+        with open(path, encoding="utf-8") as file:
+            texts.append(file.read())
+    return '(module\n(memory (export "memory") 1)\n' + "\n".join(texts) + ")\n"
+
+
 def assembled(text):
     try:
         import wasmtime
@@ -74,15 +84,14 @@ def assembled(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Assemble page/kernels.wat into page/kernels.wasm and "
+    parser = argparse.ArgumentParser(description="Assemble page/kernels/*.wat into page/kernels.wasm and "
                                                  "page/kernels-fma.wasm.")
     parser.add_argument("--check", action="store_true",
-                        help="change nothing; exit 1 if either is not kernels.wat's bytes")
+                        help="change nothing; exit 1 if either is not page/kernels/'s bytes")
     args = parser.parse_args(argv)
-    with open(SOURCE, encoding="utf-8") as file:
-        text = file.read()
+    text = module()
     for target, source in ((TARGET, text), (FUSED_TARGET, fused(text))):
-        write_or_check(target, assembled(source), "page/kernels.wat", "tools.make_kernels", args.check)
+        write_or_check(target, assembled(source), "page/kernels/*.wat", "tools.make_kernels", args.check)
 
 
 if __name__ == "__main__":

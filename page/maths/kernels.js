@@ -1,7 +1,7 @@
-// The products, convolutions and the tutorial's pooling in WebAssembly (kernels-fma.wasm or
-// kernels.wasm, assembled from page/kernels.wat: the same sums, four floats a step with SIMD, the
-// first with fused multiply-adds) where the browser has it, in place of the plain loops of
-// tensors.js, dot-products.js and pooling.js. Part of the exported file's maths.
+// The products, convolutions, the tutorial's pooling and the pointwise loops in WebAssembly
+// (kernels-fma.wasm or kernels.wasm, assembled from page/kernels/: the same sums, four floats a
+// step with SIMD, the first with fused multiply-adds) where the browser has it, in place of the
+// plain loops of tensors.js, dot-products.js and pooling.js. Part of the exported file's maths.
 "use strict";
 (() => {
 const { matmul, convolution, pooling, pointwise } = maths;
