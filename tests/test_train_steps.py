@@ -77,6 +77,13 @@ class MomentumNoneNet(GeluNet):
         return self.fc(torch.flatten(self.norm(x), 1))
 
 
+class BatchSoftmaxNet(GeluNet):
+    """A softmax along the batch, which mixes its images: the file trains it on one worker."""
+
+    def forward(self, x):
+        return self.fc(torch.softmax(torch.flatten(x, 1), 0))
+
+
 @unittest.skipIf(browser_missing(), browser_missing())
 class TrainStepsInBrowserTest(FileInBrowser, unittest.TestCase):
     """window.routes.trainSteps, the first step of training in the file (issue 30): the losses,
@@ -94,7 +101,8 @@ class TrainStepsInBrowserTest(FileInBrowser, unittest.TestCase):
         reply = self.call("trainSteps", body)
         self.assertIn("answer", reply, reply)
         answer, (losses, gradients, state) = reply["answer"], pytorch_steps(network, body)
-        whole = any(isinstance(module, nn.BatchNorm2d) for module in network.modules())
+        whole = isinstance(network, BatchSoftmaxNet) or any(isinstance(module, nn.BatchNorm2d)
+                                                             for module in network.modules())
         self.assertEqual(answer["workers"], 1 if whole else body["workers"])
         self.assertEqual(len(answer["losses"]), body["steps"])
         measured = {"loss": abs(answer["losses"][0] - losses[0]),
@@ -163,6 +171,14 @@ class TrainStepsInBrowserTest(FileInBrowser, unittest.TestCase):
             for model, network in enumerate(EDITED_PAGE.networks):
                 with self.subTest(path=path, network=network.name):
                     self.same_steps(network.model, {**body, "model": model})
+
+    def test_a_network_that_mixes_the_batchs_images_trains_on_one_worker(self):
+        target = os.path.join(TEMP, "batch_softmax.html")
+        torch.manual_seed(0)
+        network = BatchSoftmaxNet().eval()
+        export.export_page(routes.Page([routes.Network("batch softmax", network)], "cpu"), target)
+        self.open(target)
+        self.same_steps(network, {**self.batch, "model": 0, "lr": 0.01, "steps": 2, "workers": 3})
 
     def test_the_page_keeps_its_network_and_dropout_drops_when_asked(self):
         drawing = {"pixels": drawing_of(DIGITS[2]), "attribution": False}

@@ -71,19 +71,18 @@ function trainingOperation(node, random, share) {
   return operations[node.op];
 }
 
-function unsplittable(network) {
-  // Why a batch of this network cannot be shared among workers, each with some of its images, as
-  // a sentence; or null. Batch norm's statistics are the whole batch's; the others mix images.
-  for (const node of network.graph) {
+function splittable(network) {
+  // Whether a batch of this network can be shared among workers, each with some of its images:
+  // not with batch norm (its statistics are the whole batch's), nor where an operation mixes the
+  // images (a softmax along dimension 0, or counted from the end, which may be it; a flatten or
+  // view that merges the batch away).
+  return network.graph.every((node) => {
     const s = node.settings || {}, [, shape] = node.args || [];
-    if (node.op === "batch_norm") return `${node.name} (batch norm) needs the whole batch's statistics`;
-    // Along dimension 0 (or counted from the end, which may be it), or the batch flattened away.
-    const mixes = (["softmax", "log_softmax"].includes(node.op) && (s.dim === 0 || s.dim < -1))
+    return !(node.op === "batch_norm"
+      || (["softmax", "log_softmax"].includes(node.op) && (s.dim === 0 || s.dim < -1))
       || (node.op === "flatten" && s.start < 1)
-      || (node.op === "view" && (shape.length < 2 || !(shape[0] === -1 || typeof shape[0] === "object")));
-    if (mixes) return `${node.name} (${node.op}) mixes the batch's images`;
-  }
-  return null;
+      || (node.op === "view" && (shape.length < 2 || !(shape[0] === -1 || typeof shape[0] === "object"))));
+  });
 }
 
 function untrainable(network) {
@@ -103,5 +102,5 @@ function untrainable(network) {
 }
 
 Object.assign(maths, { paramsOf, forward, addGradient, backward, evalOperation, trainingOperation,
-                       untrainable, unsplittable });
+                       untrainable, splittable });
 })();

@@ -12,7 +12,7 @@ let kernelsUsed = null;  // [name, bytes] of the module whose kernels run, else 
 function kernelsInUse() { return kernelsUsed; }
 
 function useKernels(modules) {
-  // From now on the products, convolutions and the tutorial's pooling run in the first of modules
+  // From now on the products, convolutions, pooling and pointwise loops run in the first of modules
   // ([name, bytes], best first: "fma", then "simd") that this browser validates, which is how it
   // says whether it has relaxed SIMD, or SIMD at all; returns its name, or null for the plain
   // loops (useKernels([]) goes back to them: the tests compare each with PyTorch).

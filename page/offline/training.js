@@ -1,14 +1,14 @@
 // Training in the exported file: trainSteps (a few steps on one batch, for scripts) and trainRun (a
-// whole run, and the Train panel that calls it), each in Web Workers made of the file's maths and
-// trainer.js (the scripts marked data-worker), so that the page keeps answering: a lead that runs
-// train.py's loop and helpers that each work out a share of every batch; one training at a time,
-// and trainStop() ends either. A run's network joins the page's networks while it trains
-// (run-end.js).
+// whole run, and the Train panel that calls it), each in a team of Web Workers made of the file's
+// maths and trainer.js (the scripts marked data-worker), so that the page keeps answering: each
+// works out a share of every batch and all make the same steps, the first (the lead) reporting
+// them; one training at a time, and trainStop() ends either. A run's network joins the page's
+// networks while it trains (run-end.js).
 "use strict";
 (() => {
 const { EXPORT, BadRequest, parameters, tensorsOf, mnistImages } = offline;
 const { trainingBody, trainable, runBody, extraPictures, snapshotSteps, joinedNetwork, finished } = offline;
-const { tensor, unsplittable } = maths;
+const { tensor, splittable } = maths;
 const RUN = EXPORT.training_run;
 let running = null;  // the training in progress: {stopped, halt(), stop()}
 
@@ -87,8 +87,8 @@ function inWorkers(run, count, messageOf, onMessage = () => {}) {
 
 function workersFor(network, wanted, images) {
   // How many workers share each batch of images: as many as asked, unless the batch has fewer
-  // images or the network needs the whole batch in one (maths.unsplittable).
-  return unsplittable(network) ? 1 : Math.min(wanted, images);
+  // images or the network needs the whole batch in one (maths.splittable).
+  return splittable(network) ? Math.min(wanted, images) : 1;
 }
 
 function trainingCopy(network, snapshot) {
