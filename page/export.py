@@ -48,8 +48,11 @@ ROUNDING_IMAGES = 1000  # the images of the first set on which the page counts w
 # refused beyond in one line: train.py's own for the learning rate (the file detects divergence as
 # train.py does), the weight decay and the seed (32 bits: the file's generator takes no more, and
 # a JSON number cannot carry 2**63 exactly); the file's own, for a phone's memory, for the rest.
+# workers: the most that share a batch, whatever number of cores the browser reports: each holds
+# its own copy of the training images, and a batch of 64 in more shares leaves each too little to
+# do between the messages (docs/page.md, "Both cores").
 FILE_TRAINING = {"images": 256, "steps": 100, "epochs": 100, "batchSize": 1024, "lr": MAX_LR,
-                 "weightDecay": MAX_WEIGHT_DECAY, "seed": MAX_SEED}
+                 "weightDecay": MAX_WEIGHT_DECAY, "seed": MAX_SEED, "workers": 4}
 # Steps between the weights a run in the file sends, for the page to show the network as it is.
 FILE_REDRAW_INTERVAL = 200
 # The refusals the file words as the server does, and its own of routes.design: str.format
@@ -340,9 +343,10 @@ def export_data(page):
             "sprite_columns": SPRITE_COLUMNS, "mean": MEAN, "std": STD,
             "attribution_steps": ATTRIBUTION_STEPS, "unsure_below": UNSURE_BELOW,
             "resize_probe": resize_probe(),
-            # the maths' products and convolutions (page/maths/kernels.js), assembled from kernels.wat
-            # (tools.make_kernels)
-            "kernels": base64.b64encode(script_bytes("kernels.wasm")).decode(),
+            # the maths' kernels (page/maths/kernels.js), assembled from page/kernels/
+            # (tools.make_kernels): with fused multiply-adds, and without, best first
+            "kernels": [[name, base64.b64encode(script_bytes(f"{file}.wasm")).decode()]
+                        for name, file in (("fma", "kernels-fma"), ("simd", "kernels"))],
             "ink_range": INK_RANGE,
             # What the server refuses and shows, so that the file refuses and shows the same.
             "limits": {"side": MAX_SIDE, "picture_pixels": MAX_PICTURE_PIXELS,

@@ -114,6 +114,11 @@ class TrainPanelTest(unittest.TestCase):
         self.set_value("train-batch", "4")  # short steps: the weights change every 200 of them
         self.element("#train-start").click()
         self.wait_for(lambda: "Epoch: 1/100, Step: 1/150" in self.text("train-log"), "the first line")
+        # As many workers as the browser says it has cores, at most the export's bound.
+        workers = self.script("return Math.min(navigator.hardwareConcurrency, "
+                              "window.exportedData.training.bounds.workers)")
+        self.assertRegex(self.text("train-status"),
+                         rf"^step [\d,]+ of 15,000, [\d.]+ s, on {workers} workers?$")
         self.wait_for(lambda: self.element("#model").get_attribute("value") == "2",
                       "the live network, chosen")
         self.draw()  # while it trains

@@ -116,15 +116,22 @@ class TrainRunTest(unittest.TestCase):
 
     def test_the_same_seed_trains_the_same_weights_and_another_seed_others(self):
         self.open()
-        runs = [checkpoint_of(self.run_ok({**RUN, "seed": seed})) for seed in (5, 5, 6)]
+        answers = [self.run_ok({**RUN, "seed": seed, "workers": workers})
+                   for seed, workers in ((5, 2), (5, 2), (6, 2), (5, 1))]
+        self.assertEqual([answer["workers"] for answer in answers], [2, 2, 2, 1])
+        runs = [checkpoint_of(answer) for answer in answers]
         same, other = runs[0]["model"], runs[2]["model"]
         self.assertTrue(all(torch.equal(same[key], runs[1]["model"][key]) for key in same))
         self.assertEqual(runs[0]["history"], runs[1]["history"])
         self.assertFalse(torch.equal(same["fc1.weight"], other["fc1.weight"]))
+        # One worker draws the same dropout masks for the batch as two, each for its half: the
+        # first step's loss differs only by how its sum was added up.
+        self.assertAlmostEqual(runs[3]["history"]["loss"][0], runs[0]["history"]["loss"][0], delta=1e-6)
         names = self.call("models")["answer"]["models"][2:]
         self.assertEqual(names, ["trained in this page (1 epoch, seed 5)",
                                  "trained in this page (1 epoch, seed 5), run 2",
-                                 "trained in this page (1 epoch, seed 6)"])
+                                 "trained in this page (1 epoch, seed 6)",
+                                 "trained in this page (1 epoch, seed 5), run 3"])
 
     def test_from_trained_weights_and_from_the_runs_initial_ones(self):
         self.open()
@@ -147,6 +154,7 @@ class TrainRunTest(unittest.TestCase):
             ({"from": "yesterday"}, 400, "from must be fresh, initial or trained"),
             ({"model": 7}, 400, "model must be a whole number from 0 to 1"),
             ({"extra": "yes"}, 400, "extra must be true or false"),
+            ({"workers": 0}, 400, "workers must be a whole number from 1 to 4"),
             ({"extra": True}, 409, "no drawings are collected yet"),
             ({"steps": 5}, 400, "(not steps)"),
             ([1, 2], 400, "send model, epochs"),
@@ -186,7 +194,8 @@ class TrainRunTest(unittest.TestCase):
 
     def test_a_network_with_batch_norm_groups_and_dilation_trains_and_keeps_its_statistics(self):
         self.open(DILATED_FILE)
-        answer = self.run_ok({**RUN, "from": "trained"})
+        answer = self.run_ok({**RUN, "from": "trained", "workers": 2})
+        self.assertEqual(answer["workers"], 1)  # batch norm's statistics are the whole batch's
         state = checkpoint_of(answer)["model"]
         self.assertEqual(state["norm.num_batches_tracked"].item(), answer["steps"])
         self.assertFalse(torch.equal(state["norm.running_mean"], torch.zeros(6)))
@@ -206,7 +215,7 @@ class KernelsTest(unittest.TestCase):
         # (run in this process: a new one would spend seconds importing torch for common's sake).
         code, out, err = run_script(make_kernels, ["--check"])
         self.assertEqual((code, err), (0, ""), out)
-        self.assertEqual(out, "page/kernels.wasm is up to date\n")
+        self.assertEqual(out, "page/kernels.wasm is up to date\npage/kernels-fma.wasm is up to date\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Tests of window.routes.trainSteps in the exported file, in headless Chromium: the losses,
 gradients and weights of Adam steps on one batch held to PyTorch's in train() mode, for the
-tutorial's network and every edited one, with the WebAssembly kernels and with the plain loops;
-dropout; bad bodies and a network it cannot train refused in one line.
+tutorial's network and every edited one, on one worker and on several, with each of the maths'
+paths (WebAssembly with fused multiply-adds, WebAssembly SIMD, the plain loops); dropout; bad
+bodies and a network it cannot train refused in one line.
 
 Usage: python -m unittest -v tests.test_train_steps
 """
@@ -76,6 +77,13 @@ class MomentumNoneNet(GeluNet):
         return self.fc(torch.flatten(self.norm(x), 1))
 
 
+class BatchSoftmaxNet(GeluNet):
+    """A softmax along the batch, which mixes its images: the file trains it on one worker."""
+
+    def forward(self, x):
+        return self.fc(torch.softmax(torch.flatten(x, 1), 0))
+
+
 @unittest.skipIf(browser_missing(), browser_missing())
 class TrainStepsInBrowserTest(FileInBrowser, unittest.TestCase):
     """window.routes.trainSteps, the first step of training in the file (issue 30): the losses,
@@ -88,10 +96,14 @@ class TrainStepsInBrowserTest(FileInBrowser, unittest.TestCase):
         cls.batch = {"images": shapes.data[:24].tolist(), "labels": shapes.targets[:24].tolist()}
 
     def same_steps(self, network, body, compare_state=True):
-        """trainSteps' answer to body against PyTorch's for network; returns the largest differences."""
+        """trainSteps' answer to body against PyTorch's for network; returns the largest differences.
+        The batch is shared among body's workers, unless the network has batch norm."""
         reply = self.call("trainSteps", body)
         self.assertIn("answer", reply, reply)
         answer, (losses, gradients, state) = reply["answer"], pytorch_steps(network, body)
+        whole = isinstance(network, BatchSoftmaxNet) or any(isinstance(module, nn.BatchNorm2d)
+                                                             for module in network.modules())
+        self.assertEqual(answer["workers"], 1 if whole else body["workers"])
         self.assertEqual(len(answer["losses"]), body["steps"])
         measured = {"loss": abs(answer["losses"][0] - losses[0]),
                     "losses": max(abs(a - b) for a, b in zip(answer["losses"], losses)),
@@ -123,31 +135,50 @@ class TrainStepsInBrowserTest(FileInBrowser, unittest.TestCase):
             measured["state"] = max(measured["state"], 0 if key in loose else error)
         return measured
 
-    def test_the_tutorials_network_and_the_edited_ones_train_as_pytorch(self):
+    def test_the_tutorials_network_and_the_edited_ones_train_as_pytorch_on_one_worker_and_on_several(self):
+        # Chromium has relaxed SIMD: the file's maths run kernels-fma.wasm, its fused multiply-adds.
+        self.assertEqual(self.script("return maths.kernelsInUse()[0]"), "fma")
         body = {**self.batch, "lr": 0.01, "steps": 5, "dropout": False}
         untrained, trained = PAGE.networks[1].model, PAGE.networks[0].model
-        measured = {"tutorial, untrained": self.same_steps(untrained, {**body, "model": 1}),
-                    "tutorial, untrained, AdamW": self.same_steps(untrained, {**body, "model": 1,
-                                                                               "weightDecay": 0.05}),
-                    # Trained, its gradients on these easy shapes are mostly near Adam's eps (1e-8),
-                    # where rounding decides the direction of a step of about lr: its weights after
-                    # five steps part by up to lr * 5 from PyTorch's, and say nothing.
-                    "tutorial, trained": self.same_steps(trained, {**body, "model": 0}, compare_state=False)}
+        measured = {}
+        for workers in (1, 3):  # three shares of the 24 images, more than this machine's cores
+            mine = {**body, "workers": workers}
+            measured[f"tutorial, untrained, {workers}"] = self.same_steps(untrained, {**mine, "model": 1})
+            measured[f"tutorial, untrained, AdamW, {workers}"] = self.same_steps(
+                untrained, {**mine, "model": 1, "weightDecay": 0.05})
+            # Trained, its gradients on these easy shapes are mostly near Adam's eps (1e-8), where
+            # rounding decides the direction of a step of about lr: its weights after five steps
+            # part by up to lr * 5 from PyTorch's, and say nothing.
+            measured[f"tutorial, trained, {workers}"] = self.same_steps(trained, {**mine, "model": 0},
+                                                                        compare_state=False)
         self.open(EDITED_FILE)
         for model, network in enumerate(EDITED_PAGE.networks):
             with self.subTest(network=network.name):
-                measured[network.name] = self.same_steps(network.model, {**body, "model": model})
+                measured[network.name] = self.same_steps(network.model,
+                                                         {**body, "model": model, "workers": 3})
         print("\ntrainSteps against PyTorch, largest differences:", json.dumps(measured))
 
-    def test_the_plain_loops_train_as_pytorch_too(self):
-        # A browser without WebAssembly SIMD runs maths.js's own loops (useKernels finds none):
-        # they are held to PyTorch as the kernels are, for every edited network.
+    def test_the_simd_kernels_and_the_plain_loops_train_as_pytorch_too(self):
+        # A browser without relaxed SIMD runs kernels.wasm, one without WebAssembly SIMD the maths'
+        # own loops (useKernels finds none): each is held to PyTorch as the first, for every
+        # edited network, on two workers (which compute as the page does).
         self.open(EDITED_FILE)
-        self.assertIs(self.script("return maths.useKernels(null)"), False)
-        body = {**self.batch, "lr": 0.01, "steps": 1, "dropout": False}
-        for model, network in enumerate(EDITED_PAGE.networks):
-            with self.subTest(network=network.name):
-                self.same_steps(network.model, {**body, "model": model})
+        body = {**self.batch, "lr": 0.01, "steps": 1, "dropout": False, "workers": 2}
+        for path, modules in (("simd", "slice(1)"), (None, "slice(2)")):
+            chosen = self.script("return maths.useKernels(offline.EXPORT.kernels.%s.map("
+                                 "([name, base64]) => [name, offline.bytesOf(base64)]))" % modules)
+            self.assertEqual(chosen, path)
+            for model, network in enumerate(EDITED_PAGE.networks):
+                with self.subTest(path=path, network=network.name):
+                    self.same_steps(network.model, {**body, "model": model})
+
+    def test_a_network_that_mixes_the_batchs_images_trains_on_one_worker(self):
+        target = os.path.join(TEMP, "batch_softmax.html")
+        torch.manual_seed(0)
+        network = BatchSoftmaxNet().eval()
+        export.export_page(routes.Page([routes.Network("batch softmax", network)], "cpu"), target)
+        self.open(target)
+        self.same_steps(network, {**self.batch, "model": 0, "lr": 0.01, "steps": 2, "workers": 3})
 
     def test_the_page_keeps_its_network_and_dropout_drops_when_asked(self):
         drawing = {"pixels": drawing_of(DIGITS[2]), "attribution": False}
@@ -171,6 +202,8 @@ class TrainStepsInBrowserTest(FileInBrowser, unittest.TestCase):
                               ({**good, "steps": 0}, "steps must be"),
                               ({**good, "dropout": "no"}, "dropout must be"),
                               ({**good, "weightDecay": -1}, "weightDecay must be"),
+                              ({**good, "workers": 0}, "workers must be a whole number from 1 to 4"),
+                              ({**good, "workers": 5}, "workers must be a whole number from 1 to 4"),
                               ({**good, "epochs": 1}, "send model, images")]:
             reply = self.call("trainSteps", body)
             self.assertEqual(reply.get("status"), 400, (body.keys(), reply))

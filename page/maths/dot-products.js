@@ -3,7 +3,7 @@
 // (linear). Part of the exported file's maths (tensors.js says more).
 "use strict";
 (() => {
-const { tensor, outputSide, matmul, transposed, mapSums } = maths;
+const { tensor, written, zeros, outputSide, matmul, transposed, mapSums } = maths;
 
 function convolutionShape(x, s, weight) {
   const [B, C, H, W] = x.shape, [O, perGroup, KH, KW] = weight.shape;
@@ -61,7 +61,7 @@ const convolution = {
   // (K, P) and the kernels (O, K) of one group. x holds B images of xImage floats; y and g hold
   // B images of yImage floats, the group's O maps first in each. kernels.js swaps in kernels.wasm.
   forward(y, x, weight, bias, patches, B, xImage, yImage, O, K, P) {
-    const columns = new Float32Array(K * P);
+    const columns = zeros(K * P);
     for (let b = 0; b < B; b++) {
       gather(columns, x.subarray(b * xImage), patches.indices);
       const out = y.subarray(b * yImage, b * yImage + O * P);
@@ -71,7 +71,7 @@ const convolution = {
   },
   // d weight += g (O, P) x patches^T (P, K), over the images.
   weightGradient(weightGradient, g, x, patches, B, xImage, yImage, O, K, P) {
-    const columns = new Float32Array(K * P);
+    const columns = zeros(K * P);
     for (let b = 0; b < B; b++) {
       gather(columns, x.subarray(b * xImage), patches.indices);
       matmul.nt(weightGradient, g.subarray(b * yImage), columns, O, P, K, true);
@@ -80,7 +80,7 @@ const convolution = {
   // The patches' gradients, kernels^T (K, O) x g (O, P); each input value collects those of
   // every patch it is in (col2im).
   inputGradient(dx, g, weightT, patches, B, xImage, yImage, O, K, P) {
-    const columns = new Float32Array(K * P), indices = patches.indices;
+    const columns = zeros(K * P), indices = patches.indices;
     for (let b = 0; b < B; b++) {
       matmul.nn(columns, weightT, g.subarray(b * yImage), K, O, P, false);
       const image = dx.subarray(b * xImage);
@@ -102,7 +102,7 @@ const conv2d = {
     return t;
   },
   forward(x, s, p) {
-    const t = convolutionShape(x, s, p.weight), y = tensor([t.B, t.O, t.OH, t.OW]), G = t.outputsPerGroup;
+    const t = convolutionShape(x, s, p.weight), y = written([t.B, t.O, t.OH, t.OW]), G = t.outputsPerGroup;
     conv2d.groups(x, s, p, ({ group, weight, patches, maps, sizes }) => {
       const bias = p.bias ? p.bias.data.subarray(group * G, (group + 1) * G) : new Float32Array(G);
       convolution.forward(y.data.subarray(maps), x.data, weight, bias, patches, ...sizes);
@@ -131,13 +131,13 @@ const conv2d = {
 const linear = {
   // y = x W^T + b, a product (B, I) x (I, O); dx = g W; d weight = g^T x; d bias = the sums of g.
   forward(x, s, p) {
-    const [O, I] = p.weight.shape, B = x.data.length / I, y = tensor([B, O]);
+    const [O, I] = p.weight.shape, B = x.data.length / I, y = written([B, O]);
     matmul.nt(y.data, x.data, p.weight.data, B, I, O, false);
     if (p.bias) for (let b = 0; b < B; b++) for (let o = 0; o < O; o++) y.data[b * O + o] += p.bias.data[o];
     return y;
   },
   backward(g, x, s, p) {
-    const [O, I] = p.weight.shape, B = x.data.length / I, dx = tensor(x.shape);
+    const [O, I] = p.weight.shape, B = x.data.length / I, dx = written(x.shape);
     matmul.nn(dx.data, g.data, p.weight.data, B, O, I, false);
     return dx;
   },

@@ -27,9 +27,16 @@ function forward(network, weights, input, operationOf) {
 }
 
 function addGradient(gradients, name, gradient) {
-  // A value read twice (a module called twice, x + y) gets the sum of both gradients.
-  if (!gradients[name]) gradients[name] = tensor(gradient.shape, Float32Array.from(gradient.data));
-  else gradient.data.forEach((d, i) => { gradients[name].data[i] += d; });
+  // A value read twice (a module called twice, x + y) gets the sum of both gradients, in a new
+  // tensor: the first may be another node's gradient too (x + y passes one to both), kept as it is.
+  const first = gradients[name];
+  if (!first) {
+    gradients[name] = gradient;
+    return;
+  }
+  const sum = tensor(first.shape), a = first.data, b = gradient.data;
+  for (let i = 0; i < sum.data.length; i++) sum.data[i] = a[i] + b[i];
+  gradients[name] = sum;
 }
 
 function backward(network, weights, outputs, outputGradient, operationOf, { input = true, visit } = {}) {
@@ -54,13 +61,28 @@ function backward(network, weights, outputs, outputGradient, operationOf, { inpu
 
 const evalOperation = (node) => operations[node.op];
 
-function trainingOperation(node, random) {
+function trainingOperation(node, random, share) {
   // The operation as train() computes it: batch norm with the batch's statistics; a dropout (an
-  // identity node with its p) drops only when given random numbers (random: a function, or null).
+  // identity node with its p) drops only when given random numbers (random: a generator, or
+  // null; share: which images of the batch the input holds, see dropout.js).
   if (node.op === "batch_norm") return maths.batchNormTraining;
   const dropout = node.op === "identity" && node.settings && "p" in node.settings;
-  if (dropout && random) return maths.dropping(random);
+  if (dropout && random) return maths.dropping(random, share);
   return operations[node.op];
+}
+
+function splittable(network) {
+  // Whether a batch of this network can be shared among workers, each with some of its images:
+  // not with batch norm (its statistics are the whole batch's), nor where an operation mixes the
+  // images (a softmax along dimension 0, or counted from the end, which may be it; a flatten or
+  // view that merges the batch away).
+  return network.graph.every((node) => {
+    const s = node.settings || {}, [, shape] = node.args || [];
+    return !(node.op === "batch_norm"
+      || (["softmax", "log_softmax"].includes(node.op) && (s.dim === 0 || s.dim < -1))
+      || (node.op === "flatten" && s.start < 1)
+      || (node.op === "view" && (shape.length < 2 || !(shape[0] === -1 || typeof shape[0] === "object"))));
+  });
 }
 
 function untrainable(network) {
@@ -80,5 +102,5 @@ function untrainable(network) {
 }
 
 Object.assign(maths, { paramsOf, forward, addGradient, backward, evalOperation, trainingOperation,
-                       untrainable });
+                       untrainable, splittable });
 })();

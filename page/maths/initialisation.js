@@ -1,21 +1,9 @@
-// A network's fresh weights: PyTorch's default initialisation, drawn from a seeded generator, for
-// a run from fresh weights (trainer.js) and a network designed in the page (page/offline/design.js),
-// so that a designed network and a run from the same seed start from the same weights. Part of the
-// exported file's maths (tensors.js says more).
+// A network's fresh weights: PyTorch's default initialisation, drawn from a seeded generator
+// (dropout.js's), for a run from fresh weights (trainer.js) and a network designed in the page
+// (page/offline/design.js), so that a designed network and a run from the same seed start from
+// the same weights. Part of the exported file's maths (tensors.js says more).
 "use strict";
 (() => {
-function generator(seed) {
-  // Random numbers in [0, 1) from a seed (mulberry32): the same seed, the same run. PyTorch's own
-  // generator is not reproduced, so a seed here gives other numbers than train.py's.
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6D2B79F5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function freshWeights(network, weights, random) {
   // PyTorch's default initialisation, drawn from random: a convolution's or linear layer's
   // weight and bias uniform in +-1/sqrt(fan_in) (kaiming_uniform_ with a = sqrt(5)); batch norm
@@ -36,5 +24,5 @@ function freshWeights(network, weights, random) {
   return fresh;
 }
 
-Object.assign(maths, { generator, freshWeights });
+Object.assign(maths, { freshWeights });
 })();

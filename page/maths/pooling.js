@@ -2,8 +2,14 @@
 // where it runs) and average pooling. Part of the exported file's maths (tensors.js says more).
 "use strict";
 (() => {
-const { tensor, outputSide } = maths;
-const pooling = { max2x2: null };  // kernels.js sets it: 2 x 2 windows, stride 2, in WebAssembly
+const { tensor, written, zeros, outputSide } = maths;
+const pooling = {
+  max2x2: null,  // kernels.js sets it: 2 x 2 windows, stride 2, in WebAssembly
+  // Max pooling's gradient: each output's to the place its maximum came from (none for -1).
+  gradient(dx, kept, g) {
+    for (let out = 0; out < kept.length; out++) if (kept[out] >= 0) dx[kept[out]] += g[out];
+  },
+};
 
 function outputSides(x, s) {
   const [, , H, W] = x.shape, [KH, KW] = s.kernel, [SY, SX] = s.stride, [PY, PX] = s.padding;
@@ -23,8 +29,9 @@ function windows(x, s, visit) {
 
 const maxPool2d = {
   forward(x, s) {
-    const [B, C, H, W] = x.shape, [OH, OW] = outputSides(x, s), y = tensor([B, C, OH, OW]);
-    const kept = y.kept = new Int32Array(y.data.length);  // where each maximum came from, for backward
+    const [B, C, H, W] = x.shape, [OH, OW] = outputSides(x, s), y = written([B, C, OH, OW]);
+    // where each maximum came from, for backward
+    const kept = y.kept = zeros(y.data.length, Int32Array, false);
     const [KH, KW] = s.kernel, [SY, SX] = s.stride, [PY, PX] = s.padding, [DY, DX] = s.dilation;
     const plain = [KH, KW, SY, SX, DY, DX].join() === "2,2,2,2,1,1" && PY === 0 && PX === 0
       && 2 * OH <= H && 2 * OW <= W;
@@ -37,8 +44,8 @@ const maxPool2d = {
     return y;
   },
   backward(g, x, s, p, y) {
-    const dx = tensor(x.shape), kept = y.kept, gradients = g.data, to = dx.data;
-    for (let out = 0; out < kept.length; out++) to[kept[out]] += gradients[out];
+    const dx = tensor(x.shape);
+    pooling.gradient(dx.data, y.kept, g.data);
     return dx;
   },
 };

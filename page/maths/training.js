@@ -5,12 +5,12 @@
 (() => {
 const { f32, tensor, forward, backward, addGradient, trainingOperation, logSoftmax } = maths;
 
-function trainingForward(network, weights, input, random) {
+function trainingForward(network, weights, input, random, share) {
   // As the page's forward, with the weights being trained and each operation in its training form.
-  return forward(network, weights, input, (node) => trainingOperation(node, random));
+  return forward(network, weights, input, (node) => trainingOperation(node, random, share));
 }
 
-function parameterGradients(network, weights, outputs, outputGradient, random) {
+function parameterGradients(network, weights, outputs, outputGradient, random, share) {
   // Each parameter's gradient (summed where a module is called twice) by state_dict key; the
   // image's own gradient is not needed.
   const found = {};
@@ -19,22 +19,23 @@ function parameterGradients(network, weights, outputs, outputGradient, random) {
     const own = operation.paramsBackward(gradient, x, settings, p, outputs[node.name]);
     for (const role of ["weight", "bias"]) if (own[role]) addGradient(found, node.params[role], own[role]);
   };
-  backward(network, weights, outputs, outputGradient, (node) => trainingOperation(node, random),
+  backward(network, weights, outputs, outputGradient, (node) => trainingOperation(node, random, share),
            { input: false, visit });
   return found;
 }
 
-function crossEntropy(logits, labels) {
-  // nn.CrossEntropyLoss (the mean over the batch of -log softmax(logits)[label]) and its gradient
-  // with respect to the logits: (softmax - one-hot) / batch.
-  const B = labels.length, classes = logits.data.length / B, gradient = tensor(logits.shape);
+function crossEntropy(logits, labels, batch) {
+  // nn.CrossEntropyLoss, the mean over a batch of batch images of -log softmax(logits)[label]:
+  // these images' sum of it, and its gradient with respect to their logits, (softmax - one-hot) /
+  // batch.
+  const classes = logits.data.length / labels.length, gradient = tensor(logits.shape);
   let total = 0;
   labels.forEach((label, b) => {
     const logs = logSoftmax(logits.data.subarray(b * classes, (b + 1) * classes));
     total -= logs[label];
-    logs.forEach((v, k) => { gradient.data[b * classes + k] = (Math.exp(v) - (k === label)) / B; });
+    logs.forEach((v, k) => { gradient.data[b * classes + k] = (Math.exp(v) - (k === label)) / batch; });
   });
-  return [total / B, gradient];
+  return [total, gradient];
 }
 
 function adamStep(values, gradient, moments, step, lr, weightDecay) {
@@ -74,16 +75,33 @@ function adam(network, weights, lr, weightDecay) {
   };
 }
 
-function trainingStep(network, weights, input, labels, optimizer, random) {
-  // One step of train.py's loop on a batch: forward in train() mode, cross-entropy, backward, the
-  // optimizer's update. Returns the loss (before the update), the logits (B, 10) and each
-  // parameter's gradient by state_dict key.
-  const outputs = trainingForward(network, weights, input, random);
-  const logits = outputs[network.output], [loss, outputGradient] = crossEntropy(logits, labels);
-  const gradients = parameterGradients(network, weights, outputs, outputGradient, random);
-  optimizer.step(gradients);
-  return { loss, logits, gradients };
+function shareGradients(network, weights, input, labels, random, share = { first: 0, batch: labels.length }) {
+  // A batch's loss and gradients, or a share of them: input holds images first ... of a batch of
+  // share.batch images (all of them by default). Forward in train() mode, cross-entropy, backward:
+  // these images' sum of the loss (the batch's loss is the shares' sums over share.batch), their
+  // logits and each parameter's gradient by state_dict key (the batch's is the shares' sum).
+  const outputs = trainingForward(network, weights, input, random, share);
+  const logits = outputs[network.output];
+  const [lossSum, outputGradient] = crossEntropy(logits, labels, share.batch);
+  const gradients = parameterGradients(network, weights, outputs, outputGradient, random, share);
+  return { lossSum, logits, gradients };
 }
 
-Object.assign(maths, { adam, trainingStep });
+function addedShares(shares) {
+  // The batch's gradients from its shares' (shareGradients), added in the shares' order, each
+  // value's sum in float64 and rounded once: the same shares give the same sums every time.
+  const sums = {};
+  for (const key of Object.keys(shares[0])) {
+    const sum = tensor(shares[0][key].shape), values = new Float64Array(sum.data.length);
+    for (const gradients of shares) {
+      const part = gradients[key].data;
+      for (let i = 0; i < values.length; i++) values[i] += part[i];
+    }
+    sum.data.set(values);
+    sums[key] = sum;
+  }
+  return sums;
+}
+
+Object.assign(maths, { adam, shareGradients, addedShares });
 })();

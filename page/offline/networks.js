@@ -6,7 +6,8 @@
 const { EXPORT, bytesOf, floats } = offline;
 const { tensor, forward, backward, evalOperation } = maths;
 
-maths.useKernels(bytesOf(EXPORT.kernels));  // WebAssembly SIMD where the browser has it, else plain loops
+// WebAssembly with fused multiply-adds, or SIMD, where the browser has it, else the plain loops
+maths.useKernels(EXPORT.kernels.map(([name, base64]) => [name, bytesOf(base64)]));
 
 const size = (shape) => shape.reduce((a, b) => a * b, 1);
 

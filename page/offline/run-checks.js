@@ -8,7 +8,10 @@ const { EXPORT, BadRequest, has, onlyFields, wholeNumber, chosen, roundHalfEven,
 const { STORAGES, preparedDrawings } = offline;
 const { tensor, untrainable } = maths;
 const TRAINING = EXPORT.limits.training, RUN = EXPORT.training_run;
-const RUN_DEFAULTS = { model: 0, ...RUN.defaults, extra: false, from: "fresh" };
+// Workers that share each batch: one a core (as many as the browser says it has), at most the
+// export's bound; a body may ask for fewer (or more, up to the bound).
+const WORKERS = Math.max(1, Math.min(TRAINING.workers, navigator.hardwareConcurrency || 1));
+const RUN_DEFAULTS = { model: 0, ...RUN.defaults, extra: false, from: "fresh", workers: WORKERS };
 
 function rates(request) {
   // lr and weightDecay, checked alike for both.
@@ -46,7 +49,7 @@ function trainingImages(images) {
 
 function trainingBody(request) {
   // The checks of trainSteps' body, each refused in one line; returns what it asks for.
-  onlyFields(request, ["model", "images", "labels", "lr", "steps", "dropout", "weightDecay"]);
+  onlyFields(request, ["model", "images", "labels", "lr", "steps", "dropout", "weightDecay", "workers"]);
   const [model, network] = chosen(has(request, "model") ? { model: request.model } : {});  // 0 unless named
   const input = trainingImages(request.images), labels = request.labels;
   const digits = (list) => list.every((d) => Number.isInteger(d) && d >= 0 && d <= 9);
@@ -57,14 +60,15 @@ function trainingBody(request) {
   const dropout = has(request, "dropout") ? request.dropout : false;
   if (typeof dropout !== "boolean") throw new BadRequest(400, "dropout must be true or false");
   const steps = wholeNumber(request, "steps", 1, TRAINING.steps);
-  return { model, network, input, labels, lr, weightDecay, steps, dropout };
+  const workers = wholeNumber({ workers: WORKERS, ...request }, "workers", 1, TRAINING.workers);
+  return { model, network, input, labels, lr, weightDecay, steps, dropout, workers };
 }
 
 function runBody(request) {
   // trainRun's body, each value checked and refused in one line; the defaults are the tutorial's.
   onlyFields(request, Object.keys(RUN_DEFAULTS));
   const body = { ...RUN_DEFAULTS, ...request }, [model, network] = chosen({ model: body.model });
-  for (const key of ["epochs", "batchSize"]) wholeNumber(body, key, 1, TRAINING[key]);
+  for (const key of ["epochs", "batchSize", "workers"]) wholeNumber(body, key, 1, TRAINING[key]);
   wholeNumber(body, "seed", 0, TRAINING.seed);
   rates(body);
   if (typeof body.extra !== "boolean") throw new BadRequest(400, "extra must be true or false");

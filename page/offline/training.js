@@ -1,12 +1,14 @@
 // Training in the exported file: trainSteps (a few steps on one batch, for scripts) and trainRun (a
-// whole run, and the Train panel that calls it), each in a Web Worker made of the file's maths and
-// trainer.js (the scripts marked data-worker), so that the page keeps answering; one at a time, and
-// trainStop() ends either. A run's network joins the page's networks while it trains (run-end.js).
+// whole run, and the Train panel that calls it), each in a team of Web Workers made of the file's
+// maths and trainer.js (the scripts marked data-worker), so that the page keeps answering: each
+// works out a share of every batch and all make the same steps, the first (the lead) reporting
+// them; one training at a time, and trainStop() ends either. A run's network joins the page's
+// networks while it trains (run-end.js).
 "use strict";
 (() => {
 const { EXPORT, BadRequest, parameters, tensorsOf, mnistImages } = offline;
 const { trainingBody, trainable, runBody, extraPictures, snapshotSteps, joinedNetwork, finished } = offline;
-const { tensor } = maths;
+const { tensor, splittable } = maths;
 const RUN = EXPORT.training_run;
 let running = null;  // the training in progress: {stopped, halt(), stop()}
 
@@ -34,37 +36,59 @@ function newWorker() {
   return new Worker(URL.createObjectURL(new Blob(scripts, { type: "text/javascript" })));
 }
 
-function inWorker(run, message, onMessage = () => {}) {
-  // Sends message to a new training worker; resolves to its "done" message, and is refused as
-  // the training ends otherwise (its "failed": 422; an error: 500; trainStop: 409). onMessage sees
-  // every message it sends.
-  let worker;
+function teams(count) {
+  // count new training workers and, for each, its team: a port by rank to each of the others (a
+  // channel each pair), null at its own.
+  let workers;
   try {
-    worker = newWorker();
+    workers = Array.from({ length: count }, newWorker);
   } catch (error) {  // a browser that runs no worker from a page's own script
-    const why = `this browser cannot start the page's training worker: ${error.message}`;
-    return Promise.reject(new BadRequest(500, why));
+    throw new BadRequest(500, `this browser cannot start the page's training worker: ${error.message}`);
   }
+  const ports = workers.map(() => workers.map(() => null));
+  workers.forEach((_, i) => workers.forEach((__, j) => {
+    if (i >= j) return;
+    const { port1, port2 } = new MessageChannel();
+    [ports[i][j], ports[j][i]] = [port1, port2];
+  }));
+  return [workers, ports];
+}
+
+function inWorkers(run, count, messageOf, onMessage = () => {}) {
+  // Sends messageOf(rank) to each of count new training workers, a team (trainer.js's sharedStep);
+  // resolves to the lead's (rank 0's) "done" message, and is refused as the training ends
+  // otherwise (a "failed" of any: 422; an error in any: 500; trainStop: 409). onMessage sees every
+  // message the lead sends.
   return new Promise((resolve, reject) => {
+    const [workers, ports] = teams(count), kernels = maths.kernelsInUse();  // the page's own maths
     const end = (error, data) => {
-      worker.terminate();
+      for (const worker of workers) worker.terminate();
       run.halt = () => {};
       if (error) reject(error); else resolve(data);
     };
     run.halt = () => end(new BadRequest(409, "training stopped"));
-    worker.onerror = (event) => {
-      event.preventDefault();
-      end(new BadRequest(500, `training stopped: ${event.message}`));
-    };
-    // Settled first: the caller's promise goes on after onMessage, which may fail.
-    worker.onmessage = ({ data }) => {
-      if (data.kind === "failed") end(new BadRequest(422, data.message));
-      if (data.kind === "done") end(null, data);
-      onMessage(data);
-    };
-    // The page's own maths: kernels.wasm or the plain loops.
-    worker.postMessage({ ...message, kernels: maths.kernelsInUse() });
+    workers.forEach((worker, rank) => {
+      worker.onerror = (event) => {
+        event.preventDefault();
+        end(new BadRequest(500, `training stopped: ${event.message}`));
+      };
+      // Settled first: the caller's promise goes on after onMessage, which may fail.
+      worker.onmessage = ({ data }) => {
+        if (data.kind === "failed") end(new BadRequest(422, data.message));
+        if (rank > 0) return;
+        if (data.kind === "done") end(null, data);
+        onMessage(data);
+      };
+      const team = ports[rank];
+      worker.postMessage({ ...messageOf(rank), kernels, team, rank }, team.filter(Boolean));
+    });
   });
+}
+
+function workersFor(network, wanted, images) {
+  // How many workers share each batch of images: as many as asked, unless the batch has fewer
+  // images or the network needs the whole batch in one (maths.splittable).
+  return splittable(network) ? Math.min(wanted, images) : 1;
 }
 
 function trainingCopy(network, snapshot) {
@@ -80,15 +104,17 @@ function layersOf(network) {  // what a training worker needs of a network
 async function trainSteps(request) {
   // K Adam steps on one batch from network N's final weights: the losses, the first step's
   // gradients and the weights (with batch norm's running statistics) after the last.
-  const { model, network, input, labels, lr, weightDecay, steps, dropout } = trainingBody(request);
+  const { model, network, input, labels, lr, weightDecay, steps, dropout, workers } = trainingBody(request);
   trainable(model, network);
-  const weights = trainingCopy(network, network.weights.length - 1);
+  const weights = trainingCopy(network, network.weights.length - 1), count = workersFor(network, workers,
+                                                                                        labels.length);
+  // dropout's masks: drawn from a new seed each time, the same in every worker of the team
   const message = { job: "steps", network: layersOf(network), weights, input, labels, lr, weightDecay, steps,
-                    dropout };
-  const done = await trainingAlone((run) => inWorker(run, message));
+                    dropout: dropout ? Math.floor(Math.random() * 2 ** 32) : null };
+  const done = await trainingAlone((run) => inWorkers(run, count, () => message));
   const arrays = (entries) => Object.fromEntries(entries.map(([key, values]) => [key, Array.from(values)]));
   return { losses: done.losses, gradients: arrays(Object.entries(done.gradients)),
-           state: arrays(network.tensors.map(([key]) => [key, done.weights[key]])) };
+           state: arrays(network.tensors.map(([key]) => [key, done.weights[key]])), workers: count };
 }
 
 async function trainRun(request, onMessage = () => {}) {
@@ -99,18 +125,21 @@ async function trainRun(request, onMessage = () => {}) {
   return trainingAlone(async (run) => {
     const sets = await mnistImages();
     unlessStopped(run);  // stopped while the images were decoded
-    const message = runMessage(body, sets);
+    const message = runMessage(body, sets), workers = workersFor(body.network, body.workers, body.batchSize);
+    // every worker holds the training images; the lead alone tests the network at the end
+    const messageOf = (rank) => (rank === 0 ? message
+      : { ...message, data: { ...message.data, test: null } });
     const epochs = `${body.epochs} epoch${body.epochs > 1 ? "s" : ""}`;
     const live = joinedNetwork(body.network, `trained in this page (${epochs}, seed ${body.seed})`);
     try {
-      const done = await inWorker(run, message, (sent) => {
+      const done = await inWorkers(run, workers, messageOf, (sent) => {
         if (sent.kind === "weights") live.cache = [tensorsOf(live, sent.weights)];
         const model = EXPORT.networks.indexOf(live);
-        onMessage({ ...sent, model, weights: undefined, snapshots: undefined });
+        onMessage({ ...sent, model, workers, weights: undefined, snapshots: undefined });
       });
       const result = await finished(live, body, done, sets.test);
       unlessStopped(run);  // stopped while it was tested and its checkpoint written
-      return result;
+      return { ...result, workers };
     } catch (error) {  // refused, stopped or failed: the page keeps no network of a run that failed
       EXPORT.networks.splice(EXPORT.networks.indexOf(live), 1);
       throw error;

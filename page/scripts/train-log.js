@@ -71,7 +71,9 @@ function progressed(message) {
             + `Loss: ${printed(message.loss, 4)}, Accuracy: ${printed(message.accuracy * 100, 2)}%`);
   }
   const of = `${message.done.toLocaleString("en")} of ${message.total.toLocaleString("en")}`;
-  document.getElementById("train-status").textContent = `step ${of}, ${message.seconds.toFixed(1)} s`;
+  const workers = `${message.workers} worker${message.workers > 1 ? "s" : ""}`;
+  const status = `step ${of}, ${message.seconds.toFixed(1)} s, on ${workers}`;
+  document.getElementById("train-status").textContent = status;
   drawRunCurves();
 }
 

@@ -33,8 +33,9 @@ async function startTrainPanel() {
   }
   const images = sets.train.labels.length.toLocaleString("en");
   about.textContent = `Trains the chosen network's layers in this browser on the ${images} MNIST training `
-    + `images this file carries, with the same maths as train.py: Adam, cross-entropy, dropout. It runs in a `
-    + `background worker, so the page keeps answering: draw while it trains, and every ${redrawInterval} `
+    + `images this file carries, with the same maths as train.py: Adam, cross-entropy, dropout. It runs `
+    + `in background workers, one for each of this device's cores (at most ${bounds.workers}), so the page `
+    + `keeps answering: draw while it trains, and every ${redrawInterval} `
     + `steps you see the network as it is. Then it joins the networks above; "Download model.pt" saves it `
     + `for python test.py. A seed always gives the same run here, but not train.py's (PyTorch's random `
     + `numbers are its own).`;
