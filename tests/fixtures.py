@@ -75,13 +75,13 @@ print(json.dumps(results))
 """
 
 
-def run_in(folder, *argv):
+def run_in(folder, *argv, timeout=300):
     """Run python -E -s with argv in folder: no PYTHONPATH, no user packages, and no MNIST_ROOT
     (which would make test_smoke train a real epoch), so only folder and the installed packages
     can be imported."""
     env = {key: value for key, value in os.environ.items() if key != "MNIST_ROOT"}
     return subprocess.run([sys.executable, "-E", "-s", *argv], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 class Payload:

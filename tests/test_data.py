@@ -5,6 +5,7 @@ Usage: python -m unittest -v tests.test_data
 """
 import contextlib
 import io
+import json
 import os
 import unittest
 from unittest import mock
@@ -16,8 +17,8 @@ from PIL import Image
 
 import data
 from extras import augment, pictures
-from tests.fixtures import (EPS_SEVEN, MNIST_ROOT, NO_REAL_MNIST, TUTORIAL_TRANSFORM, TutorialModel,
-                            draw_digit, make_fake_mnist, png_header_only, run_subprocess,
+from tests.fixtures import (DRIVER, EPS_SEVEN, MNIST_ROOT, NO_REAL_MNIST, ROOT, TUTORIAL_TRANSFORM,
+                            TutorialModel, draw_digit, make_fake_mnist, png_header_only, run_in,
                             temporary_folder)
 
 
@@ -256,14 +257,17 @@ class HostileFolderTest(unittest.TestCase):
     def test_test_and_the_export_end_reading_only_the_plain_files(self):
         checkpoint = temp_path("hostile_folder.pt")
         torch.save({"model": TutorialModel().state_dict()}, checkpoint)
-        result = run_subprocess("test.py", checkpoint, "--images-dir", self.folder, "--device",
-                                "cpu")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("Pictures: 1 read, 0 skipped", result.stdout)
-        result = run_subprocess("draw.py", checkpoint, "--images-dir", self.folder, "--device", "cpu",
-                                "--data-dir", DATA_DIR, "--export", temp_path("hostile.html"))
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("Not read: 6 links", result.stderr)
+        # Both in one process of their own (a folder that never ends would stop it, not the suite).
+        driven = run_in(ROOT, "-c", DRIVER, json.dumps([
+            ("test", [checkpoint, "--images-dir", self.folder, "--device", "cpu"]),
+            ("draw", [checkpoint, "--images-dir", self.folder, "--device", "cpu", "--data-dir",
+                      DATA_DIR, "--export", temp_path("hostile.html")])]), timeout=60)
+        self.assertEqual(driven.returncode, 0, driven.stderr)
+        (code, out, err, _), (code_export, _, err_export, _) = json.loads(driven.stdout)
+        self.assertEqual(code, 0, err)
+        self.assertIn("Pictures: 1 read, 0 skipped", out)
+        self.assertEqual(code_export, 0, err_export)
+        self.assertIn("Not read: 6 links", err_export)
 
 
 class AugmentTest(unittest.TestCase):

@@ -117,9 +117,9 @@ class HostileCheckpointTest(ErrorTestCase):
                    _use_new_zipfile_serialization=False)  # torch's format before 1.6
         for path in (plain, temp_path("evil_old.pt")):
             self.check(path, "refused: loading it would run code (it asks for posix.system)")
-            result = run_subprocess("draw.py", path, "--export", temp_path("evil.html"),
-                                    "--data-dir", DATA_DIR, "--device", "cpu")
-            self.assertOneLineError(result.returncode, result.stderr, 1, "posix.system")
+            code, _, err = run_script(draw, [path, "--export", temp_path("evil.html"),
+                                             "--data-dir", DATA_DIR, "--device", "cpu"])
+            self.assertOneLineError(code, err, 1, "posix.system")
         self.assertFalse(os.path.exists(marker), "code from the checkpoint ran")
 
     def test_damaged_pickle_naming_an_unknown_global_is_damaged(self):
@@ -321,8 +321,9 @@ class BadArgumentTest(ErrorTestCase):
             self.check_train("--device", "cuda", "'cuda' is not available")
         if not torch.backends.mps.is_available():
             self.check_train("--device", "mps", "'mps' is not available")
-        result = run_subprocess("train.py", "--device", "tpu9")
-        self.assertOneLineError(result.returncode, result.stderr, 2, "train.py: error: argument --device")
+        with mock.patch.object(sys, "argv", ["train.py"]):  # argparse names the script it runs as
+            code, _, err = run_script(train, ["--device", "tpu9"])
+        self.assertOneLineError(code, err, 2, "train.py: error: argument --device")
 
     def test_output_folder_must_exist_before_training(self):
         code, out, err = run_script(train, ["--data-dir", DATA_DIR,
@@ -477,11 +478,11 @@ class DamagedPictureTest(ErrorTestCase):
             paths.append(temp_path(name + "." + name.split("-")[0].lower()))
             with open(paths[-1], "wb") as file:
                 file.write(content)
-        result = run_subprocess("test.py", model, "--device", "cpu", "--image", *paths)
-        self.assertEqual(result.returncode, 1, result.stderr)
-        answered = [line.split(": ")[0] for line in result.stdout.splitlines()[1:]]  # after Device:
-        failed = [line.split(": ")[1] for line in result.stderr.splitlines()]
-        self.assertTrue(all(line.startswith("error: ") for line in result.stderr.splitlines()))
+        code, out, err = run_script(test, [model, "--device", "cpu", "--image", *paths])
+        self.assertEqual(code, 1, err)
+        answered = [line.split(": ")[0] for line in out.splitlines()[1:]]  # after Device:
+        failed = [line.split(": ")[1] for line in err.splitlines()]
+        self.assertTrue(all(line.startswith("error: ") for line in err.splitlines()))
         self.assertGreater(len(answered), 5)
         self.assertEqual(sorted(answered + failed), sorted(paths))  # each picture once
 

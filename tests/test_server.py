@@ -23,7 +23,7 @@ from extras import pictures
 from model import Net
 from page import routes
 from page.server import NOT_NUMBERS
-from tests.fixtures import (draw_shape, png_base64, run_script, run_subprocess, served_shapes,
+from tests.fixtures import (draw_shape, png_base64, run_script, served_shapes,
                             start_script, start_server, stroke_pixels, temporary_folder)
 from tests.served import TUTORIAL_STAGES, at_once, raw_reply, request
 
@@ -310,10 +310,9 @@ class OverflowTest(unittest.TestCase):
 class CommandLineTest(unittest.TestCase):
     def test_port_in_use_is_one_line(self):
         port = str(SERVER.server_address[1])
-        result = run_subprocess("draw.py", MODEL, "--port", port, "--device", "cpu")
-        self.assertEqual(result.returncode, 1)
-        self.assertEqual(result.stderr.strip(),
-                         f"error: port {port} is already in use; choose another with --port")
+        code, _, err = run_script(draw, [MODEL, "--port", port, "--device", "cpu"])
+        self.assertEqual(code, 1)
+        self.assertEqual(err.strip(), f"error: port {port} is already in use; choose another with --port")
 
     def test_bad_port_and_checkpoint(self):
         code, _, err = run_script(draw, [MODEL, "--port", "70000"])
