@@ -32,6 +32,7 @@ PICTURE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 NO_DIGIT = "no digit found: the picture has (almost) one colour"
 UNREAD_FORMAT = "not an image file of a format this reads ({formats})"
 TOO_MANY_PIXELS = "{name}: too many pixels for a picture of one digit ({why}); scale it down"
+DAMAGED = "damaged picture: its bytes could not be decoded"
 # By default the --extra-images-dir pictures are repeated until an epoch sees about this many of
 # them beside MNIST's 60,000, each at most EXTRA_MOST times: a few hundred pictures then count,
 # and a few dozen are not learned by heart (measured: docs/handwriting.md).
@@ -97,7 +98,11 @@ def open_within_limit(file, max_pixels=None):
         # Too many pixels are refused below with a message of ours; Pillow's warning while
         # opening such a file would only repeat it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        picture = Image.open(file, formats=PICTURE_FORMATS)  # reads the header only
+        try:
+            picture = Image.open(file, formats=PICTURE_FORMATS)  # reads the header only
+        except Image.DecompressionBombError:  # Pillow's own limit, in words of ours
+            raise Image.DecompressionBombError(f"more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, at "
+                                               f"most {max_pixels:,} are read") from None
     try:
         width, height = picture.size
         if picture.format in ("JPEG", "MPO") and width * height > max_pixels:
@@ -138,12 +143,24 @@ def refused_format(file):
     return UNREAD_FORMAT.format(formats=", ".join(PICTURE_FORMATS))
 
 
+class DamagedPicture(DataError):
+    """A picture Pillow could not decode. Its message adds the decoder's own words, for the one
+    who owns the file; short leaves them out, for an answer sent to someone else."""
+
+    def __init__(self, name, error):
+        words = one_line(error)
+        if not isinstance(error, OSError):  # Pillow's OSError says enough; SyntaxError alone does not
+            words = f"{type(error).__name__}: {words}"
+        super().__init__(f"{name}: {DAMAGED} ({words})")
+        self.short = f"{name}: {DAMAGED}"
+
+
 def read_picture(file, name, max_pixels=None):
     """Return the digit pictured in file (a path or a binary file) as a (1, 28, 28) tensor.
 
     Any problem is a DataError that starts with name: a missing file, not a picture (or one of a
-    format not read), a damaged one (Pillow's decoders raise many kinds of exception on damaged
-    bytes), more than max_pixels (MAX_PIXELS if None), or no digit in it.
+    format not read), a damaged one (a DamagedPicture: Pillow's decoders raise many kinds of
+    exception on damaged bytes), more than max_pixels (MAX_PIXELS if None), or no digit in it.
     """
     try:
         with open_within_limit(file, max_pixels) as picture:
@@ -156,10 +173,9 @@ def read_picture(file, name, max_pixels=None):
     except OSError as error:
         if error.strerror:  # missing, a folder, no permission to read
             raise DataError(f"{name}: {error.strerror}") from None
-        raise DataError(f"{name}: damaged picture ({one_line(error)})") from None
+        raise DamagedPicture(name, error) from None
     except Exception as error:  # noqa: BLE001  (damaged bytes: SyntaxError, ValueError, ...)
-        raise DataError(f"{name}: damaged picture "
-                        f"({type(error).__name__}: {one_line(error)})") from None
+        raise DamagedPicture(name, error) from None
     try:
         return prepare_digit(picture)
     except DataError as error:

@@ -20,7 +20,7 @@ from PIL import Image
 from common import MAX_LR, MAX_SEED, UserError, predict, save_atomically
 from data import MEAN, STD, to_pixels
 from extras.flags import MAX_WEIGHT_DECAY
-from extras.pictures import (EXTRA_MOST, EXTRA_PER_EPOCH, NO_DIGIT, PICTURE_FORMATS,
+from extras.pictures import (DAMAGED, EXTRA_MOST, EXTRA_PER_EPOCH, NO_DIGIT, PICTURE_FORMATS,
                              TOO_MANY_PIXELS, UNREAD_FORMAT)
 from page.collect import COLLECT_SIDE, FOLDER_FULL, folder_name
 from page.design import DESIGN_BOUNDS, DESIGN_MESSAGES, design_data
@@ -58,8 +58,8 @@ FILE_REDRAW_INTERVAL = 200
 # The refusals the file words as the server does, and its own of routes.design: str.format
 # templates, which its said() fills in.
 FILE_MESSAGES = {**MESSAGES, "no_digit": NO_DIGIT, "unread_format": UNREAD_FORMAT,
-                 "too_many_pixels": TOO_MANY_PIXELS, "folder_full": FOLDER_FULL, "no_value": NO_VALUE,
-                 **DESIGN_MESSAGES}
+                 "too_many_pixels": TOO_MANY_PIXELS, "damaged": DAMAGED, "folder_full": FOLDER_FULL,
+                 "no_value": NO_VALUE, **DESIGN_MESSAGES}
 # The exported file's back end, in the order it runs: the maths (the training worker runs it too,
 # with trainer.js), then the routes in the browser; each file says what it holds.
 MATHS = ("tensors", "dot-products", "pooling", "nonlinearities", "dropout", "normalisation", "shapes",

@@ -20,7 +20,7 @@ from PIL import Image
 from common import EVAL_BATCH_SIZE, UserError, accuracy
 from data import DataError, load_mnist, raw_folder, to_pixels
 from extras.checkpoints import build_model, read_checkpoint
-from extras.pictures import prepare_digit, read_labelled_folder, read_picture
+from extras.pictures import DamagedPicture, prepare_digit, read_labelled_folder, read_picture
 from extras.report import confusion_matrix
 from model import Net
 from page.collect import (COLLECT_LIMIT, COLLECT_SIDE, Collector, FolderFull, PictureTooLarge,
@@ -197,7 +197,9 @@ def drawn_digit(pixels=ABSENT, picture=ABSENT):
         except (binascii.Error, ValueError):
             raise BadRequest(HTTPStatus.BAD_REQUEST, MESSAGES["not_base64"]) from None
         return read_picture(io.BytesIO(content), "picture", MAX_PICTURE_PIXELS)
-    except DataError as error:  # no digit in it, a damaged file, ...
+    except DamagedPicture as error:  # the decoder's words are no business of the one who asks
+        raise BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, error.short) from None
+    except DataError as error:  # no digit in it, too many pixels, a format not read
         raise BadRequest(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
 
 

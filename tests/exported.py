@@ -2,7 +2,8 @@
 export, a call of the file's routes from Selenium, and FileInBrowser, the file opened as file://
 in headless Chromium with nothing requested from any host.
 
-Usage: from tests.exported import CALL, FileInBrowser, exported_data, picture_folder   (tests only)
+Usage: from tests.exported import CALL, FileInBrowser, export_untrained, exported_data, picture_folder
+       (tests only)
 """
 import json
 import os
@@ -10,7 +11,10 @@ import re
 
 import torch
 
-from tests.fixtures import browser, downloads_folder, draw_shape, exported_shapes, wait_until
+import draw
+from model import Net
+from tests.fixtures import (browser, downloads_folder, draw_shape, exported_shapes, run_script, shapes_mnist,
+                            wait_until)
 
 # Calls window.routes[route](argument) in the page and hands back its answer or its error.
 CALL = """
@@ -23,6 +27,19 @@ Promise.resolve().then(() => window.routes[route](argument))
 def exported_data(path):
     with open(path, encoding="utf-8") as file:
         return json.loads(re.search(r'id="export-data">(.*?)</script>', file.read(), re.S).group(1))
+
+
+def export_untrained(folder, file="page.html", *flags):
+    """Export folder/untrained.pt (Net's first weights from seed 0) with 600 of the shapes'
+    training images and draw.py's extra flags to folder/file; return its path."""
+    model = os.path.join(folder, "untrained.pt")
+    torch.manual_seed(0)
+    torch.save({"model": Net().state_dict()}, model)
+    path = os.path.join(folder, file)
+    code, _, err = run_script(draw, [model, "--data-dir", shapes_mnist(), "--device", "cpu",
+                                     "--train-images", "600", *flags, "--export", path])
+    assert code == 0, err
+    return path
 
 
 def picture_folder(folder):

@@ -170,6 +170,11 @@ class LargeAndDeepPictureTest(unittest.TestCase):
             with self.assertRaisesRegex(data.DataError, "too many pixels"):
                 pictures.read_picture(small, small)
         self.assertEqual(pictures.read_picture(small, small).shape, (1, 28, 28))
+        png_header_only(path, 20_000, 20_000)  # over Pillow's own limit: refused in our words too
+        with self.assertRaises(data.DataError) as caught:
+            pictures.read_picture(path, "huge.png")
+        self.assertEqual(str(caught.exception), pictures.TOO_MANY_PIXELS.format(
+            name="huge.png", why="more than 178,956,970 pixels, at most 16,777,216 are read"))
 
     def test_a_large_jpeg_is_decoded_smaller_instead(self):
         path = temp_path("photo.jpg")

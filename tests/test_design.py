@@ -17,12 +17,11 @@ import unittest
 
 import torch
 
-import draw
 from data import load_mnist
 from model import Net
 from page import design, export, routes
-from tests.exported import FileInBrowser, exported_data
-from tests.fixtures import (COPY_SET, DRIVER, ROOT, browser_missing, run_in, run_script, shapes_mnist,
+from tests.exported import FileInBrowser, export_untrained, exported_data
+from tests.fixtures import (COPY_SET, DRIVER, ROOT, browser_missing, run_in, shapes_mnist,
                             temporary_folder)
 
 # A list of layers nobody tuned: every kind the panel offers but batch norm on maps, which the
@@ -90,13 +89,7 @@ def setUpModule():
     global TEMP, SHAPES, FILE
     TEMP = temporary_folder()
     SHAPES = shapes_mnist()
-    model = os.path.join(TEMP, "untrained.pt")
-    torch.manual_seed(0)
-    torch.save({"model": Net().state_dict()}, model)
-    FILE = os.path.join(TEMP, "page.html")
-    code, _, err = run_script(draw, [model, "--data-dir", SHAPES, "--device", "cpu", "--train-images", "600",
-                                     "--export", FILE])
-    assert code == 0, err
+    FILE = export_untrained(TEMP)
 
 
 def module_of(path):

@@ -12,26 +12,17 @@ import re
 import shutil
 import unittest
 
-import torch
 
-import draw
-from model import Net
-from tests.exported import FileInBrowser
+from tests.exported import FileInBrowser, export_untrained
 from tests.fixtures import (COPY_SET, PHONE_PROBLEMS, ROOT, browser_missing, downloads_folder, draw_stroke,
-                            run_in, run_script, shapes_mnist, temporary_folder)
+                            run_in, shapes_mnist, temporary_folder)
 
 
 def setUpModule():
     global TEMP, SHAPES, FILE
     TEMP = temporary_folder()
     SHAPES = shapes_mnist()
-    model = os.path.join(TEMP, "untrained.pt")
-    torch.manual_seed(0)
-    torch.save({"model": Net().state_dict()}, model)
-    FILE = os.path.join(TEMP, "page.html")
-    code, _, err = run_script(draw, [model, "--data-dir", SHAPES, "--device", "cpu", "--train-images", "600",
-                                     "--export", FILE])
-    assert code == 0, err
+    FILE = export_untrained(TEMP)
 
 
 @unittest.skipIf(browser_missing(), browser_missing())

@@ -23,7 +23,7 @@ import draw
 from page import routes
 from page.connections import SECURITY_HEADERS
 from page.server import host_names_this_server
-from tests.fixtures import (EPS_SEVEN, draw_digit, fake_ghostscript, png_header_only, run_script,
+from tests.fixtures import (EPS_SEVEN, draw_digit, fake_ghostscript, png_base64, png_header_only, run_script,
                             served_shapes, start_server, stroke_pixels, temporary_folder)
 from tests.served import raw_reply, request
 
@@ -87,6 +87,19 @@ class HostilePictureTest(unittest.TestCase):
         self.assertEqual(status, 422, answer)
         self.assertIn("too many pixels for a picture of one digit (4096 x 4096 pixels, at most "
                       "1,000,000 are read)", answer["error"])
+        # Pillow's own limit and its decoders' errors are said in words of ours, not its own.
+        png_header_only(path, 20_000, 20_000)
+        broken = bytearray(base64.b64decode(png_base64(draw_digit((50, 50), (10, 10, 40, 40)))))
+        at = broken.index(b"IDAT") + 4
+        broken[at:at + 8] = b"\xff" * 8
+        with open(path, "rb") as file:
+            huge = file.read()
+        for content, error in ((huge, "picture: too many pixels for a picture of one digit (more than "
+                                "178,956,970 pixels, at most 1,000,000 are read); scale it down"),
+                               (bytes(broken), "picture: damaged picture: its bytes could not be decoded")):
+            picture = base64.b64encode(content).decode()
+            status, answer = request("POST", "/predict", {"picture": picture})
+            self.assertEqual((status, answer), (422, {"error": error}))
         # A phone's photo is decoded at a quarter of its size instead, and answered.
         buffer = io.BytesIO()
         draw_digit((4000, 3000), (1500, 500, 2500, 2500), mode="L").save(buffer, format="JPEG")

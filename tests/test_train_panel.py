@@ -11,12 +11,9 @@ import os
 import re
 import unittest
 
-import torch
 
-import draw
 import test as test_script
-from model import Net
-from tests.exported import FileInBrowser
+from tests.exported import FileInBrowser, export_untrained
 from tests.fixtures import (PHONE_PROBLEMS, browser, browser_missing, downloads_folder, draw_stroke,
                             run_script, shapes_mnist, temporary_folder)
 
@@ -28,15 +25,9 @@ def setUpModule():
     global TEMP, SHAPES, FILE, WITHOUT
     TEMP = temporary_folder()
     SHAPES = shapes_mnist()
-    model = os.path.join(TEMP, "untrained.pt")
-    torch.manual_seed(0)
-    torch.save({"model": Net().state_dict()}, model)
-    FILE, WITHOUT = os.path.join(TEMP, "page.html"), os.path.join(TEMP, "without.html")
-    for path, images in ((FILE, "600"), (WITHOUT, "0")):
-        code, _, err = run_script(draw, [model, "--data-dir", SHAPES, "--device", "cpu",
-                                         "--train-images", images, "--export", path,
-                                         "--collect", os.path.join(TEMP, "class_digits")])
-        assert code == 0, err
+    collect = ("--collect", os.path.join(TEMP, "class_digits"))
+    FILE = export_untrained(TEMP, "page.html", *collect)
+    WITHOUT = export_untrained(TEMP, "without.html", "--train-images", "0", *collect)
 
 
 def replaced(element):

@@ -203,13 +203,15 @@ def main(argv=None):
             open_file(session, path)
             print(f"headless Chromium {session.capabilities.get('browserVersion', '?')}; test accuracy, "
                   f"mean of {args.seeds} seed(s) (range), after {args.epochs} epoch(s); seconds an epoch")
-            print(f"{'exercise':<40}{'PyTorch, one thread':>34}{'the file (trainRun)':>34}")
+            width = max(len(f"{number}. {title}") for number, title, _, _ in chosen) + 2
+            print(f"{'exercise':<{width}}{'PyTorch, one thread':>30}{'the file (trainRun)':>30}")
             for number, title, diff, flags in chosen:
                 net = edited_net(diff)
                 model = designed(session, number, net)
                 runs = [pytorch_run(net, flags, seed, args, folder) for seed in range(args.seeds)]
                 in_file = [file_run(session, model, flags, seed, args) for seed in range(args.seeds)]
-                print(f"{number}. {title:<37}{summary(runs):>34}{summary(in_file):>34}", flush=True)
+                print(f"{f'{number}. {title}':<{width}}{summary(runs):>30}{summary(in_file):>30}",
+                      flush=True)
         finally:
             session.quit()
 

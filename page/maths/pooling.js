@@ -66,34 +66,34 @@ function largestAt(values, base, top, left, s, H, W) {
   return where;
 }
 
+function averaged(x, s, visit) {
+  // Each output's window clipped to the input, and what PyTorch divides its sum by: the window
+  // clipped to the padded input, or to the input alone. Numbers, not arrays: a batch has tens of
+  // thousands of windows, and an array for each made average pooling several times slower.
+  const [H, W] = x.shape.slice(2), [KH, KW] = s.kernel, [PY, PX] = s.padding;
+  return windows(x, s, (base, out, top, left) => {
+    const y0 = Math.max(top, 0), y1 = Math.min(top + KH, H);
+    const x0 = Math.max(left, 0), x1 = Math.min(left + KW, W);
+    const padded = (Math.min(top + KH, H + PY) - top) * (Math.min(left + KW, W + PX) - left);
+    visit(base, out, y0, y1, x0, x1, s.divisor || (s.count_include_pad ? padded : (y1 - y0) * (x1 - x0)));
+  });
+}
+
 const avgPool2d = {
-  divisors(x, s) {
-    const [H, W] = x.shape.slice(2), [KH, KW] = s.kernel, [PY, PX] = s.padding, divisors = [], windowsOf = [];
-    const shape = windows(x, s, (base, out, top, left) => {
-      // PyTorch divides by the window clipped to the padded input, or to the input alone.
-      const y0 = Math.max(top, 0), y1 = Math.min(top + KH, H);
-      const x0 = Math.max(left, 0), x1 = Math.min(left + KW, W);
-      const padded = (Math.min(top + KH, H + PY) - top) * (Math.min(left + KW, W + PX) - left);
-      divisors[out] = s.divisor || (s.count_include_pad ? padded : (y1 - y0) * (x1 - x0));
-      windowsOf[out] = [base, y0, y1, x0, x1];
-    });
-    return [shape, divisors, windowsOf];
-  },
   forward(x, s) {
-    const [shape, divisors, windowsOf] = avgPool2d.divisors(x, s), W = x.shape[3], y = tensor(shape);
-    windowsOf.forEach(([base, y0, y1, x0, x1], out) => {
+    const [B, C, , W] = x.shape, [OH, OW] = outputSides(x, s), y = tensor([B, C, OH, OW]);
+    averaged(x, s, (base, out, y0, y1, x0, x1, divisor) => {
       let sum = 0;
       for (let iy = y0; iy < y1; iy++) for (let ix = x0; ix < x1; ix++) sum += x.data[base + iy * W + ix];
-      y.data[out] = sum / divisors[out];
+      y.data[out] = sum / divisor;
     });
     return y;
   },
   backward(g, x, s) {
-    const [, divisors, windowsOf] = avgPool2d.divisors(x, s), W = x.shape[3], dx = tensor(x.shape);
-    windowsOf.forEach(([base, y0, y1, x0, x1], out) => {
-      for (let iy = y0; iy < y1; iy++) {
-        for (let ix = x0; ix < x1; ix++) dx.data[base + iy * W + ix] += g.data[out] / divisors[out];
-      }
+    const W = x.shape[3], dx = tensor(x.shape);
+    averaged(x, s, (base, out, y0, y1, x0, x1, divisor) => {
+      const share = g.data[out] / divisor;
+      for (let iy = y0; iy < y1; iy++) for (let ix = x0; ix < x1; ix++) dx.data[base + iy * W + ix] += share;
     });
     return dx;
   },

@@ -22,7 +22,8 @@ async function decodePicture(picture) {
   }
   const jpeg = header.format === "JPEG";
   if (header.width !== undefined) decodedSize(header.width, header.height, jpeg);
-  const image = await bitmapOf(bytes);  // its decoded size is held to the limit too: a header may say less
+  // Its decoded size is held to the limit too: a header may say less.
+  const image = await bitmapOf(bytes, header.format);
   return greyOf(image, ...decodedSize(image.width, image.height, jpeg));
 }
 
@@ -141,8 +142,11 @@ function tiffSize(view, start) {
   return [5, 6, 7, 8].includes(found[274]) ? [found[257], found[256]] : [found[256], found[257]];
 }
 
-async function bitmapOf(bytes) {
+async function bitmapOf(bytes, format) {
+  // The picture decoded; a failure is damage, as Pillow's would be, but for TIFF, which the
+  // server reads and Chromium does not.
   try { return await createImageBitmap(new Blob([bytes])); } catch {
+    if (format !== "TIFF") throw new BadRequest(422, `picture: ${said("damaged")}`);
     throw new BadRequest(422, "picture: not an image file that this browser can read");
   }
 }
