@@ -25,14 +25,8 @@ const batchNorm = {
   },
 };
 
-function eachValue(x, visit) {
-  // visit(map, position) for every value of x (B, C, ...), map by map within each image.
-  const [B, C] = x.shape, area = x.data.length / B / C;
-  for (let b = 0; b < B; b++) for (let c = 0; c < C; c++) {
-    for (let i = (b * C + c) * area, end = i + area; i < end; i++) visit(c, i);
-  }
-}
-
+// Training visits every value map by map within each image, a loop written out in each pass: a
+// function called back for every value, another in each pass, made it several times slower.
 const batchNormTraining = {
   // train() mode, as torch.nn.BatchNorm2d: each map normalised with its batch's mean and biased
   // variance (over images, rows and columns); the running averages move towards the batch's with
@@ -40,17 +34,31 @@ const batchNormTraining = {
   forward(x, s, p) {
     const [B, C] = x.shape, area = x.data.length / B / C, n = B * area, y = tensor(x.shape);
     const mean = new Float64Array(C), variance = new Float64Array(C), invstd = new Float64Array(C);
-    eachValue(x, (c, i) => { mean[c] += x.data[i]; });
+    for (let b = 0; b < B; b++) {
+      for (let c = 0; c < C; c++) {
+        for (let i = (b * C + c) * area, end = i + area; i < end; i++) mean[c] += x.data[i];
+      }
+    }
     mean.forEach((sum, c) => { mean[c] = sum / n; });
-    eachValue(x, (c, i) => { variance[c] += (x.data[i] - mean[c]) ** 2; });
+    for (let b = 0; b < B; b++) {
+      for (let c = 0; c < C; c++) {
+        for (let i = (b * C + c) * area, end = i + area; i < end; i++) {
+          variance[c] += (x.data[i] - mean[c]) ** 2;
+        }
+      }
+    }
     variance.forEach((sum, c) => {
       variance[c] = sum / n;
       invstd[c] = 1 / Math.sqrt(variance[c] + s.eps);
     });
-    eachValue(x, (c, i) => {
-      const weight = p.weight ? p.weight.data[c] : 1, bias = p.bias ? p.bias.data[c] : 0;
-      y.data[i] = (x.data[i] - mean[c]) * invstd[c] * weight + bias;
-    });
+    for (let b = 0; b < B; b++) {
+      for (let c = 0; c < C; c++) {
+        const weight = p.weight ? p.weight.data[c] : 1, bias = p.bias ? p.bias.data[c] : 0;
+        for (let i = (b * C + c) * area, end = i + area; i < end; i++) {
+          y.data[i] = (x.data[i] - mean[c]) * invstd[c] * weight + bias;
+        }
+      }
+    }
     for (let c = 0; c < C; c++) {
       p.running_mean.data[c] = (1 - s.momentum) * p.running_mean.data[c] + s.momentum * mean[c];
       const moved = s.momentum * variance[c] * n / (n - 1);  // the batch's unbiased variance's share
@@ -61,22 +69,30 @@ const batchNormTraining = {
   },
   sums(g, x, y) {
     // Per map: the sum of the gradients, and of the gradients times the normalised input.
-    const [, C] = x.shape, { mean, invstd } = y.saved;
+    const [B, C] = x.shape, { mean, invstd, area } = y.saved;
     const total = new Float64Array(C), dotted = new Float64Array(C);
-    eachValue(x, (c, i) => {
-      total[c] += g.data[i];
-      dotted[c] += g.data[i] * (x.data[i] - mean[c]) * invstd[c];
-    });
+    for (let b = 0; b < B; b++) {
+      for (let c = 0; c < C; c++) {
+        for (let i = (b * C + c) * area, end = i + area; i < end; i++) {
+          total[c] += g.data[i];
+          dotted[c] += g.data[i] * (x.data[i] - mean[c]) * invstd[c];
+        }
+      }
+    }
     return [total, dotted];
   },
   // dx = weight * invstd / n * (n g - sum(g) - x̂ sum(g x̂)): the mean and variance depend on x too.
   backward(g, x, s, p, y) {
-    const { mean, invstd, n } = y.saved, [total, dotted] = batchNormTraining.sums(g, x, y);
-    const dx = tensor(x.shape);
-    eachValue(x, (c, i) => {
-      const scale = (p.weight ? p.weight.data[c] : 1) * invstd[c] / n;
-      dx.data[i] = scale * (n * g.data[i] - total[c] - (x.data[i] - mean[c]) * invstd[c] * dotted[c]);
-    });
+    const { mean, invstd, n, area } = y.saved, [total, dotted] = batchNormTraining.sums(g, x, y);
+    const [B, C] = x.shape, dx = tensor(x.shape);
+    for (let b = 0; b < B; b++) {
+      for (let c = 0; c < C; c++) {
+        const scale = (p.weight ? p.weight.data[c] : 1) * invstd[c] / n;
+        for (let i = (b * C + c) * area, end = i + area; i < end; i++) {
+          dx.data[i] = scale * (n * g.data[i] - total[c] - (x.data[i] - mean[c]) * invstd[c] * dotted[c]);
+        }
+      }
+    }
     return dx;
   },
   paramsBackward(g, x, s, p, y) {
