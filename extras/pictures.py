@@ -62,9 +62,9 @@ def prepare_digit(picture):
     if ink.max() < 0.1:
         raise DataError(NO_DIGIT)
     ink = ink / ink.max()
-    rows = (ink > 0.2).any(dim=1).nonzero()
-    columns = (ink > 0.2).any(dim=0).nonzero()
-    ink = ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]  # cropped to the ink
+    rows = (ink.amax(dim=1) > 0.2).nonzero()[:, 0].tolist()  # those with ink
+    columns = (ink.amax(dim=0) > 0.2).nonzero()[:, 0].tolist()
+    ink = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]  # cropped to the ink
     scale = 20 / max(ink.shape)
     height, width = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
     ink = torch.nn.functional.interpolate(ink[None, None], size=(height, width), mode="bilinear",

@@ -30,15 +30,25 @@ SHOWN_WITH_RELU, SHOWN_WITH_RELU_AS = ("convolution", "linear"), "ReLU"
 NO_VALUE = "{name} has no value at map {map}, row {row}, column {column}"
 
 
-class Recorder(torch.fx.Interpreter):
-    """Runs a traced model and keeps a copy of every operation's output."""
+def copied(value):
+    """A copy of an operation's output as it is now: nn.ReLU(inplace=True), relu_() or += later in
+    forward() change the tensor itself, and the stage would then show values it never had."""
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
-    def run_node(self, node):
-        output = super().run_node(node)
-        # A copy, as it is now: nn.ReLU(inplace=True), relu_() or += later in forward() change
-        # the tensor itself, and the stage would then show values it never had.
-        self.outputs[node] = output.clone() if isinstance(output, torch.Tensor) else output
-        return output
+
+def recording(graph_module):
+    """(A module whose forward returns a copy of every operation's output, in graph order; those
+    operations.) It runs as generated Python, as the traced model does: torch.fx's Interpreter,
+    which looks up and dispatches each node as it goes, took about as long as the network itself."""
+    graph, new_node, operations, kept = torch.fx.Graph(), {}, [], []
+    for node in graph_module.graph.nodes:
+        if node.op == "output":
+            continue
+        new_node[node] = graph.node_copy(node, lambda argument: new_node[argument])
+        operations.append(node)
+        kept.append(graph.call_function(copied, (new_node[node],)))  # at once, before any change
+    graph.output(tuple(kept))
+    return torch.fx.GraphModule(graph_module, graph), operations
 
 
 class Explainer:
@@ -66,6 +76,7 @@ class Explainer:
         self.described = {node: describe(node, operation_of(self.graph_module, node))
                           for node in self.graph_module.graph.nodes}
         self.stages = self.find_stages()
+        self.recording, self.operations = recording(self.graph_module)
         self.details = {node: details(self.described[node], SHOWN_WITH_RELU_AS if shown is not node else None)
                         for _, node, shown in self.stages}
 
@@ -89,11 +100,8 @@ class Explainer:
 
     def run(self, digit):
         """Run digit (1, 28, 28) through the network; return {node: output} for every operation."""
-        recorder = Recorder(self.graph_module)
-        recorder.outputs = {}
         with torch.no_grad():
-            recorder.run(digit[None])
-        return recorder.outputs
+            return dict(zip(self.operations, self.recording(digit[None])))
 
     def layers(self, outputs):
         """Each stage's name, details and output (batch 1), then the softmax of the answer."""

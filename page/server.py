@@ -121,6 +121,15 @@ def answer(page, method, path, argument):
     return route_of(method, path)(page, argument)
 
 
+def json_body(content, status=HTTPStatus.OK):
+    """(status, content as JSON bytes): compact, as an answer holds thousands of numbers and every
+    byte is written and read."""
+    try:  # JSON has no NaN or infinity; weights that are numbers can still overflow to them
+        return status, json.dumps(content, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        return HTTPStatus.UNPROCESSABLE_ENTITY, json.dumps({"error": NOT_NUMBERS}).encode()
+
+
 class Handler(BaseHTTPRequestHandler):
     """Fixed routes only: no part of a URL ever reaches the file system."""
 
@@ -207,7 +216,10 @@ class Handler(BaseHTTPRequestHandler):
             argument = query if self.command == "GET" else parse_json(self.read_body())
             turns = self.quick if (self.command, path) in QUICK_ROUTES else self.working
             with turns.turn(self.client_address[0]):
-                content = route(self.page, argument)
+                # Written as JSON within the turn: the encoding is work for the interpreter, as
+                # much as the network's, and thirty threads encoding at once would take turns for
+                # its lock as thirty working would.
+                status, body, kind = self.written(route(self.page, argument), path)
         except TimeoutError:
             raise  # the body missed its deadline: handle_one_request answers 408
         except BadRequest as error:
@@ -222,11 +234,14 @@ class Handler(BaseHTTPRequestHandler):
             self.server.handle_error(self.request, self.client_address)
             self.send_json({"error": INTERNAL_ERROR}, HTTPStatus.INTERNAL_SERVER_ERROR)
         else:
-            if isinstance(content, bytes):  # the page, or one of its scripts
-                kind = "text/javascript" if (self.command, path) in SCRIPT_ROUTES else "text/html"
-                self.send(HTTPStatus.OK, content, f"{kind}; charset=utf-8")
-            else:
-                self.send_json(content)
+            self.send(status, body, kind)
+
+    def written(self, content, path):
+        """A route's answer as (status, body, content type)."""
+        if isinstance(content, bytes):  # the page, or one of its scripts
+            kind = "text/javascript" if (self.command, path) in SCRIPT_ROUTES else "text/html"
+            return HTTPStatus.OK, content, f"{kind}; charset=utf-8"
+        return (*json_body(content), "application/json")
 
     def admitted(self, query):
         """Refuse a request that is not this page's own; return the query without the token.
@@ -269,12 +284,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(length))
 
     def send_json(self, content, status=HTTPStatus.OK):
-        # Compact: an answer holds thousands of numbers, and every byte is written and read.
-        try:  # JSON has no NaN or infinity; weights that are numbers can still overflow to them
-            body = json.dumps(content, separators=(",", ":"), allow_nan=False)
-        except ValueError:
-            status, body = HTTPStatus.UNPROCESSABLE_ENTITY, json.dumps({"error": NOT_NUMBERS})
-        self.send(status, body.encode(), "application/json")
+        self.send(*json_body(content, status), "application/json")
 
     def send(self, status, body, content_type):
         # The answer gets a deadline of its own (sendall's timeout bounds the whole write): a
