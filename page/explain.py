@@ -37,9 +37,9 @@ def copied(value):
 
 
 def recording(graph_module):
-    """(A module whose forward returns a copy of every operation's output, in graph order; those
-    operations.) It runs as generated Python, as the traced model does: torch.fx's Interpreter,
-    which looks up and dispatches each node as it goes, took about as long as the network itself."""
+    """Return a module whose forward gives a copy of every operation's output, in graph order, and
+    those operations (graph_module's nodes). It runs as generated Python, as the traced model does,
+    not through torch.fx's Interpreter, which looks up and dispatches each node at every call."""
     graph, new_node, operations, kept = torch.fx.Graph(), {}, [], []
     for node in graph_module.graph.nodes:
         if node.op == "output":

@@ -216,9 +216,8 @@ class Handler(BaseHTTPRequestHandler):
             argument = query if self.command == "GET" else parse_json(self.read_body())
             turns = self.quick if (self.command, path) in QUICK_ROUTES else self.working
             with turns.turn(self.client_address[0]):
-                # Written as JSON within the turn: the encoding is work for the interpreter, as
-                # much as the network's, and thirty threads encoding at once would take turns for
-                # its lock as thirty working would.
+                # Written as JSON within the turn: encoding is work for the interpreter like the
+                # network's, so it takes one of the same few places.
                 status, body, kind = self.written(route(self.page, argument), path)
         except TimeoutError:
             raise  # the body missed its deadline: handle_one_request answers 408
